@@ -1,0 +1,152 @@
+"""``App``: the class users subclass, exactly as they would ``fal.App``."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from minifal.endpoints import EndpointSpec, endpoint_spec
+from minifal.request_context import RequestContext, current_request
+from minifal.settings import (
+    CLASS_KEYWORD_ALIASES,
+    SETTING_NAMES,
+    AppSettings,
+    AppSettingsError,
+    kebab_case,
+    validate_settings,
+)
+
+logger = logging.getLogger("minifal.app")
+
+_DEFAULTS = AppSettings()
+
+
+class App:
+    """Base class of a served application.
+
+    Settings are class attributes or class keywords (``class A(fal.App, keep_alive=300)``).
+    ``setup()`` runs once per runner before it takes traffic; endpoint methods serve requests.
+    """
+
+    # fal's settings with fal's defaults; subclasses override them as class attributes.
+    machine_type: ClassVar[str | list[str]] = _DEFAULTS.machine_type
+    num_gpus: ClassVar[int | None] = _DEFAULTS.num_gpus
+    keep_alive: ClassVar[float] = _DEFAULTS.keep_alive
+    min_concurrency: ClassVar[int] = _DEFAULTS.min_concurrency
+    max_concurrency: ClassVar[int | None] = _DEFAULTS.max_concurrency
+    concurrency_buffer: ClassVar[int] = _DEFAULTS.concurrency_buffer
+    concurrency_buffer_perc: ClassVar[int] = _DEFAULTS.concurrency_buffer_perc
+    scaling_delay: ClassVar[float] = _DEFAULTS.scaling_delay
+    max_multiplexing: ClassVar[int] = _DEFAULTS.max_multiplexing
+    request_timeout: ClassVar[float | None] = _DEFAULTS.request_timeout
+    startup_timeout: ClassVar[float | None] = _DEFAULTS.startup_timeout
+    requirements: ClassVar[list[str]] = []
+    local_python_modules: ClassVar[list[str]] = []
+    app_name: ClassVar[str | None] = None
+    app_auth: ClassVar[str | None] = None
+    app_files: ClassVar[list[str]] = []
+    app_files_ignore: ClassVar[list[str]] = []
+    app_files_context_dir: ClassVar[str | None] = None
+    secrets: ClassVar[list[str]] = []
+    regions: ClassVar[list[str]] = []
+    image: ClassVar[Any] = None
+    kind: ClassVar[str | None] = None
+    python_version: ClassVar[str | None] = None
+    termination_grace_period_seconds: ClassVar[float | None] = None
+
+    _settings: ClassVar[AppSettings] = _DEFAULTS
+
+    def __init_subclass__(cls, **keywords: Any) -> None:
+        super().__init_subclass__()
+        if "__init__" in cls.__dict__:
+            raise TypeError(
+                f"{cls.__name__} overrides __init__, which fal.App does not allow: "
+                "do one-time initialisation in setup() instead"
+            )
+        for keyword, value in keywords.items():
+            setting = CLASS_KEYWORD_ALIASES.get(keyword, keyword)
+            if setting not in SETTING_NAMES:
+                hint = difflib.get_close_matches(setting, SETTING_NAMES, n=1)
+                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise AppSettingsError(
+                    f"unknown App setting {keyword!r} in class {cls.__name__}{suggestion}"
+                )
+            setattr(cls, setting, value)
+        _warn_near_miss_attributes(cls)
+        values = {name: getattr(cls, name) for name in SETTING_NAMES}
+        cls._settings = validate_settings(cls.__name__, values)
+
+    # -- settings -------------------------------------------------------------------------
+
+    @classmethod
+    def settings(cls) -> AppSettings:
+        return cls._settings
+
+    @classmethod
+    def resolved_app_name(cls) -> str:
+        return cls._settings.app_name or kebab_case(cls.__name__)
+
+    @classmethod
+    def endpoints(cls) -> list[tuple[str, EndpointSpec]]:
+        """``(method name, spec)`` of every decorated method, sorted by path as on fal."""
+        found: dict[str, tuple[str, EndpointSpec]] = {}
+        health_checks = []
+        for name in dir(cls):
+            spec = endpoint_spec(getattr(cls, name, None))
+            if spec is None:
+                continue
+            if spec.path in found:
+                raise AppSettingsError(
+                    f"{cls.__name__}: {found[spec.path][0]}() and {name}() "
+                    f"both use path {spec.path}"
+                )
+            found[spec.path] = (name, spec)
+            if spec.health_check is not None:
+                health_checks.append(name)
+        if len(health_checks) > 1:
+            raise AppSettingsError(
+                f"{cls.__name__}: only one endpoint may have a health_check, found {health_checks}"
+            )
+        return [found[path] for path in sorted(found)]
+
+    # -- lifecycle the user overrides -------------------------------------------------------
+
+    def setup(self) -> Any:
+        """Load models and warm up; may be ``async``. Runs before the runner takes traffic."""
+
+    def teardown(self) -> Any:
+        """Release resources when the runner stops; may be ``async``."""
+
+    def handle_exit(self) -> None:
+        """Called when the runner receives SIGTERM, before in-flight requests drain."""
+
+    def health(self) -> dict[str, Any]:
+        """Served at ``GET /health``."""
+        from minifal import __version__
+
+        return {"version": __version__}
+
+    # -- request context ----------------------------------------------------------------------
+
+    @property
+    def current_request(self) -> RequestContext | None:
+        """The request being served by this task or thread: id, endpoint path, headers."""
+        return current_request()
+
+
+def _warn_near_miss_attributes(cls: type) -> None:
+    """Users add their own class attributes; only names one typo away from a setting are suspect."""
+    for name in cls.__dict__:
+        if (
+            name.startswith("_")
+            or name in SETTING_NAMES
+            or isinstance(cls.__dict__[name], Callable)
+        ):
+            continue
+        close = difflib.get_close_matches(name, SETTING_NAMES, n=1, cutoff=0.85)
+        if close:
+            logger.warning(
+                "%s.%s is not an App setting; did you mean %s?", cls.__name__, name, close[0]
+            )

@@ -1,0 +1,79 @@
+"""Find the App class named by ``path/to/file.py`` or ``path/to/file.py::ClassName``."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+
+from minifal.app import App
+from minifal.fal_alias import install_fal_alias
+
+logger = logging.getLogger("minifal.app_loader")
+
+
+class AppLoadError(Exception):
+    """The app reference does not name exactly one App class in an importable file."""
+
+
+def split_app_reference(reference: str) -> tuple[Path, str | None]:
+    file_part, _, class_name = reference.partition("::")
+    return Path(file_part), (class_name or None)
+
+
+def load_app_class(reference: str) -> type[App]:
+    """Import the file as a module (its directory goes first on ``sys.path``) and pick the App."""
+    path, class_name = split_app_reference(reference)
+    if not path.is_file():
+        raise AppLoadError(f"app file not found: {path}")
+    if not install_fal_alias():
+        logger.info("the real 'fal' package is installed: 'import fal' in the app imports it")
+    path = path.resolve()
+    directory = str(path.parent)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    module_name = f"minifal_app_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise AppLoadError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+
+    candidates = {
+        name: value
+        for name, value in vars(module).items()
+        if isinstance(value, type) and value.__module__ == module_name
+    }
+    if class_name is not None:
+        chosen = candidates.get(class_name) or getattr(module, class_name, None)
+        if chosen is None:
+            raise AppLoadError(f"{path} has no class {class_name!r}")
+        if not (isinstance(chosen, type) and issubclass(chosen, App)):
+            raise AppLoadError(_not_an_app_message(path, class_name, chosen))
+        return chosen
+    apps = [value for value in candidates.values() if issubclass(value, App)]
+    if len(apps) == 1:
+        return apps[0]
+    if not apps:
+        foreign = [name for name, value in candidates.items() if _looks_like_fal_app(value)]
+        if foreign:
+            raise AppLoadError(_not_an_app_message(path, foreign[0], candidates[foreign[0]]))
+        raise AppLoadError(f"{path} defines no App subclass")
+    names = ", ".join(sorted(app.__name__ for app in apps))
+    raise AppLoadError(f"{path} defines several Apps ({names}): name one as {path}::ClassName")
+
+
+def _looks_like_fal_app(value: type) -> bool:
+    return any(base.__module__.split(".")[0] == "fal" for base in value.__mro__[1:])
+
+
+def _not_an_app_message(path: Path, name: str, value: object) -> str:
+    if isinstance(value, type) and _looks_like_fal_app(value):
+        return (
+            f"{path}::{name} subclasses the real fal.App (the 'fal' package is installed); "
+            "minifal serves minifal.App: uninstall 'fal' in this environment or write "
+            "'import minifal as fal'"
+        )
+    return f"{path}::{name} is not a fal.App subclass"

@@ -1,0 +1,191 @@
+"""Build the FastAPI application that serves one App instance.
+
+Routes: the App's endpoints (POST, websockets, realtime), ``GET /health``, ``GET /files/...``
+(outputs stored under the data dir), OpenAPI at ``/openapi.json`` and docs at ``/docs``.
+The lifespan runs ``setup()`` before the server accepts connections and ``teardown()`` after it
+drained them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from minifal import startup_events
+from minifal.app import App
+from minifal.endpoints import EndpointSpec
+from minifal.request_context import RequestContext, reset_current_request, set_current_request
+from minifal.runner.errors import error_response
+from minifal.runner.realtime import input_adapter, serve_realtime_session
+from minifal.runner.request_id import RequestIdMiddleware
+from minifal.runner.signatures import resolved_signature
+
+logger = logging.getLogger("minifal.runner")
+
+REQUEST_PARAMETER = "minifal_request__"
+
+
+async def call_maybe_async(function: Callable[..., Any], *args: Any) -> Any:
+    """Await coroutine functions; run plain ones in a worker thread so the loop stays free."""
+    if inspect.iscoroutinefunction(function):
+        return await function(*args)
+    result = await run_in_threadpool(function, *args)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+def request_context(request: Request | WebSocket, endpoint_path: str) -> RequestContext:
+    headers = {key: value for key, value in request.headers.items()}
+    proto = headers.get("x-forwarded-proto") or request.url.scheme.replace("ws", "http")
+    host = headers.get("x-forwarded-host") or headers.get("host") or request.url.netloc
+    prefix = headers.get("x-forwarded-prefix", "").strip("/")
+    base_url = f"{proto}://{host}/" + (f"{prefix}/" if prefix else "")
+    return RequestContext(
+        request_id=headers.get("x-fal-request-id", ""),
+        endpoint=headers.get("x-fal-endpoint", endpoint_path),
+        headers=headers,
+        base_url=base_url,
+    )
+
+
+class FirstRequestTimer:
+    """Records the ``first_request`` startup phase once, for the first request served."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def observe(self, start: float, path: str, status: int) -> None:
+        if not self.done:
+            self.done = True
+            startup_events.record("first_request", start, time.time(), path=path, status=status)
+
+
+def build_asgi_app(app: App) -> FastAPI:
+    app_class = type(app)
+    endpoints = app_class.endpoints()  # validates paths and health checks before serving
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        with startup_events.phase("setup", app=app_class.__name__):
+            await call_maybe_async(app.setup)
+        yield
+        with startup_events.phase("teardown"):
+            try:
+                await call_maybe_async(app.teardown)
+            except Exception:
+                logger.exception("teardown() failed")
+
+    api = FastAPI(
+        title=app_class.resolved_app_name(),
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    api.add_middleware(RequestIdMiddleware)
+    api.state.minifal_app = app
+    first_request = FirstRequestTimer()
+
+    @api.get("/health", include_in_schema=False)
+    async def health() -> Any:
+        return await call_maybe_async(app.health)
+
+    @api.get("/files/{relative:path}", include_in_schema=False)
+    async def stored_file(relative: str) -> Response:
+        from minifal.toolkit.file import resolve_stored_file
+
+        path = resolve_stored_file(relative)
+        if path is None:
+            return JSONResponse({"detail": f"Path /files/{relative} not found"}, 404)
+        return FileResponse(path)
+
+    for method_name, spec in endpoints:
+        method = getattr(app, method_name)
+        if spec.kind == "http":
+            handler = http_handler(method, spec, first_request)
+            api.add_api_route(spec.path, handler, methods=["POST"], name=method_name)
+        elif spec.kind == "websocket":
+            api.add_api_websocket_route(spec.path, websocket_handler(method, spec), method_name)
+        else:
+            api.add_api_websocket_route(spec.path, realtime_handler(method, spec), method_name)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def not_found(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            return JSONResponse({"detail": f"Path {request.url.path} not found"}, 404)
+        return JSONResponse({"detail": exc.detail}, exc.status_code, getattr(exc, "headers", None))
+
+    return api
+
+
+def http_handler(
+    method: Callable[..., Any], spec: EndpointSpec, first_request: FirstRequestTimer
+) -> Callable[..., Any]:
+    """A FastAPI endpoint with the method's own parameters plus the raw request."""
+    signature = resolved_signature(method)
+    request_parameter = inspect.Parameter(
+        REQUEST_PARAMETER, inspect.Parameter.KEYWORD_ONLY, annotation=Request
+    )
+    is_async = inspect.iscoroutinefunction(method)
+
+    async def handle(**kwargs: Any) -> Any:
+        request: Request = kwargs.pop(REQUEST_PARAMETER)
+        context = request_context(request, spec.path)
+        token = set_current_request(context)
+        start = time.time()
+        status = 200
+        try:
+            if is_async:
+                return await method(**kwargs)
+            return await run_in_threadpool(method, **kwargs)
+        except Exception as exc:
+            response = error_response(exc, context.request_id)
+            status = response.status_code
+            return response
+        finally:
+            reset_current_request(token)
+            first_request.observe(start, spec.path, status)
+
+    handle.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), request_parameter]
+    )
+    handle.__name__ = method.__name__
+    handle.__doc__ = method.__doc__
+    return handle
+
+
+def websocket_handler(method: Callable[..., Any], spec: EndpointSpec) -> Callable[..., Any]:
+    if not inspect.iscoroutinefunction(method):
+        raise TypeError(f"websocket endpoint {method.__name__}() must be 'async def f(self, ws)'")
+
+    async def handle(websocket: WebSocket) -> None:
+        token = set_current_request(request_context(websocket, spec.path))
+        try:
+            await method(websocket)
+        finally:
+            reset_current_request(token)
+
+    return handle
+
+
+def realtime_handler(method: Callable[..., Any], spec: EndpointSpec) -> Callable[..., Any]:
+    adapter = input_adapter(resolved_signature(method))
+
+    async def handle(websocket: WebSocket) -> None:
+        token = set_current_request(request_context(websocket, spec.path))
+        try:
+            await serve_realtime_session(websocket, method, adapter, spec.session_timeout)
+        finally:
+            reset_current_request(token)
+
+    return handle

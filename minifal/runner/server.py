@@ -1,0 +1,122 @@
+"""Run one App under uvicorn in this process: ``minifal serve`` and each runner of a fleet.
+
+Lifecycle: import the app file, build its FastAPI app, ``setup()`` (uvicorn's lifespan, before the
+port opens), serve; on SIGINT/SIGTERM call ``handle_exit()``, drain in-flight requests (bounded by
+the grace period), then ``teardown()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+from minifal import startup_events
+from minifal.app import App
+from minifal.app_loader import load_app_class
+from minifal.data_dir import activate_data_dir, resolve_data_dir
+from minifal.request_context import ENV_PUBLIC_URL
+from minifal.requirements_check import unmet_requirements
+from minifal.runner.asgi import build_asgi_app
+
+logger = logging.getLogger("minifal.runner")
+
+ENV_RUN_ID = "MINIFAL_RUN_ID"
+ENV_STARTUP_DEADLINE = "MINIFAL_STARTUP_DEADLINE"
+DEFAULT_GRACE_SECONDS = 60.0
+EXIT_SETUP_FAILED = 3
+EXIT_STARTUP_TIMEOUT = 4
+
+
+class RunnerServer(uvicorn.Server):
+    """uvicorn's server, plus fal's ``handle_exit()`` hook and the ``ready`` startup event."""
+
+    def __init__(self, config: uvicorn.Config, app: App) -> None:
+        super().__init__(config)
+        self.app_instance = app
+        self.exit_notified = False
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        if not self.exit_notified:
+            self.exit_notified = True
+            try:
+                self.app_instance.handle_exit()
+            except Exception:
+                logger.exception("handle_exit() failed")
+        super().handle_exit(sig, frame)
+
+    async def startup(self, sockets: list | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            startup_events.record("ready", time.time())
+            logger.info("runner ready on %s", os.environ.get(ENV_PUBLIC_URL, ""))
+
+
+def _default_events_file(data_dir: Path) -> Path:
+    run_id = os.environ.setdefault(ENV_RUN_ID, time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}")
+    runner_id = os.environ.setdefault(startup_events.ENV_RUNNER_ID, "runner-0")
+    return data_dir / "runs" / run_id / f"{runner_id}.jsonl"
+
+
+def _watch_startup_deadline(deadline: float, server: RunnerServer, timeout: float) -> None:
+    """fal's local mode only warns; minifal stops a runner whose setup() outlives the timeout."""
+
+    def watch() -> None:
+        while not server.started and not server.should_exit:
+            if time.time() > deadline:
+                logger.error("setup() exceeded startup_timeout=%ss: stopping this runner", timeout)
+                startup_events.record("startup_timeout", time.time(), timeout_s=timeout)
+                os._exit(EXIT_STARTUP_TIMEOUT)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="minifal-startup-deadline", daemon=True).start()
+
+
+def serve(
+    reference: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    data_dir: str | None = None,
+    log_level: str = "info",
+) -> int:
+    """Serve the App in the foreground; the return value is the process exit code."""
+    process_start = startup_events.process_start_time()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    data = activate_data_dir(resolve_data_dir(data_dir))
+    os.environ.setdefault(startup_events.ENV_EVENTS_FILE, str(_default_events_file(data)))
+    os.environ.setdefault(ENV_PUBLIC_URL, f"http://{host}:{port}/")
+    logger.info("data dir: %s", data)
+    startup_events.record("process_start", process_start)
+    startup_events.record("imports", process_start, time.time())
+
+    with startup_events.phase("app_import", reference=reference):
+        app_class = load_app_class(reference)
+    settings = app_class.settings()
+    for problem in unmet_requirements(settings.requirements):
+        logger.warning("requirement not met (install it yourself): %s", problem)
+
+    app = app_class()
+    api = build_asgi_app(app)
+    grace = settings.termination_grace_period_seconds or DEFAULT_GRACE_SECONDS
+    config = uvicorn.Config(
+        api,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(grace),
+        lifespan="on",
+    )
+    server = RunnerServer(config, app)
+    if settings.startup_timeout:
+        deadline = process_start + settings.startup_timeout
+        os.environ[ENV_STARTUP_DEADLINE] = str(deadline)
+        _watch_startup_deadline(deadline, server, settings.startup_timeout)
+    server.run()
+    return 0 if server.started else EXIT_SETUP_FAILED

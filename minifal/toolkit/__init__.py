@@ -1,0 +1,5 @@
+"""``fal.toolkit``: files and images, downloads, and the compiled-kernel cache."""
+
+from pydantic import Field
+
+__all__ = ["Field"]
