@@ -14,6 +14,7 @@ from minifal.exceptions import (
     GPUException,
     RequestCancelledException,
 )
+from minifal.toolkit.url_fetch import DownloadError
 
 logger = logging.getLogger("minifal.runner")
 
@@ -39,6 +40,8 @@ def error_response(exc: Exception, request_id: str | None = None) -> JSONRespons
         return JSONResponse({"detail": exc.message}, exc.status_code, headers)
     if isinstance(exc, RequestCancelledException):
         return JSONResponse({"detail": exc.message}, STATUS_CLIENT_CLOSED, headers)
+    if isinstance(exc, DownloadError):
+        return JSONResponse({"detail": str(exc)}, exc.status_code, headers)
     if isinstance(exc, FileTooLargeError):
         return JSONResponse({"detail": exc.message}, exc.status_code, headers)
     if is_gpu_error(exc):

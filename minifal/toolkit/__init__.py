@@ -2,4 +2,30 @@
 
 from pydantic import Field
 
-__all__ = ["Field"]
+from minifal.toolkit.downloads import (
+    FAL_MODEL_WEIGHTS_DIR,
+    FAL_PERSISTENT_DIR,
+    FAL_REPOSITORY_DIR,
+    DownloadError,
+    clone_repository,
+    download_file,
+    download_model_weights,
+)
+from minifal.toolkit.file import File
+from minifal.toolkit.image import Image, ImageSize, ImageSizeInput, get_image_size
+
+__all__ = [
+    "FAL_MODEL_WEIGHTS_DIR",
+    "FAL_PERSISTENT_DIR",
+    "FAL_REPOSITORY_DIR",
+    "DownloadError",
+    "Field",
+    "File",
+    "Image",
+    "ImageSize",
+    "ImageSizeInput",
+    "clone_repository",
+    "download_file",
+    "download_model_weights",
+    "get_image_size",
+]

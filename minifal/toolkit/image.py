@@ -1,0 +1,156 @@
+"""``fal.toolkit.Image`` (a :class:`File` with pixel dimensions) and fal's image-size inputs."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import BinaryIO, Literal, Self
+
+from PIL import Image as PILImage
+from PIL import ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, Field
+
+from minifal.toolkit.file import DEFAULT_REPOSITORY, File
+
+ImageFormat = Literal["png", "jpeg", "jpg", "webp", "gif"]
+
+ImageSizePreset = Literal[
+    "square_hd",
+    "square",
+    "portrait_4_3",
+    "portrait_16_9",
+    "landscape_4_3",
+    "landscape_16_9",
+]
+
+MAX_IMAGE_SIDE = 14142
+"""fal's bound: about 200 megapixels for a square image."""
+
+
+class ImageSize(BaseModel):
+    width: int = Field(
+        default=512, description="The width of the generated image.", gt=0, le=MAX_IMAGE_SIDE
+    )
+    height: int = Field(
+        default=512, description="The height of the generated image.", gt=0, le=MAX_IMAGE_SIDE
+    )
+
+
+IMAGE_SIZE_PRESETS: dict[str, ImageSize] = {
+    "square_hd": ImageSize(width=1024, height=1024),
+    "square": ImageSize(width=512, height=512),
+    "portrait_4_3": ImageSize(width=768, height=1024),
+    "portrait_16_9": ImageSize(width=576, height=1024),
+    "landscape_4_3": ImageSize(width=1024, height=768),
+    "landscape_16_9": ImageSize(width=1024, height=576),
+}
+
+ImageSizeInput = ImageSize | ImageSizePreset
+
+
+def get_image_size(source: ImageSizeInput) -> ImageSize:
+    """The width and height an ``ImageSizeInput`` stands for (a fresh copy for presets)."""
+    if isinstance(source, ImageSize):
+        return source
+    if isinstance(source, str) and source in IMAGE_SIZE_PRESETS:
+        return IMAGE_SIZE_PRESETS[source].model_copy()
+    raise TypeError(f"Invalid value for ImageSize: {source!r}")
+
+
+class Image(File):
+    """An image file; ``width`` and ``height`` are filled in when minifal creates it."""
+
+    width: int | None = Field(
+        None, description="The width of the image in pixels.", examples=[1024]
+    )
+    height: int | None = Field(
+        None, description="The height of the image in pixels.", examples=[1024]
+    )
+
+    model_config = {"json_schema_extra": {"ui": {"field": "image"}}}
+
+    @classmethod
+    def from_bytes(  # type: ignore[override]
+        cls,
+        data: bytes,
+        format: ImageFormat | str,
+        size: ImageSize | None = None,
+        file_name: str | None = None,
+        repository: str = DEFAULT_REPOSITORY,
+    ) -> Self:
+        """Store encoded image bytes; without ``size`` the dimensions are read from the header.
+
+        Bytes PIL cannot identify are stored all the same, with unknown dimensions.
+        """
+        image = super().from_bytes(
+            data,
+            content_type=f"image/{_normalized_format(format)}",
+            file_name=file_name,
+            repository=repository,
+        )
+        if size is None:
+            image.width, image.height = _dimensions(io.BytesIO(data))
+        else:
+            image.width, image.height = size.width, size.height
+        return image
+
+    @classmethod
+    def from_pil(
+        cls,
+        pil_image: PILImage.Image,
+        format: ImageFormat | str | None = None,
+        file_name: str | None = None,
+        repository: str = DEFAULT_REPOSITORY,
+    ) -> Self:
+        """Encode a PIL image (PNG by default) and store it.
+
+        PNG is written with ``compress_level=1`` (fal's choice: full compression is slow and the
+        files are rarely kept), JPEG with ``quality=95``. An image with alpha or a palette is
+        converted to RGB for JPEG, which cannot hold either.
+        """
+        chosen = _normalized_format(format or pil_image.format or "png")
+        options: dict[str, int] = {}
+        if chosen == "png":
+            options["compress_level"] = 1
+        elif chosen == "jpeg":
+            options["quality"] = 95
+            if pil_image.mode not in ("RGB", "L", "CMYK"):
+                pil_image = pil_image.convert("RGB")
+        with io.BytesIO() as buffer:
+            pil_image.save(buffer, format=chosen, **options)
+            encoded = buffer.getvalue()
+        size = ImageSize(width=pil_image.width, height=pil_image.height)
+        return cls.from_bytes(encoded, chosen, size, file_name, repository)
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | os.PathLike[str],
+        content_type: str | None = None,
+        repository: str = DEFAULT_REPOSITORY,
+    ) -> Self:
+        image = super().from_path(path, content_type, repository)
+        with open(path, "rb") as source:
+            image.width, image.height = _dimensions(source)
+        return image
+
+    def to_pil(self, mode: str = "RGB") -> PILImage.Image:
+        """Decode the image (fetching it first if only its URL is known), upright, in ``mode``."""
+        with PILImage.open(io.BytesIO(self.as_bytes())) as opened:
+            upright = ImageOps.exif_transpose(opened)
+            return upright.convert(mode)
+
+
+def _normalized_format(format: str) -> str:
+    """PIL's name for an image format, lower-cased: ``"JPG"`` and ``"jpg"`` become ``"jpeg"``."""
+    name = format.lower()
+    return "jpeg" if name == "jpg" else name
+
+
+def _dimensions(source: BinaryIO) -> tuple[int | None, int | None]:
+    """Width and height from an image header (the pixels are not decoded)."""
+    try:
+        with PILImage.open(source) as opened:
+            return opened.width, opened.height
+    except (UnidentifiedImageError, OSError):
+        return None, None
