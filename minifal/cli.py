@@ -20,6 +20,37 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
 
+def _run(args: argparse.Namespace) -> int:
+    from minifal.fleet.launcher import FleetArguments, run_fleet
+
+    return run_fleet(
+        FleetArguments(
+            app=args.app,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            gpus=args.gpus,
+            data_dir=args.data_dir,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            auth_key=args.auth_key,
+            max_queue=args.max_queue,
+        )
+    )
+
+
+def _startup_report(args: argparse.Namespace) -> int:
+    from minifal.fleet.startup_report import main_startup_report
+
+    return main_startup_report(args)
+
+
+def _runners(args: argparse.Namespace) -> int:
+    from minifal.fleet.runners_table import main_runners
+
+    return main_runners(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minifal", description=__doc__)
     parser.add_argument("--version", action="version", version=f"minifal {__version__}")
@@ -33,6 +64,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", help="shared data dir (default: $MINIFAL_DATA_DIR, /data, ./.minifal/data)"
     )
     serve.set_defaults(handler=_serve)
+
+    run = commands.add_parser("run", help="serve an App with a gateway and a fleet of runners")
+    run.add_argument("app", help="path/to/app.py or path/to/app.py::ClassName")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8080)
+    run.add_argument("--workers", type=int, help="runners to start (default: one per GPU)")
+    run.add_argument("--gpus", help="GPU indices to use, e.g. 0,1 (default: all visible)")
+    run.add_argument("--data-dir", help="shared data dir of every runner")
+    run.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    run.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
+    run.add_argument("--auth-key", help="require 'Authorization: Key <key>' (or $MINIFAL_AUTH_KEY)")
+    run.add_argument("--max-queue", type=int, help="queued requests beyond this get 429")
+    run.set_defaults(handler=_run)
+
+    report = commands.add_parser(
+        "startup-report", help="startup phases of a run's runners, side by side"
+    )
+    report.add_argument("--run", help="run id under DATA_DIR/runs/ (default: the latest)")
+    report.add_argument("--json", action="store_true", help="print the report as JSON")
+    report.add_argument(
+        "--png", help="timeline image (default: DATA_DIR/runs/<run-id>/startup.png)"
+    )
+    report.add_argument("--data-dir", help="shared data dir (default as for run)")
+    report.set_defaults(handler=_startup_report)
+
+    runners = commands.add_parser(
+        "runners", help="a running gateway's runners, as fal runners list"
+    )
+    runners.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's base URL")
+    runners.add_argument("--json", action="store_true", help="print the gateway's JSON as is")
+    runners.add_argument(
+        "--auth-key", help="sent as 'Authorization: Key <key>' ($MINIFAL_AUTH_KEY)"
+    )
+    runners.set_defaults(handler=_runners)
     return parser
 
 

@@ -1,0 +1,87 @@
+"""What the gateway needs to know about an App without serving it: settings, routes, OpenAPI.
+
+The gateway runs ``python -m minifal.app_manifest APP`` in a child process, so that it never
+imports the app's heavy dependencies itself (fal apps import torch inside ``setup()``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from minifal.settings import AppSettings
+
+
+class ManifestError(Exception):
+    """The app file could not be inspected; the message carries the child's error output."""
+
+
+@dataclass(frozen=True)
+class AppManifest:
+    app_name: str
+    class_name: str
+    settings: AppSettings
+    endpoints: list[dict[str, str]]
+    openapi: dict[str, Any]
+
+    def endpoint_kind(self, path: str) -> str | None:
+        return next((e["kind"] for e in self.endpoints if e["path"] == path), None)
+
+
+def build_manifest(reference: str) -> dict[str, Any]:
+    from minifal.app_loader import load_app_class
+    from minifal.runner.asgi import build_asgi_app
+
+    app_class = load_app_class(reference)
+    api = build_asgi_app(app_class())  # routes only: setup() runs in the lifespan, not here
+    return {
+        "app_name": app_class.resolved_app_name(),
+        "class_name": app_class.__name__,
+        "settings": app_class.settings().model_dump(mode="json"),
+        "endpoints": [{"path": spec.path, "kind": spec.kind} for _, spec in app_class.endpoints()],
+        "openapi": api.openapi(),
+    }
+
+
+def inspect_app(reference: str, timeout: float = 180.0) -> AppManifest:
+    """Import the app in a fresh interpreter and return its manifest."""
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "minifal.app_manifest", reference],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise ManifestError(f"importing {reference} took over {timeout:.0f} s") from None
+    if completed.returncode != 0:
+        raise ManifestError(completed.stderr.strip() or f"exit code {completed.returncode}")
+    data = json.loads(completed.stdout.strip().splitlines()[-1])
+    return AppManifest(
+        app_name=data["app_name"],
+        class_name=data["class_name"],
+        settings=AppSettings(**data["settings"]),
+        endpoints=data["endpoints"],
+        openapi=data["openapi"],
+    )
+
+
+def main() -> int:
+    if len(sys.argv) != 2:
+        print("usage: python -m minifal.app_manifest path/to/app.py[::Class]", file=sys.stderr)
+        return 2
+    try:
+        manifest = build_manifest(sys.argv[1])
+    except Exception as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    # The app's import may print; the manifest is the last line.
+    print("\n" + json.dumps(manifest))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The fleet: a gateway in front of runner processes."""

@@ -1,0 +1,53 @@
+"""Which GPUs each runner gets: fal gives a runner ``num_gpus`` GPUs of its own.
+
+With more runners than GPUs allow, runners share GPUs round-robin (the least used first) and the
+caller logs that they do.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+
+class GpuPool:
+    def __init__(self, gpus: list[str], per_runner: int) -> None:
+        self.gpus = list(gpus)
+        self.per_runner = per_runner if gpus else 0
+        self.users: Counter[str] = Counter({gpu: 0 for gpu in self.gpus})
+
+    def acquire(self) -> tuple[list[str], bool]:
+        """GPUs for a new runner, and whether any of them is already used by another runner."""
+        if self.per_runner == 0:
+            return [], False
+        # Least used first; ties keep the order the user gave (--gpus 0,1,...).
+        ranked = sorted(self.gpus, key=lambda gpu: (self.users[gpu], self.gpus.index(gpu)))
+        chosen = ranked[: self.per_runner]
+        shared = any(self.users[gpu] > 0 for gpu in chosen)
+        for gpu in chosen:
+            self.users[gpu] += 1
+        return chosen, shared
+
+    def release(self, gpus: list[str]) -> None:
+        for gpu in gpus:
+            if self.users[gpu] > 0:
+                self.users[gpu] -= 1
+
+
+def detect_gpus() -> list[str]:
+    """GPU indices visible to this process, without importing torch (``nvidia-smi -L``)."""
+    import os
+    import shutil
+    import subprocess
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [gpu.strip() for gpu in visible.split(",") if gpu.strip() and gpu.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(index) for index, line in enumerate(listing.splitlines()) if line.startswith("GPU")]

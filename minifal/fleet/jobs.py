@@ -1,0 +1,76 @@
+"""A request as the gateway tracks it, from arrival to its stored answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from minifal.fleet.request_queue import Priority
+
+JobStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+
+
+@dataclass(eq=False)
+class Job:
+    path: str
+    body: bytes
+    headers: dict[str, str]
+    priority: Priority = "normal"
+    start_timeout: float | None = None
+    """``X-Fal-Request-Timeout``: seconds the request may wait before a runner starts it."""
+    webhook_url: str | None = None
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created: float = field(default_factory=time.time)
+    status: JobStatus = "IN_QUEUE"
+    runner_id: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    response_status: int | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    response_body: bytes = b""
+    cancelled: bool = False
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    assigned: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def start_deadline(self) -> float | None:
+        return None if self.start_timeout is None else self.created + self.start_timeout
+
+    @property
+    def inference_time(self) -> float | None:
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
+
+    @property
+    def succeeded(self) -> bool:
+        return self.response_status is not None and 200 <= self.response_status < 300
+
+    def notify(self) -> None:
+        """Wake status streams; they wait on a fresh event after each change."""
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def start(self, runner_id: str) -> None:
+        self.status = "IN_PROGRESS"
+        self.runner_id = runner_id
+        self.started = time.time()
+        self.notify()
+
+    def complete(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        if self.status == "COMPLETED":
+            return
+        self.status = "COMPLETED"
+        self.finished = time.time()
+        self.response_status = status
+        self.response_body = body
+        self.response_headers = headers or {"content-type": "application/json"}
+        self.done.set()
+        self.notify()

@@ -1,0 +1,115 @@
+"""``minifal run``: inspect the app, start the gateway and its runners, serve until stopped."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+
+import uvicorn
+
+from minifal.app_manifest import AppManifest, ManifestError, inspect_app
+from minifal.data_dir import activate_data_dir, resolve_data_dir
+from minifal.fleet.gateway import Gateway, GatewayOptions
+from minifal.fleet.gpu_pool import detect_gpus
+from minifal.fleet.http_api import build_gateway_app
+
+logger = logging.getLogger("minifal.fleet")
+
+ENV_AUTH_KEY = "MINIFAL_AUTH_KEY"
+
+
+@dataclass(frozen=True)
+class FleetArguments:
+    app: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int | None = None
+    gpus: str | None = None
+    data_dir: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    auth_key: str | None = None
+    max_queue: int | None = None
+
+
+def default_workers(manifest: AppManifest, gpus: list[str]) -> int:
+    """One runner per GPU group for a GPU app with GPUs here; else ``min_concurrency`` or 1."""
+    settings = manifest.settings
+    if gpus and settings.gpus_per_runner > 0:
+        return max(1, len(gpus) // settings.gpus_per_runner, settings.min_concurrency)
+    return max(1, settings.min_concurrency)
+
+
+def run_fleet(arguments: FleetArguments) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if bool(arguments.tls_cert) != bool(arguments.tls_key):
+        print("minifal: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    data_dir = activate_data_dir(resolve_data_dir(arguments.data_dir))
+    run_id = time.strftime("%Y%m%d-%H%M%S")
+    logger.info("data dir: %s (run %s)", data_dir, run_id)
+    try:
+        manifest = inspect_app(arguments.app)
+    except ManifestError as exc:
+        print(f"minifal: cannot load {arguments.app}:\n{exc}", file=sys.stderr)
+        return 2
+    settings = manifest.settings
+    gpus = (
+        [gpu.strip() for gpu in arguments.gpus.split(",") if gpu.strip()]
+        if arguments.gpus is not None
+        else detect_gpus()
+    )
+    if settings.gpus_per_runner > 0 and not gpus:
+        logger.warning("%s wants a GPU but none is visible: runners run on CPU", manifest.app_name)
+    workers = arguments.workers or default_workers(manifest, gpus)
+    auth_key = arguments.auth_key or os.environ.get(ENV_AUTH_KEY)
+    if settings.app_auth == "private" and not auth_key:
+        auth_key = secrets.token_urlsafe(24)
+        logger.warning("app_auth='private': requests need 'Authorization: Key %s'", auth_key)
+    scheme = "https" if arguments.tls_cert else "http"
+    url_host = "127.0.0.1" if arguments.host in ("0.0.0.0", "::") else arguments.host
+    public_url = f"{scheme}://{url_host}:{arguments.port}/"
+    options = GatewayOptions(
+        app_reference=arguments.app,
+        data_dir=data_dir,
+        run_id=run_id,
+        public_url=public_url,
+        workers=workers,
+        gpus=gpus,
+        auth_key=auth_key,
+        max_queue=arguments.max_queue,
+    )
+    run_dir = data_dir / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(
+        json.dumps(
+            {"app": manifest.app_name, "reference": arguments.app, "workers": workers, "gpus": gpus}
+        )
+    )
+    gateway = Gateway(manifest, options)
+    logger.info(
+        "serving %s at %s with %d runner(s)%s",
+        manifest.app_name,
+        public_url,
+        workers,
+        f" on GPUs {','.join(gpus)}" if options.gpus and settings.gpus_per_runner else " on CPU",
+    )
+    config = uvicorn.Config(
+        build_gateway_app(gateway),
+        host=arguments.host,
+        port=arguments.port,
+        ssl_certfile=arguments.tls_cert,
+        ssl_keyfile=arguments.tls_key,
+        timeout_graceful_shutdown=int(gateway.grace_seconds),
+        log_level="info",
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1

@@ -1,0 +1,60 @@
+"""The gateway's waiting line: FIFO within a priority, ``normal`` before ``low`` (pure logic)."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import Generic, Literal, TypeVar
+
+Priority = Literal["normal", "low"]
+PRIORITIES: tuple[Priority, ...] = ("normal", "low")
+
+T = TypeVar("T")
+
+
+class QueueFull(Exception):
+    """The queue holds ``max_size`` requests already; the gateway answers 429."""
+
+
+class RequestQueue(Generic[T]):
+    def __init__(self, max_size: int | None = None) -> None:
+        self.max_size = max_size
+        self._lines: dict[Priority, deque[T]] = {priority: deque() for priority in PRIORITIES}
+
+    def __len__(self) -> int:
+        return sum(len(line) for line in self._lines.values())
+
+    def __iter__(self) -> Iterator[T]:
+        """In the order they will be served."""
+        for priority in PRIORITIES:
+            yield from self._lines[priority]
+
+    def push(self, item: T, priority: Priority = "normal") -> None:
+        if self.max_size is not None and len(self) >= self.max_size:
+            raise QueueFull(f"the queue is full ({self.max_size} requests waiting)")
+        self._lines[priority].append(item)
+
+    def push_front(self, item: T, priority: Priority = "normal") -> None:
+        """Put back a request that must be served first (a retry), even past ``max_size``."""
+        self._lines[priority].appendleft(item)
+
+    def pop(self) -> T | None:
+        for priority in PRIORITIES:
+            if self._lines[priority]:
+                return self._lines[priority].popleft()
+        return None
+
+    def position(self, item: T) -> int | None:
+        """0-based place in line, as fal's ``queue_position``."""
+        for index, queued in enumerate(self):
+            if queued is item:
+                return index
+        return None
+
+    def remove(self, item: T) -> bool:
+        for line in self._lines.values():
+            for queued in line:
+                if queued is item:
+                    line.remove(queued)
+                    return True
+        return False

@@ -1,0 +1,84 @@
+"""Admission: requests wait in the queue until a ready runner has a free slot.
+
+Synchronous and queued requests go through the same line. ``pump()`` hands queued jobs to
+runners; it runs whenever a job arrives, a runner frees a slot or a runner becomes ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+
+from minifal.fleet.dispatch import choose_runner
+from minifal.fleet.jobs import Job
+from minifal.fleet.request_queue import RequestQueue
+from minifal.fleet.runner_process import RunnerProcess
+
+
+class StartTimeout(Exception):
+    """The job waited longer than its ``X-Fal-Request-Timeout`` before any runner took it."""
+
+
+class Withdrawn(Exception):
+    """The job left the queue before a runner took it (cancelled, or its caller went away)."""
+
+
+class Scheduler:
+    def __init__(
+        self,
+        runners: Callable[[], Sequence[RunnerProcess]],
+        max_multiplexing: int,
+        max_queue: int | None = None,
+    ) -> None:
+        self.runners = runners
+        self.max_multiplexing = max_multiplexing
+        self.queue: RequestQueue[Job] = RequestQueue(max_queue)
+        self.on_queue_change: Callable[[], None] = lambda: None
+
+    def submit(self, job: Job) -> None:
+        """Put the job in line (raises ``QueueFull``) and hand out what can be handed out."""
+        self.queue.push(job, job.priority)
+        self.pump()
+        self.on_queue_change()
+
+    def pump(self) -> None:
+        now = time.time()
+        while len(self.queue):
+            runner = choose_runner(self.runners(), self.max_multiplexing)
+            if runner is None:
+                return
+            job = self.queue.pop()
+            assert job is not None
+            if job.assigned.done():  # cancelled or expired while queued
+                continue
+            runner.mark_busy(now)
+            job.assigned.set_result(runner)
+
+    async def wait_for_runner(self, job: Job) -> RunnerProcess:
+        """The runner that takes this job, once it is its turn; bounded by the start timeout."""
+        timeout = None if job.start_deadline is None else max(0.0, job.start_deadline - time.time())
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.assigned), timeout)
+        except TimeoutError:
+            if job.assigned.done() and not job.assigned.cancelled():
+                return job.assigned.result()  # a runner took it at the last moment
+            self.withdraw(job)
+            raise StartTimeout(job.id) from None
+
+    def withdraw(self, job: Job) -> bool:
+        """Take a job that no runner has started out of line (cancel, timeout, client gone)."""
+        if job.assigned.done():
+            return False
+        job.assigned.set_exception(Withdrawn(job.id))
+        job.assigned.exception()  # marks it retrieved: nobody may be waiting any more
+        removed = self.queue.remove(job)
+        self.on_queue_change()
+        return removed
+
+    def release(self, runner: RunnerProcess) -> None:
+        runner.mark_done(time.time())
+        self.pump()
+
+    def position(self, job: Job) -> int | None:
+        return self.queue.position(job)
