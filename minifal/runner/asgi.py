@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
+from fastapi.exceptions import ResponseValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,7 +25,7 @@ from minifal import startup_events
 from minifal.app import App
 from minifal.endpoints import EndpointSpec
 from minifal.request_context import RequestContext, reset_current_request, set_current_request
-from minifal.runner.errors import error_response
+from minifal.runner.errors import INTERNAL_SERVER_ERROR, error_response
 from minifal.runner.realtime import input_adapter, serve_realtime_session
 from minifal.runner.request_id import RequestIdMiddleware
 from minifal.runner.signatures import resolved_signature
@@ -97,8 +98,11 @@ def build_asgi_app(app: App) -> FastAPI:
     first_request = FirstRequestTimer()
 
     @api.get("/health", include_in_schema=False)
-    async def health() -> Any:
-        return await call_maybe_async(app.health)
+    async def health(request: Request) -> Any:
+        try:
+            return await call_maybe_async(app.health)
+        except Exception as exc:
+            return error_response(exc, request.headers.get("x-fal-request-id"))
 
     @api.get("/files/{relative:path}", include_in_schema=False)
     async def stored_file(relative: str) -> Response:
@@ -124,6 +128,18 @@ def build_asgi_app(app: App) -> FastAPI:
         if exc.status_code == 404 and exc.detail == "Not Found":
             return JSONResponse({"detail": f"Path {request.url.path} not found"}, 404)
         return JSONResponse({"detail": exc.detail}, exc.status_code, getattr(exc, "headers", None))
+
+    @api.exception_handler(ResponseValidationError)
+    async def invalid_output(request: Request, exc: ResponseValidationError) -> Response:
+        # The endpoint returned something its output model rejects: the app's fault, a 500 in
+        # fal's shape (FastAPI's default is a text/plain body).
+        logger.error("%s returned an invalid output: %s", request.url.path, exc.errors())
+        return JSONResponse({"detail": INTERNAL_SERVER_ERROR}, 500)
+
+    @api.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # Anything else that escaped (uvicorn logs its traceback): the same JSON 500 body.
+        return JSONResponse({"detail": INTERNAL_SERVER_ERROR}, 500)
 
     return api
 

@@ -23,6 +23,7 @@ logger = logging.getLogger("minifal.runner")
 _GPU_ERROR = re.compile(r"cuda|cudnn|nccl|cublas|triton|out of memory", re.IGNORECASE)
 
 STATUS_CLIENT_CLOSED = 499
+INTERNAL_SERVER_ERROR = "Internal Server Error"
 
 
 def is_gpu_error(exc: BaseException) -> bool:
@@ -49,4 +50,4 @@ def error_response(exc: Exception, request_id: str | None = None) -> JSONRespons
         detail = f"GPU error on this runner ({type(exc).__name__}); retry on another runner"
         return JSONResponse({"detail": detail}, 503, headers)
     logger.exception("request %s failed", request_id)
-    return JSONResponse({"detail": "Internal Server Error"}, 500, headers)
+    return JSONResponse({"detail": INTERNAL_SERVER_ERROR}, 500, headers)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -47,7 +48,13 @@ class RunnerServer(uvicorn.Server):
                 self.app_instance.handle_exit()
             except Exception:
                 logger.exception("handle_exit() failed")
-        super().handle_exit(sig, frame)
+        # uvicorn's own handler records the signal and raises it again once the server has
+        # stopped, so a runner that drained and ran teardown() would die of SIGTERM (exit -15)
+        # or a KeyboardInterrupt. A clean shutdown exits 0: only the flags are set here.
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
 
     async def startup(self, sockets: list | None = None) -> None:
         await super().startup(sockets)
