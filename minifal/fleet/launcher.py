@@ -17,6 +17,7 @@ from minifal.data_dir import activate_data_dir, resolve_data_dir
 from minifal.fleet.gateway import Gateway, GatewayOptions
 from minifal.fleet.gpu_pool import detect_gpus
 from minifal.fleet.http_api import build_gateway_app
+from minifal.quiet_exit_server import QuietExitServer
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -110,6 +111,6 @@ def run_fleet(arguments: FleetArguments) -> int:
         timeout_graceful_shutdown=int(gateway.grace_seconds),
         log_level="info",
     )
-    server = uvicorn.Server(config)
+    server = QuietExitServer(config)
     server.run()
     return 0 if server.started else 1

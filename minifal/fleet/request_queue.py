@@ -53,8 +53,8 @@ class RequestQueue(Generic[T]):
 
     def remove(self, item: T) -> bool:
         for line in self._lines.values():
-            for queued in line:
+            for index, queued in enumerate(line):
                 if queued is item:
-                    line.remove(queued)
+                    del line[index]  # deque.remove() would take the first *equal* item
                     return True
         return False

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from minifal import startup_events
 from minifal.app import App
 from minifal.app_loader import load_app_class
 from minifal.data_dir import activate_data_dir, resolve_data_dir
+from minifal.quiet_exit_server import QuietExitServer
 from minifal.request_context import ENV_PUBLIC_URL
 from minifal.requirements_check import unmet_requirements
 from minifal.runner.asgi import build_asgi_app
@@ -33,7 +33,7 @@ EXIT_SETUP_FAILED = 3
 EXIT_STARTUP_TIMEOUT = 4
 
 
-class RunnerServer(uvicorn.Server):
+class RunnerServer(QuietExitServer):
     """uvicorn's server, plus fal's ``handle_exit()`` hook and the ``ready`` startup event."""
 
     def __init__(self, config: uvicorn.Config, app: App) -> None:
@@ -48,13 +48,7 @@ class RunnerServer(uvicorn.Server):
                 self.app_instance.handle_exit()
             except Exception:
                 logger.exception("handle_exit() failed")
-        # uvicorn's own handler records the signal and raises it again once the server has
-        # stopped, so a runner that drained and ran teardown() would die of SIGTERM (exit -15)
-        # or a KeyboardInterrupt. A clean shutdown exits 0: only the flags are set here.
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        else:
-            self.should_exit = True
+        super().handle_exit(sig, frame)
 
     async def startup(self, sockets: list | None = None) -> None:
         await super().startup(sockets)

@@ -1,0 +1,344 @@
+"""The fleet's pure parts with plain values: queue order, dispatch, GPU sharing, back-off, routing,
+auth, webhook bodies, and the scheduler over fake runners."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from minifal.fleet.auth import key_matches
+from minifal.fleet.dispatch import choose_runner
+from minifal.fleet.gpu_pool import GpuPool
+from minifal.fleet.http_api import resolve_endpoint
+from minifal.fleet.jobs import Job
+from minifal.fleet.request_queue import QueueFull, RequestQueue
+from minifal.fleet.scheduler import Scheduler, StartTimeout, Withdrawn
+from minifal.fleet.supervisor import failure_backoff
+from minifal.fleet.webhooks import webhook_payload
+
+# -- RequestQueue ----------------------------------------------------------------------------------
+
+
+def test_queue_is_fifo_within_a_priority_and_normal_before_low() -> None:
+    queue: RequestQueue[str] = RequestQueue()
+    queue.push("low-1", "low")
+    queue.push("normal-1")
+    queue.push("low-2", "low")
+    queue.push("normal-2", "normal")
+    assert len(queue) == 4
+    assert list(queue) == ["normal-1", "normal-2", "low-1", "low-2"]
+    assert [queue.pop() for _ in range(4)] == ["normal-1", "normal-2", "low-1", "low-2"]
+    assert queue.pop() is None
+    assert len(queue) == 0
+
+
+def test_queue_position_is_zero_based_and_follows_serving_order() -> None:
+    queue: RequestQueue[str] = RequestQueue()
+    queue.push("low", "low")
+    queue.push("a")
+    queue.push("b")
+    assert [queue.position(item) for item in ("a", "b", "low")] == [0, 1, 2]
+    assert queue.position("absent") is None
+    queue.pop()
+    assert queue.position("b") == 0 and queue.position("low") == 1
+
+
+def test_queue_position_and_remove_go_by_identity() -> None:
+    first, second = [1], [1]  # equal, not the same request
+    queue: RequestQueue[list[int]] = RequestQueue()
+    queue.push(first)
+    queue.push(second)
+    assert queue.position(second) == 1
+    assert queue.remove(second) is True
+    assert list(queue) == [first] and next(iter(queue)) is first
+    assert queue.remove(second) is False
+
+
+def test_queue_remove_from_either_line() -> None:
+    queue: RequestQueue[str] = RequestQueue()
+    for item, priority in (("a", "normal"), ("b", "low"), ("c", "normal")):
+        queue.push(item, priority)  # type: ignore[arg-type]
+    assert queue.remove("b") and queue.remove("a")
+    assert list(queue) == ["c"]
+    assert queue.remove("zzz") is False
+
+
+def test_queue_full_raises_and_keeps_what_it_has() -> None:
+    queue: RequestQueue[str] = RequestQueue(max_size=2)
+    queue.push("a")
+    queue.push("b", "low")
+    with pytest.raises(QueueFull, match="2"):
+        queue.push("c")
+    assert list(queue) == ["a", "b"]
+    queue.push_front("retry")  # a retry goes first, even past the limit
+    assert list(queue) == ["retry", "a", "b"]
+    queue.pop()
+    queue.pop()
+    queue.push("d", "low")
+    assert list(queue) == ["b", "d"]
+
+
+def test_unbounded_queue_never_full() -> None:
+    queue: RequestQueue[int] = RequestQueue()
+    for index in range(1000):
+        queue.push(index)
+    assert len(queue) == 1000
+
+
+# -- choose_runner ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeRunner:
+    name: str
+    in_flight: int = 0
+    last_dispatch: float = 0.0
+    accepts_requests: bool = True
+
+    def mark_busy(self, now: float) -> None:
+        self.in_flight += 1
+        self.last_dispatch = now
+
+    def mark_done(self, now: float) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+
+
+def test_choose_runner_least_in_flight() -> None:
+    runners = [FakeRunner("a", 2), FakeRunner("b", 0), FakeRunner("c", 1)]
+    assert choose_runner(runners, 4) is runners[1]
+
+
+def test_choose_runner_never_above_max_multiplexing() -> None:
+    runners = [FakeRunner("a", 1), FakeRunner("b", 1)]
+    assert choose_runner(runners, 1) is None
+    runners[1].in_flight = 0
+    assert choose_runner(runners, 1) is runners[1]
+    assert choose_runner([FakeRunner("c", 3)], 3) is None
+
+
+def test_choose_runner_skips_runners_not_ready() -> None:
+    runners = [FakeRunner("setup", accepts_requests=False), FakeRunner("busy", 1)]
+    assert choose_runner(runners, 2) is runners[1]
+    assert choose_runner(runners[:1], 2) is None
+    assert choose_runner([], 1) is None
+
+
+def test_choose_runner_ties_go_to_least_recently_dispatched() -> None:
+    runners = [FakeRunner("a", 0, 30.0), FakeRunner("b", 0, 10.0), FakeRunner("c", 0, 20.0)]
+    assert choose_runner(runners, 1) is runners[1]
+    # Fewer in flight wins over an older dispatch.
+    runners[1].in_flight = 1
+    assert choose_runner(runners, 2) is runners[2]
+
+
+def test_choose_runner_spreads_load_evenly() -> None:
+    runners = [FakeRunner("a"), FakeRunner("b"), FakeRunner("c")]
+    served = []
+    for now in range(6):
+        runner = choose_runner(runners, 1)
+        assert runner is not None
+        runner.mark_busy(float(now + 1))
+        served.append(runner.name)
+        runner.mark_done(float(now + 1))
+    assert served == ["a", "b", "c", "a", "b", "c"]
+
+
+# -- GpuPool ---------------------------------------------------------------------------------------
+
+
+def test_gpu_pool_one_gpu_each_then_round_robin_shared() -> None:
+    pool = GpuPool(["0", "1"], 1)
+    assert pool.acquire() == (["0"], False)
+    assert pool.acquire() == (["1"], False)
+    assert pool.acquire() == (["0"], True)
+    assert pool.acquire() == (["1"], True)
+    assert pool.acquire() == (["0"], True)
+
+
+def test_gpu_pool_several_gpus_per_runner() -> None:
+    pool = GpuPool(["3", "1", "2", "0"], 2)
+    assert pool.acquire() == (["3", "1"], False)  # the order the user gave
+    assert pool.acquire() == (["2", "0"], False)
+    assert pool.acquire() == (["3", "1"], True)
+
+
+def test_gpu_pool_release_frees_gpus_for_the_next_runner() -> None:
+    pool = GpuPool(["0", "1"], 1)
+    first, _ = pool.acquire()
+    pool.acquire()
+    pool.release(first)
+    assert pool.acquire() == (["0"], False)
+    pool.release(["0"])
+    pool.release(["0"])  # releasing more than acquired never goes below zero
+    assert pool.users["0"] == 0
+    assert pool.acquire() == (["0"], False)
+
+
+def test_gpu_pool_without_gpus_runs_on_cpu() -> None:
+    assert GpuPool([], 1).acquire() == ([], False)
+    assert GpuPool(["0"], 0).acquire() == ([], False)
+
+
+# -- failure_backoff -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failures", "seconds"), [(0, 0.0), (1, 30.0), (2, 60.0), (19, 570.0), (20, 600.0), (99, 600.0)]
+)
+def test_failure_backoff(failures: int, seconds: float) -> None:
+    assert failure_backoff(failures) == seconds
+
+
+# -- resolve_endpoint ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rest", "expected"),
+    [
+        ("local/my-app", ("/", "local")),
+        ("local/my-app/", ("/", "local")),
+        ("someone/my-app/stream", ("/stream", "someone")),
+        ("someone/my-app/a/b", ("/a/b", "someone")),
+        ("", ("/", "local")),
+        ("stream", ("/stream", "local")),
+        ("a/b/c", ("/a/b/c", "local")),
+        ("my-app/stream", ("/my-app/stream", "local")),
+        ("//local//my-app//ws", ("/ws", "local")),
+    ],
+)
+def test_resolve_endpoint(rest: str, expected: tuple[str, str]) -> None:
+    assert resolve_endpoint(rest, "my-app") == expected
+
+
+# -- key_matches -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "matches"),
+    [
+        ("Key s3cret", True),
+        ("key s3cret", True),
+        ("KEY  s3cret ", True),
+        ("Bearer s3cret", True),
+        ("Key wrong", False),
+        ("Key s3cret-and-more", False),
+        ("Key ", False),
+        ("Basic s3cret", False),
+        ("s3cret", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_key_matches(header: str | None, matches: bool) -> None:
+    assert key_matches(header, "s3cret") is matches
+
+
+# -- webhook_payload -------------------------------------------------------------------------------
+
+
+def completed_job(status: int, body: bytes) -> Job:
+    async def make() -> Job:
+        job = Job("/", b"{}", {})
+        job.complete(status, body)
+        return job
+
+    return asyncio.run(make())
+
+
+def test_webhook_payload_ok() -> None:
+    job = completed_job(200, json.dumps({"images": [1, 2]}).encode())
+    assert webhook_payload(job) == {
+        "request_id": job.id,
+        "gateway_request_id": job.id,
+        "status": "OK",
+        "payload": {"images": [1, 2]},
+    }
+
+
+def test_webhook_payload_error_keeps_the_detail() -> None:
+    detail = [{"loc": ["body", "prompt"], "msg": "required", "type": "missing"}]
+    job = completed_job(422, json.dumps({"detail": detail}).encode())
+    body = webhook_payload(job)
+    assert body["status"] == "ERROR"
+    assert body["request_id"] == job.id
+    assert body["payload"] == {"detail": detail}
+    assert body["error"] == "Invalid status code: 422"
+    assert body["payload_error"] == detail
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json"])
+def test_webhook_payload_of_a_body_that_is_not_json(raw: bytes) -> None:
+    body = webhook_payload(completed_job(500, raw))
+    assert body["status"] == "ERROR" and body["payload"] is None
+    assert body["payload_error"] is None
+
+
+# -- Scheduler over fake runners -------------------------------------------------------------------
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+def test_scheduler_hands_jobs_to_free_runners_in_queue_order() -> None:
+    async def scenario() -> None:
+        runners = [FakeRunner("a"), FakeRunner("b")]
+        scheduler = Scheduler(lambda: runners, max_multiplexing=1)  # type: ignore[arg-type,return-value]
+        jobs = [Job("/", b"", {}, priority) for priority in ("normal", "normal", "low", "normal")]
+        for job in jobs:
+            scheduler.submit(job)
+        assert await scheduler.wait_for_runner(jobs[0]) is runners[0]
+        assert await scheduler.wait_for_runner(jobs[1]) is runners[1]
+        assert [scheduler.position(job) for job in jobs[2:]] == [1, 0]
+        scheduler.release(runners[0])
+        assert await scheduler.wait_for_runner(jobs[3]) is runners[0]
+        assert not jobs[2].assigned.done()
+        scheduler.release(runners[1])
+        assert await scheduler.wait_for_runner(jobs[2]) is runners[1]
+        assert len(scheduler.queue) == 0
+
+    run(scenario())
+
+
+def test_scheduler_withdraw_and_start_timeout() -> None:
+    async def scenario() -> None:
+        runners = [FakeRunner("a", in_flight=1)]
+        scheduler = Scheduler(lambda: runners, max_multiplexing=1)  # type: ignore[arg-type,return-value]
+        cancelled = Job("/", b"", {})
+        expiring = Job("/", b"", {}, start_timeout=0.05)
+        waiting = Job("/", b"", {})
+        for job in (cancelled, expiring, waiting):
+            scheduler.submit(job)
+        assert scheduler.withdraw(cancelled) is True
+        with pytest.raises(Withdrawn):
+            await scheduler.wait_for_runner(cancelled)
+        with pytest.raises(StartTimeout):
+            await scheduler.wait_for_runner(expiring)
+        assert list(scheduler.queue) == [waiting]
+        assert scheduler.position(waiting) == 0
+        scheduler.release(runners[0])
+        assert await scheduler.wait_for_runner(waiting) is runners[0]
+        assert scheduler.withdraw(waiting) is False  # already taken by a runner
+
+    run(scenario())
+
+
+def test_scheduler_waits_for_a_runner_to_become_ready() -> None:
+    async def scenario() -> None:
+        runners = [FakeRunner("starting", accepts_requests=False)]
+        scheduler = Scheduler(lambda: runners, max_multiplexing=2)  # type: ignore[arg-type,return-value]
+        first, second = Job("/", b"", {}), Job("/", b"", {})
+        scheduler.submit(first)
+        scheduler.submit(second)
+        assert len(scheduler.queue) == 2
+        runners[0].accepts_requests = True
+        scheduler.pump()  # what the supervisor's on_ready does
+        assert await scheduler.wait_for_runner(first) is runners[0]
+        assert await scheduler.wait_for_runner(second) is runners[0]
+        assert runners[0].in_flight == 2
+
+    run(scenario())
