@@ -277,11 +277,15 @@ def cache_status(events: Iterable[StartupEvent]) -> str:
 
 
 def _cache_word(events: list[StartupEvent]) -> str:
-    steps = {event.phase.removeprefix(CACHE_PREFIX) for event in events}
+    """The body of the cache context is ``compile_cache.compile``: its ``hit`` says whether the
+    kernels came from the cache. A ``wait`` counts only when another runner held the compile
+    (the holder's own wait has ``role: compile``)."""
+    by_step = {event.phase.removeprefix(CACHE_PREFIX): event for event in events}
+    wait, compile_ = by_step.get("wait"), by_step.get("compile")
+    waited = "waited+" if wait is not None and wait.details.get("role") != "compile" else ""
+    if compile_ is not None:
+        return f"{waited}hit" if compile_.details.get("hit") is True else f"{waited}miss (compiled)"
     hit = any(event.details.get("hit") is True for event in events)
-    waited = "waited+" if "wait" in steps else ""
-    if "compile" in steps:
-        return f"{waited}miss (compiled)"
     return f"{waited}hit" if hit else f"{waited}miss"
 
 

@@ -1,0 +1,100 @@
+"""apps/sd_turbo.py end to end on CPU: the tiny random-weight pipeline, real torch.compile, the
+shared compiled cache, two runners behind a real gateway, real HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fleet_support import Fleet, start_fleet
+
+pytest.importorskip("diffusers")
+pytest.importorskip("torch")
+
+from PIL import Image
+
+SD_TURBO_APP = Path(__file__).resolve().parents[1] / "apps" / "sd_turbo.py"
+# Cold regional compile of the tiny UNet on this 2-core machine: ~30 s, two runners share cores.
+READY_TIMEOUT_S = 400.0
+
+pytestmark = pytest.mark.compile
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    work_dir = tmp_path_factory.mktemp("sd-turbo")
+    with start_fleet(SD_TURBO_APP, work_dir, workers=2, ready_timeout=READY_TIMEOUT_S) as fleet:
+        yield fleet
+
+
+def generate(fleet: Fleet, **body: object) -> httpx.Response:
+    with fleet.client(timeout=120.0) as client:
+        return client.post(fleet.url("/"), json=body)
+
+
+def fetch_png(fleet: Fleet, url: str) -> bytes:
+    with httpx.Client(timeout=30.0) as client:
+        response = client.get(url)
+    response.raise_for_status()
+    assert response.headers["content-type"] == "image/png"
+    return response.content
+
+
+@pytest.mark.parametrize(("width", "height"), [(512, 512), (768, 512), (256, 384)])
+def test_a_prompt_gives_a_png_of_the_asked_size(fleet: Fleet, width: int, height: int) -> None:
+    response = generate(fleet, prompt="a red fox in the snow", width=width, height=height)
+    assert response.status_code == 200, response.text
+    output = response.json()
+    assert (output["image"]["width"], output["image"]["height"]) == (width, height)
+    picture = Image.open(io.BytesIO(fetch_png(fleet, output["image"]["url"])))
+    assert picture.format == "PNG"
+    assert picture.size == (width, height)
+    assert isinstance(output["seed"], int)
+
+
+def test_same_seed_gives_the_same_bytes(fleet: Fleet) -> None:
+    first = generate(fleet, prompt="a lighthouse", seed=1234).json()
+    second = generate(fleet, prompt="a lighthouse", seed=1234).json()
+    other = generate(fleet, prompt="a lighthouse", seed=1235).json()
+    assert first["seed"] == second["seed"] == 1234
+    first_png = fetch_png(fleet, first["image"]["url"])
+    assert first_png == fetch_png(fleet, second["image"]["url"])
+    assert first_png != fetch_png(fleet, other["image"]["url"])
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"prompt": "x", "width": 500}, "width"),  # not a multiple of 8
+        ({"prompt": "x", "height": 4096}, "height"),  # too large
+        ({"prompt": "x", "width": 64}, "width"),  # too small
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "   "}, "prompt"),
+        ({"width": 512}, "prompt"),
+        ({"prompt": "x", "seed": -1}, "seed"),
+    ],
+)
+def test_bad_input_is_a_422_naming_the_field(fleet: Fleet, body: dict, field: str) -> None:
+    response = generate(fleet, **body)
+    assert response.status_code == 422, response.text
+    assert ["body", field] in [error["loc"] for error in response.json()["detail"]]
+
+
+def test_one_runner_compiled_and_the_other_loaded_its_kernels(fleet: Fleet) -> None:
+    """Counted with torch's own fx-graph cache counters, which each runner records."""
+    run_dirs = list((fleet.data_dir / "runs").iterdir())
+    assert len(run_dirs) == 1
+    compiles = {}
+    for events_file in run_dirs[0].glob("runner-*.jsonl"):
+        events = [json.loads(line) for line in events_file.read_text().splitlines()]
+        (compile_event,) = [e for e in events if e["phase"] == "compile_cache.compile"]
+        compiles[events_file.stem] = compile_event["details"]
+    assert len(compiles) == 2
+    hits = sorted(details["hit"] for details in compiles.values())
+    assert hits == [False, True], compiles
+    loader = next(details for details in compiles.values() if details["hit"])
+    assert loader["fxgraph_cache_miss"] == 0 and loader["fxgraph_cache_hit"] > 0
