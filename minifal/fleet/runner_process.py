@@ -136,6 +136,8 @@ class RunnerProcess:
             ENV_EVENTS_FILE: str(self.events_file),
         }
         if self.launch.use_gpus:
+            # nvidia-smi's numbering, which --gpus and get_gpu_type() use, for CUDA too.
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
         command = [sys.executable, "-m", "minifal.runner", self.launch.app_reference]
         command += ["--port", str(self.port), "--data-dir", str(self.launch.data_dir)]

@@ -223,6 +223,7 @@ def _load_new_segments(session: _Session) -> tuple[int, int, list[str]]:
             continue
         session.seen_segments.add(name)
         session.known.update(segment.manifest)
+        session.scanner.trust(segment.manifest)
         loaded += 1
         nbytes += segment.nbytes
     return loaded, nbytes, corrupt

@@ -21,10 +21,10 @@ _CHUNK = 1 << 20
 def is_cache_file(relpath: str) -> bool:
     """Files worth sharing: not Inductor's lock files nor half-written temp files."""
     parts = relpath.split("/")
-    name = parts[-1]
-    if "locks" in parts[:-1] or name.endswith(".lock"):
+    if "locks" in parts[:-1] or parts[-1].endswith(".lock"):
         return False
-    return not (name.startswith(("tmp", ".tmp")) or ".tmp" in name)
+    # Triton stages a kernel in "tmp.pid_<pid>_<id>/" and Inductor writes "tmp*" before renaming.
+    return not any(part.startswith(("tmp", ".tmp")) or ".tmp" in part for part in parts)
 
 
 def manifest_digest(manifest: Mapping[str, str]) -> str:
@@ -56,6 +56,15 @@ class DirScanner:
 
     def __post_init__(self) -> None:
         self._seen: dict[str, tuple[int, int, str]] = {}
+
+    def trust(self, manifest: Mapping[str, str]) -> None:
+        """Take hashes of files just unpacked from a verified segment instead of re-reading them."""
+        for relpath, sha in manifest.items():
+            try:
+                stat = (self.root / relpath).stat()
+            except OSError:
+                continue
+            self._seen[relpath] = (stat.st_size, stat.st_mtime_ns, sha)
 
     def scan(self) -> Manifest:
         manifest: Manifest = {}

@@ -1,0 +1,246 @@
+"""The compiled cache with real torch.compile in real processes (CPU, a small MLP).
+
+Each child (tests/compile_cache_support/child.py) reports torch's own FX graph cache counters, so
+"one compiled, the others hit" is what torch did, not what our logs claim.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+
+pytestmark = pytest.mark.compile
+
+REPO = Path(__file__).resolve().parents[1]
+CHILD = Path(__file__).parent / "compile_cache_support" / "child.py"
+KEY = "tests/mlp"
+TIMEOUT_S = 240
+
+
+class Child:
+    """One runner-like process; ``result()`` waits for its RESULT line."""
+
+    def __init__(self, data_dir: Path, shapes: str, *args: str, **env: str) -> None:
+        self.events = data_dir.parent / f"events-{time.monotonic_ns()}.jsonl"
+        environ = {
+            **os.environ,
+            "MINIFAL_DATA_DIR": str(data_dir),
+            "MINIFAL_EVENTS_FILE": str(self.events),
+            "PYTHONPATH": str(REPO),
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        command = [sys.executable, str(CHILD), KEY, shapes, *args]
+        self.process = subprocess.Popen(
+            command, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.stderr = ""
+
+    def wait_in_body(self) -> None:
+        """Block until the child is inside the context (its load/claim is done)."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith("IN-BODY"):
+                return
+        raise AssertionError(f"child never entered the body: {self.process.stderr.read()}")  # type: ignore[union-attr]
+
+    def result(self) -> dict[str, Any]:
+        stdout, self.stderr = self.process.communicate(timeout=TIMEOUT_S)
+        for line in stdout.splitlines():
+            if line.startswith("RESULT "):
+                return json.loads(line[len("RESULT ") :])
+        raise AssertionError(f"no result (exit {self.process.returncode}):\n{self.stderr}")
+
+
+def phases(result: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [e["details"] for e in result["events"] if e["phase"] == f"compile_cache.{name}"]
+
+
+def version_dirs(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "inductor-caches" / "CPU").glob(f"{KEY}/torch-*"))
+
+
+def segments(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "inductor-caches" / "CPU").glob(f"{KEY}/torch-*/segments/*.tar"))
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir whose store holds the MLP compiled for batch 8 (one cold compile, shared)."""
+    data = tmp_path_factory.mktemp("published") / "data"
+    result = Child(data, "8").result()
+    assert result["fx_miss"] == 1
+    assert len(segments(data)) == 1
+    return data
+
+
+def copy_of(published: Path, tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(published, data)
+    return data
+
+
+def test_of_many_runners_starting_together_exactly_one_compiles(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    children = [Child(data, "8") for _ in range(3)]
+    results = [child.result() for child in children]
+    misses = sorted(r["fx_miss"] for r in results)
+    hits = sorted(r["fx_hit"] for r in results)
+    assert misses == [0, 0, 1], results
+    assert hits == [0, 1, 1]
+    waited = [r for r in results if any(w.get("hit") for w in phases(r, "wait"))]
+    assert len(waited) + sum(1 for r in results if phases(r, "load")[0]["hit"]) == 2
+    assert len(segments(data)) == 1
+    syncs = [phases(r, "sync")[0]["reason"] for r in results]
+    assert sorted(syncs) == ["published", "unchanged", "unchanged"]
+
+
+def test_holder_killed_mid_compile_is_taken_over(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    holder = Child(data, "8", "--sleep-in-body", "120")
+    holder.wait_in_body()
+    waiter = Child(data, "8")
+    time.sleep(2)  # the waiter is now polling the held lease
+    holder.process.kill()
+    holder.process.wait()
+    result = waiter.result()
+    assert result["fx_miss"] == 1 and result["outcome"] == "ok"
+    (wait,) = phases(result, "wait")
+    assert wait["role"] == "compile" and "exited" in wait["reason"], wait
+    assert len(segments(data)) == 1
+
+
+def test_hung_holder_loses_its_lease_after_the_ttl(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ttl = {"MINIFAL_CACHE_LEASE_TTL": "2"}
+    holder = Child(data, "8", "--sleep-in-body", "120", **ttl)
+    holder.wait_in_body()
+    os.kill(holder.process.pid, signal.SIGSTOP)  # alive but silent: only the TTL can tell
+    try:
+        started = time.monotonic()
+        result = Child(data, "8", **ttl).result()
+    finally:
+        os.kill(holder.process.pid, signal.SIGKILL)
+        os.kill(holder.process.pid, signal.SIGCONT)
+        holder.process.wait()
+    assert result["fx_miss"] == 1
+    (wait,) = phases(result, "wait")
+    assert wait["role"] == "compile" and "heartbeat" in wait["reason"], wait
+    assert time.monotonic() - started < 120
+
+
+def test_version_mismatch_is_a_logged_miss_and_both_artifacts_stay(
+    published: Path, tmp_path: Path
+) -> None:
+    data = copy_of(published, tmp_path)
+    other = Child(data, "8", "--torch-version", "2.99.0").result()
+    assert other["fx_miss"] == 1
+    (load,) = phases(other, "load")
+    assert not load["hit"] and "version mismatch" in load["reason"]
+    assert "torch: " in load["reason"] and "2.99.0 (here)" in load["reason"]
+    assert len(version_dirs(data)) == 2 and len(segments(data)) == 2
+    again = Child(data, "8").result()  # the original version still loads its own kernels
+    assert (again["fx_hit"], again["fx_miss"]) == (1, 0)
+
+
+def test_corrupt_artifact_is_a_logged_miss_and_gets_repaired(
+    published: Path, tmp_path: Path
+) -> None:
+    data = copy_of(published, tmp_path)
+    (segment,) = segments(data)
+    segment.write_bytes(segment.read_bytes()[: segment.stat().st_size // 2])
+    repaired = Child(data, "8").result()
+    assert repaired["fx_miss"] == 1 and repaired["outcome"] == "ok"
+    (load,) = phases(repaired, "load")
+    assert not load["hit"] and load["reason"].startswith("corrupt artifact")
+    assert [p.name for p in segments(data)] != [segment.name]
+    assert list(segment.parent.glob("*.corrupt-*"))  # kept aside for inspection
+    after = Child(data, "8").result()
+    assert (after["fx_hit"], after["fx_miss"]) == (1, 0)
+
+
+def test_unusable_data_dir_warns_and_the_app_still_starts(tmp_path: Path) -> None:
+    # Root ignores chmod; a path below a regular file fails every write (ENOTDIR), for root too.
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    child = Child(blocker / "data", "8")
+    result = child.result()
+    assert result["outcome"] == "ok" and result["fx_miss"] == 1
+    assert child.process.returncode == 0
+    assert "load failed" in child.stderr or "sync failed" in child.stderr
+
+
+def _can_mount_read_only(path: Path) -> bool:
+    probe = (
+        f"mount --bind {path} {path} && mount -o remount,ro,bind {path} {path} && "
+        f"! touch {path}/probe 2>/dev/null"
+    )
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-m", "sh", "-c", probe], capture_output=True).returncode == 0
+
+
+def test_read_only_data_dir_still_loads(published: Path, tmp_path: Path) -> None:
+    """A real read-only mount (private mount namespace), so writes fail for root as well."""
+    data = copy_of(published, tmp_path)
+    if not _can_mount_read_only(data):
+        pytest.skip("cannot make a private read-only bind mount here (needs CAP_SYS_ADMIN)")
+    events = tmp_path / "ro-events.jsonl"
+    script = (
+        f"mount --bind {data} {data} && mount -o remount,ro,bind {data} {data} && "
+        f"exec {sys.executable} {CHILD} {KEY} 8,16"
+    )
+    env = {
+        **os.environ,
+        "MINIFAL_DATA_DIR": str(data),
+        "MINIFAL_EVENTS_FILE": str(events),
+        "PYTHONPATH": str(REPO),
+    }
+    run = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(next(ln for ln in run.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+    # batch 8 came from the read-only store; batch 16 was compiled and could not be published
+    assert (result["fx_hit"], result["fx_miss"]) == (1, 1)
+    assert "sync failed" in run.stderr
+    assert len(segments(data)) == 1
+
+
+def test_two_runners_warming_different_shapes_publish_both(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first, second = Child(data, "8"), Child(data, "16")
+    results = [first.result(), second.result()]
+    assert sum(r["fx_miss"] for r in results) == 2
+    both = Child(data, "8,16").result()
+    assert (both["fx_hit"], both["fx_miss"]) == (2, 0)
+
+
+def test_body_exception_propagates_and_releases_the_lease(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    failing = Child(data, "8", "--raise-in-body").result()
+    assert failing["outcome"] == "raised BodyError: boom"
+    (compile_phase,) = phases(failing, "compile")
+    assert compile_phase["fxgraph_cache_miss"] == 1
+    lease_files = list((data / "inductor-caches" / "CPU").glob(f"{KEY}/*/leases/lease-*.json"))
+    assert [json.loads(p.read_text())["released"] for p in lease_files] == [True]
+    # with the default 30 s TTL a lease left held would make this runner wait; it loads at once
+    started = time.monotonic()
+    after = Child(data, "8").result()
+    assert (after["fx_hit"], after["fx_miss"]) == (1, 0)
+    assert phases(after, "wait") == [] and time.monotonic() - started < 25
