@@ -61,6 +61,7 @@ def main() -> int:
     args = parser.parse_args()
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="sd-fleet-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "minifal.cli", "run", str(REPO / "apps" / "sd_turbo.py")]
     command += ["--workers", str(args.workers), "--port", str(args.port)]
     command += ["--data-dir", str(data_dir)] + (["--gpus", args.gpus] if args.gpus else [])

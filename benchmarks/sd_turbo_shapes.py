@@ -111,6 +111,10 @@ def main() -> int:
                 result["phase"] = phase
                 results.append(result)
                 print(json.dumps(result), file=sys.stderr, flush=True)
+                if args.out:  # after each run: a time limit still leaves what was measured
+                    args.out.parent.mkdir(parents=True, exist_ok=True)
+                    record = {"date": time.strftime("%Y-%m-%d"), "results": results}
+                    args.out.write_text(json.dumps(record, indent=2))
 
     sizes = [f"{w}x{h}" for w, h in (*WARMUP_SIZES, UNCOVERED_SIZE)]
     header = f"{'strategy':<10} {'start':<5} {'compile+warmup s':>17} " + " ".join(
@@ -124,11 +128,6 @@ def main() -> int:
         cells = " ".join(f"{result['latency_ms'][size]:>12.1f}" for size in sizes)
         name, phase, seconds = result["strategy"], result["phase"], result["compile_warmup_s"]
         print(f"{name:<10} {phase:<5} {seconds:>17.1f} {cells}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps({"date": time.strftime("%Y-%m-%d"), "results": results}, indent=2)
-        )
     return 0
 
 
