@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup-env.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/hadolint Dockerfile
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
