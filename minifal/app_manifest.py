@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from minifal.settings import AppSettings
@@ -24,7 +24,7 @@ class AppManifest:
     app_name: str
     class_name: str
     settings: AppSettings
-    endpoints: list[dict[str, str]]
+    endpoints: list[dict[str, Any]]
     openapi: dict[str, Any]
 
     def endpoint_kind(self, path: str) -> str | None:
@@ -41,7 +41,14 @@ def build_manifest(reference: str) -> dict[str, Any]:
         "app_name": app_class.resolved_app_name(),
         "class_name": app_class.__name__,
         "settings": app_class.settings().model_dump(mode="json"),
-        "endpoints": [{"path": spec.path, "kind": spec.kind} for _, spec in app_class.endpoints()],
+        "endpoints": [
+            {
+                "path": spec.path,
+                "kind": spec.kind,
+                "health_check": asdict(spec.health_check) if spec.health_check else None,
+            }
+            for _, spec in app_class.endpoints()
+        ],
         "openapi": api.openapi(),
     }
 

@@ -69,13 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("app", help="path/to/app.py or path/to/app.py::ClassName")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8080)
-    run.add_argument("--workers", type=int, help="runners to start (default: one per GPU)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        help="a fixed number of runners (default: scale by the App's settings)",
+    )
     run.add_argument("--gpus", help="GPU indices to use, e.g. 0,1 (default: all visible)")
     run.add_argument("--data-dir", help="shared data dir of every runner")
     run.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     run.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
     run.add_argument("--auth-key", help="require 'Authorization: Key <key>' (or $MINIFAL_AUTH_KEY)")
-    run.add_argument("--max-queue", type=int, help="queued requests beyond this get 429")
+    run.add_argument(
+        "--max-queue",
+        type=int,
+        default=1000,
+        help="queued requests beyond this get 429 (0: no limit)",
+    )
     run.set_defaults(handler=_run)
 
     report = commands.add_parser(

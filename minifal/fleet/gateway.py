@@ -19,9 +19,18 @@ import httpx
 
 from minifal.app_manifest import AppManifest
 from minifal.fleet.gpu_pool import GpuPool
+from minifal.fleet.health_monitor import HealthMonitor
 from minifal.fleet.jobs import Job
 from minifal.fleet.metrics import GatewayMetrics
-from minifal.fleet.runner_process import RunnerLaunch, RunnerProcess
+from minifal.fleet.runner_process import RunnerLaunch, RunnerProcess, RunnerState
+from minifal.fleet.scaler import (
+    FleetSnapshot,
+    Phase,
+    RunnerView,
+    ScalingSettings,
+    decide,
+    expires_in,
+)
 from minifal.fleet.scheduler import Scheduler, StartTimeout, Withdrawn
 from minifal.fleet.supervisor import Supervisor
 from minifal.fleet.webhooks import deliver_webhook
@@ -31,6 +40,23 @@ logger = logging.getLogger("minifal.fleet")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer"}
 COMPLETED_JOBS_KEPT = 10_000
 DEFAULT_GRACE_SECONDS = 60.0
+DEFAULT_MAX_QUEUE = 1000
+DEFAULT_START_TIMEOUT_SECONDS = 1800.0
+"""A request without ``X-Fal-Request-Timeout`` waits at most this long for a runner."""
+MAX_ATTEMPTS = 10  # fal retries queue requests up to 10 times on 503, 504 and lost connections
+RETRYABLE_STATUSES = {503, 504}
+SCALE_EVERY_SECONDS = 0.25
+
+PHASES = {
+    RunnerState.PENDING: Phase.STARTING,
+    RunnerState.SETUP: Phase.STARTING,
+    RunnerState.FAILURE_DELAY: Phase.STARTING,
+    RunnerState.IDLE: Phase.READY,
+    RunnerState.RUNNING: Phase.READY,
+    RunnerState.DRAINING: Phase.LEAVING,
+    RunnerState.TERMINATING: Phase.LEAVING,
+    RunnerState.TERMINATED: Phase.LEAVING,
+}
 
 
 def json_body(data: Any) -> bytes:
@@ -43,10 +69,10 @@ class GatewayOptions:
     data_dir: Path
     run_id: str
     public_url: str
-    workers: int
+    scaling: ScalingSettings
     gpus: list[str]
     auth_key: str | None = None
-    max_queue: int | None = None
+    max_queue: int | None = DEFAULT_MAX_QUEUE
     echo_output: bool = True
 
 
@@ -81,35 +107,85 @@ class Gateway:
         )
         self.jobs: dict[str, Job] = {}
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._job_tasks: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[Any]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        for _ in range(self.options.workers):
-            self.supervisor.add_runner()
+        self.scale_once()
+        self._loops.append(asyncio.create_task(self._scale_forever(), name="autoscaler"))
+        health = next(
+            (e for e in self.manifest.endpoints if e.get("health_check") is not None), None
+        )
+        if health is not None:
+            monitor = HealthMonitor(
+                health["path"],
+                health["health_check"],
+                lambda: self.supervisor.live_runners,
+                self.supervisor.replace,
+                self.client,
+            )
+            self._loops.append(asyncio.create_task(monitor.run(), name="health-checks"))
 
     async def stop(self) -> None:
         """Let accepted queue requests finish (bounded by the grace period), then stop runners."""
-        pending = [task for task in self._tasks if not task.done()]
+        pending = [task for task in self._job_tasks if not task.done()]
         if pending:
             logger.info("draining %d queued request(s)", len(pending))
             await asyncio.wait(pending, timeout=self.grace_seconds)
+        for loop in self._loops:
+            loop.cancel()
         await self.supervisor.stop()
-        for task in list(self._tasks):
+        for task in list(self._job_tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._loops, *self._job_tasks, return_exceptions=True)
         await self.client.aclose()
 
     def spawn(self, coroutine: Any, name: str) -> asyncio.Task[Any]:
-        """Start a background task owned by the gateway (cancelled by ``stop()``)."""
+        """Start a request's background task, owned by the gateway (drained by ``stop()``)."""
         task = asyncio.create_task(coroutine, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._job_tasks.add(task)
+        task.add_done_callback(self._job_tasks.discard)
         return task
 
     def _runner_ready(self) -> None:
         self.scheduler.pump()
+
+    # -- scaling -----------------------------------------------------------------------------------
+
+    def snapshot(self) -> FleetSnapshot:
+        now = time.time()
+        views = tuple(
+            RunnerView(
+                runner.runner_id,
+                Phase.STARTING if runner.replace_reason is not None else PHASES[runner.state],
+                runner.in_flight,
+                runner.idle_since if runner.in_flight == 0 else None,
+            )
+            for runner in self.supervisor.runners
+            if not runner.retiring
+        )
+        waits = tuple(now - job.created for job in self.scheduler.queue)
+        return FleetSnapshot(now, views, waits)
+
+    def scale_once(self) -> None:
+        """Apply the scaler's decision: start runners, retire idle ones past keep_alive."""
+        decision = decide(self.snapshot(), self.options.scaling)
+        for _ in range(decision.start):
+            runner = self.supervisor.add_runner()
+            logger.info(
+                "[%s] starting: %s (want %d)", runner.runner_id, decision.reason, decision.desired
+            )
+        for runner_id in decision.stop:
+            runner = self.supervisor.find(runner_id)
+            if runner is not None:
+                self.supervisor.retire(runner, decision.reason)
+
+    async def _scale_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SCALE_EVERY_SECONDS)
+            self.scale_once()
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -132,18 +208,27 @@ class Gateway:
         self.spawn(self._run_queued(job), name=f"job-{job.id}")
 
     async def _run_queued(self, job: Job) -> None:
-        try:
-            runner = await self.scheduler.wait_for_runner(job)
-        except StartTimeout:
-            self.complete_start_timeout(job)
-        except Withdrawn:
-            pass
-        else:
+        """Run a queue request until it has an answer; a lost runner means another attempt."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                await self._execute(job, runner)
+                runner = await self.scheduler.wait_for_runner(job)
+            except StartTimeout:
+                self.complete_start_timeout(job)
+                break
+            except Withdrawn:
+                break
+            try:
+                retry = await self._execute(job, runner, last_attempt=attempt == MAX_ATTEMPTS)
             finally:
                 self.scheduler.release(runner)
-        if job.webhook_url:
+            if not retry:
+                break
+            logger.warning(
+                "request %s: attempt %d failed on %s, retrying", job.id, attempt, runner.runner_id
+            )
+            job.requeue()
+            self.scheduler.requeue(job)
+        if job.webhook_url and job.status == "COMPLETED":
             await deliver_webhook(self.client, job)
 
     def complete_start_timeout(self, job: Job) -> None:
@@ -152,7 +237,9 @@ class Gateway:
         job.complete(504, json_body(detail), headers)
         self.metrics.completed(504, time.time() - job.created)
 
-    async def _execute(self, job: Job, runner: RunnerProcess) -> None:
+    async def _execute(self, job: Job, runner: RunnerProcess, last_attempt: bool) -> bool:
+        """One attempt on ``runner``; True when it failed in a way worth another runner's try
+        (503, 504, lost connection) and attempts are left. Never retried: any 4xx."""
         job.start(runner.runner_id)
         url = f"{runner.url}{job.path}"
         try:
@@ -160,16 +247,33 @@ class Gateway:
                 self.client.post(url, content=job.body, headers=job.headers),
                 timeout=self.request_timeout,
             )
-            headers = {k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP}
-            headers.pop("content-length", None)
-            job.complete(response.status_code, response.content, headers)
         except TimeoutError:
+            self.supervisor.replace(runner, f"request over request_timeout={self.request_timeout}s")
+            if not last_attempt:
+                return True
             detail = f"Request exceeded request_timeout={self.request_timeout}s"
             job.complete(504, json_body({"detail": detail}))
         except httpx.HTTPError as exc:
             logger.error("[%s] request %s lost: %s", runner.runner_id, job.id, exc)
+            self.runner_lost(runner, exc)
+            if not last_attempt:
+                return True
             job.complete(503, json_body({"detail": "The runner serving this request failed"}))
+        else:
+            if response.status_code in RETRYABLE_STATUSES and not last_attempt:
+                return True
+            headers = {k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP}
+            headers.pop("content-length", None)
+            job.complete(response.status_code, response.content, headers)
         self.metrics.completed(job.response_status or 0, time.time() - job.created)
+        return False
+
+    def runner_lost(self, runner: RunnerProcess, exc: Exception) -> None:
+        """The connection to a runner broke (it crashed, or hangs): send it nothing more and
+        restart it; a process that already died is seen by its lifecycle as a crash."""
+        if not runner.suspended:
+            runner.suspended = True
+            self.supervisor.replace(runner, f"lost connection ({type(exc).__name__})")
 
     async def cancel(self, job: Job) -> tuple[int, dict[str, Any]]:
         """fal's cancel: a queued request is dropped; a running one is asked to stop."""
@@ -180,7 +284,7 @@ class Gateway:
             job.complete(499, json_body({"detail": "Request cancelled by the client."}))
             self.metrics.completed(499, time.time() - job.created)
             return 202, {"status": "CANCELLATION_REQUESTED"}
-        runner = next((r for r in self.supervisor.runners if r.runner_id == job.runner_id), None)
+        runner = self.supervisor.find(job.runner_id)
         if runner is not None:
             with contextlib.suppress(httpx.HTTPError):
                 await self.client.post(
@@ -201,15 +305,20 @@ class Gateway:
     def runners_table(self) -> dict[str, Any]:
         now = time.time()
         settings = self.manifest.settings
+        snapshot = self.snapshot()
+        live = sum(1 for view in snapshot.runners if view.phase is not Phase.LEAVING)
+        views = {view.runner_id: view for view in snapshot.runners}
         rows = []
         for runner in self.supervisor.runners:
+            view = views.get(runner.runner_id)
+            expiry = expires_in(view, live, now, self.options.scaling) if view else None
             rows.append(
                 {
                     "alias": self.manifest.app_name,
                     "machine_type": settings.machine_types[0],
                     "runner_id": runner.runner_id,
                     "in_flight_requests": runner.in_flight,
-                    "expires_in": None,
+                    "expires_in": None if expiry is None else round(expiry, 1),
                     "uptime": round(now - runner.started_at, 3) if runner.started_at else 0.0,
                     "revision": self.options.run_id,
                     "state": runner.state.value,
@@ -218,6 +327,10 @@ class Gateway:
                     "pid": runner.pid,
                     "port": runner.port,
                     "last_exit_reason": runner.last_exit_reason,
+                    "state_history": [
+                        {"at": round(at, 3), "state": state.value}
+                        for at, state in runner.state_history
+                    ],
                 }
             )
         return {"app": self.manifest.app_name, "run_id": self.options.run_id, "runners": rows}

@@ -26,7 +26,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from starlette.websockets import WebSocketDisconnect
 
 from minifal.fleet.auth import KeyAuthMiddleware
-from minifal.fleet.gateway import HOP_BY_HOP, Gateway, json_body
+from minifal.fleet.gateway import (
+    DEFAULT_START_TIMEOUT_SECONDS,
+    HOP_BY_HOP,
+    Gateway,
+    json_body,
+)
 from minifal.fleet.jobs import Job
 from minifal.fleet.queue_host import QueueHostMiddleware
 from minifal.fleet.request_queue import PRIORITIES, QueueFull
@@ -70,7 +75,9 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
             )
         timeout_header = request.headers.get("x-fal-request-timeout")
         try:
-            start_timeout = float(timeout_header) if timeout_header else None
+            start_timeout = (
+                float(timeout_header) if timeout_header else DEFAULT_START_TIMEOUT_SECONDS
+            )
         except ValueError:
             return JSONResponse({"detail": "X-Fal-Request-Timeout must be seconds"}, 422)
         job = Job(path, body, {}, priority, start_timeout)  # type: ignore[arg-type]
@@ -288,9 +295,13 @@ async def proxy_sync(gateway: Gateway, job: Job) -> Response:
         )
     except TimeoutError:
         release(504)
+        gateway.supervisor.replace(
+            runner, f"request over request_timeout={gateway.request_timeout}s"
+        )
         detail = f"Request exceeded request_timeout={gateway.request_timeout}s"
         return Response(json_body({"detail": detail}), 504, media_type="application/json")
-    except httpx.HTTPError:
+    except httpx.HTTPError as exc:
+        gateway.runner_lost(runner, exc)
         release(503)
         detail = {"detail": "The runner serving this request failed"}
         return Response(json_body(detail), 503, media_type="application/json")

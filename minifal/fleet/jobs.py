@@ -64,6 +64,14 @@ class Job:
         self.started = time.time()
         self.notify()
 
+    def requeue(self) -> None:
+        """Back in line for another attempt, after the runner it was on failed."""
+        self.status = "IN_QUEUE"
+        self.runner_id = None
+        self.started = None
+        self.assigned = asyncio.get_running_loop().create_future()
+        self.notify()
+
     def complete(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         if self.status == "COMPLETED":
             return

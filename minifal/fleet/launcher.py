@@ -8,15 +8,16 @@ import os
 import secrets
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import uvicorn
 
 from minifal.app_manifest import AppManifest, ManifestError, inspect_app
 from minifal.data_dir import activate_data_dir, resolve_data_dir
-from minifal.fleet.gateway import Gateway, GatewayOptions
+from minifal.fleet.gateway import DEFAULT_MAX_QUEUE, Gateway, GatewayOptions
 from minifal.fleet.gpu_pool import detect_gpus
 from minifal.fleet.http_api import build_gateway_app
+from minifal.fleet.scaler import ScalingSettings
 from minifal.quiet_exit_server import QuietExitServer
 
 logger = logging.getLogger("minifal.fleet")
@@ -35,15 +36,32 @@ class FleetArguments:
     tls_cert: str | None = None
     tls_key: str | None = None
     auth_key: str | None = None
-    max_queue: int | None = None
+    max_queue: int | None = DEFAULT_MAX_QUEUE
 
 
-def default_workers(manifest: AppManifest, gpus: list[str]) -> int:
-    """One runner per GPU group for a GPU app with GPUs here; else ``min_concurrency`` or 1."""
+def scaling_settings(
+    manifest: AppManifest, workers: int | None, gpus: list[str]
+) -> ScalingSettings:
+    """``--workers N``: a fixed fleet. Otherwise the App's own settings (scale from zero,
+    min/max_concurrency, buffers, scaling_delay, keep_alive), capped by what this machine holds:
+    one runner per GPU group for a GPU app, else one per CPU core."""
+    if workers is not None:
+        return ScalingSettings.fixed(workers)
     settings = manifest.settings
     if gpus and settings.gpus_per_runner > 0:
-        return max(1, len(gpus) // settings.gpus_per_runner, settings.min_concurrency)
-    return max(1, settings.min_concurrency)
+        hard_cap = max(1, len(gpus) // settings.gpus_per_runner)
+    else:
+        hard_cap = os.cpu_count() or 1
+    return ScalingSettings(
+        min_concurrency=settings.min_concurrency,
+        max_concurrency=settings.max_concurrency,
+        concurrency_buffer=settings.concurrency_buffer,
+        concurrency_buffer_perc=settings.concurrency_buffer_perc,
+        scaling_delay=settings.scaling_delay,
+        keep_alive=settings.keep_alive,
+        max_multiplexing=settings.max_multiplexing,
+        hard_cap=hard_cap,
+    )
 
 
 def run_fleet(arguments: FleetArguments) -> int:
@@ -69,7 +87,10 @@ def run_fleet(arguments: FleetArguments) -> int:
     )
     if settings.gpus_per_runner > 0 and not gpus:
         logger.warning("%s wants a GPU but none is visible: runners run on CPU", manifest.app_name)
-    workers = arguments.workers or default_workers(manifest, gpus)
+    if arguments.workers is not None and arguments.workers < 1:
+        print("minifal: --workers must be at least 1", file=sys.stderr)
+        return 2
+    scaling = scaling_settings(manifest, arguments.workers, gpus)
     auth_key = arguments.auth_key or os.environ.get(ENV_AUTH_KEY)
     if settings.app_auth == "private" and not auth_key:
         auth_key = secrets.token_urlsafe(24)
@@ -82,26 +103,31 @@ def run_fleet(arguments: FleetArguments) -> int:
         data_dir=data_dir,
         run_id=run_id,
         public_url=public_url,
-        workers=workers,
+        scaling=scaling,
         gpus=gpus,
         auth_key=auth_key,
-        max_queue=arguments.max_queue,
+        max_queue=arguments.max_queue if arguments.max_queue else None,
     )
     run_dir = data_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").write_text(
         json.dumps(
-            {"app": manifest.app_name, "reference": arguments.app, "workers": workers, "gpus": gpus}
+            {
+                "app": manifest.app_name,
+                "reference": arguments.app,
+                "scaling": asdict(scaling),
+                "gpus": gpus,
+            }
         )
     )
     gateway = Gateway(manifest, options)
-    logger.info(
-        "serving %s at %s with %d runner(s)%s",
-        manifest.app_name,
-        public_url,
-        workers,
-        f" on GPUs {','.join(gpus)}" if options.gpus and settings.gpus_per_runner else " on CPU",
-    )
+    where = f"on GPUs {','.join(gpus)}" if options.gpus and settings.gpus_per_runner else "on CPU"
+    if arguments.workers is not None:
+        fleet = f"{arguments.workers} runner(s)"
+    else:
+        upper = min(c for c in (scaling.max_concurrency, scaling.hard_cap) if c is not None)
+        fleet = f"{scaling.min_concurrency}..{upper} runners (keep_alive {scaling.keep_alive:g} s)"
+    logger.info("serving %s at %s with %s %s", manifest.app_name, public_url, fleet, where)
     config = uvicorn.Config(
         build_gateway_app(gateway),
         host=arguments.host,

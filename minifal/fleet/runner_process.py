@@ -22,6 +22,7 @@ from minifal.startup_events import ENV_EVENTS_FILE, ENV_RUNNER_ID, read_events
 logger = logging.getLogger("minifal.fleet")
 
 PROGRESS_EVERY_SECONDS = 5.0
+STATE_HISTORY_KEPT = 50
 READY_POLL_SECONDS = 0.2
 
 
@@ -71,6 +72,8 @@ class RunnerProcess:
         self.runner_id = runner_id
         self.launch = launch
         self.gpus = gpus
+        self.state_history: list[tuple[float, RunnerState]] = []
+        self._state = RunnerState.PENDING
         self.state = RunnerState.PENDING
         self.in_flight = 0
         self.last_dispatch = 0.0
@@ -81,14 +84,40 @@ class RunnerProcess:
         self.idle_since: float = time.time()
         self.exit_code: int | None = None
         self.last_exit_reason: str | None = None
+        self.suspended = False
+        """A connection to it was lost: no new requests until it is restarted."""
+        self.stop_reason: str | None = None
+        """Why the gateway stopped the current process, if it did (else it exited by itself)."""
+        self.retiring = False
+        """Stopped for good (keep_alive, shutdown): its lifecycle must not restart it."""
+        self.replace_reason: str | None = None
+        """Being replaced (health checks, request_timeout): restart at once, no back-off."""
+        self.restart_at: float | None = None
+        self.health_failures = 0
+        self.last_health_check = 0.0
         self._process: asyncio.subprocess.Process | None = None
         self._output_task: asyncio.Task[None] | None = None
 
     # -- what the dispatcher and the tables read --------------------------------------------------
 
     @property
+    def state(self) -> RunnerState:
+        return self._state
+
+    @state.setter
+    def state(self, new: RunnerState) -> None:
+        """Every change is kept (``/runners`` shows the history) and logged."""
+        if self.state_history and new == self._state:
+            return
+        if self.state_history:
+            logger.info("[%s] %s -> %s", self.runner_id, self._state.value, new.value)
+        self._state = new
+        self.state_history.append((time.time(), new))
+        del self.state_history[:-STATE_HISTORY_KEPT]
+
+    @property
     def accepts_requests(self) -> bool:
-        return self.state in (RunnerState.IDLE, RunnerState.RUNNING)
+        return self.state in (RunnerState.IDLE, RunnerState.RUNNING) and not self.suspended
 
     @property
     def url(self) -> str:
@@ -145,6 +174,9 @@ class RunnerProcess:
         self.started_at = time.time()
         self.ready_at = None
         self.exit_code = None
+        self.stop_reason = None
+        self.suspended = False
+        self.health_failures = 0
         self._process = await asyncio.create_subprocess_exec(
             *command,
             env=env,
@@ -231,6 +263,7 @@ class RunnerProcess:
             self.state = RunnerState.TERMINATED
             return
         self.state = RunnerState.DRAINING if self.in_flight else RunnerState.TERMINATING
+        self.stop_reason = reason
         self.last_exit_reason = reason
         self.signal(signal.SIGTERM)
         try:
@@ -239,4 +272,5 @@ class RunnerProcess:
             logger.warning("[%s] did not stop within %.0f s: killing it", self.runner_id, grace)
             self.signal(signal.SIGKILL)
             await self.wait_exit()
-        self.state = RunnerState.TERMINATED
+        if self.state in (RunnerState.DRAINING, RunnerState.TERMINATING):
+            self.state = RunnerState.TERMINATED  # unless its lifecycle moved on (restart, delay)

@@ -42,6 +42,12 @@ class Scheduler:
         self.pump()
         self.on_queue_change()
 
+    def requeue(self, job: Job) -> None:
+        """A retry goes to the front of its priority line: it was accepted before the others."""
+        self.queue.push_front(job, job.priority)
+        self.pump()
+        self.on_queue_change()
+
     def pump(self) -> None:
         now = time.time()
         while len(self.queue):

@@ -1,8 +1,11 @@
-"""Starts, watches and stops the runner processes of one fleet.
+"""Starts, watches, replaces and stops the runner processes of one fleet.
 
-Each runner has one lifecycle task: start -> SETUP -> ready (IDLE) -> ... -> exit. A runner that
-exits while the fleet is not stopping is replaced after fal's crash back-off (+30 s per
-consecutive failure, at most 10 minutes), with FAILURE_DELAY visible meanwhile.
+Each runner has one lifecycle task: start -> SETUP -> ready (IDLE/RUNNING) -> ... -> exit.
+- A runner not ready within ``startup_timeout`` is killed; that, a ``setup()`` that raises and a
+  crash are failures: the runner restarts after fal's back-off (+30 s per consecutive failure, at
+  most 10 minutes), in FAILURE_DELAY meanwhile, with the reason in ``last_exit_reason``.
+- ``replace()`` (failed health checks, a request over ``request_timeout``) restarts it at once.
+- ``retire()`` (keep_alive expired, fleet shutdown) drains it and lets it go.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+import os
 from collections.abc import Callable
 
 from minifal.fleet.gpu_pool import GpuPool
@@ -21,10 +24,13 @@ logger = logging.getLogger("minifal.fleet")
 DEFAULT_STARTUP_TIMEOUT = 600.0  # fal's platform default when the App sets none
 BACKOFF_STEP_SECONDS = 30.0
 BACKOFF_MAX_SECONDS = 600.0
+ENV_BACKOFF_STEP = "MINIFAL_FAILURE_BACKOFF_SECONDS"
+REPLACE_GRACE_SECONDS = 5.0
+TERMINATED_KEPT = 20  # finished runners still listed in /runners, with their exit reason
 
 
-def failure_backoff(consecutive_failures: int) -> float:
-    return min(BACKOFF_STEP_SECONDS * consecutive_failures, BACKOFF_MAX_SECONDS)
+def failure_backoff(consecutive_failures: int, step: float = BACKOFF_STEP_SECONDS) -> float:
+    return min(step * consecutive_failures, BACKOFF_MAX_SECONDS)
 
 
 class Supervisor:
@@ -40,11 +46,30 @@ class Supervisor:
         self.gpu_pool = gpu_pool
         self.startup_timeout = startup_timeout or DEFAULT_STARTUP_TIMEOUT
         self.grace_seconds = grace_seconds
+        self.backoff_step = float(os.environ.get(ENV_BACKOFF_STEP, BACKOFF_STEP_SECONDS))
         self.on_ready = on_ready
         self.runners: list[RunnerProcess] = []
         self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_index = 0
+
+    @property
+    def live_runners(self) -> list[RunnerProcess]:
+        return [runner for runner in self.runners if runner.state != RunnerState.TERMINATED]
+
+    @property
+    def ready_count(self) -> int:
+        return sum(1 for runner in self.runners if runner.accepts_requests)
+
+    def find(self, runner_id: str | None) -> RunnerProcess | None:
+        return next((r for r in self.runners if r.runner_id == runner_id), None)
+
+    def _spawn(self, coroutine, name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- state changes ------------------------------------------------------------------------
 
     def add_runner(self) -> RunnerProcess:
         gpus, shared = self.gpu_pool.acquire()
@@ -58,44 +83,70 @@ class Supervisor:
             )
         runner = RunnerProcess(runner_id, self.launch, gpus)
         self.runners.append(runner)
-        task = asyncio.create_task(self._lifecycle(runner), name=f"{runner_id}-lifecycle")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._lifecycle(runner), f"{runner_id}-lifecycle")
         return runner
+
+    def retire(self, runner: RunnerProcess, reason: str) -> None:
+        """Stop a runner for good: it drains its requests and runs ``teardown()``."""
+        if runner.retiring:
+            return
+        runner.retiring = True
+        logger.info("[%s] stopping: %s", runner.runner_id, reason)
+        self._spawn(runner.stop(self.grace_seconds, reason), f"{runner.runner_id}-retire")
+
+    def replace(self, runner: RunnerProcess, reason: str) -> None:
+        """Stop an unhealthy runner now and start it afresh, without the crash back-off."""
+        if runner.retiring or runner.replace_reason is not None:
+            return
+        runner.replace_reason = reason
+        logger.warning("[%s] replacing it: %s", runner.runner_id, reason)
+        self._spawn(runner.stop(REPLACE_GRACE_SECONDS, reason), f"{runner.runner_id}-replace")
+
+    # -- one runner's life ----------------------------------------------------------------------
 
     async def _lifecycle(self, runner: RunnerProcess) -> None:
         failures = 0
-        while not self.stopping:
-            await runner.start()
-            if await runner.wait_ready(self.startup_timeout):
-                failures = 0
-                self.on_ready()
-            elif runner.exit_code is None and runner.state == RunnerState.SETUP:
-                runner.last_exit_reason = f"startup_timeout ({self.startup_timeout:.0f} s)"
+        try:
+            while not self.stopping and not runner.retiring:
+                await runner.start()
+                if await runner.wait_ready(self.startup_timeout):
+                    failures = 0
+                    self.on_ready()
+                elif runner.exit_code is None and not runner.retiring:
+                    reason = f"startup_timeout ({self.startup_timeout:.0f} s) exceeded"
+                    logger.error("[%s] %s: killing it", runner.runner_id, reason)
+                    await runner.stop(REPLACE_GRACE_SECONDS, reason)
+                code = await runner.wait_exit()
+                if self.stopping or runner.retiring:
+                    break
+                runner.in_flight = 0
+                runner.last_exit_reason = runner.stop_reason or _exit_reason(code)
+                if runner.replace_reason is not None:
+                    runner.replace_reason = None
+                    runner.state = RunnerState.PENDING
+                    continue
+                failures += 1
+                delay = failure_backoff(failures, self.backoff_step)
                 logger.error(
-                    "[%s] not ready within %s: stopping it",
+                    "[%s] failed (%s); restarting in %.0f s",
                     runner.runner_id,
                     runner.last_exit_reason,
+                    delay,
                 )
-                await runner.stop(self.grace_seconds, runner.last_exit_reason)
-            code = await runner.wait_exit()
-            if self.stopping:
-                break
-            failures += 1
-            runner.last_exit_reason = runner.last_exit_reason or f"exited with code {code}"
-            delay = failure_backoff(failures)
-            logger.error(
-                "[%s] %s; restarting in %.0f s", runner.runner_id, runner.last_exit_reason, delay
-            )
-            runner.state = RunnerState.FAILURE_DELAY
-            runner.in_flight = 0
-            await asyncio.sleep(delay)
-            runner.last_exit_reason = None
-        runner.state = RunnerState.TERMINATED
+                runner.state = RunnerState.FAILURE_DELAY
+                runner.restart_at = asyncio.get_running_loop().time() + delay
+                await asyncio.sleep(delay)
+                runner.restart_at = None
+        finally:
+            runner.state = RunnerState.TERMINATED
+            self.gpu_pool.release(runner.gpus)
+            runner.gpus = []
+            self._forget_old_runners()
 
-    @property
-    def ready_count(self) -> int:
-        return sum(1 for runner in self.runners if runner.accepts_requests)
+    def _forget_old_runners(self) -> None:
+        finished = [r for r in self.runners if r.state == RunnerState.TERMINATED]
+        for runner in finished[:-TERMINATED_KEPT]:
+            self.runners.remove(runner)
 
     async def stop(self) -> None:
         """Stop every runner (each drains and runs ``teardown()``), then their lifecycle tasks."""
@@ -109,7 +160,15 @@ class Supervisor:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for runner in self.runners:
-            self.gpu_pool.release(runner.gpus)
-            runner.state = RunnerState.TERMINATED
-        self.runners_stopped_at = time.time()
+
+
+def _exit_reason(code: int) -> str:
+    from minifal.runner.server import EXIT_SETUP_FAILED, EXIT_STARTUP_TIMEOUT
+
+    if code == EXIT_SETUP_FAILED:
+        return "setup() failed (traceback in the runner's log)"
+    if code == EXIT_STARTUP_TIMEOUT:
+        return "startup_timeout exceeded in setup()"
+    if code < 0:
+        return f"killed by signal {-code}"
+    return f"exited with code {code}"
