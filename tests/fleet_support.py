@@ -38,7 +38,8 @@ class Fleet:
     process: subprocess.Popen[bytes]
     base_url: str
     port: int
-    workers: int
+    workers: int | None
+    """``--workers N``, or None: the fleet scales by the App's own settings."""
     data_dir: Path
     log_path: Path
     verify: ssl.SSLContext | bool = True
@@ -144,8 +145,9 @@ def start_fleet(
     app: str | Path,
     work_dir: Path,
     *,
-    workers: int = 2,
+    workers: int | None = 2,
     extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
     verify: ssl.SSLContext | bool = True,
     auth_key: str | None = None,
     ready_timeout: float = FLEET_READY_TIMEOUT_S,
@@ -153,18 +155,22 @@ def start_fleet(
 ) -> Iterator[Fleet]:
     """``minifal run APP --workers N --port P --data-dir work_dir/data``, until the block ends.
 
-    Ready means every runner ready, or with ``wait_for_runners=False`` the gateway answering.
+    ``workers=None`` passes no ``--workers`` (the App's scaling settings decide); ``env`` is
+    added to the fleet's environment. Ready means every runner ready, or with
+    ``wait_for_runners=False`` (implied by ``workers=None``) the gateway answering.
     """
     port = free_port()
     data_dir = work_dir / "data"
     log_path = work_dir / "fleet.log"
     log_file = log_path.open("wb")
-    arguments = ["run", str(app), "--workers", str(workers), "--port", str(port)]
-    arguments += ["--data-dir", str(data_dir), *extra_args]
+    arguments = ["run", str(app), "--port", str(port), "--data-dir", str(data_dir)]
+    if workers is not None:
+        arguments += ["--workers", str(workers)]
+    arguments += extra_args
     process = subprocess.Popen(
         minifal_command(*arguments),
         cwd=work_dir,
-        env=clean_env(),
+        env=clean_env() | (env or {}),
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
@@ -181,7 +187,8 @@ def start_fleet(
         log_file,
     )
     try:
-        _wait_until_ready(fleet, ready_timeout, workers if wait_for_runners else 0)
+        runners = workers if wait_for_runners and workers is not None else 0
+        _wait_until_ready(fleet, ready_timeout, runners)
         yield fleet
     finally:
         fleet.stop()

@@ -46,6 +46,7 @@ DEFAULT_START_TIMEOUT_SECONDS = 1800.0
 MAX_ATTEMPTS = 10  # fal retries queue requests up to 10 times on 503, 504 and lost connections
 RETRYABLE_STATUSES = {503, 504}
 SCALE_EVERY_SECONDS = 0.25
+LOST_RUNNER_GRACE_SECONDS = 2.0
 
 PHASES = {
     RunnerState.PENDING: Phase.STARTING,
@@ -269,11 +270,20 @@ class Gateway:
         return False
 
     def runner_lost(self, runner: RunnerProcess, exc: Exception) -> None:
-        """The connection to a runner broke (it crashed, or hangs): send it nothing more and
-        restart it; a process that already died is seen by its lifecycle as a crash."""
+        """The connection to a runner broke: send it nothing more. A process that died is a
+        crash for its lifecycle (back-off, restart); one still alive a moment later is hung
+        and gets replaced. Waiting that moment makes a crash look the same however the
+        gateway learnt of it first."""
         if not runner.suspended:
             runner.suspended = True
-            self.supervisor.replace(runner, f"lost connection ({type(exc).__name__})")
+            reason = f"lost connection ({type(exc).__name__})"
+            self._loops = [loop for loop in self._loops if not loop.done()]
+            self._loops.append(asyncio.create_task(self._replace_if_alive(runner, reason)))
+
+    async def _replace_if_alive(self, runner: RunnerProcess, reason: str) -> None:
+        await asyncio.sleep(LOST_RUNNER_GRACE_SECONDS)
+        if runner.suspended and not runner.exited:
+            self.supervisor.replace(runner, reason)
 
     async def cancel(self, job: Job) -> tuple[int, dict[str, Any]]:
         """fal's cancel: a queued request is dropped; a running one is asked to stop."""

@@ -45,6 +45,10 @@ def not_found(path: str) -> JSONResponse:
     return JSONResponse({"detail": f"Path {path} not found"}, 404)
 
 
+def queue_full(exc: QueueFull) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, 429, {"retry-after": "1"})
+
+
 def resolve_endpoint(rest: str, app_name: str) -> tuple[str, str]:
     """``owner/app/x`` -> (``/x``, owner); a bare endpoint path -> (path, ``local``)."""
     parts = [part for part in rest.split("/") if part]
@@ -219,7 +223,7 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
         try:
             gateway.submit_queued(job)
         except QueueFull as exc:
-            return JSONResponse({"detail": str(exc)}, 429, {"retry-after": "1"})
+            return queue_full(exc)
         body = {**queue_urls(request, owner, job), "status": "IN_QUEUE"}
         body["queue_position"] = gateway.scheduler.position(job) or 0
         return JSONResponse(body, 200, {"x-fal-request-id": job.id})
@@ -267,7 +271,7 @@ async def proxy_sync(gateway: Gateway, job: Job) -> Response:
     try:
         gateway.scheduler.submit(job)
     except QueueFull as exc:
-        return JSONResponse({"detail": str(exc)}, 429, {"retry-after": "1"})
+        return queue_full(exc)
     try:
         runner = await gateway.scheduler.wait_for_runner(job)
     except StartTimeout:
@@ -294,10 +298,10 @@ async def proxy_sync(gateway: Gateway, job: Job) -> Response:
             gateway.client.send(outgoing, stream=True), gateway.request_timeout
         )
     except TimeoutError:
-        release(504)
-        gateway.supervisor.replace(
+        gateway.supervisor.replace(  # first: the freed slot must not go to this runner
             runner, f"request over request_timeout={gateway.request_timeout}s"
         )
+        release(504)
         detail = f"Request exceeded request_timeout={gateway.request_timeout}s"
         return Response(json_body({"detail": detail}), 504, media_type="application/json")
     except httpx.HTTPError as exc:

@@ -18,6 +18,7 @@ from minifal.fleet.gateway import DEFAULT_MAX_QUEUE, Gateway, GatewayOptions
 from minifal.fleet.gpu_pool import detect_gpus
 from minifal.fleet.http_api import build_gateway_app
 from minifal.fleet.scaler import ScalingSettings
+from minifal.log_format import configure_logging
 from minifal.quiet_exit_server import QuietExitServer
 
 logger = logging.getLogger("minifal.fleet")
@@ -65,9 +66,7 @@ def scaling_settings(
 
 
 def run_fleet(arguments: FleetArguments) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
     if bool(arguments.tls_cert) != bool(arguments.tls_key):
         print("minifal: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2

@@ -120,6 +120,11 @@ class RunnerProcess:
         return self.state in (RunnerState.IDLE, RunnerState.RUNNING) and not self.suspended
 
     @property
+    def exited(self) -> bool:
+        """Its process has ended (or none was started yet)."""
+        return self._process is None or self._process.returncode is not None
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -259,9 +264,8 @@ class RunnerProcess:
 
     async def stop(self, grace: float, reason: str) -> None:
         """SIGTERM (the runner drains and runs ``teardown()``), then SIGKILL after ``grace``."""
-        if self._process is None or self._process.returncode is not None:
-            self.state = RunnerState.TERMINATED
-            return
+        if self.exited:
+            return  # its lifecycle saw the exit and decides what comes next (restart, delay, end)
         self.state = RunnerState.DRAINING if self.in_flight else RunnerState.TERMINATING
         self.stop_reason = reason
         self.last_exit_reason = reason

@@ -95,10 +95,13 @@ class Supervisor:
         self._spawn(runner.stop(self.grace_seconds, reason), f"{runner.runner_id}-retire")
 
     def replace(self, runner: RunnerProcess, reason: str) -> None:
-        """Stop an unhealthy runner now and start it afresh, without the crash back-off."""
-        if runner.retiring or runner.replace_reason is not None:
+        """Stop an unhealthy runner now and start it afresh, without the crash back-off.
+
+        A process that has already exited is left to its lifecycle, which sees a crash."""
+        if runner.retiring or runner.replace_reason is not None or runner.exited:
             return
         runner.replace_reason = reason
+        runner.suspended = True  # no new request for it (a retry included) while it stops
         logger.warning("[%s] replacing it: %s", runner.runner_id, reason)
         self._spawn(runner.stop(REPLACE_GRACE_SECONDS, reason), f"{runner.runner_id}-replace")
 

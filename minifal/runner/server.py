@@ -19,6 +19,7 @@ from minifal import startup_events
 from minifal.app import App
 from minifal.app_loader import load_app_class
 from minifal.data_dir import activate_data_dir, resolve_data_dir
+from minifal.log_format import configure_logging
 from minifal.quiet_exit_server import QuietExitServer
 from minifal.request_context import ENV_PUBLIC_URL
 from minifal.requirements_check import unmet_requirements
@@ -87,9 +88,7 @@ def serve(
 ) -> int:
     """Serve the App in the foreground; the return value is the process exit code."""
     process_start = startup_events.process_start_time()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
     data = activate_data_dir(resolve_data_dir(data_dir))
     os.environ.setdefault(startup_events.ENV_EVENTS_FILE, str(_default_events_file(data)))
     os.environ.setdefault(ENV_PUBLIC_URL, f"http://{host}:{port}/")
