@@ -10,3 +10,5 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    # One line per proxied request from httpx would double the gateway's access log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
