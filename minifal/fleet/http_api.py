@@ -71,7 +71,11 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
         api.add_middleware(KeyAuthMiddleware, key=gateway.options.auth_key)
     api.add_middleware(QueueHostMiddleware)
 
-    def new_job(request: Request, path: str, body: bytes) -> Job | JSONResponse:
+    async def new_job(request: Request, rest: str) -> tuple[Job, str] | JSONResponse:
+        """The job for a call to ``rest`` (fal's app path) and its owner, or the error answer."""
+        path, owner = resolve_endpoint(rest, manifest.app_name)
+        if manifest.endpoint_kind(path) != "http":
+            return not_found(path)
         priority = request.headers.get("x-fal-queue-priority", "normal").lower()
         if priority not in PRIORITIES:
             return JSONResponse(
@@ -84,13 +88,13 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
             )
         except ValueError:
             return JSONResponse({"detail": "X-Fal-Request-Timeout must be seconds"}, 422)
-        job = Job(path, body, {}, priority, start_timeout)  # type: ignore[arg-type]
+        job = Job(path, await request.body(), {}, priority, start_timeout)  # type: ignore[arg-type]
         headers = gateway.forward_headers(job, dict(request.headers))
         headers["x-forwarded-host"] = request.headers.get("host", "")
         headers["x-forwarded-proto"] = request.url.scheme
         job.headers = headers
         gateway.metrics.requests_received.inc()
-        return job
+        return job, owner
 
     def queue_urls(request: Request, owner: str, job: Job) -> dict[str, str]:
         base = f"{request.url.scheme}://{request.headers['host']}/queue/{owner}/"
@@ -213,12 +217,10 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
 
     @api.post("/queue/{rest:path}")
     async def queue_submit(request: Request, rest: str) -> Response:
-        path, owner = resolve_endpoint(rest, manifest.app_name)
-        if manifest.endpoint_kind(path) != "http":
-            return not_found(path)
-        job = new_job(request, path, await request.body())
-        if isinstance(job, JSONResponse):
-            return job
+        made = await new_job(request, rest)
+        if isinstance(made, JSONResponse):
+            return made
+        job, owner = made
         job.webhook_url = request.query_params.get("fal_webhook")
         try:
             gateway.submit_queued(job)
@@ -232,13 +234,10 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
 
     @api.post("/{rest:path}")
     async def sync_call(request: Request, rest: str) -> Response:
-        path, _ = resolve_endpoint(rest, manifest.app_name)
-        if manifest.endpoint_kind(path) != "http":
-            return not_found(path)
-        job = new_job(request, path, await request.body())
-        if isinstance(job, JSONResponse):
-            return job
-        return await proxy_sync(gateway, job)
+        made = await new_job(request, rest)
+        if isinstance(made, JSONResponse):
+            return made
+        return await proxy_sync(gateway, made[0])
 
     @api.websocket("/{rest:path}")
     async def websocket_call(websocket: WebSocket, rest: str) -> None:
