@@ -41,6 +41,10 @@ def servers(port: int, data_dir: str) -> dict[str, tuple[list[str], str, str]]:
     fal_app = str(PEERS / "echo_fal_app.py")
     multiplexed_app = str(PEERS / "echo_fal_app_multiplexed.py")
     minifal = [python, "-m", "minifal.cli"]
+
+    def gateway(app: str) -> list[str]:
+        return [*minifal, "run", app, "--workers", "1", "--port", str(port), "--data-dir", data_dir]
+
     return {
         "fastapi": (
             [
@@ -66,36 +70,8 @@ def servers(port: int, data_dir: str) -> dict[str, tuple[list[str], str, str]]:
             f"{base}/",
             f"{base}/health",
         ),
-        "minifal run": (
-            [
-                *minifal,
-                "run",
-                fal_app,
-                "--workers",
-                "1",
-                "--port",
-                str(port),
-                "--data-dir",
-                data_dir,
-            ],
-            f"{base}/",
-            f"{base}/runners",
-        ),
-        "minifal run mux8": (
-            [
-                *minifal,
-                "run",
-                multiplexed_app,
-                "--workers",
-                "1",
-                "--port",
-                str(port),
-                "--data-dir",
-                data_dir,
-            ],
-            f"{base}/",
-            f"{base}/runners",
-        ),
+        "minifal run": (gateway(fal_app), f"{base}/", f"{base}/runners"),
+        "minifal run mux8": (gateway(multiplexed_app), f"{base}/", f"{base}/runners"),
     }
 
 
@@ -107,7 +83,7 @@ def wait_ready(client: httpx.Client, url: str, name: str, process: subprocess.Po
         try:
             response = client.get(url)
             if response.status_code == 200 and (
-                name != "minifal run"
+                not name.startswith("minifal run")
                 or any(r["state"] == "IDLE" for r in response.json()["runners"])
             ):
                 return

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from minifal import __version__
+from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-queue",
         type=int,
-        default=1000,
+        default=DEFAULT_MAX_QUEUE,
         help="queued requests beyond this get 429 (0: no limit)",
     )
     run.set_defaults(handler=_run)

@@ -22,6 +22,7 @@ from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.health_monitor import HealthMonitor
 from minifal.fleet.jobs import Job
 from minifal.fleet.metrics import GatewayMetrics
+from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.runner_process import RunnerLaunch, RunnerProcess, RunnerState
 from minifal.fleet.scaler import (
     FleetSnapshot,
@@ -40,7 +41,6 @@ logger = logging.getLogger("minifal.fleet")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer"}
 COMPLETED_JOBS_KEPT = 10_000
 DEFAULT_GRACE_SECONDS = 60.0
-DEFAULT_MAX_QUEUE = 1000
 DEFAULT_START_TIMEOUT_SECONDS = 1800.0
 """A request without ``X-Fal-Request-Timeout`` waits at most this long for a runner."""
 MAX_ATTEMPTS = 10  # fal retries queue requests up to 10 times on 503, 504 and lost connections

@@ -45,6 +45,15 @@ def not_found(path: str) -> JSONResponse:
     return JSONResponse({"detail": f"Path {path} not found"}, 404)
 
 
+def request_not_found() -> JSONResponse:
+    return JSONResponse({"detail": "Request not found"}, 404)
+
+
+def wants_logs(request: Request) -> bool:
+    """fal's ``?logs=1`` (fal_client sends ``logs=true``/``false``)."""
+    return request.query_params.get("logs", "").lower() in ("1", "true")
+
+
 def queue_full(exc: QueueFull) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, 429, {"retry-after": "1"})
 
@@ -170,8 +179,8 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
     async def queue_status(request: Request, request_id: str) -> Response:
         job = find_job(request_id)
         if job is None:
-            return JSONResponse({"detail": "Request not found"}, 404)
-        with_logs = request.query_params.get("logs", "").lower() in ("1", "true")
+            return request_not_found()
+        with_logs = wants_logs(request)
         body = status_body(job, with_logs)
         return JSONResponse(body, 200 if job.status == "COMPLETED" else 202)
 
@@ -179,8 +188,8 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
     async def queue_status_stream(request: Request, request_id: str) -> Response:
         job = find_job(request_id)
         if job is None:
-            return JSONResponse({"detail": "Request not found"}, 404)
-        with_logs = request.query_params.get("logs", "").lower() in ("1", "true")
+            return request_not_found()
+        with_logs = wants_logs(request)
 
         async def events() -> AsyncIterator[bytes]:
             last = None
@@ -201,7 +210,7 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
     async def queue_result(request_id: str) -> Response:
         job = find_job(request_id)
         if job is None:
-            return JSONResponse({"detail": "Request not found"}, 404)
+            return request_not_found()
         if job.status != "COMPLETED":
             return JSONResponse({"detail": "Request is still in progress"}, 400)
         headers = {"x-fal-request-id": job.id, **job.response_headers}
@@ -211,7 +220,7 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
     async def queue_cancel(request_id: str) -> Response:
         job = find_job(request_id)
         if job is None:
-            return JSONResponse({"detail": "Request not found"}, 404)
+            return request_not_found()
         status, body = await gateway.cancel(job)
         return JSONResponse(body, status)
 

@@ -14,9 +14,10 @@ import uvicorn
 
 from minifal.app_manifest import AppManifest, ManifestError, inspect_app
 from minifal.data_dir import activate_data_dir, resolve_data_dir
-from minifal.fleet.gateway import DEFAULT_MAX_QUEUE, Gateway, GatewayOptions
+from minifal.fleet.gateway import Gateway, GatewayOptions
 from minifal.fleet.gpu_pool import detect_gpus
 from minifal.fleet.http_api import build_gateway_app
+from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.scaler import ScalingSettings
 from minifal.log_format import configure_logging
 from minifal.quiet_exit_server import QuietExitServer

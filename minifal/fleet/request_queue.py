@@ -8,6 +8,8 @@ from typing import Generic, Literal, TypeVar
 
 Priority = Literal["normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("normal", "low")
+DEFAULT_MAX_QUEUE = 1000
+"""Queued requests beyond this are answered 429 (``minifal run --max-queue``; 0: no limit)."""
 
 T = TypeVar("T")
 
