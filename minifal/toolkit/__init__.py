@@ -1,11 +1,25 @@
-"""``fal.toolkit``: files and images, downloads, and the compiled-kernel cache."""
+"""``fal.toolkit``: files, images, audio and video; downloads; the key-value store; input
+constraints and schema helpers; the compiled-kernel cache.
 
-from pydantic import Field
+Every name of fal's ``fal.toolkit.__all__`` is here, and fal's submodules exist at the same
+paths (``minifal.toolkit.image.safety_checker``, ``...file.providers.fal``,
+``...utils.download_utils``...). What each means locally: docs/fal-compatibility.md.
+"""
 
+from minifal.toolkit.audio import Audio, AudioField
 from minifal.toolkit.compile_cache import (
     load_inductor_cache,
     sync_inductor_cache,
     synchronized_inductor_cache,
+)
+from minifal.toolkit.constraints import (
+    ImageSizeConstraints,
+    ImageValidationConfig,
+    ImageValidationOptions,
+    VideoNormalizationConfig,
+    VideoValidationConfig,
+    VideoValidationOptions,
+    to_xfal,
 )
 from minifal.toolkit.downloads import (
     FAL_MODEL_WEIGHTS_DIR,
@@ -16,20 +30,51 @@ from minifal.toolkit.downloads import (
     download_file,
     download_model_weights,
 )
-from minifal.toolkit.file import File
+from minifal.toolkit.exceptions import FalTookitException, FileUploadException, KVStoreException
+from minifal.toolkit.file import CompressedFile, File, FileField
 from minifal.toolkit.gpu import get_gpu_type
-from minifal.toolkit.image import Image, ImageSize, ImageSizeInput, get_image_size
+from minifal.toolkit.image import (
+    Image,
+    ImageField,
+    ImageSize,
+    ImageSizeField,
+    ImageSizeInput,
+    get_image_size,
+)
+from minifal.toolkit.kv import KVStore
+from minifal.toolkit.pydantic import FalBaseModel, Field, Hidden
+from minifal.toolkit.video import Video, VideoField
 
 __all__ = [
     "FAL_MODEL_WEIGHTS_DIR",
     "FAL_PERSISTENT_DIR",
     "FAL_REPOSITORY_DIR",
+    "Audio",
+    "AudioField",
+    "CompressedFile",
     "DownloadError",
+    "FalBaseModel",
+    "FalTookitException",
     "Field",
     "File",
+    "FileField",
+    "FileUploadException",
+    "Hidden",
     "Image",
+    "ImageField",
     "ImageSize",
+    "ImageSizeConstraints",
+    "ImageSizeField",
     "ImageSizeInput",
+    "ImageValidationConfig",
+    "ImageValidationOptions",
+    "KVStore",
+    "KVStoreException",
+    "Video",
+    "VideoField",
+    "VideoNormalizationConfig",
+    "VideoValidationConfig",
+    "VideoValidationOptions",
     "clone_repository",
     "download_file",
     "download_model_weights",
@@ -38,4 +83,5 @@ __all__ = [
     "load_inductor_cache",
     "sync_inductor_cache",
     "synchronized_inductor_cache",
+    "to_xfal",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "clone_repository",
     "download_file",
     "download_model_weights",
+    "hash_url",
     "write_atomically",
 ]
 
@@ -110,7 +111,7 @@ def download_model_weights(
 
     A file already in that directory is returned without touching the network.
     """
-    weights_dir = model_weights_dir() / _sha256(url)
+    weights_dir = model_weights_dir() / hash_url(url)
     if not force and weights_dir.is_dir():
         present = sorted(
             path
@@ -139,7 +140,7 @@ def clone_repository(
     """
     parent = Path(target_dir) if target_dir is not None else repository_dir()
     if repo_name is None:
-        repo_name = Path(urlsplit(https_url).path).stem or _sha256(https_url)
+        repo_name = Path(urlsplit(https_url).path).stem or hash_url(https_url)
         if commit_hash:
             repo_name += f"-{commit_hash[:8]}"
     checkout = parent / repo_name
@@ -168,14 +169,15 @@ def clone_repository(
 def _local_name(suggested: str | None, url: str) -> str:
     if suggested and suggested not in (".", ".."):
         return suggested
-    return _sha256(url)
+    return hash_url(url)
 
 
 def _same_size(target: Path, expected: int | None) -> bool:
     return expected is not None and target.is_file() and target.stat().st_size == expected
 
 
-def _sha256(text: str) -> str:
+def hash_url(text: str) -> str:
+    """The SHA-256 of a URL, hex: what its download's directory or file is named."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

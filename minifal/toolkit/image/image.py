@@ -1,16 +1,27 @@
-"""``fal.toolkit.Image`` (a :class:`File` with pixel dimensions) and fal's image-size inputs."""
+"""``fal.toolkit.image.image``: ``Image`` (a :class:`File` with pixel dimensions), fal's
+image-size inputs, and the ``ImageField`` / ``ImageSizeField`` schema helpers.
+"""
 
 from __future__ import annotations
 
 import io
 import os
-from typing import BinaryIO, Literal, Self
+from typing import Any, BinaryIO, Literal, Self
 
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+from starlette.requests import Request
 
-from minifal.toolkit.file import DEFAULT_REPOSITORY, File
+from minifal.toolkit.constraints import ImageSizeConstraints, to_xfal
+from minifal.toolkit.file.file import (
+    DEFAULT_REPOSITORY,
+    FALLBACK_REPOSITORY,
+    FallbackRepositories,
+    File,
+    ui_field,
+)
+from minifal.toolkit.file.types import FileRepository, RepositoryId
 
 ImageFormat = Literal["png", "jpeg", "jpg", "webp", "gif"]
 
@@ -25,6 +36,9 @@ ImageSizePreset = Literal[
 
 MAX_IMAGE_SIDE = 14142
 """fal's bound: about 200 megapixels for a square image."""
+
+MAX_IMAGE_DOWNLOAD_SIZE = 50 * 1024 * 1024
+"""fal's cap on an input image fetched by URL (``read_image_from_url``)."""
 
 
 class ImageSize(BaseModel):
@@ -57,8 +71,59 @@ def get_image_size(source: ImageSizeInput) -> ImageSize:
     raise TypeError(f"Invalid value for ImageSize: {source!r}")
 
 
+def ImageSizeField(
+    *args: Any,
+    constraints: ImageSizeConstraints | None = None,
+    ui: dict | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``pydantic.Field`` for an ``image_size`` input, publishing its limits under ``x-fal``.
+
+    With ``constraints``, minifal also enforces them: a preset or size outside the limits is
+    a 422 naming the field (fal only publishes them).
+    """
+    fal_extra: dict[str, Any] = {}
+    if constraints is not None and (published := to_xfal(constraints)):
+        fal_extra["x-fal"] = published
+    if ui:
+        fal_extra["ui"] = ui
+    extra = kwargs.pop("json_schema_extra", None) or {}
+    if callable(extra):
+        original = extra
+
+        def merged(schema: dict[str, Any]) -> None:
+            original(schema)
+            schema.update(fal_extra)
+
+        kwargs["json_schema_extra"] = merged
+    else:
+        extra.update(fal_extra)
+        kwargs["json_schema_extra"] = extra
+    field_info = Field(*args, **kwargs)
+    if constraints is not None:
+        field_info.metadata.append(AfterValidator(_size_checker(constraints)))
+    return field_info
+
+
+def _size_checker(constraints: ImageSizeConstraints):
+    def check(value: Any) -> Any:
+        if isinstance(value, ImageSize | str):
+            size = get_image_size(value)
+            constraints.check_size(size.width, size.height)
+        return value
+
+    return check
+
+
+def ImageField(*args: Any, **kwargs: Any) -> Any:
+    """``pydantic.Field`` that marks the field as an image in the schema (``ui.field``)."""
+    return ui_field("image", *args, **kwargs)
+
+
 class Image(File):
-    """An image file; ``width`` and ``height`` are filled in when minifal creates it."""
+    """
+    Represents an image file.
+    """
 
     width: int | None = Field(
         None, description="The width of the image in pixels.", examples=[1024]
@@ -76,7 +141,11 @@ class Image(File):
         format: ImageFormat | str,
         size: ImageSize | None = None,
         file_name: str | None = None,
-        repository: str = DEFAULT_REPOSITORY,
+        repository: FileRepository | RepositoryId = DEFAULT_REPOSITORY,
+        fallback_repository: FallbackRepositories = FALLBACK_REPOSITORY,
+        request: Request | None = None,
+        save_kwargs: dict | None = None,
+        fallback_save_kwargs: dict | None = None,
     ) -> Self:
         """Store encoded image bytes; without ``size`` the dimensions are read from the header.
 
@@ -87,6 +156,10 @@ class Image(File):
             content_type=f"image/{_normalized_format(format)}",
             file_name=file_name,
             repository=repository,
+            fallback_repository=fallback_repository,
+            request=request,
+            save_kwargs=save_kwargs,
+            fallback_save_kwargs=fallback_save_kwargs,
         )
         if size is None:
             image.width, image.height = _dimensions(io.BytesIO(data))
@@ -100,7 +173,11 @@ class Image(File):
         pil_image: PILImage.Image,
         format: ImageFormat | str | None = None,
         file_name: str | None = None,
-        repository: str = DEFAULT_REPOSITORY,
+        repository: FileRepository | RepositoryId = DEFAULT_REPOSITORY,
+        fallback_repository: FallbackRepositories = FALLBACK_REPOSITORY,
+        request: Request | None = None,
+        save_kwargs: dict | None = None,
+        fallback_save_kwargs: dict | None = None,
     ) -> Self:
         """Encode a PIL image (PNG by default) and store it.
 
@@ -120,16 +197,28 @@ class Image(File):
             pil_image.save(buffer, format=chosen, **options)
             encoded = buffer.getvalue()
         size = ImageSize(width=pil_image.width, height=pil_image.height)
-        return cls.from_bytes(encoded, chosen, size, file_name, repository)
+        return cls.from_bytes(
+            encoded,
+            chosen,
+            size,
+            file_name,
+            repository,
+            fallback_repository=fallback_repository,
+            request=request,
+            save_kwargs=save_kwargs,
+            fallback_save_kwargs=fallback_save_kwargs,
+        )
 
     @classmethod
     def from_path(
         cls,
         path: str | os.PathLike[str],
         content_type: str | None = None,
-        repository: str = DEFAULT_REPOSITORY,
+        repository: FileRepository | RepositoryId = DEFAULT_REPOSITORY,
+        *args: Any,
+        **kwargs: Any,
     ) -> Self:
-        image = super().from_path(path, content_type, repository)
+        image = super().from_path(path, content_type, repository, *args, **kwargs)
         with open(path, "rb") as source:
             image.width, image.height = _dimensions(source)
         return image
@@ -154,3 +243,17 @@ def _dimensions(source: BinaryIO) -> tuple[int | None, int | None]:
             return opened.width, opened.height
     except (UnidentifiedImageError, OSError):
         return None, None
+
+
+__all__ = [
+    "IMAGE_SIZE_PRESETS",
+    "MAX_IMAGE_DOWNLOAD_SIZE",
+    "Image",
+    "ImageField",
+    "ImageFormat",
+    "ImageSize",
+    "ImageSizeField",
+    "ImageSizeInput",
+    "ImageSizePreset",
+    "get_image_size",
+]

@@ -1,0 +1,5 @@
+"""``fal.toolkit.audio``."""
+
+from minifal.toolkit.audio.audio import Audio, AudioField
+
+__all__ = ["Audio", "AudioField"]

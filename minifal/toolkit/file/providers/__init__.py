@@ -1,0 +1,1 @@
+"""``fal.toolkit.file.providers``: the repositories ``File`` stores bytes in."""
