@@ -15,6 +15,18 @@ SPEC_ATTRIBUTE = "__minifal_endpoint__"
 
 EndpointKind = Literal["http", "websocket", "realtime"]
 
+MSGPACK = "application/msgpack"
+
+
+class _Inferred:
+    """The default of ``input_modal``/``output_modal``: take the model from the type hints."""
+
+    def __repr__(self) -> str:
+        return "INFERRED"
+
+
+INFERRED: Any = _Inferred()
+
 
 @dataclass(frozen=True)
 class HealthCheck:
@@ -35,12 +47,28 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class RealtimeOptions:
+    """The keywords of ``@fal.realtime``, as given (docs/endpoints.md says what each does)."""
+
+    buffering: int | None = None
+    session_timeout: float | None = None
+    """Seconds a session waits for the next input before it ends (None: as long as the client
+    stays connected)."""
+    max_batch_size: int = 1
+    content_type: str = MSGPACK
+    encode_message: Callable[[Any], bytes | str] | None = None
+    decode_message: Callable[[bytes], Any] | None = None
+    input_modal: Any = INFERRED
+    output_modal: Any = INFERRED
+
+
+@dataclass(frozen=True)
 class EndpointSpec:
     path: str
     kind: EndpointKind = "http"
     health_check: HealthCheck | None = None
-    session_timeout: float | None = None
-    """Realtime only: close an idle session after this many seconds."""
+    realtime: RealtimeOptions | None = None
+    """Set for ``kind == "realtime"`` only."""
 
 
 def _check_path(path: str) -> str:
@@ -49,22 +77,24 @@ def _check_path(path: str) -> str:
     return path
 
 
+def _mark(function: F, spec: EndpointSpec) -> F:
+    if endpoint_spec(function) is not None:
+        raise ValueError(f"Can't set multiple routes for the same function: {function.__name__}")
+    setattr(function, SPEC_ATTRIBUTE, spec)
+    return function
+
+
 def endpoint(
     path: str, *, is_websocket: bool = False, health_check: HealthCheck | None = None
 ) -> Callable[[F], F]:
-    """Expose a method at ``path``: POST with a pydantic body, or a raw websocket."""
+    """Expose a method at ``path``: a FastAPI POST route, or a raw websocket."""
     _check_path(path)
     if health_check is not None and not isinstance(health_check, HealthCheck):
         raise TypeError("health_check must be a fal.HealthCheck")
     if health_check is not None and is_websocket:
         raise ValueError("a websocket endpoint cannot be the health check")
-
-    def decorate(function: F) -> F:
-        kind: EndpointKind = "websocket" if is_websocket else "http"
-        setattr(function, SPEC_ATTRIBUTE, EndpointSpec(path, kind, health_check))
-        return function
-
-    return decorate
+    kind: EndpointKind = "websocket" if is_websocket else "http"
+    return lambda function: _mark(function, EndpointSpec(path, kind, health_check))
 
 
 def realtime(
@@ -72,26 +102,42 @@ def realtime(
     *,
     buffering: int | None = None,
     session_timeout: float | None = None,
+    input_modal: Any = INFERRED,
+    output_modal: Any = INFERRED,
     max_batch_size: int = 1,
-    content_type: str = "application/msgpack",
-    input_modal: Any = None,
+    content_type: str = MSGPACK,
+    encode_message: Callable[[Any], bytes | str] | None = None,
+    decode_message: Callable[[bytes], Any] | None = None,
 ) -> Callable[[F], F]:
-    """Expose a method as a msgpack websocket session at ``path`` (fal's ``@fal.realtime``).
+    """Expose a method as a realtime websocket session at ``path`` (fal's ``@fal.realtime``).
 
-    One message in gives one message out (unary), or several when the method returns an
-    iterator (server streaming). ``buffering``, ``max_batch_size``, ``content_type`` and
-    ``input_modal`` are accepted for compatibility; minifal processes messages one at a time.
+    The session's shape comes from the method's type hints, as on fal: one input and one output
+    per message (unary), an iterator out (server streaming), ``AsyncIterator[Input]`` in
+    (client streaming), or async iterators both ways (bidirectional).
     """
     _check_path(path)
-    if content_type != "application/msgpack":
-        raise ValueError("minifal's realtime endpoints speak msgpack only")
-
-    def decorate(function: F) -> F:
-        spec = EndpointSpec(path, "realtime", None, session_timeout)
-        setattr(function, SPEC_ATTRIBUTE, spec)
-        return function
-
-    return decorate
+    if buffering is not None and (not isinstance(buffering, int) or buffering < 1):
+        raise ValueError(f"buffering must be a positive integer or None, got {buffering!r}")
+    if session_timeout is not None and (
+        not isinstance(session_timeout, int | float) or session_timeout <= 0
+    ):
+        raise ValueError(f"session_timeout must be a positive number, got {session_timeout!r}")
+    if not isinstance(max_batch_size, int) or max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be a positive integer, got {max_batch_size!r}")
+    for name, codec in (("encode_message", encode_message), ("decode_message", decode_message)):
+        if codec is not None and not callable(codec):
+            raise TypeError(f"{name} must be callable")
+    options = RealtimeOptions(
+        buffering=buffering,
+        session_timeout=session_timeout,
+        max_batch_size=max_batch_size,
+        content_type=content_type,
+        encode_message=encode_message,
+        decode_message=decode_message,
+        input_modal=input_modal,
+        output_modal=output_modal,
+    )
+    return lambda function: _mark(function, EndpointSpec(path, "realtime", None, options))
 
 
 def endpoint_spec(function: Any) -> EndpointSpec | None:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.exceptions import ResponseValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -23,16 +23,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from minifal import startup_events
 from minifal.app import App
-from minifal.endpoints import EndpointSpec
+from minifal.endpoints import EndpointSpec, RealtimeOptions
 from minifal.request_context import RequestContext, reset_current_request, set_current_request
 from minifal.runner.errors import INTERNAL_SERVER_ERROR, error_response
-from minifal.runner.realtime import input_adapter, serve_realtime_session
+from minifal.runner.openapi import WebsocketRoute, install_fal_openapi
+from minifal.runner.realtime import serve_realtime_session
+from minifal.runner.realtime_frames import FrameCodec
+from minifal.runner.realtime_modes import RealtimeShape, realtime_shape
 from minifal.runner.request_id import RequestIdMiddleware
 from minifal.runner.signatures import resolved_signature
 
 logger = logging.getLogger("minifal.runner")
 
 REQUEST_PARAMETER = "minifal_request__"
+WEBSOCKET_PARAMETER = "minifal_websocket__"
 
 
 async def call_maybe_async(function: Callable[..., Any], *args: Any) -> Any:
@@ -113,15 +117,25 @@ def build_asgi_app(app: App) -> FastAPI:
             return JSONResponse({"detail": f"Path /files/{relative} not found"}, 404)
         return FileResponse(path)
 
+    websocket_routes: list[WebsocketRoute] = []
     for method_name, spec in endpoints:
         method = getattr(app, method_name)
         if spec.kind == "http":
             handler = http_handler(method, spec, first_request)
             api.add_api_route(spec.path, handler, methods=["POST"], name=method_name)
-        elif spec.kind == "websocket":
-            api.add_api_websocket_route(spec.path, websocket_handler(method, spec), method_name)
+            continue
+        shape = None
+        if spec.kind == "websocket":
+            handler = websocket_handler(method, spec)
         else:
-            api.add_api_websocket_route(spec.path, realtime_handler(method, spec), method_name)
+            # A shape fal cannot serve fails the app's start, not each session.
+            shape = realtime_shape(method, spec.realtime or RealtimeOptions())
+            handler = realtime_handler(method, spec, shape)
+        api.add_api_websocket_route(spec.path, handler, method_name)
+        websocket_routes.append(
+            WebsocketRoute(spec.path, method.__name__, method.__doc__ or "", spec.realtime, shape)
+        )
+    install_fal_openapi(api, websocket_routes)
 
     @api.exception_handler(StarletteHTTPException)
     async def not_found(request: Request, exc: StarletteHTTPException) -> Response:
@@ -144,13 +158,26 @@ def build_asgi_app(app: App) -> FastAPI:
     return api
 
 
+def _the_request(request: Request) -> Request:
+    return request
+
+
 def http_handler(
     method: Callable[..., Any], spec: EndpointSpec, first_request: FirstRequestTimer
 ) -> Callable[..., Any]:
-    """A FastAPI endpoint with the method's own parameters plus the raw request."""
+    """A FastAPI endpoint with the method's own parameters, so FastAPI injects each of them as
+    it would for the method itself (the body model, ``Request``, ``Response``, ``Header``,
+    ``Depends``...), plus the raw request for ``current_request``.
+
+    The raw request comes through a dependency: a second ``Request`` parameter of the route
+    itself would take the slot FastAPI keeps for the method's own ``request: Request``.
+    """
     signature = resolved_signature(method)
     request_parameter = inspect.Parameter(
-        REQUEST_PARAMETER, inspect.Parameter.KEYWORD_ONLY, annotation=Request
+        REQUEST_PARAMETER,
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=Request,
+        default=Depends(_the_request),
     )
     is_async = inspect.iscoroutinefunction(method)
 
@@ -180,27 +207,55 @@ def http_handler(
     return handle
 
 
-def websocket_handler(method: Callable[..., Any], spec: EndpointSpec) -> Callable[..., Any]:
-    if not inspect.iscoroutinefunction(method):
-        raise TypeError(f"websocket endpoint {method.__name__}() must be 'async def f(self, ws)'")
+def _the_websocket(websocket: WebSocket) -> WebSocket:
+    return websocket
 
-    async def handle(websocket: WebSocket) -> None:
+
+def websocket_handler(method: Callable[..., Any], spec: EndpointSpec) -> Callable[..., Any]:
+    """A FastAPI websocket route with the method's own parameters (``Query``, ``Header``,
+    ``Depends``... injected by FastAPI); an unannotated first parameter is the websocket."""
+    if not inspect.iscoroutinefunction(method):
+        raise TypeError(
+            f"websocket endpoint {method.__name__}() must be 'async def f(self, websocket)'"
+        )
+    signature = resolved_signature(method)
+    parameters = list(signature.parameters.values())
+    if not parameters:
+        raise TypeError(f"websocket endpoint {method.__name__}() needs a websocket parameter")
+    if parameters[0].annotation is inspect.Parameter.empty:
+        parameters[0] = parameters[0].replace(annotation=WebSocket)
+    websocket_parameter = inspect.Parameter(
+        WEBSOCKET_PARAMETER,
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=WebSocket,
+        default=Depends(_the_websocket),
+    )
+
+    async def handle(**kwargs: Any) -> None:
+        websocket: WebSocket = kwargs.pop(WEBSOCKET_PARAMETER)
         token = set_current_request(request_context(websocket, spec.path))
         try:
-            await method(websocket)
+            await method(**kwargs)
         finally:
             reset_current_request(token)
 
+    handle.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*parameters, websocket_parameter]
+    )
+    handle.__name__ = method.__name__
     return handle
 
 
-def realtime_handler(method: Callable[..., Any], spec: EndpointSpec) -> Callable[..., Any]:
-    adapter = input_adapter(resolved_signature(method))
+def realtime_handler(
+    method: Callable[..., Any], spec: EndpointSpec, shape: RealtimeShape
+) -> Callable[..., Any]:
+    options = spec.realtime or RealtimeOptions()
+    codec = FrameCodec.for_endpoint(options, shape.input_type)
 
     async def handle(websocket: WebSocket) -> None:
         token = set_current_request(request_context(websocket, spec.path))
         try:
-            await serve_realtime_session(websocket, method, adapter, spec.session_timeout)
+            await serve_realtime_session(websocket, method, shape, codec, options.session_timeout)
         finally:
             reset_current_request(token)
 
