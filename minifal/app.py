@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from minifal.billing import BillingComponents, collect_billing_components
 from minifal.endpoints import EndpointSpec, endpoint_spec
 from minifal.request_context import RequestContext, current_request
 from minifal.settings import (
@@ -41,8 +42,10 @@ class App:
     scaling_delay: ClassVar[float] = _DEFAULTS.scaling_delay
     max_multiplexing: ClassVar[int] = _DEFAULTS.max_multiplexing
     request_timeout: ClassVar[float | None] = _DEFAULTS.request_timeout
+    request_start_timeout: ClassVar[float | None] = _DEFAULTS.request_start_timeout
     startup_timeout: ClassVar[float | None] = _DEFAULTS.startup_timeout
-    requirements: ClassVar[list[str]] = []
+    requirements: ClassVar[list[str] | list[list[str]]] = []
+    requirements_context_dir: ClassVar[str | None] = None
     local_python_modules: ClassVar[list[str]] = []
     app_name: ClassVar[str | None] = None
     app_auth: ClassVar[str | None] = None
@@ -55,6 +58,10 @@ class App:
     kind: ClassVar[str | None] = None
     python_version: ClassVar[str | None] = None
     termination_grace_period_seconds: ClassVar[float | None] = None
+    metrics_port: ClassVar[int | None] = None
+    skip_retry_conditions: ClassVar[list[str] | None] = None
+    retry_config: ClassVar[Any] = None
+    data_mounts: ClassVar[list[str] | None] = None
 
     _settings: ClassVar[AppSettings] = _DEFAULTS
 
@@ -75,8 +82,22 @@ class App:
                 )
             setattr(cls, setting, value)
         _warn_near_miss_attributes(cls)
+        cls._validate_settings()
+
+    @classmethod
+    def _validate_settings(cls) -> None:
         values = {name: getattr(cls, name) for name in SETTING_NAMES}
         cls._settings = validate_settings(cls.__name__, values)
+
+    @classmethod
+    def override_settings(cls, values: dict[str, Any]) -> None:
+        """Set settings from outside the class body (a project's ``[tool.fal.apps]`` table)."""
+        unknown = set(values) - SETTING_NAMES
+        if unknown:
+            raise AppSettingsError(f"unknown App setting(s) {sorted(unknown)} for {cls.__name__}")
+        for name, value in values.items():
+            setattr(cls, name, value)
+        cls._validate_settings()
 
     # -- settings -------------------------------------------------------------------------
 
@@ -87,6 +108,11 @@ class App:
     @classmethod
     def resolved_app_name(cls) -> str:
         return cls._settings.app_name or kebab_case(cls.__name__)
+
+    @classmethod
+    def get_billing_components(cls) -> dict[str, BillingComponents]:
+        """Billing declarations per endpoint path (fal's name), kept out of the OpenAPI."""
+        return collect_billing_components(cls.endpoints(), cls)
 
     @classmethod
     def endpoints(cls) -> list[tuple[str, EndpointSpec]]:

@@ -1,14 +1,21 @@
-"""Find the App class named by ``path/to/file.py`` or ``path/to/file.py::ClassName``."""
+"""Find the App class named by ``path/to/file.py[::ClassName]`` or a project app's name.
+
+A reference that is not a ``.py`` file and has no ``::`` names an app of the project's
+``pyproject.toml`` (``[tool.fal.apps.<name>]``, see ``minifal.project``), as in fal's CLI.
+"""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 import sys
 from pathlib import Path
 
 from minifal.app import App
+from minifal.app_environment import environment_note, environment_summary
 from minifal.fal_alias import install_fal_alias
+from minifal.project import ProjectApp, ProjectError, is_app_name, load_project_app
 
 logger = logging.getLogger("minifal.app_loader")
 
@@ -23,6 +30,51 @@ def split_app_reference(reference: str) -> tuple[Path, str | None]:
 
 
 def load_app_class(reference: str) -> type[App]:
+    """The App class of a file reference or a project app, with the project's settings; logs
+    where it runs when it declares a container image."""
+    if is_app_name(reference):
+        app_class = _load_project_app(reference)
+    else:
+        app_class = _load_from_file(reference)
+    settings = app_class.settings()
+    if settings.image is not None or settings.kind == "container":
+        summary = environment_summary(settings.kind, settings.image)
+        logger.warning("%s", environment_note(app_class.resolved_app_name(), summary))
+    return app_class
+
+
+def _load_project_app(name: str) -> type[App]:
+    try:
+        project_app = load_project_app(name)
+    except ProjectError as exc:
+        raise AppLoadError(str(exc)) from None
+    if project_app.ref is not None:
+        app_class = _load_from_file(project_app.ref)
+    else:
+        app_class = _load_entry_point(project_app)
+    project_app.apply_to(app_class)
+    return app_class
+
+
+def _load_entry_point(project_app: ProjectApp) -> type[App]:
+    """``python_entry_point = "module:symbol"``, imported with the project root on the path."""
+    assert project_app.python_entry_point is not None
+    module_name, _, symbol = project_app.python_entry_point.partition(":")
+    install_fal_alias()
+    root = str(project_app.root)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AppLoadError(f"cannot import {module_name!r} (python_entry_point): {exc}") from None
+    chosen = getattr(module, symbol, None)
+    if not (isinstance(chosen, type) and issubclass(chosen, App)):
+        raise AppLoadError(_not_an_app_message(Path(module_name), symbol, chosen))
+    return chosen
+
+
+def _load_from_file(reference: str) -> type[App]:
     """Import the file as a module (its directory goes first on ``sys.path``) and pick the App."""
     path, class_name = split_app_reference(reference)
     if not path.is_file():
@@ -70,6 +122,8 @@ def _looks_like_fal_app(value: type) -> bool:
 
 
 def _not_an_app_message(path: Path, name: str, value: object) -> str:
+    if value is None:
+        return f"{path} has no {name!r}"
     if isinstance(value, type) and _looks_like_fal_app(value):
         return (
             f"{path}::{name} subclasses the real fal.App (the 'fal' package is installed); "

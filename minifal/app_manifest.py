@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from minifal.app_environment import describe_image
 from minifal.settings import AppSettings
 
 
@@ -26,6 +27,8 @@ class AppManifest:
     settings: AppSettings
     endpoints: list[dict[str, Any]]
     openapi: dict[str, Any]
+    billing_components: dict[str, Any] = field(default_factory=dict)
+    """Per endpoint path, its ``BillingComponents`` declaration (kept out of the OpenAPI)."""
 
     def endpoint_kind(self, path: str) -> str | None:
         return next((e["kind"] for e in self.endpoints if e["path"] == path), None)
@@ -37,10 +40,15 @@ def build_manifest(reference: str) -> dict[str, Any]:
 
     app_class = load_app_class(reference)
     api = build_asgi_app(app_class())  # routes only: setup() runs in the lifespan, not here
+    settings = app_class.settings()
+    # The image travels as its description: JSON-safe, and without registry passwords.
+    settings_json = settings.model_dump(mode="json", exclude={"image"})
+    settings_json["image"] = describe_image(settings.image)
     return {
         "app_name": app_class.resolved_app_name(),
         "class_name": app_class.__name__,
-        "settings": app_class.settings().model_dump(mode="json"),
+        "settings": settings_json,
+        "billing_components": app_class.get_billing_components(),
         "endpoints": [
             {
                 "path": spec.path,
@@ -73,6 +81,7 @@ def inspect_app(reference: str, timeout: float = 180.0) -> AppManifest:
         settings=AppSettings(**data["settings"]),
         endpoints=data["endpoints"],
         openapi=data["openapi"],
+        billing_components=data["billing_components"],
     )
 
 

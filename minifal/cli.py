@@ -8,6 +8,11 @@ import sys
 from minifal import __version__
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 
+APP_HELP = (
+    "path/to/app.py, path/to/app.py::ClassName, or an app name of the project's "
+    "pyproject.toml ([tool.fal.apps.NAME])"
+)
+
 
 def _serve(args: argparse.Namespace) -> int:
     from minifal.app_loader import AppLoadError
@@ -40,6 +45,32 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
+def _dockerfile(args: argparse.Namespace) -> int:
+    import inspect
+    from pathlib import Path
+
+    from minifal.app_loader import AppLoadError, load_app_class
+    from minifal.dockerfile_export import DockerfileExportError, export_dockerfile
+    from minifal.log_format import configure_logging
+    from minifal.settings import AppSettingsError
+
+    configure_logging()
+    try:
+        app_class = load_app_class(args.app)
+        written = export_dockerfile(
+            app_class,
+            Path(inspect.getfile(app_class)),
+            args.app,
+            Path(args.output) if args.output else None,
+        )
+    except (AppLoadError, AppSettingsError, DockerfileExportError, OSError) as exc:
+        print(f"minifal: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {written.dockerfile} (and {written.build_dir}/)")
+    print(f"build it: {written.build_command}")
+    return 0
+
+
 def _startup_report(args: argparse.Namespace) -> int:
     from minifal.fleet.startup_report import main_startup_report
 
@@ -58,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve one App with one runner, in the foreground")
-    serve.add_argument("app", help="path/to/app.py or path/to/app.py::ClassName")
+    serve.add_argument("app", help=APP_HELP)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument(
@@ -67,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     run = commands.add_parser("run", help="serve an App with a gateway and a fleet of runners")
-    run.add_argument("app", help="path/to/app.py or path/to/app.py::ClassName")
+    run.add_argument("app", help=APP_HELP)
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8080)
     run.add_argument(
@@ -87,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="queued requests beyond this get 429 (0: no limit)",
     )
     run.set_defaults(handler=_run)
+
+    dockerfile = commands.add_parser(
+        "dockerfile",
+        help="write a Dockerfile: the App's ContainerImage plus minifal serving the App",
+    )
+    dockerfile.add_argument("app", help=APP_HELP)
+    dockerfile.add_argument(
+        "-o", "--output", help="where to write it (default: <image context dir>/Dockerfile.minifal)"
+    )
+    dockerfile.set_defaults(handler=_dockerfile)
 
     report = commands.add_parser(
         "startup-report", help="startup phases of a run's runners, side by side"

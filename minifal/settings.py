@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class AppSettingsError(TypeError):
@@ -13,7 +13,8 @@ class AppSettingsError(TypeError):
 
 
 class AppSettings(BaseModel):
-    """Every setting fal's ``App`` accepts. Locally, some only inform (``regions``, ``image``)."""
+    """Every setting fal's ``App`` accepts. Locally, some only inform (``regions``, ``image``):
+    docs/running-apps.md says what each one does here."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -27,8 +28,10 @@ class AppSettings(BaseModel):
     scaling_delay: float = Field(default=0, ge=0)
     max_multiplexing: int = Field(default=1, ge=1)
     request_timeout: float | None = Field(default=None, gt=0)
+    request_start_timeout: float | None = Field(default=None, gt=0)
     startup_timeout: float | None = Field(default=None, gt=0)
     requirements: list[str] = Field(default_factory=list)
+    requirements_context_dir: str | None = None
     local_python_modules: list[str] = Field(default_factory=list)
     app_name: str | None = None
     app_auth: Literal["public", "private", "shared"] | None = None
@@ -41,6 +44,27 @@ class AppSettings(BaseModel):
     kind: str | None = None
     python_version: str | None = None
     termination_grace_period_seconds: float | None = Field(default=None, ge=0)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    skip_retry_conditions: list[str] | None = None
+    retry_config: Any = None
+    data_mounts: list[str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_image_makes_a_container_app(cls, values: Any) -> Any:
+        """fal's rule: an App with an ``image`` is of kind ``container``."""
+        if isinstance(values, dict) and values.get("image") is not None:
+            values = {**values, "kind": "container"}
+        return values
+
+    @field_validator("requirements", mode="before")
+    @classmethod
+    def _flatten_requirement_layers(cls, value: Any) -> Any:
+        """fal installs ``[[...], [...]]`` layer by layer; minifal only checks them, so the
+        layers are one list here."""
+        if isinstance(value, list) and value and all(isinstance(item, list) for item in value):
+            return [requirement for layer in value for requirement in layer]
+        return value
 
     @field_validator("machine_type")
     @classmethod

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from minifal.app_environment import environment_summary
 from minifal.app_manifest import AppManifest
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.health_monitor import HealthMonitor
@@ -104,8 +105,12 @@ class Gateway:
             lambda: self.supervisor.runners, settings.max_multiplexing, options.max_queue
         )
         self.metrics = GatewayMetrics(
-            lambda: self.supervisor.runners, lambda: len(self.scheduler.queue)
+            lambda: self.supervisor.runners,
+            lambda: len(self.scheduler.queue),
+            manifest.billing_components,
         )
+        self.environment = environment_summary(settings.kind, settings.image)
+        """Where the runners run: here, whatever container image the App declares."""
         self.jobs: dict[str, Job] = {}
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
         self._job_tasks: set[asyncio.Task[Any]] = set()
@@ -266,6 +271,7 @@ class Gateway:
             headers = {k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP}
             headers.pop("content-length", None)
             job.complete(response.status_code, response.content, headers)
+            self.metrics.answered(job.path, response.status_code, headers, job.inference_time)
         self.metrics.completed(job.response_status or 0, time.time() - job.created)
         return False
 
@@ -343,4 +349,9 @@ class Gateway:
                     ],
                 }
             )
-        return {"app": self.manifest.app_name, "run_id": self.options.run_id, "runners": rows}
+        return {
+            "app": self.manifest.app_name,
+            "run_id": self.options.run_id,
+            "environment": self.environment,
+            "runners": rows,
+        }

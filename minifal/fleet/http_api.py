@@ -68,6 +68,7 @@ def resolve_endpoint(rest: str, app_name: str) -> tuple[str, str]:
 
 def build_gateway_app(gateway: Gateway) -> FastAPI:
     manifest = gateway.manifest
+    default_start_timeout = manifest.settings.request_start_timeout or DEFAULT_START_TIMEOUT_SECONDS
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -92,9 +93,7 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
             )
         timeout_header = request.headers.get("x-fal-request-timeout")
         try:
-            start_timeout = (
-                float(timeout_header) if timeout_header else DEFAULT_START_TIMEOUT_SECONDS
-            )
+            start_timeout = float(timeout_header) if timeout_header else default_start_timeout
         except ValueError:
             return JSONResponse({"detail": "X-Fal-Request-Timeout must be seconds"}, 422)
         job = Job(path, await request.body(), {}, priority, start_timeout)  # type: ignore[arg-type]
@@ -328,6 +327,8 @@ async def proxy_sync(gateway: Gateway, job: Job) -> Response:
         finally:
             await upstream.aclose()
             release(upstream.status_code)
+            inference = time.time() - job.started if job.started else None
+            gateway.metrics.answered(job.path, upstream.status_code, upstream.headers, inference)
 
     headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
     return StreamingResponse(body(), upstream.status_code, headers)

@@ -1,12 +1,19 @@
-"""Prometheus metrics of the gateway, with fal's names, plus runners' startup phases."""
+"""Prometheus metrics of the gateway, with fal's names, plus runners' startup phases and billing.
+
+Billing, as fal's platform counts it: an answer's ``x-fal-billable-units`` header is the units
+it costs; an answer without one is billed per second of inference; a 5xx is never billed. The
+App's declared ``BillingComponents`` are exposed as info series.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from minifal.billing import BILLABLE_UNITS_HEADER, billable_components, parse_billable_units
 from minifal.fleet.runner_process import RunnerProcess, RunnerState
 from minifal.startup_events import read_events
 
@@ -55,9 +62,31 @@ class _FleetCollector:
         yield startup
 
 
+class _BillingDeclarationCollector:
+    """The App's billing declarations: one series per endpoint and billable component."""
+
+    def __init__(self, declarations: Mapping[str, Any]) -> None:
+        self.declarations = declarations
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "minifal_billing_component_info",
+            "Billable components each endpoint declares (fal's BillingComponents)",
+            labels=["endpoint", "schema_id", "version", "component"],
+        )
+        for endpoint, declaration in self.declarations.items():
+            for component in billable_components(declaration) or [""]:
+                labels = [endpoint, declaration["schema_id"], str(declaration["version"])]
+                family.add_metric([*labels, component], 1)
+        yield family
+
+
 class GatewayMetrics:
     def __init__(
-        self, runners: Callable[[], Sequence[RunnerProcess]], queue_size: Callable[[], int]
+        self,
+        runners: Callable[[], Sequence[RunnerProcess]],
+        queue_size: Callable[[], int],
+        billing_declarations: Mapping[str, Any] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.requests_received = Counter(
@@ -75,11 +104,40 @@ class GatewayMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
             registry=self.registry,
         )
+        self.billable_units = Counter(
+            "minifal_billable_units",
+            f"Units answers reported in {BILLABLE_UNITS_HEADER}, by endpoint",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.billed_seconds = Counter(
+            "minifal_billed_inference_seconds",
+            f"Inference seconds of answers without {BILLABLE_UNITS_HEADER} (billed per second)",
+            ["endpoint"],
+            registry=self.registry,
+        )
         self.registry.register(_FleetCollector(runners, queue_size))
+        self.registry.register(_BillingDeclarationCollector(billing_declarations or {}))
 
     def completed(self, status: int, seconds: float) -> None:
         self.requests_completed.labels(status=str(status)).inc()
         self.request_latency.observe(seconds)
+
+    def answered(
+        self,
+        endpoint: str,
+        status: int,
+        headers: Mapping[str, str],
+        inference_seconds: float | None,
+    ) -> None:
+        """Bill a runner's answer: its reported units, else its inference time; a 5xx is free."""
+        if status >= 500:
+            return
+        units = parse_billable_units(headers.get(BILLABLE_UNITS_HEADER))
+        if units is not None:
+            self.billable_units.labels(endpoint=endpoint).inc(units)
+        elif inference_seconds is not None:
+            self.billed_seconds.labels(endpoint=endpoint).inc(max(inference_seconds, 0.0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,5 +1,6 @@
 """``minifal runners``: the gateway's ``GET /runners`` shown as ``fal runners list`` shows runners.
 
+A title, where the runners run (this environment, and the container image the App declared),
 fal's columns (Alias, Machine Type, Runner ID, In Flight Requests, Expires In, Uptime, Revision,
 State), then minifal's own: how long the runner took to become ready, and its GPUs.
 """
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+
+from minifal.app_environment import environment_note
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 ENV_AUTH_KEY = "MINIFAL_AUTH_KEY"
@@ -73,12 +76,14 @@ def format_runners(payload: dict[str, Any]) -> str:
     ]
     app, run_id = _text(payload.get("app")), _text(payload.get("run_id"))
     title = f"app {app}, run {run_id}: {len(runners)} runner(s)"
+    environment = payload.get("environment")
+    where = [environment_note(app, environment)] if isinstance(environment, dict) else []
     exits = [
         f"{runner.get('runner_id')}: last exit: {runner['last_exit_reason']}"
         for runner in runners
         if runner.get("last_exit_reason")
     ]
-    return "\n".join([title, *table, *exits])
+    return "\n".join([title, *where, *table, *exits])
 
 
 def fetch_runners(url: str, auth_key: str | None = None) -> dict[str, Any]:

@@ -1,0 +1,168 @@
+"""``fal.function`` and ``fal.wrap_app``, with their nearest local meaning.
+
+On fal, ``@fal.function(...)`` makes a function run remotely, in the environment its options
+describe, and ``fal.wrap_app(App)`` makes an App such a function (calling it serves the App).
+There is no remote side here: a ``LocalFunction`` runs in this process, as fal's own
+``run_local()`` does, with its options accepted, checked as fal checks them, and recorded.
+``wrap_app(App)()`` serves the App in the foreground exactly as ``minifal serve`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+if TYPE_CHECKING:
+    from minifal.app import App
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ENV_HOST = "MINIFAL_HOST"
+ENV_PORT = "MINIFAL_PORT"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+def check_requirements(requirements: object) -> None:
+    """fal's rule: a list of requirement strings, or a list of such lists (install layers)."""
+    if requirements is None:
+        return
+    if isinstance(requirements, list) and (
+        all(isinstance(item, str) for item in requirements)
+        or all(
+            isinstance(item, list) and all(isinstance(entry, str) for entry in item)
+            for item in requirements
+        )
+    ):
+        return
+    raise ValueError("requirements must be a list of strings or a list of lists of strings.")
+
+
+def _check_options(kind: str, local_python_modules: object, config: dict[str, Any]) -> str:
+    check_requirements(config.get("requirements"))
+    if config.get("image"):
+        kind = "container"
+    if kind == "container" and config.get("app_files"):
+        raise ValueError("app_files is not supported for container apps.")
+    if local_python_modules is not None and (
+        not isinstance(local_python_modules, list)
+        or not all(isinstance(name, str) for name in local_python_modules)
+    ):
+        raise ValueError(
+            "local_python_modules must be a list of module names as strings, got "
+            f"{local_python_modules!r}"
+        )
+    return kind
+
+
+class LocalFunction(Generic[P, R]):
+    """fal's ``IsolatedFunction``, run here: ``f(...)`` and ``f.run_local(...)`` call the
+    function in this process (a coroutine function is run to completion), ``f.submit(...)``
+    runs it on a thread and returns a ``Future``, ``f.on(**options)`` is a copy with other
+    options. ``options`` holds what was declared (machine type, requirements...)."""
+
+    def __init__(
+        self,
+        func: Callable[P, R],
+        options: dict[str, Any],
+        *,
+        app_name: str | None = None,
+        app_auth: str | None = None,
+    ) -> None:
+        self.func = func
+        self.options = options
+        self.app_name = app_name
+        self.app_auth = app_auth
+        self._executor: ThreadPoolExecutor | None = None
+        self.__wrapped__ = func
+        self.__name__ = getattr(func, "__name__", type(self).__name__)
+        self.__doc__ = func.__doc__
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.run_local(*args, **kwargs)
+
+    def run_local(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        result = self.func(*args, **kwargs)
+        if inspect.isawaitable(result):
+            return asyncio.run(_awaited(result))
+        return result
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+        """Run on this function's own worker thread; threads end with the interpreter."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(thread_name_prefix=f"fal-{self.__name__}")
+        return self._executor.submit(self.run_local, *args, **kwargs)
+
+    def on(self, host: object = None, **config: Any) -> LocalFunction[P, R]:
+        """A copy with ``config`` over these options (``host`` has no local meaning)."""
+        options = {**copy.deepcopy(self.options), **config}
+        options["kind"] = _check_options(options.get("kind", "virtualenv"), None, options)
+        return LocalFunction(self.func, options, app_name=self.app_name, app_auth=self.app_auth)
+
+    def __repr__(self) -> str:
+        return f"<LocalFunction {self.__name__} {self.options}>"
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def function(
+    kind: str | Callable[..., Any] = "virtualenv",
+    *,
+    host: object = None,
+    local_python_modules: list[str] | None = None,
+    **config: Any,
+) -> Any:
+    """``@fal.function(kind, requirements=..., machine_type=..., ...)``: the decorated function
+    becomes a ``LocalFunction``. Also usable bare (``@fal.function``)."""
+    if callable(kind):
+        return function()(kind)
+    kind = _check_options(kind, local_python_modules, config)
+    options = {"kind": kind, "local_python_modules": local_python_modules or [], **config}
+
+    def decorate(func: Callable[P, R]) -> LocalFunction[P, R]:
+        return LocalFunction(func, dict(options), app_name=getattr(func, "__name__", None))
+
+    return decorate
+
+
+def wrap_app(cls: type[App], **kwargs: Any) -> LocalFunction[..., int]:
+    """``app = fal.wrap_app(MyApp); app()``: serve ``MyApp`` in the foreground like
+    ``minifal serve path/to/file.py::MyApp``, on ``$MINIFAL_HOST:$MINIFAL_PORT`` (default
+    127.0.0.1:8080) or the ``exposed_port`` given; returns the server's exit code."""
+    from minifal.app import App
+
+    if not (isinstance(cls, type) and issubclass(cls, App)):
+        raise TypeError(f"wrap_app() takes a fal.App subclass, got {cls!r}")
+    if "<locals>" in cls.__qualname__:
+        raise TypeError(f"{cls.__qualname__} must be defined at the top level of its file")
+    reference = f"{inspect.getfile(cls)}::{cls.__qualname__}"
+    settings = cls.settings()
+
+    def serve_app(
+        *, exposed_port: int | None = None, exposed_metrics_port: int | None = None
+    ) -> int:
+        """fal's keywords; the metrics port has no local meaning (the gateway serves /metrics)."""
+        from minifal.runner.server import serve
+
+        port = exposed_port or int(os.environ.get(ENV_PORT) or DEFAULT_PORT)
+        return serve(reference, host=os.environ.get(ENV_HOST) or DEFAULT_HOST, port=port)
+
+    options = {
+        "kind": settings.kind or "virtualenv",
+        "requirements": list(settings.requirements),
+        "machine_type": settings.machine_type,
+        "num_gpus": settings.num_gpus,
+        **kwargs,
+    }
+    serve_app.__name__ = cls.__name__
+    return LocalFunction(
+        serve_app, options, app_name=cls.resolved_app_name(), app_auth=settings.app_auth
+    )
