@@ -1,0 +1,248 @@
+"""Check minifal's fal compatibility table against fal's installed SDK; write the doc.
+
+    .venv/bin/python scripts/fal_compat_table.py           # write docs/fal-compatibility.md
+    .venv/bin/python scripts/fal_compat_table.py --check   # exit 1 on a gap or a stale doc
+
+fal's public names come from fal's own installed package, read by fal's interpreter (the
+reference venv ``./.venv-fal``, made by scripts/setup-env.sh; ``$MINIFAL_FAL_PYTHON`` overrides):
+this script runs itself there with ``--list-fal-names``, in isolated mode, and reads the JSON it
+prints. A module's public names are its ``__all__``; without one, the names it defines at top
+level (and, for a package, those it re-exports from its own submodules), without a leading
+underscore. ``--check`` fails when a fal name has no row in ``minifal.fal_compat``, a row names
+something fal does not have, a row's name is missing in minifal, or the doc is not what the rows
+give.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "fal-compatibility.md"
+REFERENCE_PYTHON = ROOT / ".venv-fal" / "bin" / "python"
+ENV_REFERENCE_PYTHON = "MINIFAL_FAL_PYTHON"
+LIST_TIMEOUT_S = 120
+
+
+# -- run under fal's interpreter: list fal's public names (stdlib + fal only) -------------------
+
+
+def _defined_names(tree: ast.Module) -> list[str]:
+    """Top-level names a module binds itself (``if TYPE_CHECKING`` blocks aside)."""
+    names: list[str] = []
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.append(node.name)
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    names.extend(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names.append(node.target.id)
+            elif isinstance(node, ast.If):
+                if "TYPE_CHECKING" not in ast.unparse(node.test):
+                    visit(node.body)
+                    visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    visit(handler.body)
+                visit(node.orelse)
+
+    visit(tree.body)
+    return names
+
+
+def _public_names(module_name: str) -> list[str]:
+    module = importlib.import_module(module_name)
+    if hasattr(module, "__all__"):
+        return list(module.__all__)
+    tree = ast.parse(Path(module.__file__).read_text())
+    names = _defined_names(tree)
+    if hasattr(module, "__path__"):
+        for node in tree.body:
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            relative = "." * node.level + (node.module or "")
+            source = importlib.util.resolve_name(relative, module_name) if node.level else relative
+            if source != module_name and not source.startswith(module_name + "."):
+                continue
+            for alias in node.names:
+                if alias.name == "*":
+                    names.extend(_public_names(source))
+                else:
+                    names.append(alias.asname or alias.name)
+    public = [n for n in names if not n.startswith("_") and hasattr(module, n)]
+    return list(dict.fromkeys(public))
+
+
+def _submodules(package_name: str) -> list[str]:
+    """The package's public modules, namespace packages included, in path order."""
+    package = importlib.import_module(package_name)
+    root = Path(package.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        if parts and not any(part.startswith("_") for part in parts):
+            found.append(".".join([package_name, *parts]))
+    return list(dict.fromkeys(found))
+
+
+def list_fal_names(scope: list[str], recursive: list[str]) -> dict:
+    import fal
+
+    modules: dict[str, list[str]] = {}
+    for name in scope:
+        modules[name] = _public_names(name)
+        if name in recursive:
+            for sub in _submodules(name):
+                modules[sub] = _public_names(sub)
+    return {"version": fal.__version__, "modules": modules}
+
+
+# -- run in minifal's venv: check the rows, render the doc ---------------------------------------
+
+
+def reference_python() -> Path | None:
+    configured = os.environ.get(ENV_REFERENCE_PYTHON)
+    candidate = Path(configured) if configured else REFERENCE_PYTHON
+    return candidate if candidate.exists() else None
+
+
+def read_fal_names(python: Path) -> dict:
+    from minifal.fal_compat import RECURSIVE_SCOPE, SCOPE
+
+    done = subprocess.run(
+        [
+            str(python),
+            "-I",
+            str(Path(__file__).resolve()),
+            "--list-fal-names",
+            json.dumps({"scope": SCOPE, "recursive": RECURSIVE_SCOPE}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=LIST_TIMEOUT_S,
+        cwd="/",
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"listing fal's names with {python} failed:\n{done.stderr}")
+    return json.loads(done.stdout)
+
+
+def minifal_has(fal_module: str, dotted_name: str) -> bool:
+    """Whether ``dotted_name`` resolves in the minifal module ``fal_module`` maps to."""
+    target = "minifal" + fal_module[len("fal") :]
+    try:
+        obj = importlib.import_module(target)
+    except ImportError:
+        return False
+    for part in dotted_name.split("."):
+        if not hasattr(obj, part):
+            return False
+        obj = getattr(obj, part)
+    return True
+
+
+def find_problems(fal_names: dict) -> list[str]:
+    from minifal.fal_compat import EXTRA_NAMES, ROWS
+
+    problems = []
+    fal_pairs = {(m, n) for m, names in fal_names["modules"].items() for n in names}
+    row_pairs: dict[tuple[str, str], int] = Counter(
+        (module, row.name) for row in ROWS for module in row.modules
+    )
+    for pair, count in sorted(row_pairs.items()):
+        if count > 1:
+            problems.append(f"{pair[0]}.{pair[1]}: more than one row")
+    for module, name in sorted(fal_pairs - set(row_pairs)):
+        problems.append(f"{module}.{name}: fal has it, minifal.fal_compat has no row")
+    for module, name in sorted(set(row_pairs) - fal_pairs):
+        problems.append(f"{module}.{name}: a row for a name fal {fal_names['version']} lacks")
+    for row in (*ROWS, *EXTRA_NAMES):
+        for module in row.modules:
+            if not minifal_has(module, row.name):
+                problems.append(f"{module}.{row.name}: missing in minifal ({row.status})")
+    return problems
+
+
+def render(fal_version: str) -> str:
+    from minifal.fal_compat import EXTRA_NAMES, ROWS
+
+    by_module: dict[str, list] = {}
+    for row in sorted((*ROWS, *EXTRA_NAMES), key=lambda r: r.name.lower()):
+        for module in row.modules:
+            by_module.setdefault(module, []).append(row)
+    counts = Counter(row.status for row in ROWS)
+    lines = [
+        "# fal compatibility",
+        "",
+        "<!-- Generated by scripts/fal_compat_table.py from minifal/fal_compat.py; "
+        "do not edit. -->",
+        "",
+        f"Every public name of fal {fal_version}'s `fal`, `fal.toolkit` (and its submodules), "
+        "`fal.container`, `fal.distributed` and `fal.exceptions`, with what it means in minifal. "
+        "The same name in minifal lives at the same path with `fal` replaced by `minifal`; "
+        "inside an app file, `import fal` reaches it. A test (`tests/test_fal_compat_table.py`) "
+        "reads fal's installed package and fails when a name has no row here, when a row's name "
+        "is missing in minifal, or when this file is stale.",
+        "",
+        "- **implemented**: does here what it does on fal;",
+        "- **accepted**: an app uses it unchanged, with the local meaning given;",
+        "- **not applicable**: needs fal's platform; the name exists so the app loads, and using "
+        "it raises an error saying why.",
+        "",
+        f"{len(ROWS)} names: " + ", ".join(f"{counts[s]} {s}" for s in sorted(counts)) + ".",
+        "",
+    ]
+    for module in sorted(by_module):
+        lines += [f"## `{module}`", "", "| name | status | local meaning |", "| --- | --- | --- |"]
+        for row in by_module[module]:
+            meaning = row.meaning.replace("|", "\\|")
+            lines.append(f"| `{row.name}` | {row.status} | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="check only; exit 1 on a problem")
+    parser.add_argument("--list-fal-names", metavar="SCOPE_JSON", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.list_fal_names:
+        scope = json.loads(args.list_fal_names)
+        print(json.dumps(list_fal_names(scope["scope"], scope["recursive"])))
+        return 0
+
+    sys.path.insert(0, str(ROOT))
+    python = reference_python()
+    if python is None:
+        print(f"no reference fal venv at {REFERENCE_PYTHON}: run scripts/setup-env.sh")
+        return 2
+    fal_names = read_fal_names(python)
+    problems = find_problems(fal_names)
+    text = render(fal_names["version"])
+    if not args.check:
+        DOC.write_text(text)
+        print(f"wrote {DOC.relative_to(ROOT)}")
+    elif not DOC.exists() or DOC.read_text() != text:
+        problems.append(f"{DOC.relative_to(ROOT)} is stale: run scripts/fal_compat_table.py")
+    for problem in problems:
+        print(problem)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
