@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from minifal.billing import DECLARATION_ATTRIBUTE, BillingDeclaration, check_endpoint_billing
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 SPEC_ATTRIBUTE = "__minifal_endpoint__"
@@ -85,16 +87,31 @@ def _mark(function: F, spec: EndpointSpec) -> F:
 
 
 def endpoint(
-    path: str, *, is_websocket: bool = False, health_check: HealthCheck | None = None
+    path: str,
+    *,
+    is_websocket: bool = False,
+    health_check: HealthCheck | None = None,
+    billing: BillingDeclaration | None = None,
 ) -> Callable[[F], F]:
-    """Expose a method at ``path``: a FastAPI POST route, or a raw websocket."""
+    """Expose a method at ``path``: a FastAPI POST route, or a raw websocket.
+
+    ``billing`` declares the endpoint's billable components (``minifal.billing``); it is kept
+    on the method under fal's attribute name.
+    """
     _check_path(path)
     if health_check is not None and not isinstance(health_check, HealthCheck):
         raise TypeError("health_check must be a fal.HealthCheck")
     if health_check is not None and is_websocket:
         raise ValueError("a websocket endpoint cannot be the health check")
+    declaration = check_endpoint_billing(billing, is_websocket)
     kind: EndpointKind = "websocket" if is_websocket else "http"
-    return lambda function: _mark(function, EndpointSpec(path, kind, health_check))
+
+    def decorate(function: F) -> F:
+        _mark(function, EndpointSpec(path, kind, health_check))
+        setattr(function, DECLARATION_ATTRIBUTE, declaration)
+        return function
+
+    return decorate
 
 
 def realtime(

@@ -16,6 +16,8 @@ from conftest import APPS_DIR, ServedApp, start_served_app
 from fleet_support import poll_until
 from websockets.sync.client import connect
 
+import minifal as fal
+
 PARAMS_APP = APPS_DIR / "endpoint_params_app.py"
 WAIT_S = 20.0
 
@@ -153,3 +155,24 @@ def test_openapi_keeps_the_model_as_the_body(openapi: dict[str, Any]) -> None:
     # The runner's own plumbing never shows.
     assert "minifal" not in str(openapi)
     assert openapi["paths"]["/ws"]["x-fal-protocol"]["type"] == "websocket"
+
+
+def test_billing_is_declared_on_the_endpoint_as_fal() -> None:
+    class Images:
+        def declaration(self) -> dict[str, Any]:
+            return {
+                "version": 1,
+                "schema_id": "images/v1",
+                "app": {"type": "object", "properties": {"images": {"type": "integer"}}},
+            }
+
+    class Billed(fal.App):
+        @fal.endpoint("/", billing=Images())
+        def generate(self, input: dict) -> dict:
+            return input
+
+    assert Billed.get_billing_components()["/"]["schema_id"] == "images/v1"
+    with pytest.raises(ValueError, match="Websocket endpoints cannot declare billing"):
+        fal.endpoint("/ws", is_websocket=True, billing=Images())
+    with pytest.raises(TypeError, match="declaration"):
+        fal.endpoint("/", billing=Images)

@@ -293,6 +293,20 @@ def test_openapi_describes_realtime_modes_as_fal(served: ServedApp) -> None:
     assert spec["x-fal-order-paths"] == sorted(FAL_MODES[STREAMS_APP])
 
 
+def test_shutdown_ends_open_streams(tmp_path: Path) -> None:
+    with start_served_app(str(STREAMS_APP), tmp_path) as server:
+        with connect(server.ws_base_url + "echo", open_timeout=WAIT_S) as websocket:
+            send(websocket, {"text": "open"})
+            recv_output(websocket)
+            # SIGTERM with a session open and waiting for input: the runner closes it (1012),
+            # the method's stream ends, and the runner exits cleanly.
+            assert server.terminate() == 0
+            with pytest.raises(ConnectionClosed) as closed:
+                websocket.recv(timeout=WAIT_S)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        assert "open ended after 1" in (server.data_dir / "echo.log").read_text()
+
+
 # -- fal's realtime docs app through the gateway --------------------------------------------------
 
 
