@@ -67,13 +67,15 @@ class SQLiteKVBackend:
         try:
             with closing(self._connect()) as db:
                 yield db
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise KVStoreException(f"Key-value store {self.path} failed: {exc}") from exc
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        # WAL with NORMAL sync never corrupts the file; a power cut may lose the last writes.
+        db.execute("PRAGMA synchronous = NORMAL")
         if not self._ready:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute(SCHEMA)
