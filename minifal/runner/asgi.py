@@ -1,7 +1,8 @@
 """Build the FastAPI application that serves one App instance.
 
-Routes: the App's endpoints (POST, websockets, realtime), ``GET /health``, ``GET /files/...``
-(outputs stored under the data dir), OpenAPI at ``/openapi.json`` and docs at ``/docs``.
+Routes: the App's endpoints (POST, websockets, realtime; docs/endpoints.md), ``GET /health``,
+``GET /files/...`` (outputs stored under the data dir), OpenAPI with fal's additions
+(``runner/openapi.py``) at ``/openapi.json`` and docs at ``/docs``.
 The lifespan runs ``setup()`` before the server accepts connections and ``teardown()`` after it
 drained them.
 """
