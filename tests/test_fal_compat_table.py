@@ -1,0 +1,46 @@
+"""The compatibility table stays true: every public name of fal's installed SDK has a row, every
+row's name exists in minifal, and docs/fal-compatibility.md is what the rows give.
+
+It reads fal's package from the reference venv (./.venv-fal, made by scripts/setup-env.sh, as
+CI does); without that venv it is skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "fal_compat_table.py"
+
+
+def test_every_fal_name_has_a_row_and_exists_in_minifal() -> None:
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import fal_compat_table
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    if fal_compat_table.reference_python() is None:
+        pytest.skip("no reference fal venv (.venv-fal): run scripts/setup-env.sh")
+
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+
+    assert done.returncode == 0, "fal compatibility table:\n" + done.stdout + done.stderr
+
+
+def test_rows_name_their_meaning() -> None:
+    from minifal.fal_compat import EXTRA_NAMES, ROWS
+
+    for row in (*ROWS, *EXTRA_NAMES):
+        assert row.status in ("implemented", "accepted", "not applicable"), row
+        assert row.meaning.strip(), row
+        assert all(module.split(".")[0] == "fal" for module in row.modules), row
