@@ -93,17 +93,13 @@ def dockerfile_text(app_class: type[App], image: ContainerImage, app_file: str, 
         header.append(f"# Not declared by an ARG, so unused (as with --build-arg): {undeclared}")
     app_target = f"{INSTALL_ROOT}/app/{app_file}::{app_class.__name__}"
     requirements = list(app_class.settings().requirements)
-    layer = [
-        "",
-        "# ---- minifal: serve the app as on fal, on your own machines ----",
-        f"COPY {BUILD_DIR_NAME}/ {INSTALL_ROOT}/",
-        f"RUN python3 -m pip install --no-cache-dir {_quoted_words(minifal_requirements())}",
-    ]
-    if requirements:
-        if any(not Requirement(text).specifier for text in requirements):
-            layer.append("# The app's own requirements, as it declares them.")
-            layer.append("# hadolint ignore=DL3013")
-        layer.append(f"RUN python3 -m pip install --no-cache-dir {_quoted_words(requirements)}")
+    packages = [*minifal_requirements(), *requirements]
+    layer = ["", "# ---- minifal: serve the app as on fal, on your own machines ----"]
+    layer.append(f"COPY {BUILD_DIR_NAME}/ {INSTALL_ROOT}/")
+    if any(not Requirement(text).specifier for text in requirements):
+        layer.append("# minifal's dependencies as tested, then the app's requirements as declared.")
+        layer.append("# hadolint ignore=DL3013")
+    layer.append(f"RUN python3 -m pip install --no-cache-dir {_quoted_words(packages)}")
     layer += [
         f"ENV PYTHONPATH={INSTALL_ROOT} PYTHONUNBUFFERED=1 MINIFAL_DATA_DIR=/data",
         f"EXPOSE {PORT}",

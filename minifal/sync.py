@@ -45,11 +45,11 @@ def directory_hash(root: Path, files: list[str]) -> str:
 
 def _target_dir(remote_dir: str) -> tuple[str, Path]:
     """fal's returned path (relative to ``/data``) and where it is in this data dir."""
-    if not os.path.isabs(remote_dir) or not remote_dir.startswith(FAL_DATA_PREFIX.rstrip("/")):
+    if not remote_dir.startswith(FAL_DATA_PREFIX):
         raise ValueError(
             "'remote_dir' must be an absolute path starting with `/data`, e.g. '/data/sync/my_dir'"
         )
-    relative = remote_dir.replace(FAL_DATA_PREFIX, "", 1).strip("/")
+    relative = remote_dir.removeprefix(FAL_DATA_PREFIX).strip("/")
     base = data_dir().resolve()
     target = (base / relative).resolve()
     if not relative or target == base or base not in target.parents:
