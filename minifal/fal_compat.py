@@ -31,6 +31,41 @@ RECURSIVE_SCOPE = ("fal.toolkit",)
 FAL_VERSION = "1.83.0"
 """The fal release the table was written against (the reference venv installs it)."""
 
+NOTES = """\
+## Local meanings worth knowing
+
+- **Files.** There is no CDN: every fal-hosted repository (`"fal"`, `"fal_v3"`, `"cdn"`,
+  `FalFileRepositoryV3()`...) stores into `DATA_DIR/files`, served by every runner and the
+  gateway at `/files/...`; `"in_memory"` makes `data:` URLs as on fal. Cloud buckets (GCS, S3,
+  R2) and fal's CDN tokens are not applicable: constructing or using them raises
+  `FileUploadException` saying so. `File.as_bytes()` fetches an input's URL (size-capped) instead
+  of raising as fal does. `file_data` is a field, as on fal, but is left out of the JSON schema,
+  so a model holding a file stays one OpenAPI component (fal's OpenAPI splits it into
+  `X-Input` and `X-Output`).
+- **Safety checker.** `fal.toolkit.image.safety_checker` loads the same models as fal
+  (`Falconsai/nsfw_image_detection` for version 2, `CompVis/stable-diffusion-safety-checker` for
+  version 1) from the Hugging Face cache under `HF_HOME` (`DATA_DIR/.cache/huggingface` by
+  default), once per runner, on its GPU or else the CPU. When a model is not in the cache and
+  cannot be downloaded, it raises `ModelWeightsMissing` naming the model and the cache dir.
+  `postprocess_images(..., enable_safety_checker=False)` needs no model.
+- **Constraints.** As on fal, `ImageSizeConstraints`, `ImageValidationConfig`,
+  `VideoValidationConfig` and `VideoNormalizationConfig` refuse unsatisfiable bounds and publish
+  their limits under `x-fal` (`to_xfal`, `ImageSizeField`, `VideoField`). minifal also enforces
+  them: `ImageSizeField(constraints=...)` answers 422 for a size outside them, and
+  `check_size` / `check_image` / `check_video` raise `ConstraintViolation` (a `ValueError`) for
+  an endpoint that knows its input's properties (minifal decodes no video itself).
+- **KVStore.** A real store on your machines. By default SQLite in `DATA_DIR/kv.sqlite3`,
+  shared by every runner of the host (WAL, lock waits bounded at 5 s, then
+  `KVStoreException`); with `MINIFAL_KV_REDIS_URL=redis://host:6379/0` (and `pip install
+  redis`), Redis, for runners on several hosts. fal's rules hold: string values, `ttl` from
+  60 s to 30 days, 30 days by default, deleting a missing key succeeds.
+- **SSRF-safe fetching.** `fal.toolkit.utils.ssrf` refuses non-public addresses and pins each
+  connection to the checked address, as fal does. minifal's own input fetching (`File`,
+  `Image.to_pil`, `read_image_from_url`) does not refuse private addresses: a self-hosted app's
+  inputs often live on its own network.
+"""
+"""Hand-written notes rendered into the doc after its summary."""
+
 
 @dataclass(frozen=True)
 class Row:

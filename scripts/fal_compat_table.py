@@ -179,7 +179,7 @@ def find_problems(fal_names: dict) -> list[str]:
 
 
 def render(fal_version: str) -> str:
-    from minifal.fal_compat import EXTRA_NAMES, ROWS
+    from minifal.fal_compat import EXTRA_NAMES, NOTES, ROWS
 
     by_module: dict[str, list] = {}
     for row in sorted((*ROWS, *EXTRA_NAMES), key=lambda r: r.name.lower()):
@@ -206,6 +206,7 @@ def render(fal_version: str) -> str:
         "",
         f"{len(ROWS)} names: " + ", ".join(f"{counts[s]} {s}" for s in sorted(counts)) + ".",
         "",
+        NOTES,
     ]
     for module in sorted(by_module):
         lines += [f"## `{module}`", "", "| name | status | local meaning |", "| --- | --- | --- |"]
