@@ -15,6 +15,7 @@ from pathlib import Path
 from minifal.app import App
 from minifal.app_environment import environment_note, environment_summary
 from minifal.fal_alias import install_fal_alias
+from minifal.functions import LocalFunction
 from minifal.project import ProjectApp, ProjectError, is_app_name, load_project_app
 
 logger = logging.getLogger("minifal.app_loader")
@@ -68,10 +69,7 @@ def _load_entry_point(project_app: ProjectApp) -> type[App]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise AppLoadError(f"cannot import {module_name!r} (python_entry_point): {exc}") from None
-    chosen = getattr(module, symbol, None)
-    if not (isinstance(chosen, type) and issubclass(chosen, App)):
-        raise AppLoadError(_not_an_app_message(Path(module_name), symbol, chosen))
-    return chosen
+    return _as_app_class(Path(module_name), symbol, getattr(module, symbol, None))
 
 
 def _load_from_file(reference: str) -> type[App]:
@@ -102,9 +100,7 @@ def _load_from_file(reference: str) -> type[App]:
         chosen = candidates.get(class_name) or getattr(module, class_name, None)
         if chosen is None:
             raise AppLoadError(f"{path} has no class {class_name!r}")
-        if not (isinstance(chosen, type) and issubclass(chosen, App)):
-            raise AppLoadError(_not_an_app_message(path, class_name, chosen))
-        return chosen
+        return _as_app_class(path, class_name, chosen)
     apps = [value for value in candidates.values() if issubclass(value, App)]
     if len(apps) == 1:
         return apps[0]
@@ -117,6 +113,15 @@ def _load_from_file(reference: str) -> type[App]:
     raise AppLoadError(f"{path} defines several Apps ({names}): name one as {path}::ClassName")
 
 
+def _as_app_class(path: Path, name: str, value: object) -> type[App]:
+    """An App class, or the App of ``name = fal.wrap_app(App)``; else a clear error."""
+    if isinstance(value, LocalFunction) and value.app_class is not None:
+        return value.app_class
+    if isinstance(value, type) and issubclass(value, App):
+        return value
+    raise AppLoadError(_not_an_app_message(path, name, value))
+
+
 def _looks_like_fal_app(value: type) -> bool:
     return any(base.__module__.split(".")[0] == "fal" for base in value.__mro__[1:])
 
@@ -124,6 +129,11 @@ def _looks_like_fal_app(value: type) -> bool:
 def _not_an_app_message(path: Path, name: str, value: object) -> str:
     if value is None:
         return f"{path} has no {name!r}"
+    if isinstance(value, LocalFunction):
+        return (
+            f"{path}::{name} is a fal.function: minifal serves fal.App classes "
+            "(call the function, or put it behind an App endpoint)"
+        )
     if isinstance(value, type) and _looks_like_fal_app(value):
         return (
             f"{path}::{name} subclasses the real fal.App (the 'fal' package is installed); "

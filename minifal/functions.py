@@ -74,11 +74,14 @@ class LocalFunction(Generic[P, R]):
         *,
         app_name: str | None = None,
         app_auth: str | None = None,
+        app_class: type[App] | None = None,
     ) -> None:
         self.func = func
         self.options = options
         self.app_name = app_name
         self.app_auth = app_auth
+        self.app_class = app_class
+        """The App that ``wrap_app`` wrapped (``minifal run file.py::app`` serves it)."""
         self._executor: ThreadPoolExecutor | None = None
         self.__wrapped__ = func
         self.__name__ = getattr(func, "__name__", type(self).__name__)
@@ -103,7 +106,13 @@ class LocalFunction(Generic[P, R]):
         """A copy with ``config`` over these options (``host`` has no local meaning)."""
         options = {**copy.deepcopy(self.options), **config}
         options["kind"] = _check_options(options.get("kind", "virtualenv"), None, options)
-        return LocalFunction(self.func, options, app_name=self.app_name, app_auth=self.app_auth)
+        return LocalFunction(
+            self.func,
+            options,
+            app_name=self.app_name,
+            app_auth=self.app_auth,
+            app_class=self.app_class,
+        )
 
     def __repr__(self) -> str:
         return f"<LocalFunction {self.__name__} {self.options}>"
@@ -164,5 +173,9 @@ def wrap_app(cls: type[App], **kwargs: Any) -> LocalFunction[..., int]:
     }
     serve_app.__name__ = cls.__name__
     return LocalFunction(
-        serve_app, options, app_name=cls.resolved_app_name(), app_auth=settings.app_auth
+        serve_app,
+        options,
+        app_name=cls.resolved_app_name(),
+        app_auth=settings.app_auth,
+        app_class=cls,
     )

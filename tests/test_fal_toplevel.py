@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import minifal as fal
 from minifal import exceptions
+from minifal.app_loader import AppLoadError, load_app_class
 from minifal.billing import check_declaration, check_endpoint_billing, parse_billable_units
 from minifal.fleet.metrics import GatewayMetrics
 from minifal.functions import LocalFunction
@@ -396,3 +397,16 @@ def test_wrap_app_takes_apps_only() -> None:
 
     with pytest.raises(TypeError, match="top level"):
         fal.wrap_app(Nested)
+
+
+def test_a_wrapped_app_or_a_function_by_name(tmp_path: Path) -> None:
+    """``app = fal.wrap_app(MyApp)`` at the top level: ``file.py::app`` names the App."""
+    (tmp_path / "wrapped.py").write_text(
+        WRAPPED_APP.replace('if __name__ == "__main__":\n    app = ', "app = ").replace(
+            "    app()\n", "\n\n@fal.function\ndef helper():\n    return 1\n"
+        )
+    )
+    assert load_app_class(f"{tmp_path / 'wrapped.py'}::app").__name__ == "Doubler"
+    assert load_app_class(str(tmp_path / "wrapped.py")).__name__ == "Doubler"
+    with pytest.raises(AppLoadError, match=r"is a fal\.function"):
+        load_app_class(f"{tmp_path / 'wrapped.py'}::helper")
