@@ -28,13 +28,10 @@ class EchoOutput(BaseModel):
 class PricedEcho(fal.App):
     max_concurrency = 1
 
-    @fal.endpoint("/")
+    @fal.endpoint("/", billing=PerCharacter())
     def echo(self, input: EchoInput, response: Response) -> EchoOutput:
         response.headers["x-fal-billable-units"] = str(len(input.text))
         return EchoOutput(text=input.text)
-
-    # What `@fal.endpoint("/", billing=PerCharacter())` records on fal.
-    echo.billing_declaration = PerCharacter()
 
     @fal.endpoint("/free")
     def free(self, input: EchoInput) -> EchoOutput:
