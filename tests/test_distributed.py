@@ -74,6 +74,12 @@ class ProbeWorker(DistributedWorker):
         }
 
 
+class BrokenSetupWorker(DistributedWorker):
+    def setup(self, **kwargs: Any) -> None:
+        if self.rank == 1:
+            raise OSError("no weights at /data/model")
+
+
 class PictureWorker(DistributedWorker):
     def __call__(self, streaming: bool = False, **kwargs: Any) -> dict[str, Any]:
         return {
@@ -172,6 +178,15 @@ def test_bad_uses_fail_clearly() -> None:
 
 
 # -- crashes ------------------------------------------------------------------------------------
+
+
+def test_a_failed_setup_fails_start_with_its_error() -> None:
+    broken = DistributedRunner(worker_cls=BrokenSetupWorker, world_size=2)
+    with pytest.raises(RuntimeError, match="Failed to start") as failure:
+        run(broken.start())
+    assert "rank 1" in str(failure.value) and "no weights at /data/model" in str(failure.value)
+    assert all(pid_is_gone(process.pid) for process in broken.context.processes)
+    assert not broken.is_alive()
 
 
 def test_a_worker_killed_mid_call_fails_the_call_and_leaves_no_process(
