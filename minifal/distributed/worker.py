@@ -7,7 +7,10 @@ to the caller of ``DistributedRunner.stream``.
 
 As in fal, the hooks run on the worker's own event loop, in a thread of its own: coroutine
 functions on the loop, plain functions in the loop's executor. The process's main thread talks
-to the runner meanwhile (``minifal.distributed.worker_process``).
+to the runner meanwhile (``minifal.distributed.worker_process``). Each of those threads has the
+rank's GPU as its current CUDA device (CUDA's current device is per thread), so that
+``torch.cuda.current_device()`` and the collectives that use it (``all_gather_object``...) agree
+with ``self.device`` in every hook.
 
 ``fal.distributed.worker`` also holds ``DistributedRunner``, so this module exports it too.
 """
@@ -21,7 +24,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -46,6 +49,12 @@ class DistributedWorker:
             self.loop = uvloop.new_event_loop()
         except ImportError:
             self.loop = asyncio.new_event_loop()
+        # The current CUDA device is per thread: every thread that runs a hook selects ours.
+        self.loop.set_default_executor(
+            ThreadPoolExecutor(
+                thread_name_prefix=f"distributed-worker-{rank}", initializer=self._select_device
+            )
+        )
         self._start_thread()
 
     def _start_thread(self) -> None:
@@ -55,8 +64,17 @@ class DistributedWorker:
         self.thread.start()
 
     def _run_forever(self) -> None:
+        self._select_device()
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
+
+    def _select_device(self) -> None:
+        """Make this rank's GPU the current CUDA device of the calling thread."""
+        device = self.device
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.set_device(device)
 
     # -- where the worker runs --
 
@@ -74,10 +92,7 @@ class DistributedWorker:
 
     def initialize(self, **kwargs: Any) -> None:
         """Select this rank's GPU, then run ``setup(**kwargs)`` on the worker's loop."""
-        if self.device.type == "cuda":
-            import torch
-
-            torch.cuda.set_device(self.device)
+        self._select_device()
         self.rank_print(f"Initializing worker on device {self.device}")
         started = time.time()
         self.run_in_worker(self.setup, **kwargs).result()
