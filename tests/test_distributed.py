@@ -35,6 +35,12 @@ from minifal.distributed.runner_crash import EXIT_DISTRIBUTED_WORKER_CRASHED
 DISTRIBUTED_APP = Path(__file__).parent / "apps_fal" / "distributed_app.py"
 CALL_BOUND_S = 30.0
 WAIT_S = 60.0
+# CPU and gloo here and in CI; on a machine with GPUs the same tests run with NCCL.
+RANK0_DEVICE = "cuda:0" if torch.cuda.is_available() else "cpu"
+
+pytestmark = pytest.mark.skipif(
+    torch.cuda.device_count() == 1, reason="world_size 2 needs 2 GPUs, or none (CPU, gloo)"
+)
 
 
 class ProbeWorker(DistributedWorker):
@@ -88,6 +94,26 @@ class PictureWorker(DistributedWorker):
         }
 
 
+class GpuProbeWorker(DistributedWorker):
+    """What each rank sees of its GPU, from the thread that runs ``__call__``."""
+
+    def __call__(
+        self, streaming: bool = False, hold_rank: int | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        if hold_rank == self.rank:
+            time.sleep(CALL_BOUND_S)  # the other rank waits in NCCL's all_reduce meanwhile
+        total = torch.tensor([float(self.rank + 1)], device=self.device)
+        dist.all_reduce(total)
+        uuids: list[str | None] = [None] * self.world_size
+        dist.all_gather_object(uuids, str(torch.cuda.get_device_properties(self.device).uuid))
+        return {
+            "sum": total.item(),
+            "backend": dist.get_backend(),
+            "current": torch.cuda.current_device(),
+            "uuids": uuids,
+        }
+
+
 def run(coroutine: Any) -> Any:
     return asyncio.run(coroutine)
 
@@ -116,7 +142,7 @@ def test_invoke_returns_rank_zeros_result_of_an_all_reduce(runner: DistributedRu
         "tag": "one",
         "sum": 103.0,
         "world_size": 2,
-        "device": "cpu",
+        "device": RANK0_DEVICE,
         "streaming": False,
     }
     assert runner.is_alive()
@@ -229,6 +255,30 @@ def test_a_worker_killed_mid_call_fails_the_call_and_leaves_no_process(
     run(out_of_step())
     pids = [process.pid for process in crashing.context.processes]
     assert all(pid_is_gone(pid) for pid in pids)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs"
+)
+def test_nccl_ranks_on_their_own_gpus_and_a_crash_inside_a_collective() -> None:
+    gpus = DistributedRunner(worker_cls=GpuProbeWorker, world_size=2)
+
+    async def scenario() -> tuple[dict[str, Any], BaseException]:
+        await gpus.start()
+        result = await gpus.invoke()
+        call = asyncio.create_task(gpus.invoke({"hold_rank": 1}))
+        await asyncio.sleep(1.0)  # long enough for rank 0 to block in the all_reduce
+        os.kill(gpus.context.processes[1].pid, signal.SIGKILL)
+        with pytest.raises(DistributedWorkerCrashed) as failure:
+            await asyncio.wait_for(call, CALL_BOUND_S)
+        return result, failure.value
+
+    result, error = run(scenario())
+    assert result["sum"] == 3.0 and result["backend"] == "nccl"
+    assert result["current"] == 0  # rank 0's hook thread has rank 0's GPU current
+    assert len(set(result["uuids"])) == 2  # one GPU per rank
+    assert "rank 1" in str(error)
+    assert all(pid_is_gone(process.pid) for process in gpus.context.processes)
 
 
 # -- fal's multi-GPU example under minifal run ------------------------------------------------
