@@ -87,10 +87,19 @@ class BrokenSetupWorker(DistributedWorker):
 
 
 class PictureWorker(DistributedWorker):
-    def __call__(self, streaming: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """Answers an image and a tensor, and counts the keepalive calls it got."""
+
+    def setup(self, **kwargs: Any) -> None:
+        self.keepalives = 0
+
+    def __call__(self, streaming: bool = False, keepalive: bool = False, **kwargs: Any) -> Any:
+        if keepalive:
+            self.keepalives += 1
+            return {}
         return {
             "image": Image.new("RGB", (8, 4), (255, 0, 0)),
             "tensor": torch.arange(6).reshape(2, 3),
+            "keepalives": self.keepalives,
         }
 
 
@@ -180,14 +189,27 @@ def test_timeout_and_the_late_answer_is_not_taken_for_the_next(runner: Distribut
     assert [result["tag"] for result in run(two_at_once())] == ["a", "b"]
 
 
-def test_images_and_tensors_cross_between_processes() -> None:
-    async def scenario() -> Any:
-        async with DistributedRunner(worker_cls=PictureWorker, world_size=1) as pictures:
-            return await pictures.invoke()
+def test_images_and_tensors_cross_and_keepalive_calls_an_idle_worker() -> None:
+    async def scenario() -> list[Any]:
+        async with DistributedRunner(
+            worker_cls=PictureWorker,
+            world_size=1,
+            keepalive_payload={"keepalive": True},
+            keepalive_interval=0.2,
+        ) as pictures:
+            results = [await pictures.invoke()]
+            for _ in range(20):  # bounded: idle longer than the interval, then look
+                await asyncio.sleep(0.5)
+                results.append(await pictures.invoke())
+                if results[-1]["keepalives"]:
+                    break
+            return results
 
-    result = run(scenario())
-    assert isinstance(result["image"], Image.Image) and result["image"].size == (8, 4)
-    assert torch.equal(result["tensor"], torch.arange(6).reshape(2, 3))
+    results = run(scenario())
+    first = results[0]
+    assert isinstance(first["image"], Image.Image) and first["image"].size == (8, 4)
+    assert torch.equal(first["tensor"], torch.arange(6).reshape(2, 3))
+    assert results[-1]["keepalives"] >= 1
 
 
 def test_bad_uses_fail_clearly() -> None:
