@@ -94,9 +94,26 @@ def test_unknown_path_is_404_with_fal_body(client: httpx.Client) -> None:
     assert response.status_code == 404
     assert response.json() == {"detail": "Path /nope not found"}
     assert response.headers["x-fal-request-id"] == "lost-1"
+    assert response.headers["x-fal-billable-units"] == "0"  # fal bills no unknown path
     response = client.get("/nope/deeper")
     assert response.status_code == 404
     assert response.json() == {"detail": "Path /nope/deeper not found"}
+    assert response.headers["x-fal-billable-units"] == "0"
+
+
+def test_invalid_input_is_not_billed(client: httpx.Client) -> None:
+    response = client.post("/", json={"repeat": 2})
+    assert response.status_code == 422
+    assert response.headers["x-fal-billable-units"] == "0"
+    # A valid request reports no units of its own: the fleet bills it by inference time.
+    assert "x-fal-billable-units" not in client.post("/", json={"prompt": "x"}).headers
+
+
+def test_binary_input_in_a_validation_error_is_still_json(client: httpx.Client) -> None:
+    response = client.post("/", content=b"\xff\xfe\x00", headers={"content-type": "text/plain"})
+    assert response.status_code == 422
+    assert response.headers["x-fal-billable-units"] == "0"
+    assert response.json()["detail"][0]["loc"] == ["body"]
 
 
 def test_endpoint_without_input(client: httpx.Client) -> None:
@@ -119,6 +136,34 @@ def test_field_exception(client: httpx.Client) -> None:
     assert response.json() == {
         "detail": [{"loc": ["body", "prompt"], "msg": "must not be empty", "type": "value_error"}]
     }
+    # billable_units=0 (the default): no header, as in fal (the platform's default applies).
+    assert "x-fal-billable-units" not in response.headers
+
+
+@pytest.mark.parametrize(("units", "header"), [(3, "3"), (1.5, "1.50000000"), ("2", "2.00000000")])
+def test_field_exception_reports_its_billable_units(
+    client: httpx.Client, units: int | float | str, header: str
+) -> None:
+    response = client.post("/error", json={"kind": "field", "billable_units": units})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "prompt"]
+    assert response.headers["x-fal-billable-units"] == header
+
+
+def test_field_exception_with_billable_units_that_are_no_number_is_500(
+    client: httpx.Client, echo_server: ServedApp
+) -> None:
+    response = client.post(
+        "/error",
+        json={"kind": "field", "billable_units": "many"},
+        headers={"x-fal-request-id": "units-1"},
+    )
+    assert response.status_code == 500
+    assert response.content == b'{"detail":"Internal Server Error"}'
+    assert "x-fal-billable-units" not in response.headers
+    assert "request units-1: FieldException.billable_units='many' is not a number" in (
+        echo_server.log()
+    )
 
 
 def test_field_exception_with_its_own_status_and_type(client: httpx.Client) -> None:
@@ -141,15 +186,29 @@ def test_request_cancelled_is_499(client: httpx.Client) -> None:
     assert response.json() == {"detail": "stopped by the caller"}
 
 
-@pytest.mark.parametrize("kind", ["cuda", "cuda_oom"])
-def test_gpu_errors_are_503(client: httpx.Client, kind: str) -> None:
-    response = client.post("/error", json={"kind": kind})
+@pytest.mark.parametrize(
+    ("kind", "detail"),
+    [
+        ("cuda", "GPU error"),
+        ("cuda_oom", "CUDA error: out of memory"),
+        ("torch_oom", "CUDA error: out of memory"),
+        ("gpu", "the GPU fell off the bus"),
+    ],
+)
+def test_gpu_errors_are_503_with_fal_body(
+    client: httpx.Client, echo_server: ServedApp, kind: str, detail: str
+) -> None:
+    request_id = f"gpu-{kind}"
+    response = client.post("/error", json={"kind": kind}, headers={"x-fal-request-id": request_id})
     assert response.status_code == 503
-    body = response.json()
-    assert list(body) == ["detail"]
-    assert isinstance(body["detail"], str)
-    assert "Traceback" not in response.text
-    assert "illegal memory access" not in response.text
+    assert response.json() == {"detail": detail}
+    assert response.headers["x-fal-request-id"] == request_id
+    # The traceback (with the original error) is in the runner's log, never in the answer.
+    log = echo_server.log()
+    logged = log[log.index(f"request {request_id} failed with a GPU error") :]
+    assert "Traceback (most recent call last)" in logged
+    if kind == "cuda":
+        assert "illegal memory access" in logged
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,10 @@
 After a worker dies, its ``DistributedRunner`` has stopped the other workers and cannot serve
 again. Inside a minifal runner process (``minifal serve``, or a runner of ``minifal run``) that
 process then stops as on SIGTERM (in-flight requests get their answers, the failed call a 503;
-``teardown()`` runs) and exits with ``EXIT_DISTRIBUTED_WORKER_CRASHED``, so the fleet's
-supervisor restarts it after its crash back-off, like any runner that crashed. In any other
-process (a script, a test) the error raised by the call is the whole story.
+``teardown()`` runs) and exits with the runner's ``EXIT_DISTRIBUTED_WORKER_CRASHED``
+(``minifal.runner.server``), so the fleet's supervisor restarts it after its crash back-off, like
+any runner that crashed, and says "a distributed worker died". In any other process (a script, a
+test) the error raised by the call is the whole story.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import sys
 
 logger = logging.getLogger("minifal.distributed")
 
-EXIT_DISTRIBUTED_WORKER_CRASHED = 5
-
 
 def serving_an_app() -> bool:
     """Whether this process is a minifal runner (its server module runs, with a run id)."""
@@ -30,20 +29,24 @@ def serving_an_app() -> bool:
 def fail_runner_process(error: Exception) -> None:
     if not serving_an_app():
         return
+    # Imported here, where the runner's server module is already loaded: worker processes and
+    # plain scripts that use DistributedRunner never need uvicorn and FastAPI.
+    from minifal.runner.server import EXIT_DISTRIBUTED_WORKER_CRASHED
+
     logger.error(
         "%s: this runner cannot serve any more; it stops and exits with code %d",
         error,
         EXIT_DISTRIBUTED_WORKER_CRASHED,
     )
-    atexit.register(_exit_with_crash_code)
+    atexit.register(_exit_with_code, EXIT_DISTRIBUTED_WORKER_CRASHED)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _exit_with_crash_code() -> None:
+def _exit_with_code(code: int) -> None:
     """The runner's graceful stop ends in exit code 0: this handler, registered after the
     others and so run first, flushes the logs and exits with the crash code instead (the
     handlers it skips would stop worker processes, which are already gone)."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(EXIT_DISTRIBUTED_WORKER_CRASHED)
+    os._exit(code)

@@ -166,12 +166,18 @@ class Supervisor:
 
 
 def _exit_reason(code: int) -> str:
-    from minifal.runner.server import EXIT_SETUP_FAILED, EXIT_STARTUP_TIMEOUT
+    from minifal.runner.server import (
+        EXIT_DISTRIBUTED_WORKER_CRASHED,
+        EXIT_SETUP_FAILED,
+        EXIT_STARTUP_TIMEOUT,
+    )
 
     if code == EXIT_SETUP_FAILED:
         return "setup() failed (traceback in the runner's log)"
     if code == EXIT_STARTUP_TIMEOUT:
         return "startup_timeout exceeded in setup()"
+    if code == EXIT_DISTRIBUTED_WORKER_CRASHED:
+        return "a distributed worker died (its error is in the runner's log)"
     if code < 0:
         return f"killed by signal {-code}"
     return f"exited with code {code}"

@@ -24,14 +24,18 @@ from minifal.quiet_exit_server import QuietExitServer
 from minifal.request_context import ENV_PUBLIC_URL
 from minifal.requirements_check import unmet_requirements
 from minifal.runner.asgi import build_asgi_app
+from minifal.runner.errors import install_error_handlers
 
 logger = logging.getLogger("minifal.runner")
 
 ENV_RUN_ID = "MINIFAL_RUN_ID"
 ENV_STARTUP_DEADLINE = "MINIFAL_STARTUP_DEADLINE"
 DEFAULT_GRACE_SECONDS = 60.0
+# A runner's exit codes (the fleet's supervisor names each in its log and `minifal runners`).
 EXIT_SETUP_FAILED = 3
 EXIT_STARTUP_TIMEOUT = 4
+EXIT_DISTRIBUTED_WORKER_CRASHED = 5
+"""A worker process of the app's ``DistributedRunner`` died (``minifal.distributed``)."""
 
 
 class RunnerServer(QuietExitServer):
@@ -104,6 +108,7 @@ def serve(
 
     app = app_class()
     api = build_asgi_app(app)
+    install_error_handlers(api)
     grace = settings.termination_grace_period_seconds or DEFAULT_GRACE_SECONDS
     config = uvicorn.Config(
         api,

@@ -18,6 +18,7 @@ from fal.exceptions import (
     AppException,
     CUDAOutOfMemoryException,
     FieldException,
+    GPUException,
     RequestCancelledException,
 )
 from fastapi import WebSocket, WebSocketDisconnect
@@ -47,8 +48,18 @@ class Output(BaseModel):
 
 class ErrorInput(BaseModel):
     kind: Literal[
-        "field", "field_custom", "app", "cancelled", "cuda", "cuda_oom", "plain", "async_plain"
+        "field",
+        "field_custom",
+        "app",
+        "cancelled",
+        "cuda",
+        "cuda_oom",
+        "torch_oom",
+        "gpu",
+        "plain",
+        "async_plain",
     ]
+    billable_units: int | float | str | None = 0
 
 
 class SlowInput(BaseModel):
@@ -102,7 +113,7 @@ class EchoApp(fal.App, keep_alive=30, max_concurrency=1):
     @fal.endpoint("/error")
     def error(self, input: ErrorInput) -> Output:
         if input.kind == "field":
-            raise FieldException("prompt", "must not be empty")
+            raise FieldException("prompt", "must not be empty", billable_units=input.billable_units)
         if input.kind == "field_custom":
             raise FieldException("count", "too many", status_code=400, type="too_many")
         if input.kind == "app":
@@ -113,6 +124,10 @@ class EchoApp(fal.App, keep_alive=30, max_concurrency=1):
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         if input.kind == "cuda_oom":
             raise CUDAOutOfMemoryException()
+        if input.kind == "torch_oom":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if input.kind == "gpu":
+            raise GPUException("the GPU fell off the bus")
         raise ValueError("secret internal detail 1234")
 
     @fal.endpoint("/error/async")
