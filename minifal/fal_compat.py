@@ -26,8 +26,9 @@ ACCEPTED: Status = "accepted"
 NOT_APPLICABLE: Status = "not applicable"
 
 SCOPE = ("fal", "fal.toolkit", "fal.container", "fal.distributed", "fal.exceptions")
-"""The fal modules the table covers; ``fal.toolkit`` with all its public submodules."""
-RECURSIVE_SCOPE = ("fal.toolkit",)
+"""The fal modules the table covers; those in ``RECURSIVE_SCOPE`` with all their public
+submodules, as fal's installed package has them."""
+RECURSIVE_SCOPE = ("fal.toolkit", "fal.distributed", "fal.exceptions")
 FAL_VERSION = "1.83.0"
 """The fal release the table was written against (the reference venv installs it)."""
 
@@ -86,6 +87,8 @@ DL = "fal.toolkit.utils fal.toolkit.utils.download_utils"
 PROV = "fal.toolkit.file.providers.fal"
 SSRF = "fal.toolkit.utils.ssrf"
 NSFW = "fal.toolkit.image.nsfw_filter fal.toolkit.image.nsfw_filter.inference"
+DIST_UTILS = "fal.distributed.utils"
+GPU_EXC = "fal.exceptions fal.exceptions.gpu"
 DATA_DIR_STORE = "stores into DATA_DIR/files, served by every runner at /files/... (no CDN)"
 
 ROWS: tuple[Row, ...] = (
@@ -170,44 +173,132 @@ ROWS: tuple[Row, ...] = (
         IMPLEMENTED,
         "finds the files a Dockerfile's COPY/ADD lines need",
     ),
-    # -- fal.distributed -----------------------------------------------------------------------
+    # -- fal.distributed ---------------------------------------------------------------------
     _row(
         "DistributedRunner",
-        "fal.distributed",
+        "fal.distributed fal.distributed.worker",
         IMPLEMENTED,
         "starts world_size worker processes, one GPU each (CPU and gloo without GPUs), "
-        "torch.distributed initialised (NCCL on GPUs); a crashed worker is a runner crash",
+        "torch.distributed initialised (NCCL on GPUs); a crashed worker is a runner crash "
+        "(the call answers 503, the runner exits with code 5 and is restarted); see "
+        "docs/distributed.md",
     ),
     _row(
         "DistributedWorker",
-        "fal.distributed",
+        "fal.distributed fal.distributed.worker",
         IMPLEMENTED,
-        "the per-process worker: rank, world_size, device, setup, streaming results",
+        "the per-process worker: rank, world_size, device (cuda:<rank>, or cpu), setup, "
+        "__call__, teardown, add_streaming_result",
+    ),
+    _row(
+        "distributed_serialize",
+        DIST_UTILS,
+        IMPLEMENTED,
+        "fal's wire format between workers and runner: images, tensors and arrays encoded, "
+        "then pickled",
+    ),
+    _row(
+        "distributed_deserialize",
+        DIST_UTILS,
+        IMPLEMENTED,
+        "reads what distributed_serialize (or a JSON string) holds: images back as PIL images, "
+        "tensors and arrays as themselves",
+    ),
+    _row(
+        "encode_text_event",
+        DIST_UTILS,
+        IMPLEMENTED,
+        "a server-sent event (data: JSON), images as data URLs; pydantic models encoded too",
+    ),
+    _row(
+        "format_for_serialization",
+        DIST_UTILS,
+        IMPLEMENTED,
+        "tensors, arrays and images made serializable as fal does; JPEG drops alpha instead "
+        "of failing",
+    ),
+    _row(
+        "format_deserialized_data",
+        DIST_UTILS,
+        IMPLEMENTED,
+        "the inverse of format_for_serialization",
+    ),
+    _row("has_type_name", DIST_UTILS, IMPLEMENTED, "a type check by class name, without imports"),
+    _row("is_torch_tensor", DIST_UTILS, IMPLEMENTED, "a torch tensor, without importing torch"),
+    _row("is_numpy_array", DIST_UTILS, IMPLEMENTED, "a numpy array, without importing numpy"),
+    _row(
+        "is_pil_image",
+        DIST_UTILS,
+        ACCEPTED,
+        "true for PIL's images only (fal's also matches any class named Image, such as "
+        "fal.toolkit.Image)",
+    ),
+    _row(
+        "launch_distributed_processes",
+        DIST_UTILS,
+        IMPLEMENTED,
+        "fal's lower-level launcher: a function in world_size spawned processes of one process "
+        "group (NCCL on cuda:<rank>, gloo without CUDA); returns torch's process context",
+    ),
+    _row(
+        "wrap_distributed_worker",
+        DIST_UTILS,
+        IMPLEMENTED,
+        "the body of one launched process: joins the process group, runs the function, leaves",
+    ),
+    _row(
+        "KeepAliveTimer",
+        DIST_UTILS,
+        IMPLEMENTED,
+        "calls a function after an idle interval (start, reset, cancel); a daemon timer, so a "
+        "pending keepalive never holds the process's exit",
     ),
     # -- fal.exceptions ------------------------------------------------------------------------
     _row("FalServerlessException", "fal.exceptions", IMPLEMENTED, "base of fal's exceptions"),
     _row("AppException", "fal.exceptions", IMPLEMENTED, "answered with its status and message"),
-    _row("FieldException", "fal.exceptions", IMPLEMENTED, "a 422 naming the field"),
+    _row(
+        "FieldException",
+        "fal.exceptions",
+        IMPLEMENTED,
+        "answered in FastAPI's 422 shape naming the field; billable_units in x-fal-billable-units",
+    ),
     _row("RequestCancelledException", "fal.exceptions", IMPLEMENTED, "answered 499"),
-    _row("FileTooLargeError", "fal.exceptions", IMPLEMENTED, "answered 413"),
+    _row(
+        "FileTooLargeError",
+        "fal.exceptions",
+        ACCEPTED,
+        "raised when a file given by URL passes its size limit, and answered 413 (on fal it "
+        "comes from the deploy's file sync)",
+    ),
     _row(
         "AppFileUploadException",
         "fal.exceptions",
         IMPLEMENTED,
         "an upload of the app's files failed (raised by fal's deploy; kept for except clauses)",
     ),
-    _row("GPUException", "fal.exceptions", IMPLEMENTED, "answered 503: retried elsewhere"),
-    _row("GPUOutOfMemoryException", "fal.exceptions", IMPLEMENTED, "answered 503"),
-    _row("CUDAOutOfMemoryException", "fal.exceptions", IMPLEMENTED, "answered 503"),
+    _row(
+        "GPUException",
+        GPU_EXC,
+        IMPLEMENTED,
+        "an AppException answered 503 with its message (retried on another runner), its "
+        "traceback logged; an uncaught error naming a GPU library answers as GPUException()",
+    ),
+    _row("GPUOutOfMemoryException", GPU_EXC, IMPLEMENTED, "a GPUException: answered 503"),
+    _row(
+        "CUDAOutOfMemoryException",
+        GPU_EXC,
+        IMPLEMENTED,
+        "answered 503 'CUDA error: out of memory', as is an uncaught CUDA out-of-memory error",
+    ),
     _row(
         "UnauthenticatedException",
-        "fal.exceptions",
-        IMPLEMENTED,
-        "raised when a call needs credentials that are missing",
+        "fal.exceptions fal.exceptions.auth",
+        ACCEPTED,
+        "never raised: minifal needs no fal credentials; the name exists for except clauses",
     ),
     _row(
         "catch_gpu_exceptions",
-        "fal.exceptions",
+        GPU_EXC,
         IMPLEMENTED,
         "turns CUDA errors inside the block into GPUException",
     ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -17,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "fal_compat_table.py"
 
 
-def test_every_fal_name_has_a_row_and_exists_in_minifal() -> None:
+@pytest.fixture(scope="module")
+def table_script() -> ModuleType:
     sys.path.insert(0, str(SCRIPT.parent))
     try:
         import fal_compat_table
@@ -25,7 +27,30 @@ def test_every_fal_name_has_a_row_and_exists_in_minifal() -> None:
         sys.path.remove(str(SCRIPT.parent))
     if fal_compat_table.reference_python() is None:
         pytest.skip("no reference fal venv (.venv-fal): run scripts/setup-env.sh")
+    return fal_compat_table
 
+
+def test_the_table_covers_the_submodules_fal_installs(table_script: ModuleType) -> None:
+    listed = table_script.read_fal_names(table_script.reference_python())["modules"]
+
+    for module in (
+        "fal",
+        "fal.container",
+        "fal.distributed.worker",
+        "fal.distributed.utils",
+        "fal.exceptions.auth",
+        "fal.exceptions.gpu",
+        "fal.toolkit.image.image",
+        "fal.toolkit.utils.download_utils",
+    ):
+        assert module in listed, module
+    assert "DistributedRunner" in listed["fal.distributed.worker"]
+    assert "KeepAliveTimer" in listed["fal.distributed.utils"]
+    # Private modules (fal.exceptions._base) and fal's own other packages stay out.
+    assert not [m for m in listed if "._" in m or m.startswith(("fal.api", "fal.cli"))]
+
+
+def test_every_fal_name_has_a_row_and_exists_in_minifal(table_script: ModuleType) -> None:
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--check"],
         capture_output=True,
