@@ -9,13 +9,16 @@ Weights (``MINIFAL_SD_WEIGHTS``, see ``sd_turbo_pipeline.py``): ``stabilityai/sd
 Hugging Face cache on a GPU when it is there, else the exact architecture with random weights on
 a GPU, else a tiny random pipeline on CPU. Random weights give noise images and real timings.
 
-Compilation (``MINIFAL_SD_COMPILE``): ``static`` (one full-graph compile per warmup size; the
-default on a GPU), ``regional`` (diffusers' compile_repeated_blocks with dynamic shapes: one
-quick compile covers every size; the default on CPU), ``dynamic`` (fal's page:
-``torch.compile(dynamic=True)``, slowest to compile) or ``none``. BENCHMARKS.md has the
-measurements behind the defaults. After warmup, dynamo is set to run
-eagerly rather than recompile: a size not covered by the warmup still works, without a
-multi-second recompile inside a request, and the log says so.
+Compilation (``MINIFAL_SD_COMPILE``): ``precompiled`` (on minifal: the first runner captures
+and compiles one graph per warmup size and publishes it; later runners load those graphs and
+never run Dynamo; the default), ``static`` (fal's way, ``torch.compile`` per warmup size
+inside ``synchronized_inductor_cache``: kernels are shared, Dynamo re-traces on every start; the
+GPU default on fal), ``regional`` (diffusers' compile_repeated_blocks with dynamic shapes: one
+quick compile covers every size), ``dynamic`` (fal's page:
+``torch.compile(dynamic=True)``, slowest to compile) or ``none``. ``MINIFAL_SD_PRECOMPILE``
+names the modules the precompiled strategy covers (default ``unet``; ``unet,vae,text``).
+BENCHMARKS.md has the measurements behind the defaults. After warmup nothing recompiles: a size
+not covered by the warmup still works, eagerly, and the log says so.
 """
 
 from __future__ import annotations
@@ -34,11 +37,15 @@ from pydantic import BaseModel, Field, field_validator
 logger = logging.getLogger("sd_turbo")
 
 COMPILE_ENV = "MINIFAL_SD_COMPILE"
-COMPILE_STRATEGIES = ("regional", "static", "dynamic", "none")
+PRECOMPILE_ENV = "MINIFAL_SD_PRECOMPILE"
+COMPILE_STRATEGIES = ("precompiled", "regional", "static", "dynamic", "none")
 # Measured (BENCHMARKS.md): on a GPU, static graphs run a step 20-40% faster than regional
-# or eager, and the shared cache makes their slower cold compile a once-per-version cost; on CPU,
-# compiling does not speed the tiny model up, so regional's quicker compile wins.
-DEFAULT_COMPILE = {"cuda": "static", "cpu": "regional"}
+# or eager, and precompiled ones are the same graphs without Dynamo on warm runners (ready in
+# 21-32 s against 46-50 s). On CPU a warm precompiled runner is also the quickest to start
+# (setup 4.9-5.1 s; regional 6.9-7.2 s, eager 3.4-3.5 s); its cold compile is slower
+# (about 80 s against 27 s), once per torch version thanks to the shared store.
+DEFAULT_COMPILE = {"cuda": "precompiled", "cpu": "precompiled"}
+PRECOMPILABLE = ("unet", "vae", "text")
 WARMUP_SIZES = ((512, 512), (768, 512))
 MIN_SIDE, MAX_SIDE = 256, 1024
 MAX_SEED = 2**32 - 1
@@ -49,6 +56,34 @@ def model_name(source: str) -> str:
     if source in ("hub", "random-full", "random-tiny"):
         return source
     return "dir-" + hashlib.sha256(os.path.abspath(source).encode()).hexdigest()[:12]
+
+
+def minifal_precompiled_modules():
+    """minifal's precompiled-module path, or None when the app runs on fal itself."""
+    try:
+        from minifal.toolkit.precompiled import precompiled_modules
+    except ImportError:
+        return None
+    return precompiled_modules
+
+
+def precompiled_module_names() -> list[str]:
+    names = [n.strip() for n in os.environ.get(PRECOMPILE_ENV, "unet").split(",") if n.strip()]
+    unknown = sorted(set(names) - set(PRECOMPILABLE))
+    if unknown:
+        raise ValueError(f"{PRECOMPILE_ENV}: unknown {unknown}; expected some of {PRECOMPILABLE}")
+    return names
+
+
+def wrap_module(pipeline, name: str, wrap) -> None:
+    """Put the precompiled wrapper where the pipeline calls the module: the UNet, the VAE's
+    decoder (``vae.decode`` calls it) or the text encoder."""
+    if name == "unet":
+        pipeline.unet = wrap(pipeline.unet)
+    elif name == "vae":
+        pipeline.vae.decoder = wrap(pipeline.vae.decoder)
+    else:
+        pipeline.text_encoder = wrap(pipeline.text_encoder)
 
 
 class Input(BaseModel):
@@ -86,19 +121,27 @@ class SDTurbo(fal.App):
 
     def setup(self) -> None:
         import torch
-        from sd_turbo_pipeline import load_sd_turbo_pipeline
+        from sd_turbo_pipeline import default_device
 
-        loaded = load_sd_turbo_pipeline()
-        self.pipeline = loaded.pipeline
-        self.device = self.pipeline.device
         self.lock = threading.Lock()  # one pipeline, one generation at a time
-        strategy = os.environ.get(COMPILE_ENV) or DEFAULT_COMPILE.get(self.device.type, "regional")
+        self.covered_sizes = set(WARMUP_SIZES)
+        strategy = os.environ.get(COMPILE_ENV) or DEFAULT_COMPILE.get(default_device(), "regional")
         if strategy not in COMPILE_STRATEGIES:
             raise ValueError(f"{COMPILE_ENV}={strategy!r}: expected one of {COMPILE_STRATEGIES}")
-        self.covered_sizes = set(WARMUP_SIZES)
+        precompiled_modules = minifal_precompiled_modules() if strategy == "precompiled" else None
+        if strategy == "precompiled" and precompiled_modules is None:
+            strategy = "static"  # not on minifal: fal's own compiled cache
         self.dynamic_shapes = strategy in ("regional", "dynamic")
-        logger.info("pipeline: %s; compile: %s", loaded.description, strategy)
+        if precompiled_modules is not None:
+            # Weights are not in the graphs, so one key serves every weights source.
+            with precompiled_modules("sd-turbo/v2/precompiled") as precompiled:
+                self.load_pipeline(strategy)  # meanwhile, the artifacts load in the background
+                for name in precompiled_module_names():
+                    wrap_module(self.pipeline, name, precompiled.module)
+                self.warm_up()
+            return
 
+        loaded = self.load_pipeline(strategy)
         # The key names what was compiled: another model or strategy is another artifact.
         cache_key = f"sd-turbo/v1/{model_name(loaded.source)}/{strategy}"
         with synchronized_inductor_cache(cache_key):
@@ -108,13 +151,25 @@ class SDTurbo(fal.App):
                 self.pipeline.unet = torch.compile(
                     self.pipeline.unet, mode="default", dynamic=strategy == "dynamic"
                 )
-            for width, height in WARMUP_SIZES:
-                start = time.perf_counter()
-                self.generate_image("warmup", width, height, seed=0)
-                logger.info("warmup %dx%d: %.1f s", width, height, time.perf_counter() - start)
+            self.warm_up()
         if strategy != "none":
             # fal's example swaps in torch._dynamo.run for the same purpose: no recompiles now.
             torch.compiler.set_stance("eager_on_recompile")
+
+    def load_pipeline(self, strategy: str):
+        from sd_turbo_pipeline import load_sd_turbo_pipeline
+
+        loaded = load_sd_turbo_pipeline()
+        self.pipeline = loaded.pipeline
+        self.device = self.pipeline.device
+        logger.info("pipeline: %s; compile: %s", loaded.description, strategy)
+        return loaded
+
+    def warm_up(self) -> None:
+        for width, height in WARMUP_SIZES:
+            start = time.perf_counter()
+            self.generate_image("warmup", width, height, seed=0)
+            logger.info("warmup %dx%d: %.1f s", width, height, time.perf_counter() - start)
 
     def generate_image(self, prompt: str, width: int, height: int, seed: int):
         import torch

@@ -20,6 +20,7 @@ from PIL import Image
 from minifal.fleet.runners_table import format_duration, format_runners, main_runners
 from minifal.fleet.startup_report import (
     RunNotFoundError,
+    format_graphs,
     format_table,
     load_run,
     main_startup_report,
@@ -241,6 +242,8 @@ def test_json_report_keys(data_dir: Path) -> None:
         "started_at_s",
         "ready_at_s",
         "cache",
+        "dynamo_s",
+        "graphs",
         "phases",
     }
     assert (runner["runner"], runner["start_number"], runner["cache"]) == (
@@ -488,3 +491,49 @@ def test_runners_connection_refused(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert err.startswith(f"minifal: cannot reach the gateway at http://127.0.0.1:{port}")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_precompiled_graphs_and_dynamo_seconds_per_runner(tmp_path: Path) -> None:
+    """The compiler captured (Dynamo) and compiled each shape; the warm runner loaded them."""
+    shape_a, shape_b = "args[0]=f16[1,4,64,64] grad=off", "args[0]=f16[1,4,64,96] grad=off"
+    cold = lambda *a, **k: _event("runner-0", 1, *a, **k)  # noqa: E731
+    warm = lambda *a, **k: _event("runner-1", 2, *a, **k)  # noqa: E731
+    _write_events(
+        tmp_path / "runs" / "r" / "runner-0.jsonl",
+        [
+            cold("process_start", 0.0),
+            cold("precompiled.compile", 10.0, 50.0, module="UNet", signature=shape_a, dynamo_s=6.5),
+            cold("precompiled.compile", 50.0, 80.0, module="UNet", signature=shape_b, dynamo_s=5.0),
+            cold("compile_cache.compile", 9.0, 81.0, hit=False, dynamo_s=11.5),
+            cold("precompiled", 5.0, 82.0, key="k", dynamo_s=11.5, loaded=0, compiled=2),
+        ],
+    )
+    _write_events(
+        tmp_path / "runs" / "r" / "runner-1.jsonl",
+        [
+            warm("process_start", 1.0),
+            warm("precompiled.load", 4.0, 6.5, module="UNet", signature=shape_b),
+            warm("precompiled.load", 6.5, 7.0, module="UNet", signature=shape_a),
+            warm("compile_cache.compile", 3.0, 8.0, hit=True, dynamo_s=0.0),
+            warm("precompiled", 2.0, 9.0, key="k", dynamo_s=0.0, loaded=2, compiled=0),
+        ],
+    )
+    run = load_run(tmp_path)
+    rows = report_rows(run)
+
+    assert [row.dynamo_s for row in rows] == [11.5, 0.0]
+    assert [(g.how, g.signature, g.seconds) for g in rows[1].graphs] == [
+        ("loaded", shape_b, 2.5),
+        ("loaded", shape_a, 0.5),
+    ]
+    text = format_graphs(rows)
+    assert "runner-0 11.50 s, runner-1 0.00 s" in text
+    assert f"compiled   40.00 s (Dynamo 6.50 s)  UNet {shape_a}" in text
+    runners = report_json(run, rows)["runners"]
+    assert runners[0]["graphs"][1] == {
+        "module": "UNet",
+        "signature": shape_b,
+        "how": "compiled",
+        "seconds": 30.0,
+        "dynamo_s": 5.0,
+    }

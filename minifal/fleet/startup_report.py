@@ -5,7 +5,9 @@ Every runner appends its phases to ``DATA_DIR/runs/<run-id>/<runner-id>.jsonl`` 
 table (one row per runner start, one column per phase), JSON, and a PNG timeline drawn with Pillow.
 
 A runner that restarted has one row per start (``runner-1``, ``runner-1#2``). Phases this module
-does not know are shown like the others; only ``compile_cache.*`` is read, for the cache column.
+does not know are shown like the others; ``compile_cache.*`` is read for the cache column,
+``precompiled.*`` for the list of compiled graphs (one per module and input signature: loaded or
+compiled, how long) and both for each runner's Dynamo seconds (zero on a warm precompiled runner).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import math
 import re
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ TIMELINE_FILENAME = "startup.png"
 PROCESS_START = "process_start"
 READY = "ready"
 CACHE_PREFIX = "compile_cache."
+PRECOMPILED = "precompiled"
+GRAPH_PHASES = {"precompiled.load": "loaded", "precompiled.compile": "compiled"}
 # A runner's lifecycle, in order: the order of the table's columns and of the legend.
 KNOWN_ORDER = (
     PROCESS_START,
@@ -38,6 +42,9 @@ KNOWN_ORDER = (
     "compile_cache.wait",
     "compile_cache.compile",
     "compile_cache.sync",
+    PRECOMPILED,
+    "precompiled.load",
+    "precompiled.compile",
     READY,
     "startup_timeout",
     "first_request",
@@ -131,6 +138,17 @@ class PhaseTiming:
 
 
 @dataclass(frozen=True)
+class CompiledGraph:
+    """One precompiled graph of a runner start: a module's artifact for one input signature."""
+
+    module: str
+    signature: str
+    how: str  # "loaded" or "compiled"
+    seconds: float
+    dynamo_s: float  # Dynamo's share (capture); 0 for a loaded graph
+
+
+@dataclass(frozen=True)
 class RunnerRow:
     label: str
     runner_id: str
@@ -140,6 +158,8 @@ class RunnerRow:
     ready_at_s: float | None
     cache: str
     phases: dict[str, PhaseTiming]
+    graphs: tuple[CompiledGraph, ...] = ()
+    dynamo_s: float | None = None  # Dynamo seconds of this start (compiled caches); None: none
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -258,7 +278,44 @@ def _row(start: RunnerStart, run_origin: float) -> RunnerRow:
         ready_at_s=ready.start_s if ready else None,
         cache=cache_status(start.events),
         phases=phases,
+        graphs=compiled_graphs(start.events),
+        dynamo_s=dynamo_seconds(start.events),
     )
+
+
+def compiled_graphs(events: Iterable[StartupEvent]) -> tuple[CompiledGraph, ...]:
+    """The precompiled graphs of one start, in the order they were loaded or compiled."""
+    graphs = []
+    for event in sorted(events, key=lambda e: e.start):
+        how = GRAPH_PHASES.get(event.phase)
+        if how is None:
+            continue
+        dynamo = event.details.get("dynamo_s", 0.0)
+        graphs.append(
+            CompiledGraph(
+                module=str(event.details.get("module", "?")),
+                signature=str(event.details.get("signature", "?")),
+                how=how,
+                seconds=event.end - event.start,
+                dynamo_s=float(dynamo) if _is_number(dynamo) else 0.0,
+            )
+        )
+    return tuple(graphs)
+
+
+def dynamo_seconds(events: Iterable[StartupEvent]) -> float | None:
+    """Dynamo's seconds during the compiled-cache blocks of one start, by torch's own timers.
+
+    A precompiled block records them for its whole span; otherwise each
+    ``synchronized_inductor_cache`` block's ``compile_cache.compile`` does.
+    """
+    events = list(events)
+    for phase in (PRECOMPILED, CACHE_PREFIX + "compile"):
+        values = [e.details.get("dynamo_s") for e in events if e.phase == phase]
+        numbers = [float(v) for v in values if _is_number(v)]
+        if numbers:
+            return sum(numbers)
+    return None
 
 
 def cache_status(events: Iterable[StartupEvent]) -> str:
@@ -352,6 +409,25 @@ def format_table(rows: list[RunnerRow]) -> str:
     )
 
 
+def format_graphs(rows: list[RunnerRow]) -> str:
+    """Each runner's Dynamo seconds and precompiled graphs: loaded or compiled, how long."""
+    lines = []
+    dynamo = [f"{row.label} {row.dynamo_s:.2f} s" for row in rows if row.dynamo_s is not None]
+    if dynamo:
+        lines.append("Dynamo (tracing + guards, torch's timers): " + ", ".join(dynamo))
+    graph_rows = [(row.label, graph) for row in rows for graph in row.graphs]
+    if graph_rows:
+        lines.append("precompiled graphs:")
+        width = max(len(label) for label, _ in graph_rows)
+        for label, graph in graph_rows:
+            dynamo_part = f" (Dynamo {graph.dynamo_s:.2f} s)" if graph.how == "compiled" else ""
+            lines.append(
+                f"  {label.ljust(width)}  {graph.how:8} {graph.seconds:7.2f} s{dynamo_part}  "
+                f"{graph.module} {graph.signature}"
+            )
+    return "\n".join(lines)
+
+
 def instant_phases(rows: list[RunnerRow]) -> set[str]:
     """Phases that are an instant in every row that has them (``ready``, ``startup_timeout``)."""
     instants: dict[str, bool] = {}
@@ -381,6 +457,8 @@ def report_json(run: Run, rows: list[RunnerRow]) -> dict[str, Any]:
                 "started_at_s": round(row.started_at_s, 6),
                 "ready_at_s": None if row.ready_at_s is None else round(row.ready_at_s, 6),
                 "cache": row.cache,
+                "dynamo_s": row.dynamo_s,
+                "graphs": [asdict(graph) for graph in row.graphs],
                 "phases": {
                     name: {
                         "start_s": round(timing.start_s, 6),
@@ -426,6 +504,9 @@ PHASE_COLOURS: dict[str, Colour] = {
     "compile_cache.wait": (255, 237, 111),
     "compile_cache.compile": (251, 128, 114),
     "compile_cache.sync": (188, 128, 189),
+    PRECOMPILED: (254, 224, 210),
+    "precompiled.load": (65, 171, 93),
+    "precompiled.compile": (203, 24, 29),
     "first_request": (128, 205, 193),
     "teardown": (189, 189, 189),
     READY: (35, 139, 69),
@@ -653,6 +734,9 @@ def main_startup_report(args: argparse.Namespace) -> int:
     print(f"run {run.run_id}  ({run.path})")
     print(format_table(rows))
     print("seconds: how long each phase took; @phase and 'ready at': when, after the process start")
+    graphs = format_graphs(rows)
+    if graphs:
+        print(graphs)
     if png is not None:
         print(f"timeline: {png}")
     return 0

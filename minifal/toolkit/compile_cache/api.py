@@ -17,9 +17,9 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from minifal.data_dir import data_dir
@@ -51,6 +51,7 @@ from minifal.toolkit.compile_cache.settings import (
     CacheSettings,
     current_settings,
 )
+from minifal.toolkit.compile_cache.torch_timings import CompileTimes, compile_times
 from minifal.toolkit.gpu import get_gpu_type
 
 logger = logging.getLogger("minifal.compile_cache")
@@ -74,6 +75,7 @@ class _Session:
     heartbeat: Heartbeat | None = None
     hit: bool = False
     fx_counters_at_load: dict[str, int] = field(default_factory=dict)
+    times_at_load: CompileTimes = field(default_factory=compile_times)
 
 
 _sessions: dict[str, _Session] = {}
@@ -81,19 +83,26 @@ _sessions: dict[str, _Session] = {}
 
 def load_inductor_cache(cache_key: str) -> str:
     """Fill this process's private Inductor cache from the shared store; returns the dir's hash."""
+    return load_cache_scope(cache_key)
+
+
+def load_cache_scope(cache_key: str, include: Callable[[str], bool] | None = None) -> str:
+    """``load_inductor_cache``, where only the private dir's files that ``include`` accepts (by
+    path relative to the dir) are this key's: hashed, and published by ``sync_inductor_cache``."""
     settings = current_settings()
     try:
         root = private_cache_root(settings.local_root)
     except OSError as exc:
         logger.warning("compiled cache %r: no private cache dir (%s); compiling", cache_key, exc)
         return ""
-    session = _Session(cache_key, root, DirScanner(root), loaded_at=time.time())
+    session = _Session(cache_key, root, DirScanner(root, include), loaded_at=time.time())
     _sessions[cache_key] = session
     try:
         _load(session, settings)
     except Exception as exc:
         logger.warning("compiled cache %r: load failed (%s); compiling instead", cache_key, exc)
     session.fx_counters_at_load = _fx_counters()
+    session.times_at_load = compile_times()
     session.loaded_at = time.time()
     return manifest_digest(session.scanner.scan())
 
@@ -253,6 +262,7 @@ def _miss_reason(location: CacheLocation, fingerprint: BuildFingerprint) -> str:
 def _sync(session: _Session, dir_hash: str) -> None:
     now = time.time()
     fx = _fx_counters()
+    times = compile_times().since(session.times_at_load)
     record(
         "compile_cache.compile",
         session.loaded_at,
@@ -260,6 +270,7 @@ def _sync(session: _Session, dir_hash: str) -> None:
         key=session.key,
         hit=session.hit,
         **{k: fx.get(k, 0) - session.fx_counters_at_load.get(k, 0) for k in _FX_COUNTERS},
+        **asdict(times),
     )
     with phase("compile_cache.sync", key=session.key, bytes=0) as details:
         current = session.scanner.scan()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,9 +50,13 @@ def file_sha256(path: Path) -> str:
 
 @dataclass
 class DirScanner:
-    """Scans one local dir, remembering (size, mtime) -> hash between scans."""
+    """Scans one local dir, remembering (size, mtime) -> hash between scans.
+
+    ``include`` narrows what counts as this dir's contents (and so what gets published).
+    """
 
     root: Path
+    include: Callable[[str], bool] | None = None
 
     def __post_init__(self) -> None:
         self._seen: dict[str, tuple[int, int, str]] = {}
@@ -74,7 +78,7 @@ class DirScanner:
             for name in filenames:
                 path = Path(dirpath, name)
                 relpath = path.relative_to(self.root).as_posix()
-                if not is_cache_file(relpath):
+                if not is_cache_file(relpath) or (self.include and not self.include(relpath)):
                     continue
                 try:
                     stat = path.stat()

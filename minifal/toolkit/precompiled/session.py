@@ -1,0 +1,307 @@
+"""``precompiled_modules(key)``: the block in which a runner loads, or makes, its artifacts.
+
+On entry a background thread does what ``load_inductor_cache(key)`` does (fill the private dir
+from the shared store, or take the compile lease, or wait for its holder's publish) and then loads
+every artifact it found, so that all of this overlaps whatever the app does next (loading
+weights, typically). The first call of a wrapped module waits for it, bounded by the runner's
+startup deadline. Inside the block, a call signature with no artifact is captured, compiled and
+saved; on exit ``sync_inductor_cache(key)`` publishes what was saved (merge, never overwrite) and
+releases the lease. After the block nothing is compiled any more: an uncovered call runs the
+module's fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from minifal.startup_events import record
+from minifal.toolkit.compile_cache import sync_inductor_cache
+from minifal.toolkit.compile_cache.api import load_cache_scope
+from minifal.toolkit.compile_cache.local_dir import private_cache_root
+from minifal.toolkit.compile_cache.settings import current_settings
+from minifal.toolkit.compile_cache.torch_timings import compile_times
+from minifal.toolkit.precompiled.artifact_files import (
+    ArtifactDir,
+    ArtifactMeta,
+    belongs_to_artifacts,
+)
+from minifal.toolkit.precompiled.graph_compile import CompiledCall
+from minifal.toolkit.precompiled.module import FALLBACKS, PrecompiledModule
+from minifal.toolkit.precompiled.signature import CallSignature
+
+logger = logging.getLogger("minifal.precompiled")
+
+# What a background thread does while the app goes on (loading weights, typically): "artifacts"
+# loads the store and the artifacts, "store" only fills the private dir from the store, "none"
+# starts no thread (everything at the first call). Threads share the GIL: see docs/compile-cache.md.
+ENV_PRELOAD = "MINIFAL_PRECOMPILED_PRELOAD"
+PRELOAD_MODES = ("artifacts", "store", "none")
+DEFAULT_PRELOAD = "store"
+
+
+@dataclass(frozen=True)
+class LoadedArtifact:
+    meta: ArtifactMeta
+    artifact: Any  # torch._inductor.CompiledArtifact
+    load_s: float
+
+
+class PrecompiledModules:
+    """The artifacts of one cache key, and the modules that dispatch to them."""
+
+    def __init__(self, cache_key: str, fallback: str = "eager") -> None:
+        if fallback not in FALLBACKS:
+            raise ValueError(f"fallback={fallback!r}: expected one of {FALLBACKS}")
+        self.cache_key = cache_key
+        self.fallback = fallback
+        self._loaded: dict[tuple[str, str], LoadedArtifact] = {}
+        self._artifact_dir: ArtifactDir | None = None
+        self._dir_hash = ""
+        self.preload = _preload_mode()
+        self._ready = threading.Event()
+        self._load_lock = threading.Lock()
+        self._artifacts_loaded = False
+        self._thread: threading.Thread | None = None
+        self._open = False
+        self._modules: list[PrecompiledModule] = []
+        self._opened_at = 0.0
+        self._times_at_open = compile_times()
+        self._counts = {"loaded": 0, "compiled": 0, "not_saved": 0}
+        self._dynamo_s = 0.0
+        self._first_wrap_at = 0.0  # the app has its modules: what follows is compile + warmup
+        self._waited_s = 0.0  # calls waiting for the background load
+
+    @property
+    def compiling_allowed(self) -> bool:
+        return self._open
+
+    def module(self, module: torch.nn.Module, *, fallback: str | None = None) -> PrecompiledModule:
+        """Wrap ``module``: its calls dispatch to this key's artifacts by input signature."""
+        wrapped = PrecompiledModule(module, self, fallback or self.fallback)
+        self._modules.append(wrapped)
+        self._first_wrap_at = self._first_wrap_at or time.time()
+        return wrapped
+
+    def open(self) -> None:
+        self._open = True
+        self._opened_at = time.time()
+        self._times_at_open = compile_times()
+        if self.preload == "none":
+            return  # everything happens at the first call, in the caller's thread
+        self._thread = threading.Thread(
+            target=self._load, name="minifal-precompiled-load", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """End the block: no more compiles; publish what was compiled; release the lease."""
+        self._open = False
+        if not self._wait_store():
+            logger.warning(
+                "precompiled %r: the store load is still running; not published", self.cache_key
+            )
+            return
+        sync_inductor_cache(self.cache_key, self._dir_hash)
+        resolutions: dict[str, str] = {}
+        for wrapped in self._modules:
+            for label, how in wrapped.resolutions.items():
+                resolutions[f"{type(wrapped._orig_mod).__name__} {label}"] = how
+        closed_at = time.time()
+        record(
+            "precompiled",
+            self._opened_at,
+            closed_at,
+            key=self.cache_key,
+            # compile + warmup: from the first wrapped module to the end of the block
+            warmup_s=round(closed_at - self._first_wrap_at, 3) if self._first_wrap_at else None,
+            waited_for_load_s=round(self._waited_s, 3),
+            capture_s=round(self._dynamo_s, 3),
+            resolutions=resolutions,
+            **asdict(compile_times().since(self._times_at_open)),
+            **self._counts,
+        )
+
+    def wait_ready(self) -> bool:
+        """Wait for the store and the artifacts, at most until the startup deadline; True when
+        done. What no background thread preloads is loaded here, in the caller's thread."""
+        if not self._wait_store():
+            return False
+        with self._load_lock:
+            if not self._artifacts_loaded and self._artifact_dir is not None:
+                self._load_artifacts(self._artifact_dir)
+        return True
+
+    def _wait_store(self) -> bool:
+        with self._load_lock:
+            if self.preload == "none" and not self._ready.is_set():
+                self._load()
+        return self._ready.wait(max(0.0, current_settings().deadline - time.time()))
+
+    def loaded_artifact(self, module_digest: str, signature_digest: str) -> LoadedArtifact | None:
+        start = time.monotonic()
+        ready = self.wait_ready()
+        self._waited_s += time.monotonic() - start
+        if not ready:
+            logger.warning("precompiled %r: store not loaded by the deadline", self.cache_key)
+            return None
+        return self._loaded.get((module_digest, signature_digest))
+
+    def publish_later(
+        self,
+        module: PrecompiledModule,
+        signature: CallSignature,
+        compiled: CompiledCall,
+        started: float,
+    ) -> None:
+        """Save a fresh artifact where ``close()``'s sync will publish it."""
+        self._dynamo_s += compiled.capture_s
+        cls = type(module._orig_mod)
+        meta = ArtifactMeta(
+            module_class=f"{cls.__module__}.{cls.__qualname__}",
+            module_digest=module.module_digest,
+            signature_digest=signature.digest,
+            signature_label=signature.label,
+            input_plan=compiled.input_plan,
+            out_spec=compiled.out_spec,
+            capture_s=round(compiled.capture_s, 3),
+            compile_s=round(compiled.compile_s, 3),
+        )
+        saved = False
+        if self._artifact_dir is not None:
+            try:
+                self._artifact_dir.save(meta, compiled.artifact)
+                saved = True
+            except Exception as exc:  # a full disk or an unsaveable graph costs a recompile later
+                logger.warning(
+                    "precompiled %r: could not save %s (%s)", self.cache_key, signature.label, exc
+                )
+        self._counts["compiled" if saved else "not_saved"] += 1
+        record(
+            "precompiled.compile",
+            started,
+            time.time(),
+            key=self.cache_key,
+            module=cls.__name__,
+            signature=signature.label,
+            dynamo_s=round(compiled.capture_s, 3),
+            inductor_s=round(compiled.compile_s, 3),
+            max_abs_diff=compiled.max_abs_diff,
+            saved=saved,
+        )
+        logger.info(
+            "precompiled %s %s: compiled (Dynamo %.1f s, Inductor %.1f s)",
+            cls.__name__,
+            signature.label,
+            compiled.capture_s,
+            compiled.compile_s,
+        )
+
+    def _load(self) -> None:
+        try:
+            self._dir_hash = load_cache_scope(self.cache_key, belongs_to_artifacts)
+            if self._dir_hash:
+                self._artifact_dir = ArtifactDir(private_cache_root(current_settings().local_root))
+                if self.preload == "artifacts":
+                    self._load_artifacts(self._artifact_dir)
+        except Exception as exc:  # never stop the app: a failed load is a compile
+            logger.warning("precompiled %r: load failed (%s); compiling", self.cache_key, exc)
+        finally:
+            self._ready.set()
+
+    def _load_artifacts(self, artifact_dir: ArtifactDir) -> None:
+        from torch._inductor import CompiledArtifact
+
+        self._artifacts_loaded = True
+        for meta, path in artifact_dir.listed():
+            start = time.time()
+            try:
+                with _vec_isa_trusted():
+                    artifact = CompiledArtifact.load(path=str(path), format="binary")
+            except Exception as exc:
+                logger.warning(
+                    "precompiled %r: cannot load %s (%s)", self.cache_key, path.name, exc
+                )
+                continue
+            end = time.time()
+            self._loaded[(meta.module_digest, meta.signature_digest)] = LoadedArtifact(
+                meta, artifact, end - start
+            )
+            self._counts["loaded"] += 1
+            record(
+                "precompiled.load",
+                start,
+                end,
+                key=self.cache_key,
+                module=meta.module_class.rsplit(".", 1)[-1],
+                signature=meta.signature_label,
+                bytes=_size(path),
+            )
+
+
+@contextmanager
+def precompiled_modules(cache_key: str, *, fallback: str = "eager") -> Iterator[PrecompiledModules]:
+    """Load ``cache_key``'s artifacts (in the background), compile what is missing, publish.
+
+    ::
+
+        with precompiled_modules("sd-turbo/v1") as precompiled:
+            pipeline = load_pipeline()                    # overlaps the store load
+            pipeline.unet = precompiled.module(pipeline.unet)
+            pipeline("warmup", width=512, height=512)     # loads, or compiles, this signature
+
+    ``fallback`` is what an uncovered call runs after the block: ``"eager"`` or ``"compile"``.
+    The block's own exception propagates unchanged; nothing here raises into the app.
+    """
+    modules = PrecompiledModules(cache_key, fallback)
+    modules.open()
+    try:
+        yield modules
+    finally:
+        try:
+            modules.close()
+        except Exception as exc:  # publishing is best effort: never mask the block's exception
+            logger.warning("precompiled %r: closing failed (%s)", cache_key, exc)
+
+
+def _preload_mode() -> str:
+    mode = os.environ.get(ENV_PRELOAD, DEFAULT_PRELOAD)
+    if mode not in PRELOAD_MODES:
+        logger.warning(
+            "%s=%r: expected one of %s; using %s", ENV_PRELOAD, mode, PRELOAD_MODES, DEFAULT_PRELOAD
+        )
+        return DEFAULT_PRELOAD
+    return mode
+
+
+@contextmanager
+def _vec_isa_trusted() -> Iterator[None]:
+    """Skip Inductor's CPU vector-ISA probe (a gcc build and a child process, ~0.8 s) while loading.
+
+    The probe asks whether this host can build and load code for the ISAs its CPU flags claim.
+    A loaded artifact's C++ kernels were built by a host of the same build fingerprint (torch's
+    CPU capability included) and come as libraries: nothing is built. An explicit setting wins.
+    """
+    from torch._inductor import config
+
+    if config.cpp.vec_isa_ok is not None:
+        yield
+        return
+    with config.patch({"cpp.vec_isa_ok": True}):
+        yield
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

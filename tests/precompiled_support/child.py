@@ -1,0 +1,104 @@
+"""A runner-like process for the precompiled-module tests.
+
+    child.py KEY MODEL SEED WARMUP_SHAPES [AFTER_SHAPES]
+
+MODEL is ``block`` (a small attention block, quick to compile on CPU) or ``block-wide`` (the same
+with another width: another structure), or ``unet`` (the tiny SD-Turbo UNet). Inside
+``precompiled_modules(KEY)`` it calls the wrapped model once per warmup shape, then once per
+"after" shape outside the block, and prints one ``RESULT {json}`` line: how each call was served,
+the largest difference from eager, torch's own Dynamo counters and timings for the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from minifal.toolkit.compile_cache.torch_timings import compile_times
+from minifal.toolkit.precompiled import precompiled_modules
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class AttentionBlock(torch.nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(width)
+        self.qkv = torch.nn.Linear(width, 3 * width)
+        self.out = torch.nn.Linear(width, width)
+        self.register_buffer("gain", torch.full((width,), 0.5))
+
+    def forward(self, x, context=None, *, scale: float = 1.0, return_dict: bool = True):
+        q, k, v = self.qkv(self.norm(x)).chunk(3, dim=-1)
+        if context is not None:
+            k = k + context
+        attention = torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1)
+        y = x + self.out(attention @ v) * self.gain
+        return {"sample": y} if return_dict else (y,)
+
+
+def build(model: str, seed: int) -> tuple[torch.nn.Module, object]:
+    torch.manual_seed(seed)
+    if model.startswith("block"):
+        width = 24 if model == "block-wide" else 16
+        block = AttentionBlock(width).eval()
+
+        def call(module, shape):
+            batch, tokens = shape
+            x = torch.randn(batch, tokens, width, generator=torch.Generator().manual_seed(1))
+            return module(x, None, scale=0.25, return_dict=False)
+
+        return block, call
+    sys.path.insert(0, str(REPO / "apps"))
+    from sd_turbo_pipeline import load_sd_turbo_pipeline
+
+    unet = load_sd_turbo_pipeline("random-tiny", seed=seed).pipeline.unet
+
+    def call_unet(module, shape):
+        side = shape[0]
+        generator = torch.Generator().manual_seed(1)
+        sample = torch.randn(1, 4, side, side, generator=generator)
+        context = torch.randn(1, 77, 64, generator=generator)
+        return module(sample, torch.tensor(999.0), encoder_hidden_states=context, return_dict=False)
+
+    return unet, call_unet
+
+
+def shapes(text: str) -> list[tuple[int, ...]]:
+    return [tuple(int(n) for n in item.split("x")) for item in text.split(",") if item]
+
+
+def main() -> None:
+    key, model, seed, warmup = sys.argv[1:5]
+    after = shapes(sys.argv[5]) if len(sys.argv) > 5 else []
+    module, call = build(model, int(seed))
+    before = compile_times()
+    served = []
+    with torch.inference_mode():
+        with precompiled_modules(key) as precompiled:
+            wrapped = precompiled.module(module)
+            print("IN-BODY", flush=True)
+            outputs = [(shape, call(wrapped, shape)) for shape in shapes(warmup)]
+        outputs += [(shape, call(wrapped, shape)) for shape in after]
+        for shape, output in outputs:
+            expected = call(module, shape)
+            diff = max((a - b).abs().max().item() for a, b in zip(output, expected, strict=True))
+            served.append(
+                {"shape": list(shape), "max_abs_diff": diff, "type": type(output).__name__}
+            )
+    times = compile_times().since(before)
+    result = {
+        "served": served,
+        "resolutions": sorted(wrapped.resolutions.values()),
+        "dynamo_graphs": times.dynamo_graphs,
+        "dynamo_s": times.dynamo_s,
+        "frames": int(torch._dynamo.utils.counters["frames"].get("total", 0)),
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

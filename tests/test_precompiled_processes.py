@@ -1,0 +1,126 @@
+"""Precompiled modules with real Dynamo, real Inductor and real processes (CPU).
+
+Each child (tests/precompiled_support/child.py) is a runner-like process sharing one data dir. What
+it reports about Dynamo comes from torch's own counters, and every output is compared with eager.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+
+pytestmark = pytest.mark.compile
+
+REPO = Path(__file__).resolve().parents[1]
+CHILD = Path(__file__).parent / "precompiled_support" / "child.py"
+KEY = "tests/precompiled"
+TIMEOUT_S = 400
+
+
+def start(data_dir: Path, model: str, seed: int, warmup: str, after: str = "") -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "MINIFAL_DATA_DIR": str(data_dir),
+        "MINIFAL_EVENTS_FILE": str(data_dir / f"events-{model}-{seed}-{warmup}.jsonl"),
+        "PYTHONPATH": str(REPO),
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [sys.executable, str(CHILD), KEY, model, str(seed), warmup, after]
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def result(process: subprocess.Popen) -> dict[str, Any]:
+    stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    for line in stdout.splitlines():
+        if line.startswith("RESULT "):
+            return {**json.loads(line[len("RESULT ") :]), "log": stderr}
+    raise AssertionError(f"child failed ({process.returncode}):\n{stderr[-4000:]}")
+
+
+def run(data_dir: Path, model: str, seed: int, warmup: str, after: str = "") -> dict[str, Any]:
+    return result(start(data_dir, model, seed, warmup, after))
+
+
+def assert_equals_eager(outcome: dict[str, Any]) -> None:
+    for call in outcome["served"]:
+        assert call["max_abs_diff"] <= 1e-4, call
+        assert call["type"] == "tuple", call  # the output keeps its structure
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """A data dir where a first runner compiled two shapes of the block and published them."""
+    data_dir = tmp_path_factory.mktemp("precompiled-data")
+    return data_dir, run(data_dir, "block", 0, "2x8,4x8")
+
+
+def test_the_first_runner_compiles_each_warmup_signature(published) -> None:
+    _, cold = published
+    assert cold["resolutions"] == ["compiled", "compiled"]
+    assert cold["dynamo_graphs"] >= 2
+    assert_equals_eager(cold)
+
+
+def test_a_warm_runner_runs_no_dynamo_and_matches_eager(published) -> None:
+    data_dir, _ = published
+    warm = run(data_dir, "block", 0, "2x8,4x8")
+    assert warm["resolutions"] == ["loaded", "loaded"]
+    assert warm["dynamo_graphs"] == 0
+    assert warm["frames"] == 0
+    assert warm["dynamo_s"] == 0
+    assert_equals_eager(warm)
+
+
+def test_new_weights_of_the_same_architecture_reuse_the_artifacts(published) -> None:
+    data_dir, _ = published
+    other_weights = run(data_dir, "block", 7, "2x8")
+    assert other_weights["resolutions"] == ["loaded"]
+    assert_equals_eager(other_weights)  # computed with its own weights, not the compiler's
+
+
+def test_another_structure_never_loads_these_artifacts(published) -> None:
+    data_dir, _ = published
+    wide = run(data_dir, "block-wide", 0, "2x8")
+    assert wide["resolutions"] == ["compiled"]
+    assert_equals_eager(wide)
+
+
+def test_a_call_not_covered_by_warmup_runs_eagerly_and_right(published) -> None:
+    data_dir, _ = published
+    outcome = run(data_dir, "block", 0, "2x8", after="3x5")
+    assert outcome["resolutions"] == ["eager", "loaded"]
+    assert outcome["dynamo_graphs"] == 0
+    assert "was not covered by warmup: runs eager" in outcome["log"]
+    assert_equals_eager(outcome)
+
+
+def test_two_runners_started_together_compile_once(tmp_path: Path) -> None:
+    first = start(tmp_path, "block", 0, "2x8,4x8")
+    second = start(tmp_path, "block", 0, "2x8,4x8")
+    outcomes = [result(first), result(second)]
+    assert sorted(o["resolutions"] for o in outcomes) == [
+        ["compiled", "compiled"],
+        ["loaded", "loaded"],
+    ]
+    for outcome in outcomes:
+        assert_equals_eager(outcome)
+
+
+def test_the_sd_turbo_unet_warm_start_skips_dynamo(tmp_path: Path) -> None:
+    """The real app's module: diffusers' decorated forward, keyword inputs, None arguments."""
+    cold = run(tmp_path, "unet", 0, "16")
+    assert cold["resolutions"] == ["compiled"]
+    warm = run(tmp_path, "unet", 0, "16")
+    assert warm["resolutions"] == ["loaded"]
+    assert warm["dynamo_graphs"] == 0 and warm["frames"] == 0
+    assert_equals_eager(warm)

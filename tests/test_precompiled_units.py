@@ -1,0 +1,136 @@
+"""The precompiled-module path's pure parts and its refusals, in process (no Inductor compile)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from minifal.toolkit.precompiled.artifact_files import (  # noqa: E402
+    ArtifactDir,
+    ArtifactMeta,
+    belongs_to_artifacts,
+)
+from minifal.toolkit.precompiled.graph_compile import NotPrecompilable, compile_call  # noqa: E402
+from minifal.toolkit.precompiled.module import InputBinder  # noqa: E402
+from minifal.toolkit.precompiled.signature import call_signature, flatten_call  # noqa: E402
+from minifal.toolkit.precompiled.structure import module_digest  # noqa: E402
+
+
+def digest(*args, grad: bool = False, training: bool = False, **kwargs) -> str:
+    return call_signature(flatten_call(args, kwargs), grad, training).digest
+
+
+def test_same_shapes_and_constants_give_the_same_signature() -> None:
+    assert digest(torch.zeros(2, 3), scale=0.5) == digest(torch.ones(2, 3), scale=0.5)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        lambda: digest(torch.zeros(2, 4), scale=0.5),  # shape
+        lambda: digest(torch.zeros(2, 3, dtype=torch.float16), scale=0.5),  # dtype
+        lambda: digest(torch.zeros(3, 2).t(), scale=0.5),  # strides
+        lambda: digest(torch.zeros(2, 3), scale=0.25),  # a constant baked into the graph
+        lambda: digest(torch.zeros(2, 3), size=0.5),  # a keyword's name
+        lambda: digest(torch.zeros(2, 3), 0.5),  # positional instead of keyword
+        lambda: digest(torch.zeros(2, 3), scale=0.5, grad=True),  # grad mode
+        lambda: digest(torch.zeros(2, 3), scale=0.5, training=True),  # train mode
+    ],
+)
+def test_anything_baked_into_a_graph_changes_the_signature(other) -> None:
+    assert other() != digest(torch.zeros(2, 3), scale=0.5)
+
+
+def test_the_label_names_each_input() -> None:
+    call = flatten_call((torch.zeros(1, 4, 8, 8, dtype=torch.float16),), {"context": None, "k": 3})
+    assert call_signature(call, False).label == "args[0]=f16[1,4,8,8] k=3 grad=off"
+
+
+def test_the_module_digest_follows_structure_not_weights() -> None:
+    torch.manual_seed(0)
+    first = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+    second = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+    wider = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU())
+    other_activation = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.GELU())
+    assert module_digest(first) == module_digest(second)
+    assert module_digest(first) != module_digest(wider)
+    assert module_digest(first) != module_digest(other_activation)
+    assert module_digest(first) != module_digest(first.half())
+
+
+def test_the_binder_reads_the_live_weights_at_every_call() -> None:
+    module = torch.nn.Linear(2, 2)
+    binder = InputBinder(module, ["p:weight", "@0", "p:bias"])
+    x = torch.ones(1, 2)
+    first = binder.bind([x])
+    assert first[0] is module.weight and first[1] is x and first[2] is module.bias
+    module.weight = torch.nn.Parameter(
+        torch.zeros(2, 2)
+    )  # replaced, as load_state_dict(assign=True)
+    assert binder.bind([x])[0] is module.weight
+
+
+def test_a_plan_naming_a_missing_weight_is_not_usable() -> None:
+    with pytest.raises(NotPrecompilable, match=r"no parameter 'missing\.weight'"):
+        InputBinder(torch.nn.Linear(2, 2), ["p:missing.weight"])
+
+
+class _Breaks(torch.nn.Module):
+    def forward(self, x):
+        if x.sum().item() > 0:  # data-dependent control flow: no single graph
+            return x * 2
+        return x
+
+
+class _Counts(torch.nn.Module):
+    def forward(self, x):
+        return x, x.shape[0]
+
+
+class _Fails(torch.nn.Module):
+    def forward(self, x):
+        raise ValueError("the app's own bug")
+
+
+def test_a_call_that_is_not_one_static_graph_is_refused() -> None:
+    module, call = _Breaks(), flatten_call((torch.ones(3),), {})
+    with torch.no_grad(), pytest.raises(NotPrecompilable, match="Dynamo could not capture"):
+        compile_call(module, module, call)
+
+
+def test_an_output_with_non_tensor_values_is_refused() -> None:
+    module, call = _Counts(), flatten_call((torch.ones(3),), {})
+    with pytest.raises(NotPrecompilable, match="non-tensor"):
+        compile_call(module, module, call)
+
+
+def test_the_apps_own_exception_propagates_unchanged() -> None:
+    module, call = _Fails(), flatten_call((torch.ones(3),), {})
+    with pytest.raises(ValueError, match="the app's own bug"):
+        compile_call(module, module, call)
+
+
+def test_only_artifacts_and_native_kernels_are_published() -> None:
+    assert belongs_to_artifacts("precompiled/abc/def.bin")
+    assert belongs_to_artifacts("inductor/x4/cx4abc.so")  # a CPU kernel library
+    assert not belongs_to_artifacts("inductor/fxgraph/ab/entry")  # duplicated in the artifact
+    assert not belongs_to_artifacts("triton/0/abc/kernel.cubin")
+
+
+def test_artifacts_without_their_meta_are_ignored(tmp_path: Path) -> None:
+    artifacts = ArtifactDir(tmp_path)
+    meta = ArtifactMeta("m.M", "mod", "sig", "x=f32[1]", ["@0"], "[]", 1.0, 2.0)
+
+    class _Saveable:
+        def save(self, *, path: str, format: str) -> None:
+            Path(path).write_bytes(b"artifact")
+
+    saved = artifacts.save(meta, _Saveable())
+    assert [(m, p) for m, p in artifacts.listed()] == [(meta, saved)]
+    (saved.parent / "half.bin").write_bytes(b"no meta yet")
+    (saved.parent / "bad.json").write_text(json.dumps({"format_version": 999}))
+    assert [m.signature_digest for m, _ in artifacts.listed()] == ["sig"]
