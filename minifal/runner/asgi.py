@@ -20,13 +20,12 @@ from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.exceptions import ResponseValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from minifal import startup_events
 from minifal.app import App
 from minifal.endpoints import EndpointSpec, RealtimeOptions
 from minifal.request_context import RequestContext, reset_current_request, set_current_request
-from minifal.runner.errors import INTERNAL_SERVER_ERROR, error_response
+from minifal.runner.errors import INTERNAL_SERVER_ERROR, error_response, install_error_handlers
 from minifal.runner.openapi import WebsocketRoute, install_fal_openapi
 from minifal.runner.realtime import serve_realtime_session
 from minifal.runner.realtime_frames import FrameCodec
@@ -138,11 +137,7 @@ def build_asgi_app(app: App) -> FastAPI:
         )
     install_fal_openapi(api, websocket_routes)
 
-    @api.exception_handler(StarletteHTTPException)
-    async def not_found(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 404 and exc.detail == "Not Found":
-            return JSONResponse({"detail": f"Path {request.url.path} not found"}, 404)
-        return JSONResponse({"detail": exc.detail}, exc.status_code, getattr(exc, "headers", None))
+    install_error_handlers(api)
 
     @api.exception_handler(ResponseValidationError)
     async def invalid_output(request: Request, exc: ResponseValidationError) -> Response:

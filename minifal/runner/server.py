@@ -24,7 +24,6 @@ from minifal.quiet_exit_server import QuietExitServer
 from minifal.request_context import ENV_PUBLIC_URL
 from minifal.requirements_check import unmet_requirements
 from minifal.runner.asgi import build_asgi_app
-from minifal.runner.errors import install_error_handlers
 
 logger = logging.getLogger("minifal.runner")
 
@@ -108,7 +107,6 @@ def serve(
 
     app = app_class()
     api = build_asgi_app(app)
-    install_error_handlers(api)
     grace = settings.termination_grace_period_seconds or DEFAULT_GRACE_SECONDS
     config = uvicorn.Config(
         api,
