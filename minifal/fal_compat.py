@@ -38,11 +38,15 @@ NOTES = """\
 - **Files.** There is no CDN: every fal-hosted repository (`"fal"`, `"fal_v3"`, `"cdn"`,
   `FalFileRepositoryV3()`...) stores into `DATA_DIR/files`, served by every runner and the
   gateway at `/files/...`; `"in_memory"` makes `data:` URLs as on fal. Cloud buckets (GCS, S3,
-  R2) and fal's CDN tokens are not applicable: constructing or using them raises
-  `FileUploadException` saying so. `File.as_bytes()` fetches an input's URL (size-capped) instead
-  of raising as fal does. `file_data` is a field, as on fal, but is left out of the JSON schema,
-  so a model holding a file stays one OpenAPI component (fal's OpenAPI splits it into
-  `X-Input` and `X-Output`).
+  R2) need no credentials and upload nothing: a bucket is a directory of that store
+  (`DATA_DIR/files/<bucket>/<folder or key>/<uuid>_<name>`, fal's object key), and the first
+  save of each in a process logs a warning saying so. Upload policies (`save_with_policy`,
+  `reserve_with_policy`) store into the data dir too, warning once that the caller's destination
+  was ignored. fal's CDN token managers hand out local token records (`token_type` `"Local"`,
+  the `/files/` URL, an expiry from `valid_for`) and call no network. `File.as_bytes()` fetches
+  an input's URL (size-capped) instead of raising as fal does. `file_data` is a field, as on
+  fal, but is left out of the JSON schema, so a model holding a file stays one OpenAPI
+  component (fal's OpenAPI splits it into `X-Input` and `X-Output`).
 - **Safety checker.** `fal.toolkit.image.safety_checker` loads the same models as fal
   (`Falconsai/nsfw_image_detection` for version 2, `CompVis/stable-diffusion-safety-checker` for
   version 1) from the Hugging Face cache under `HF_HOME` (`DATA_DIR/.cache/huggingface` by
@@ -90,6 +94,10 @@ NSFW = "fal.toolkit.image.nsfw_filter fal.toolkit.image.nsfw_filter.inference"
 DIST_UTILS = "fal.distributed.utils"
 GPU_EXC = "fal.exceptions fal.exceptions.gpu"
 DATA_DIR_STORE = "stores into DATA_DIR/files, served by every runner at /files/... (no CDN)"
+POLICY_IGNORED = (
+    "; the caller's destination (the policy) cannot be honoured locally: one warning per "
+    "process names it"
+)
 
 ROWS: tuple[Row, ...] = (
     # -- fal ---------------------------------------------------------------------------------
@@ -337,7 +345,7 @@ ROWS: tuple[Row, ...] = (
         FILE,
         IMPLEMENTED,
         "repository ids: local/fal/fal_v3 (data dir), in_memory (data: URLs), gcp_storage/r2 "
-        "(not applicable)",
+        "(bucket directories of the data dir)",
     ),
     _row("get_builtin_repository", FILE, IMPLEMENTED, "the repository an id names"),
     _row("FileRepositoryFactory", FILE, IMPLEMENTED, "type of a repository factory"),
@@ -372,14 +380,14 @@ ROWS: tuple[Row, ...] = (
     _row(
         "reserve_with_policy",
         "fal.toolkit.file.providers.local",
-        NOT_APPLICABLE,
-        "caller-chosen upload destinations need fal's storage service; raises FileUploadException",
+        ACCEPTED,
+        "a URL in the data-dir store, answering 404 until complete()" + POLICY_IGNORED,
     ),
     _row(
         "save_with_policy",
         "fal.toolkit.file.providers.local",
-        NOT_APPLICABLE,
-        "caller-chosen upload destinations need fal's storage service; raises FileUploadException",
+        ACCEPTED,
+        "stores the bytes or file into the data-dir store and returns its URL" + POLICY_IGNORED,
     ),
     *(
         _row(name, PROV, ACCEPTED, "fal's hosted storage: " + DATA_DIR_STORE)
@@ -419,15 +427,15 @@ ROWS: tuple[Row, ...] = (
             "MAX_ERROR_RESPONSE_BYTES",
         )
     ),
-    _row("FalV2Token", PROV, ACCEPTED, "a CDN token record (data only; no CDN here)"),
-    _row("FalV3Token", PROV, ACCEPTED, "a CDN token record (data only; no CDN here)"),
+    _row("FalV2Token", PROV, ACCEPTED, "a token record; the managers make local ones (no CDN)"),
+    _row("FalV3Token", PROV, ACCEPTED, "a token record; the managers make local ones (no CDN)"),
     *(
         _row(
             name,
             PROV,
-            NOT_APPLICABLE,
-            "fal's CDN tokens need fal credentials and a CDN; get_token() raises "
-            "FileUploadException",
+            ACCEPTED,
+            'get_token(valid_for) gives a local token record (token_type "Local", the /files/ '
+            "URL, expiring valid_for + 1 h from now); no CDN, no network call",
         )
         for name in (
             "FalV2TokenManager",
@@ -442,10 +450,10 @@ ROWS: tuple[Row, ...] = (
         _row(
             name,
             f"fal.toolkit.file.providers.{module}",
-            NOT_APPLICABLE,
-            "uploads to a cloud bucket with the app's cloud credentials; minifal reaches no "
-            "cloud service and keeps outputs in the data dir: constructing it raises "
-            "FileUploadException",
+            ACCEPTED,
+            "a bucket directory of the data dir: no credentials needed, save() stores under "
+            "DATA_DIR/files/{bucket}/{folder or key}/ and returns the runner's URL; nothing is "
+            "uploaded to the cloud (warned once per process)",
         )
         for name, module in (
             ("GoogleStorageRepository", "gcp"),

@@ -8,11 +8,16 @@ import hashlib
 import importlib
 import io
 import json
+import logging
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -32,13 +37,22 @@ from minifal.toolkit import (
 )
 from minifal.toolkit.constraints import ConstraintViolation
 from minifal.toolkit.file import get_builtin_repository
+from minifal.toolkit.file.providers import notice
 from minifal.toolkit.file.providers.fal import (
     FalFileRepositoryV3,
+    FalV2Token,
+    FalV3Token,
+    FalV3TokenManager,
     MultipartUploadV3,
+    fal_v2_token_manager,
     fal_v3_token_manager,
 )
+from minifal.toolkit.file.providers.gcp import GoogleStorageRepository
+from minifal.toolkit.file.providers.local import reserve_with_policy, save_with_policy
+from minifal.toolkit.file.providers.r2 import R2Repository
 from minifal.toolkit.file.providers.s3 import S3Repository
 from minifal.toolkit.file.storage import resolve_stored_file
+from minifal.toolkit.file.types import FileData, FileRepository
 from minifal.toolkit.image.hf_models import ModelWeightsMissing
 from minifal.toolkit.utils.download_utils import _hash_url
 from minifal.toolkit.utils.ssrf import SSRFError, is_globally_routable_ip, ssrf_safe_get
@@ -244,17 +258,170 @@ def test_fal_hosted_repositories_store_in_the_data_dir() -> None:
     assert isinstance(get_builtin_repository("cdn"), FalFileRepositoryV3)
 
 
-def test_cloud_buckets_and_cdn_tokens_say_why_they_are_not_applicable() -> None:
-    with pytest.raises(FileUploadException, match="DATA_DIR/files"):
-        S3Repository()
-    with pytest.raises(FileUploadException, match="no fal CDN"):
-        fal_v3_token_manager.get_token()
+@pytest.fixture
+def file_warnings(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> pytest.LogCaptureFixture:
+    """A fresh once-per-process notice registry (earlier tests may have used it), captured."""
+    monkeypatch.setattr(notice, "notices", notice.OncePerProcess())
+    caplog.set_level(logging.WARNING, logger="minifal.files")
+    return caplog
+
+
+def _warnings_naming(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+CLOUD_CREDENTIAL_VARS = (
+    "GCLOUD_SA_JSON",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "R2_CREDS_JSON",
+)
+
+
+@pytest.mark.parametrize(
+    ("make", "save_kwargs", "warning"),
+    [
+        (
+            lambda: GoogleStorageRepository(bucket_name="media", folder="renders/2024"),
+            {},
+            "GoogleStorageRepository (Google Cloud Storage)",
+        ),
+        (lambda: S3Repository(bucket_name="media"), {"key": "renders/2024"}, "Amazon S3"),
+        (lambda: R2Repository(bucket_name="media", key="renders/2024"), {}, "Cloudflare R2"),
+    ],
+    ids=["gcs", "s3", "r2"],
+)
+def test_cloud_bucket_is_a_directory_of_the_data_dir(
+    make: Callable[[], FileRepository],
+    save_kwargs: dict,
+    warning: str,
+    data_dir: Path,
+    file_warnings: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No credentials anywhere; fal's object key (folder, uuid_name) below the bucket's dir."""
+    for variable in CLOUD_CREDENTIAL_VARS:
+        monkeypatch.delenv(variable, raising=False)
+    repository = make()
+    bucket_dir = data_dir / "files" / "media" / "renders" / "2024"
+
+    urls = [
+        repository.save(FileData(body, "image/png", "out.png"), **save_kwargs)
+        for body in (b"first", b"second")
+    ]
+    for url, body in zip(urls, (b"first", b"second"), strict=True):
+        assert url.startswith(PUBLIC_URL + "files/media/renders/2024/")
+        stored = _stored(url)
+        assert stored.parent == bucket_dir and stored.name.endswith("_out.png")
+        assert stored.read_bytes() == body
+    assert urls[0] != urls[1]
+    assert len(_warnings_naming(file_warnings, warning)) == 1
+    assert "nothing is uploaded to the cloud" in _warnings_naming(file_warnings, warning)[0]
+
+
+def test_cloud_bucket_through_file_and_its_builtin_id(data_dir: Path) -> None:
+    through_instance = File.from_bytes(
+        b"abc", file_name="a.txt", repository=R2Repository(bucket_name="outputs")
+    )
+    assert _stored(through_instance.url).parent == data_dir / "files" / "outputs"
+    through_id = File.from_bytes(b"xyz", file_name="b.txt", repository="gcp_storage")
+    assert _stored(through_id.url).read_bytes() == b"xyz"
+    assert _stored(through_id.url).parent == data_dir / "files" / "fal_file_storage"
+
+
+def test_bucket_folder_cannot_leave_the_bucket_dir(data_dir: Path) -> None:
+    repository = GoogleStorageRepository(bucket_name="b", folder="../../etc/./.hidden/x")
+    url = repository.save(FileData(b"1", "text/plain", "f.txt"))
+    assert _stored(url).parent == data_dir / "files" / "b" / "etc" / "hidden" / "x"
+    with pytest.raises(ValueError, match="bucket_name"):
+        S3Repository(bucket_name="..")
+
+
+@dataclass(frozen=True)
+class _UploadPolicy:
+    """The shape of fal's ``UploadPolicy`` (fal keeps it private; minifal has none)."""
+
+    url: str
+    fields: dict
+
+
+POLICY = _UploadPolicy(
+    "https://callers-bucket.s3.us-east-1.amazonaws.com/", {"key": "uploads/${filename}"}
+)
+
+
+def test_save_with_policy_stores_in_the_data_dir(
+    tmp_path: Path, file_warnings: pytest.LogCaptureFixture
+) -> None:
+    from_bytes = save_with_policy(POLICY, "out.png", b"png bytes", "image/png")
+    assert _stored(from_bytes).read_bytes() == b"png bytes"
+    assert _stored(from_bytes).name == "out.png"
+
+    source = tmp_path / "video.mp4"
+    source.write_bytes(b"\0" * 3000)
+    from_path = save_with_policy(
+        {"url": POLICY.url, "fields": POLICY.fields},
+        "video.mp4",
+        source,
+        "video/mp4",
+        name="uploads/renamed.mp4",
+    )
+    assert _stored(from_path).name == "renamed.mp4"
+    assert _stored(from_path).read_bytes() == source.read_bytes()
+
+    warned = _warnings_naming(file_warnings, "upload policy")
+    assert len(warned) == 1
+    assert POLICY.url in warned[0] and "uploads/${filename}" in warned[0]
+
+
+def test_reserve_with_policy_is_a_local_reservation(
+    file_warnings: pytest.LogCaptureFixture,
+) -> None:
+    reservation = reserve_with_policy(POLICY, "later.txt", "text/plain", None)
+    relative = reservation.url.removeprefix(PUBLIC_URL + "files/")
+    assert resolve_stored_file(relative) is None  # 404 until complete
+    reservation.complete(b"done")
+    assert _stored(reservation.url).read_bytes() == b"done"
+    save_with_policy(POLICY, "again.txt", b"x", "text/plain")
+    assert len(_warnings_naming(file_warnings, "upload policy")) == 1
+
+
+def test_token_managers_hand_out_local_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*args: object) -> None:
+        raise AssertionError("a token manager opened a connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    for valid_for, lifetime in [
+        (timedelta(hours=3), timedelta(hours=4)),  # what was asked, and an hour more
+        (7200, timedelta(hours=3)),
+        (None, timedelta(hours=1)),
+    ]:
+        before = datetime.now(UTC)
+        token = fal_v3_token_manager.get_token(valid_for)
+        after = datetime.now(UTC)
+        assert before + lifetime <= token.expires_at <= after + lifetime
+        assert isinstance(token, FalV3Token)
+        assert (token.token_type, token.base_upload_url) == ("Local", PUBLIC_URL + "files/")
+        assert not token.is_expired(offset=valid_for)
+        assert "***" in repr(token) and token.token not in repr(token)
+
+    assert type(fal_v2_token_manager.get_token()) is FalV2Token
+    assert FalV3TokenManager().get_token(timedelta(minutes=5)).token_type == "Local"
+    with pytest.raises(ValueError, match="valid_for"):
+        fal_v3_token_manager.get_token(-1)
+
+
+class _FullBucket(FileRepository):
+    def save(self, data: FileData, *args: object, **kwargs: object) -> str:
+        raise FileUploadException("bucket full")
 
 
 def test_failed_repository_falls_back() -> None:
-    with pytest.raises(FileUploadException):
-        File.from_bytes(b"x", repository="gcp_storage")
-    file = File.from_bytes(b"x", repository="gcp_storage", fallback_repository="in_memory")
+    with pytest.raises(FileUploadException, match="bucket full"):
+        File.from_bytes(b"x", repository=_FullBucket())
+    file = File.from_bytes(b"x", repository=_FullBucket(), fallback_repository="in_memory")
     assert file.url.startswith("data:")
 
 

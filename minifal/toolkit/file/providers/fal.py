@@ -6,8 +6,11 @@ and the internal variants) stores into ``DATA_DIR/files`` here, like the reposit
 Multipart uploads write their parts to the data dir and join them on ``complete()``.
 ``InMemoryRepository`` makes ``data:`` URLs, as on fal.
 
-fal's CDN tokens have no local meaning (there is no CDN to authenticate to): the token classes
-exist so imports work, and asking a token manager for a token raises ``FileUploadException``.
+fal's token managers fetch short-lived CDN upload tokens from fal's REST API. There is no CDN to
+authenticate to here, so a manager hands out a local token record instead, without any network
+call: ``token_type`` ``"Local"``, ``base_upload_url`` the runner's ``/files/`` URL (where stored
+files are served), and an expiry computed from ``valid_for``. Code that only checks or caches
+tokens keeps working; nothing accepts the token as a credential.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ from __future__ import annotations
 import base64
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from minifal.request_context import public_base_url
 from minifal.toolkit.downloads import write_atomically
 from minifal.toolkit.exceptions import FileUploadException
 from minifal.toolkit.file.providers.local import LocalFileRepository
@@ -36,7 +39,12 @@ MAX_DELAY = 30
 RETRY_CODES = [408, 409, 429, 500, 502, 503, 504]
 MAX_ERROR_RESPONSE_BYTES = 4096
 
-NO_CDN = "minifal has no fal CDN to authenticate to: files are stored under DATA_DIR/files"
+LOCAL_TOKEN_TYPE = "Local"
+LOCAL_TOKEN = "minifal-local-no-cdn"
+"""The token a local record carries: it authenticates nothing (there is no CDN)."""
+TOKEN_LIFETIME = timedelta(hours=1)
+"""How long a local token outlives the ``valid_for`` it was asked for (fal's CDN tokens last an
+hour), so that it is still valid when ``valid_for`` has passed."""
 
 
 @dataclass(repr=False)
@@ -65,22 +73,39 @@ class FalV3Token(FalV2Token):
 
 
 class FalV2TokenManager:
-    """fal's CDN token cache. Not applicable locally: :meth:`get_token` raises."""
+    """fal's CDN token manager, handing out local tokens (see the module docstring)."""
 
     token_cls: type[FalV2Token] = FalV2Token
     storage_type: str = "fal-cdn"
     upload_prefix = "upload."
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
     def get_token(self, valid_for: timedelta | int | None = timedelta(hours=1)) -> FalV2Token:
-        raise FileUploadException(NO_CDN)
+        """A local token valid ``valid_for`` from now (seconds or a delta), as fal promises.
+
+        Each call makes a fresh record (nothing is fetched, so nothing is worth caching); it
+        expires ``valid_for + TOKEN_LIFETIME`` from now.
+        """
+        return self.token_cls(
+            token=LOCAL_TOKEN,
+            token_type=LOCAL_TOKEN_TYPE,
+            base_upload_url=public_base_url() + "files/",
+            expires_at=datetime.now(UTC) + _as_delta(valid_for) + TOKEN_LIFETIME,
+        )
 
 
 class FalV3TokenManager(FalV2TokenManager):
     token_cls = FalV3Token
     storage_type = "fal-cdn-v3"
+    upload_prefix = ""
+
+
+def _as_delta(valid_for: timedelta | int | None) -> timedelta:
+    if valid_for is None:
+        return timedelta(0)
+    delta = valid_for if isinstance(valid_for, timedelta) else timedelta(seconds=valid_for)
+    if delta < timedelta(0):
+        raise ValueError(f"valid_for must not be negative, got {valid_for!r}")
+    return delta
 
 
 fal_v2_token_manager = FalV2TokenManager()

@@ -5,18 +5,22 @@ CDN. Here it is the data-dir store itself (``DATA_DIR/files``, served by every r
 what every fal-hosted repository name means locally. It can reserve a URL before the bytes
 exist (``File.reserve``): the URL is final, and fetching it answers 404 until ``complete``.
 
-fal's upload policies (a caller-chosen destination, sent in a request header) need fal's
-storage service; the two helpers that apply them raise :class:`FileUploadException`.
+fal's upload policies let the caller of a request choose the destination (an S3 pre-signed POST,
+sent in a request header): :func:`save_with_policy` and :func:`reserve_with_policy` upload there.
+That destination cannot be honoured by a self-hosted server's store, so here they store into the
+same data-dir store and return its served URL; the first use in a process logs a warning naming
+the destination that was ignored. Nothing is sent to the caller's bucket.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from minifal.toolkit.downloads import write_atomically
-from minifal.toolkit.exceptions import FileUploadException
+from minifal.toolkit.file.providers import notice
 from minifal.toolkit.file.storage import (
     discard_stored_path,
     new_stored_path,
@@ -24,12 +28,7 @@ from minifal.toolkit.file.storage import (
     read_chunks,
     store_chunks,
 )
-from minifal.toolkit.file.types import FileData, FileRepository, Reservation
-
-UPLOAD_POLICIES_UNSUPPORTED = (
-    "upload policies (a destination chosen by the caller) need fal's storage service; "
-    "minifal stores every output under DATA_DIR/files"
-)
+from minifal.toolkit.file.types import FileData, FileRepository, Reservation, name_and_type
 
 
 @dataclass
@@ -92,13 +91,60 @@ class LocalFileRepository(FileRepository):
 
 
 def reserve_with_policy(
-    policy: Any, file_name: str, content_type: str, request: Any = None
+    policy: Any, file_name: str, content_type: str, request: Any
 ) -> Reservation:
-    raise FileUploadException(UPLOAD_POLICIES_UNSUPPORTED)
+    """Reserve a URL in the data-dir store; the policy's destination is ignored (warned once).
+
+    As with :meth:`LocalFileRepository.reserve`, the URL answers 404 until ``complete``.
+    """
+    _warn_policy_ignored("reserve_with_policy", policy)
+    stored_name, _ = name_and_type(file_name, content_type)
+    return LocalFileRepository().reserve(stored_name, content_type, request=request)
 
 
-def save_with_policy(policy: Any, file_name: str, data: bytes | Path, content_type: str) -> str:
-    raise FileUploadException(UPLOAD_POLICIES_UNSUPPORTED)
+def save_with_policy(
+    policy: Any,
+    file_name: str,
+    content: bytes | Path,
+    content_type: str,
+    *,
+    name: str | None = None,
+    request: Any = None,
+) -> str:
+    """Store ``content`` (bytes, or a file copied in chunks) in the data-dir store; its URL.
+
+    ``name`` (fal's object key) names the stored file when given, else ``file_name``; either is
+    reduced to a safe file name. The policy's destination is ignored (warned once).
+    """
+    _warn_policy_ignored("save_with_policy", policy)
+    stored_name, _ = name_and_type(name or file_name, content_type)
+    repository = LocalFileRepository()
+    if isinstance(content, bytes):
+        url, _ = repository.store_bytes(FileData(content, content_type, stored_name))
+    else:
+        url, _ = repository.store_path(Path(content), stored_name)
+    return url
+
+
+def _warn_policy_ignored(helper: str, policy: Any) -> None:
+    notice.notices.warn(
+        "upload-policy",
+        f"{helper}: the caller's upload policy ({_describe_policy(policy)}) is ignored: minifal "
+        "stores the file under DATA_DIR/files and returns the runner's URL; nothing is sent to "
+        "the caller's bucket (logged once per process)",
+    )
+
+
+def _describe_policy(policy: Any) -> str:
+    """The destination a policy names: fal's ``UploadPolicy`` (or its JSON) has a url and a key."""
+    if isinstance(policy, Mapping):
+        url, fields = policy.get("url"), policy.get("fields")
+    else:
+        url, fields = getattr(policy, "url", None), getattr(policy, "fields", None)
+    key = fields.get("key") if isinstance(fields, Mapping) else None
+    if url is None:
+        return f"{type(policy).__name__} without a destination URL"
+    return f"destination {url!r}" + (f", key {key!r}" if key is not None else "")
 
 
 __all__ = ["LocalFileRepository", "reserve_with_policy", "save_with_policy"]
