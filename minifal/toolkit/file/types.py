@@ -2,7 +2,7 @@
 
 A repository turns :class:`FileData` into a URL. minifal's repositories are the data dir
 (``minifal.toolkit.file.providers.local``) and ``data:`` URLs (``InMemoryRepository``); fal's
-hosted and cloud repositories map onto them or explain why they cannot (see
+hosted and cloud repositories map onto them, cloud buckets as directories of the data dir (see
 ``docs/fal-compatibility.md``).
 """
 
