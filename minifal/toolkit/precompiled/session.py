@@ -1,13 +1,13 @@
 """``precompiled_modules(key)``: the block in which a runner loads, or makes, its artifacts.
 
 On entry a background thread does what ``load_inductor_cache(key)`` does (fill the private dir
-from the shared store, or take the compile lease, or wait for its holder's publish) and then loads
-every artifact it found, so that all of this overlaps whatever the app does next (loading
-weights, typically). The first call of a wrapped module waits for it, bounded by the runner's
-startup deadline. Inside the block, a call signature with no artifact is captured, compiled and
-saved; on exit ``sync_inductor_cache(key)`` publishes what was saved (merge, never overwrite) and
-releases the lease. After the block nothing is compiled any more: an uncovered call runs the
-module's fallback.
+from the shared store, or take the compile lease, or wait for its holder's publish), overlapping
+whatever the app does next (loading weights, typically); ``MINIFAL_PRECOMPILED_PRELOAD`` says
+whether it also loads the artifacts. The first call of a wrapped module waits for it, bounded by
+the runner's startup deadline, and loads what is left. Inside the block, a call signature with no
+artifact is captured, compiled and saved; on exit ``sync_inductor_cache(key)`` publishes what was
+saved (merge, never overwrite) and releases the lease. After the block nothing is compiled any
+more: an uncovered call runs the module's fallback.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ DEFAULT_PRELOAD = "store"
 class LoadedArtifact:
     meta: ArtifactMeta
     artifact: Any  # torch._inductor.CompiledArtifact
-    load_s: float
 
 
 class PrecompiledModules:
@@ -111,6 +110,8 @@ class PrecompiledModules:
                 "precompiled %r: the store load is still running; not published", self.cache_key
             )
             return
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)  # past the ready event it only returns
         sync_inductor_cache(self.cache_key, self._dir_hash)
         resolutions: dict[str, str] = {}
         for wrapped in self._modules:
@@ -234,7 +235,7 @@ class PrecompiledModules:
                 continue
             end = time.time()
             self._loaded[(meta.module_digest, meta.signature_digest)] = LoadedArtifact(
-                meta, artifact, end - start
+                meta, artifact
             )
             self._counts["loaded"] += 1
             record(
