@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
+from typing import TypeVar
 
 from minifal.toolkit.exceptions import KVStoreException
+
+T = TypeVar("T")
 
 BUSY_TIMEOUT_S = 5.0
 SCHEMA = """
@@ -39,16 +42,19 @@ class SQLiteKVBackend:
         self._ready = False
 
     def get(self, db_name: str, key: str) -> str | None:
-        with self._connection() as db:
+        def read(db: sqlite3.Connection) -> str | None:
             row = db.execute(
                 "SELECT value FROM kv WHERE db_name = ? AND key = ? AND expires_at > ?",
                 (db_name, key, self._clock()),
             ).fetchone()
-        return None if row is None else row[0]
+            return None if row is None else row[0]
+
+        return self._run(read)
 
     def set(self, db_name: str, key: str, value: str, ttl_s: int) -> None:
         now = self._clock()
-        with self._connection() as db:
+
+        def write(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT INTO kv (db_name, key, value, expires_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (db_name, key) DO UPDATE SET "
@@ -58,17 +64,34 @@ class SQLiteKVBackend:
             # Expired entries are invisible already; drop this namespace's, so the file stays small.
             db.execute("DELETE FROM kv WHERE db_name = ? AND expires_at <= ?", (db_name, now))
 
-    def delete(self, db_name: str, key: str) -> None:
-        with self._connection() as db:
-            db.execute("DELETE FROM kv WHERE db_name = ? AND key = ?", (db_name, key))
+        self._run(write)
 
-    @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        try:
-            with closing(self._connect()) as db:
-                yield db
-        except (sqlite3.Error, OSError) as exc:
-            raise KVStoreException(f"Key-value store {self.path} failed: {exc}") from exc
+    def delete(self, db_name: str, key: str) -> None:
+        self._run(
+            lambda db: db.execute("DELETE FROM kv WHERE db_name = ? AND key = ?", (db_name, key))
+        )
+
+    def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``operation`` on a fresh connection; a locked file is retried until the deadline.
+
+        SQLite's busy timeout does not cover every lock: switching a new file to WAL, or a
+        connection reading the WAL index while another process recovers it, answers "database is
+        locked" at once. Every operation here is idempotent (an upsert, deletes, a read), so it
+        is simply run again, with a short backoff, until ``BUSY_TIMEOUT_S`` has passed.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        delay = 0.005
+        while True:
+            try:
+                with closing(self._connect()) as db:
+                    return operation(db)
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc) or time.monotonic() >= deadline:
+                    raise KVStoreException(f"Key-value store {self.path} failed: {exc}") from exc
+            except (sqlite3.Error, OSError) as exc:
+                raise KVStoreException(f"Key-value store {self.path} failed: {exc}") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,3 +104,8 @@ class SQLiteKVBackend:
             db.execute(SCHEMA)
             self._ready = True
         return db
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
