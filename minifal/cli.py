@@ -72,13 +72,13 @@ def _dockerfile(args: argparse.Namespace) -> int:
 
 
 def _startup_report(args: argparse.Namespace) -> int:
-    from minifal.fleet.startup_report import main_startup_report
+    from minifal.startup.report_command import main_startup_report
 
     return main_startup_report(args)
 
 
 def _runners(args: argparse.Namespace) -> int:
-    from minifal.fleet.runners_table import main_runners
+    from minifal.runners_table import main_runners
 
     return main_runners(args)
 

@@ -22,7 +22,7 @@ from PIL import Image as PILImage
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from minifal.startup_events import read_events
+from minifal.startup.events import read_events
 
 ECHO_APP = APPS_DIR / "echo_app.py"
 IMAGE_APP = APPS_DIR / "image_app.py"

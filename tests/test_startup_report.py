@@ -17,18 +17,17 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from minifal.fleet.runners_table import format_duration, format_runners, main_runners
-from minifal.fleet.startup_report import (
-    RunNotFoundError,
+from minifal.runners_table import format_duration, format_runners, main_runners
+from minifal.startup.report import (
     format_graphs,
     format_table,
-    load_run,
-    main_startup_report,
     phase_names,
-    render_timeline_png,
     report_json,
     report_rows,
 )
+from minifal.startup.report_command import main_startup_report
+from minifal.startup.runs import RunNotFoundError, load_run
+from minifal.startup.timeline import render_timeline_png
 
 T0 = 1_750_000_000.0
 RUN_ID = "20250615-120000-4242"

@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from minifal.billing import BILLABLE_UNITS_HEADER, billable_components, parse_billable_units
 from minifal.fleet.runner_process import RunnerProcess, RunnerState
-from minifal.startup_events import read_events
+from minifal.startup.events import read_events
 
 
 class _FleetCollector:

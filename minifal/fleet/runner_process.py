@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from minifal.startup_events import ENV_EVENTS_FILE, ENV_RUNNER_ID, read_events
+from minifal.startup.events import ENV_EVENTS_FILE, ENV_RUNNER_ID, read_events
 
 logger = logging.getLogger("minifal.fleet")
 

@@ -21,7 +21,6 @@ from fastapi.exceptions import ResponseValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from minifal import startup_events
 from minifal.app import App
 from minifal.endpoints import EndpointSpec, RealtimeOptions
 from minifal.request_context import RequestContext, reset_current_request, set_current_request
@@ -32,6 +31,7 @@ from minifal.runner.realtime_frames import FrameCodec
 from minifal.runner.realtime_modes import RealtimeShape, realtime_shape
 from minifal.runner.request_id import RequestIdMiddleware
 from minifal.runner.signatures import resolved_signature
+from minifal.startup import events as startup_events
 
 logger = logging.getLogger("minifal.runner")
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import uvicorn
 
-from minifal import startup_events
 from minifal.app import App
 from minifal.app_loader import load_app_class
 from minifal.data_dir import activate_data_dir, resolve_data_dir
@@ -24,6 +23,7 @@ from minifal.quiet_exit_server import QuietExitServer
 from minifal.request_context import ENV_PUBLIC_URL
 from minifal.requirements_check import unmet_requirements
 from minifal.runner.asgi import build_asgi_app
+from minifal.startup import events as startup_events
 
 logger = logging.getLogger("minifal.runner")
 

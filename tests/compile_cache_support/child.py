@@ -38,7 +38,7 @@ def main() -> None:
         torch.__version__ = args.torch_version  # type: ignore[misc]
     from torch._dynamo.utils import counters
 
-    from minifal.startup_events import events_file, read_events
+    from minifal.startup.events import events_file, read_events
     from minifal.toolkit.compile_cache import synchronized_inductor_cache
 
     torch.manual_seed(0)

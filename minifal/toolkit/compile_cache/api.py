@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from minifal.data_dir import data_dir
-from minifal.startup_events import phase, record
+from minifal.startup.events import phase, record
 from minifal.toolkit.compile_cache.fingerprint import (
     BuildFingerprint,
     current_fingerprint,

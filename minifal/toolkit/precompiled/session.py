@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from minifal.startup_events import record
+from minifal.startup.events import record
 from minifal.toolkit.compile_cache import sync_inductor_cache
 from minifal.toolkit.compile_cache.api import load_cache_scope
 from minifal.toolkit.compile_cache.local_dir import private_cache_root
