@@ -296,7 +296,7 @@ def _collect(process: subprocess.Popen[str], mode: str) -> dict[str, Any]:
 
 
 def _events(log: Path) -> list[dict[str, Any]]:
-    from minifal.startup_events import read_events
+    from minifal.startup.events import read_events
 
     keep = ("phase", "duration_s", "details")
     return [{k: e.get(k) for k in keep} for e in read_events(log.with_suffix(".events.jsonl"))]
