@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sd_turbo_fleet import wait_ready  # the same readiness probe (benchmarks/ is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "apps" / "sd_turbo.py"
-READY_TIMEOUT_S = 900.0
 SIZES = ((512, 512), (768, 512))
 
 
@@ -47,11 +47,10 @@ def run_fleet(
     command += ["--data-dir", str(data_dir)] + (["--gpus", args.gpus] if args.gpus else [])
     env = {**os.environ, "MINIFAL_SD_COMPILE": strategy, **dict(args.env), **env}
     url = f"http://127.0.0.1:{args.port}"
-    started = time.monotonic()
     with log.open("ab") as out, httpx.Client(timeout=300.0) as client:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
-            ready_s = _wait_ready(client, url, args.workers, process, started)
+            ready_s = wait_ready(client, url, args.workers, process)
             requests = []
             for width, height in SIZES:
                 inference_ms = []
@@ -89,21 +88,6 @@ def run_fleet(
         check=True,
     )
     return {"all_ready_s": ready_s, "requests": requests, "report": json.loads(report.stdout)}
-
-
-def _wait_ready(
-    client: httpx.Client, url: str, workers: int, process: subprocess.Popen, started: float
-) -> float:
-    while time.monotonic() - started < READY_TIMEOUT_S:
-        if process.poll() is not None:
-            raise RuntimeError(f"minifal run exited with {process.returncode}")
-        try:
-            if client.get(f"{url}/health").json().get("runners_ready", 0) >= workers:
-                return time.monotonic() - started
-        except (httpx.TransportError, ValueError):
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"runners not ready within {READY_TIMEOUT_S} s")
 
 
 def summarize(report: dict[str, Any]) -> list[dict[str, Any]]:
