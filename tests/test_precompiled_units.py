@@ -99,19 +99,19 @@ class _Fails(torch.nn.Module):
 def test_a_call_that_is_not_one_static_graph_is_refused() -> None:
     module, call = _Breaks(), flatten_call((torch.ones(3),), {})
     with torch.no_grad(), pytest.raises(NotPrecompilable, match="Dynamo could not capture"):
-        compile_call(module, module, call)
+        compile_call(module, call)
 
 
 def test_an_output_with_non_tensor_values_is_refused() -> None:
     module, call = _Counts(), flatten_call((torch.ones(3),), {})
     with pytest.raises(NotPrecompilable, match="non-tensor"):
-        compile_call(module, module, call)
+        compile_call(module, call)
 
 
 def test_the_apps_own_exception_propagates_unchanged() -> None:
     module, call = _Fails(), flatten_call((torch.ones(3),), {})
     with pytest.raises(ValueError, match="the app's own bug"):
-        compile_call(module, module, call)
+        compile_call(module, call)
 
 
 def test_only_artifacts_and_native_kernels_are_published() -> None:

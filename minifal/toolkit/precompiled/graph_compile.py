@@ -45,9 +45,7 @@ class CompiledCall:
     max_abs_diff: float  # against eager, on the capturing call
 
 
-def compile_call(
-    module: torch.nn.Module, forward: Callable[..., Any], call: FlatCall
-) -> tuple[CompiledCall, Any]:
+def compile_call(module: torch.nn.Module, call: FlatCall) -> tuple[CompiledCall, Any]:
     """Capture and compile ``call``; returns the compiled call and eager's output for this call.
 
     The eager call comes first and its exceptions are the app's own: they propagate unchanged.
@@ -56,7 +54,7 @@ def compile_call(
     from torch._inductor import standalone_compile
 
     args, kwargs = call.rebuild(tuple(call.tensors))
-    expected = forward(*args, **kwargs)
+    expected = module(*args, **kwargs)
     expected_leaves, out_spec = pytree.tree_flatten(expected)
     if not all(isinstance(leaf, torch.Tensor) for leaf in expected_leaves):
         raise NotPrecompilable("the output holds non-tensor values")
@@ -67,7 +65,7 @@ def compile_call(
 
     try:
         start = time.perf_counter()
-        gm, example_inputs = _capture(forward, call)
+        gm, example_inputs = _capture(module, call)
         capture_s = time.perf_counter() - start
         input_plan = _input_plan(module, call, example_inputs)
 

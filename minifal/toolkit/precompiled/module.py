@@ -158,7 +158,7 @@ class PrecompiledModule(torch.nn.Module):
 
     def _compile(self, call: FlatCall, signature: CallSignature) -> tuple[_Runner, Any]:
         started = time.time()
-        compiled, result = compile_call(self._orig_mod, self._orig_mod, call)
+        compiled, result = compile_call(self._orig_mod, call)
         runner = _artifact_runner(
             compiled.artifact, InputBinder(self._orig_mod, compiled.input_plan), compiled.out_spec
         )
