@@ -41,6 +41,7 @@ def main() -> int:
     )
     out = io.StringIO()
     pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(30)
+    pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(20)
     print(out.getvalue())
     return 0
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from minifal.runner.bytecode_cache import configure_environment as configure_bytecode_cache
 from minifal.startup.events import ENV_EVENTS_FILE, ENV_RUNNER_ID, read_events
 
 logger = logging.getLogger("minifal.fleet")
@@ -169,6 +170,7 @@ class RunnerProcess:
             ENV_RUNNER_ID: self.runner_id,
             ENV_EVENTS_FILE: str(self.events_file),
         }
+        configure_bytecode_cache(env, self.launch.data_dir)  # before the runner's first import
         if self.launch.use_gpus:
             # nvidia-smi's numbering, which --gpus and get_gpu_type() use, for CUDA too.
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"

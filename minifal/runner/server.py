@@ -23,6 +23,7 @@ from minifal.quiet_exit_server import QuietExitServer
 from minifal.request_context import ENV_PUBLIC_URL
 from minifal.requirements_check import unmet_requirements
 from minifal.runner.asgi import build_asgi_app
+from minifal.runner.bytecode_cache import enable_bytecode_cache
 from minifal.startup import events as startup_events
 
 logger = logging.getLogger("minifal.runner")
@@ -93,6 +94,7 @@ def serve(
     process_start = startup_events.process_start_time()
     configure_logging()
     data = activate_data_dir(resolve_data_dir(data_dir))
+    enable_bytecode_cache(data)  # before the app's imports
     os.environ.setdefault(startup_events.ENV_EVENTS_FILE, str(_default_events_file(data)))
     os.environ.setdefault(ENV_PUBLIC_URL, f"http://{host}:{port}/")
     logger.info("data dir: %s", data)

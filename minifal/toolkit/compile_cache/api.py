@@ -24,6 +24,7 @@ from pathlib import Path
 
 from minifal.data_dir import data_dir
 from minifal.startup.events import phase, record
+from minifal.toolkit.compile_cache.autotune_lookup import redirect_autotune_lookups
 from minifal.toolkit.compile_cache.fingerprint import (
     BuildFingerprint,
     current_fingerprint,
@@ -95,6 +96,8 @@ def load_cache_scope(cache_key: str, include: Callable[[str], bool] | None = Non
     except OSError as exc:
         logger.warning("compiled cache %r: no private cache dir (%s); compiling", cache_key, exc)
         return ""
+    if settings.redirect_autotune and "torch" in sys.modules:  # never import torch here
+        redirect_autotune_lookups()
     session = _Session(cache_key, root, DirScanner(root, include), loaded_at=time.time())
     _sessions[cache_key] = session
     try:

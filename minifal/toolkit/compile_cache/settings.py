@@ -10,6 +10,7 @@ from dataclasses import dataclass
 ENV_LEASE_TTL = "MINIFAL_CACHE_LEASE_TTL"
 ENV_STARTUP_DEADLINE = "MINIFAL_STARTUP_DEADLINE"
 ENV_LOCAL_ROOT = "MINIFAL_CACHE_LOCAL_ROOT"
+ENV_AUTOTUNE_REDIRECT = "MINIFAL_CACHE_AUTOTUNE_REDIRECT"  # "0": see autotune_lookup.py
 
 DEFAULT_LEASE_TTL_S = 30.0
 # fal's platform default startup_timeout: how long a runner may wait for another's compile when the
@@ -24,6 +25,7 @@ class CacheSettings:
     lease_ttl_s: float
     deadline: float  # time.time() seconds after which nobody waits for another runner's compile
     local_root: str | None  # parent of the private per-process dir; None = the system temp dir
+    redirect_autotune: bool = True  # look up Triton tuning results in the private dir
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], now: float) -> CacheSettings:
@@ -33,6 +35,7 @@ class CacheSettings:
                 environ.get(ENV_STARTUP_DEADLINE), now + DEFAULT_STARTUP_BUDGET_S
             ),
             local_root=environ.get(ENV_LOCAL_ROOT) or None,
+            redirect_autotune=environ.get(ENV_AUTOTUNE_REDIRECT, "1") != "0",
         )
 
 
