@@ -17,9 +17,8 @@ from typing import Any
 import httpx
 
 from minifal.app_environment import environment_note
+from minifal.fleet.auth import ENV_AUTH_KEY
 
-DEFAULT_URL = "http://127.0.0.1:8080"
-ENV_AUTH_KEY = "MINIFAL_AUTH_KEY"
 TIMEOUT_S = 10.0
 
 

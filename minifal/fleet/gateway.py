@@ -36,12 +36,12 @@ from minifal.fleet.scaler import (
 from minifal.fleet.scheduler import Scheduler, StartTimeout, Withdrawn
 from minifal.fleet.supervisor import Supervisor
 from minifal.fleet.webhooks import deliver_webhook
+from minifal.runner_contract import DEFAULT_GRACE_SECONDS, ENDPOINT_HEADER, REQUEST_ID_HEADER
 
 logger = logging.getLogger("minifal.fleet")
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer"}
 COMPLETED_JOBS_KEPT = 10_000
-DEFAULT_GRACE_SECONDS = 60.0
 DEFAULT_START_TIMEOUT_SECONDS = 1800.0
 """A request without ``X-Fal-Request-Timeout`` waits at most this long for a runner."""
 MAX_ATTEMPTS = 10  # fal retries queue requests up to 10 times on 503, 504 and lost connections
@@ -121,13 +121,11 @@ class Gateway:
     async def start(self) -> None:
         self.scale_once()
         self._loops.append(asyncio.create_task(self._scale_forever(), name="autoscaler"))
-        health = next(
-            (e for e in self.manifest.endpoints if e.get("health_check") is not None), None
-        )
-        if health is not None:
+        health = self.manifest.health_endpoint
+        if health is not None and health.health_check is not None:
             monitor = HealthMonitor(
-                health["path"],
-                health["health_check"],
+                health.path,
+                health.health_check,
                 lambda: self.supervisor.live_runners,
                 self.supervisor.replace,
                 self.client,
@@ -202,8 +200,8 @@ class Gateway:
     def forward_headers(self, job: Job, incoming: dict[str, str]) -> dict[str, str]:
         skipped = HOP_BY_HOP | {"host", "content-length", "authorization"}
         headers = {k: v for k, v in incoming.items() if k.lower() not in skipped}
-        headers["x-fal-request-id"] = job.id
-        headers["x-fal-endpoint"] = job.path
+        headers[REQUEST_ID_HEADER] = job.id
+        headers[ENDPOINT_HEADER] = job.path
         return headers
 
     def submit_queued(self, job: Job) -> None:
@@ -305,7 +303,7 @@ class Gateway:
             with contextlib.suppress(httpx.HTTPError):
                 await self.client.post(
                     f"{runner.url}{job.path.rstrip('/')}/cancel",
-                    headers={"x-fal-request-id": job.id},
+                    headers={REQUEST_ID_HEADER: job.id},
                     timeout=5.0,
                 )
         return 202, {"status": "CANCELLATION_REQUESTED"}

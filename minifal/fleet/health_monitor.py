@@ -15,7 +15,9 @@ from collections.abc import Callable
 
 import httpx
 
+from minifal.endpoints import HealthCheck
 from minifal.fleet.runner_process import RunnerProcess
+from minifal.runner_contract import ENDPOINT_HEADER
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -28,16 +30,16 @@ class HealthMonitor:
     def __init__(
         self,
         path: str,
-        spec: dict,
+        check: HealthCheck,
         runners: Callable[[], list[RunnerProcess]],
         replace: Callable[[RunnerProcess, str], None],
         client: httpx.AsyncClient,
     ) -> None:
         self.path = path
-        self.start_period = float(spec.get("start_period_seconds", 30))
-        self.timeout = float(spec.get("timeout_seconds", 5))
-        self.threshold = int(spec.get("failure_threshold", 3))
-        self.call_regularly = bool(spec.get("call_regularly", True))
+        self.start_period = float(check.start_period_seconds)
+        self.timeout = float(check.timeout_seconds)
+        self.threshold = check.failure_threshold
+        self.call_regularly = check.call_regularly
         self.interval = float(os.environ.get(ENV_INTERVAL, DEFAULT_INTERVAL_SECONDS))
         self.runners = runners
         self.replace = replace
@@ -76,7 +78,7 @@ class HealthMonitor:
             response = await self.client.post(
                 f"{runner.url}{self.path}",
                 json={},
-                headers={"x-fal-endpoint": self.path},
+                headers={ENDPOINT_HEADER: self.path},
                 timeout=self.timeout,
             )
             healthy = response.is_success

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.websockets import WebSocketDisconnect
 
 from minifal.fleet.auth import KeyAuthMiddleware
@@ -37,6 +37,7 @@ from minifal.fleet.queue_host import QueueHostMiddleware
 from minifal.fleet.request_queue import PRIORITIES, QueueFull
 from minifal.fleet.scheduler import StartTimeout
 from minifal.fleet.websocket_proxy import proxy_websocket
+from minifal.stored_files_route import STORED_FILES_PATH, stored_file
 
 QUEUE_STATUS_INTERVAL = 1.0
 
@@ -157,12 +158,7 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
     async def metrics() -> Response:
         return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @api.get("/files/{relative:path}")
-    async def stored_file(relative: str) -> Response:
-        from minifal.toolkit.file import resolve_stored_file
-
-        path = resolve_stored_file(relative)
-        return FileResponse(path) if path is not None else not_found(f"/files/{relative}")
+    api.add_api_route(STORED_FILES_PATH, stored_file, methods=["GET"])
 
     @api.get("/openapi.json")
     async def openapi() -> dict[str, Any]:

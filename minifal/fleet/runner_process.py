@@ -17,7 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from minifal.startup.events import ENV_EVENTS_FILE, ENV_RUNNER_ID, read_events
+from minifal.runner_contract import READY_PATH, runner_command, runner_environment
+from minifal.startup.events import read_events
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -162,19 +163,16 @@ class RunnerProcess:
         env = {
             **os.environ,
             **self.launch.extra_env,
-            "PYTHONUNBUFFERED": "1",
-            "MINIFAL_DATA_DIR": str(self.launch.data_dir),
-            "MINIFAL_RUN_ID": self.launch.run_id,
-            "MINIFAL_PUBLIC_URL": self.launch.public_url,
-            ENV_RUNNER_ID: self.runner_id,
-            ENV_EVENTS_FILE: str(self.events_file),
+            **runner_environment(
+                data_dir=self.launch.data_dir,
+                run_id=self.launch.run_id,
+                runner_id=self.runner_id,
+                events_file=self.events_file,
+                public_url=self.launch.public_url,
+                gpus=self.gpus if self.launch.use_gpus else None,
+            ),
         }
-        if self.launch.use_gpus:
-            # nvidia-smi's numbering, which --gpus and get_gpu_type() use, for CUDA too.
-            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
-        command = [sys.executable, "-m", "minifal.runner", self.launch.app_reference]
-        command += ["--port", str(self.port), "--data-dir", str(self.launch.data_dir)]
+        command = runner_command(self.launch.app_reference, self.port, self.launch.data_dir)
         self.launch.run_dir.mkdir(parents=True, exist_ok=True)
         self.started_at = time.time()
         self.ready_at = None
@@ -222,7 +220,7 @@ class RunnerProcess:
                 if self._process is None or self._process.returncode is not None:
                     return False
                 with contextlib.suppress(httpx.HTTPError):
-                    response = await client.get(f"{self.url}/health")
+                    response = await client.get(f"{self.url}{READY_PATH}")
                     if response.status_code == 200:
                         self.ready_at = time.time()
                         self.idle_since = self.ready_at

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.runner_process import RunnerLaunch, RunnerProcess, RunnerState
+from minifal.runner_contract import exit_reason
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -123,7 +124,7 @@ class Supervisor:
                 if self.stopping or runner.retiring:
                     break
                 runner.in_flight = 0
-                runner.last_exit_reason = runner.stop_reason or _exit_reason(code)
+                runner.last_exit_reason = runner.stop_reason or exit_reason(code)
                 if runner.replace_reason is not None:
                     runner.replace_reason = None
                     runner.state = RunnerState.PENDING
@@ -163,21 +164,3 @@ class Supervisor:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-def _exit_reason(code: int) -> str:
-    from minifal.runner.server import (
-        EXIT_DISTRIBUTED_WORKER_CRASHED,
-        EXIT_SETUP_FAILED,
-        EXIT_STARTUP_TIMEOUT,
-    )
-
-    if code == EXIT_SETUP_FAILED:
-        return "setup() failed (traceback in the runner's log)"
-    if code == EXIT_STARTUP_TIMEOUT:
-        return "startup_timeout exceeded in setup()"
-    if code == EXIT_DISTRIBUTED_WORKER_CRASHED:
-        return "a distributed worker died (its error is in the runner's log)"
-    if code < 0:
-        return f"killed by signal {-code}"
-    return f"exited with code {code}"

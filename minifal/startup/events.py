@@ -21,8 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-ENV_EVENTS_FILE = "MINIFAL_EVENTS_FILE"
-ENV_RUNNER_ID = "MINIFAL_RUNNER_ID"
+from minifal.runner_contract import ENV_EVENTS_FILE, ENV_RUNNER_ID
 
 logger = logging.getLogger("minifal.startup")
 
