@@ -293,7 +293,6 @@ class Gateway:
         """fal's cancel: a queued request is dropped; a running one is asked to stop."""
         if job.status == "COMPLETED":
             return 400, {"status": "ALREADY_COMPLETED"}
-        job.cancelled = True
         if self.scheduler.withdraw(job):
             job.complete(499, json_body({"detail": "Request cancelled by the client."}))
             self.metrics.completed(499, time.time() - job.created)

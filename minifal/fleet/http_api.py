@@ -118,7 +118,9 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
     def status_body(job: Job, with_logs: bool) -> dict[str, Any]:
         if job.status == "IN_QUEUE":
             return {"status": "IN_QUEUE", "queue_position": gateway.scheduler.position(job) or 0}
-        logs = job.logs if with_logs else None
+        # Per-request log lines are not collected (each runner's whole log is in
+        # DATA_DIR/runs/<run>/<runner>.log): ``?logs=1`` gets fal's field, empty.
+        logs: list[Any] | None = [] if with_logs else None
         if job.status == "IN_PROGRESS":
             return {"status": "IN_PROGRESS", "logs": logs}
         body: dict[str, Any] = {
@@ -127,10 +129,7 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
             "metrics": {"inference_time": job.inference_time},
         }
         if not job.succeeded:
-            try:
-                detail = json.loads(job.response_body).get("detail")
-            except (ValueError, AttributeError):
-                detail = None
+            detail = job.error_detail
             body["error"] = detail if isinstance(detail, str) else json.dumps(detail)
             body["error_type"] = job.response_headers.get("x-fal-error-type")
         return body

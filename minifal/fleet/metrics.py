@@ -46,9 +46,8 @@ class _FleetCollector:
             "Duration of each startup phase of each runner's latest start",
             labels=["runner_id", "phase"],
         )
-        for runner in runners:
-            events = [e for e in read_events(runner.events_file) if e.get("pid") == runner.pid]
-            for event in events:
+        for runner in (r for r in runners if r.pid is not None):
+            for event in read_events(runner.events_file, runner.pid):
                 phases.add_metric([runner.runner_id, event["phase"]], event["duration_s"])
         yield phases
         startup = GaugeMetricFamily(

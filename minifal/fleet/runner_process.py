@@ -241,7 +241,7 @@ class RunnerProcess:
         return False
 
     def progress(self) -> str:
-        events = [e for e in read_events(self.events_file) if e.get("pid") == self.pid]
+        events = read_events(self.events_file, self.pid)
         if not events:
             return "importing"
         return f"last finished phase: {events[-1]['phase']}"

@@ -34,19 +34,16 @@ class Scheduler:
         self.runners = runners
         self.max_multiplexing = max_multiplexing
         self.queue: RequestQueue[Job] = RequestQueue(max_queue)
-        self.on_queue_change: Callable[[], None] = lambda: None
 
     def submit(self, job: Job) -> None:
         """Put the job in line (raises ``QueueFull``) and hand out what can be handed out."""
         self.queue.push(job, job.priority)
         self.pump()
-        self.on_queue_change()
 
     def requeue(self, job: Job) -> None:
         """A retry goes to the front of its priority line: it was accepted before the others."""
         self.queue.push_front(job, job.priority)
         self.pump()
-        self.on_queue_change()
 
     def pump(self) -> None:
         now = time.time()
@@ -78,9 +75,7 @@ class Scheduler:
             return False
         job.assigned.set_exception(Withdrawn(job.id))
         job.assigned.exception()  # marks it retrieved: nobody may be waiting any more
-        removed = self.queue.remove(job)
-        self.on_queue_change()
-        return removed
+        return self.queue.remove(job)
 
     def release(self, runner: RunnerProcess) -> None:
         runner.mark_done(time.time())

@@ -76,8 +76,9 @@ def phase(name: str, **details: Any) -> Iterator[dict[str, Any]]:
         record(name, start, time.time(), **collected)
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """Events of one file, skipping a torn last line (a runner killed mid-write)."""
+def read_events(path: Path, pid: int | None = None) -> list[dict[str, Any]]:
+    """Events of one file, skipping a torn last line (a runner killed mid-write); with ``pid``,
+    only that process's (a runner's file holds every start of it: its latest is its pid's)."""
     events = []
     try:
         text = path.read_text()
@@ -85,9 +86,11 @@ def read_events(path: Path) -> list[dict[str, Any]]:
         return events
     for line in text.splitlines():
         try:
-            events.append(json.loads(line))
+            event = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if pid is None or event.get("pid") == pid:
+            events.append(event)
     return events
 
 
