@@ -12,8 +12,8 @@ import pytest
 
 from minifal.fleet.auth import key_matches
 from minifal.fleet.dispatch import choose_runner
+from minifal.fleet.forwarding import resolve_endpoint
 from minifal.fleet.gpu_pool import GpuPool
-from minifal.fleet.http_api import resolve_endpoint
 from minifal.fleet.jobs import Job
 from minifal.fleet.request_queue import QueueFull, RequestQueue
 from minifal.fleet.scheduler import Scheduler, StartTimeout, Withdrawn
@@ -99,11 +99,11 @@ class FakeRunner:
     last_dispatch: float = 0.0
     accepts_requests: bool = True
 
-    def mark_busy(self, now: float) -> None:
+    def took_request(self, now: float) -> None:
         self.in_flight += 1
         self.last_dispatch = now
 
-    def mark_done(self, now: float) -> None:
+    def finished_request(self, now: float) -> None:
         self.in_flight = max(0, self.in_flight - 1)
 
 
@@ -141,9 +141,9 @@ def test_choose_runner_spreads_load_evenly() -> None:
     for now in range(6):
         runner = choose_runner(runners, 1)
         assert runner is not None
-        runner.mark_busy(float(now + 1))
+        runner.took_request(float(now + 1))
         served.append(runner.name)
-        runner.mark_done(float(now + 1))
+        runner.finished_request(float(now + 1))
     assert served == ["a", "b", "c", "a", "b", "c"]
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from minifal.fleet.dispatch import choose_runner
 from minifal.fleet.jobs import Job
 from minifal.fleet.request_queue import RequestQueue
-from minifal.fleet.runner_process import RunnerProcess
+from minifal.fleet.runner import Runner
 
 
 class StartTimeout(Exception):
@@ -27,7 +27,7 @@ class Withdrawn(Exception):
 class Scheduler:
     def __init__(
         self,
-        runners: Callable[[], Sequence[RunnerProcess]],
+        runners: Callable[[], Sequence[Runner]],
         max_multiplexing: int,
         max_queue: int | None = None,
     ) -> None:
@@ -55,10 +55,10 @@ class Scheduler:
             assert job is not None
             if job.assigned.done():  # cancelled or expired while queued
                 continue
-            runner.mark_busy(now)
+            runner.took_request(now)
             job.assigned.set_result(runner)
 
-    async def wait_for_runner(self, job: Job) -> RunnerProcess:
+    async def wait_for_runner(self, job: Job) -> Runner:
         """The runner that takes this job, once it is its turn; bounded by the start timeout."""
         timeout = None if job.start_deadline is None else max(0.0, job.start_deadline - time.time())
         try:
@@ -77,8 +77,8 @@ class Scheduler:
         job.assigned.exception()  # marks it retrieved: nobody may be waiting any more
         return self.queue.remove(job)
 
-    def release(self, runner: RunnerProcess) -> None:
-        runner.mark_done(time.time())
+    def release(self, runner: Runner) -> None:
+        runner.finished_request(time.time())
         self.pump()
 
     def position(self, job: Job) -> int | None:

@@ -66,7 +66,7 @@ class RunnerServer(QuietExitServer):
 def _default_events_file(data_dir: Path) -> Path:
     run_id = os.environ.setdefault(ENV_RUN_ID, time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}")
     runner_id = os.environ.setdefault(ENV_RUNNER_ID, "runner-0")
-    return data_dir / "runs" / run_id / f"{runner_id}.jsonl"
+    return startup_events.runner_events_file(data_dir / "runs" / run_id, runner_id)
 
 
 def _watch_startup_deadline(deadline: float, server: RunnerServer, timeout: float) -> None:

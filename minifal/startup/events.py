@@ -26,6 +26,11 @@ from minifal.runner_contract import ENV_EVENTS_FILE, ENV_RUNNER_ID
 logger = logging.getLogger("minifal.startup")
 
 
+def runner_events_file(run_dir: Path, runner_id: str) -> Path:
+    """``DATA_DIR/runs/<run-id>/<runner-id>.jsonl``: one file per runner, every start of it."""
+    return run_dir / f"{runner_id}.jsonl"
+
+
 def events_file() -> Path | None:
     value = os.environ.get(ENV_EVENTS_FILE)
     return Path(value) if value else None
