@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from minifal.app_environment import describe_image
+from minifal.endpoints import EndpointKind, HealthCheck
 from minifal.settings import AppSettings
 
 
@@ -21,17 +22,39 @@ class ManifestError(Exception):
 
 
 @dataclass(frozen=True)
+class ManifestEndpoint:
+    """One route of the App, as the gateway needs to know it."""
+
+    path: str
+    kind: EndpointKind
+    health_check: HealthCheck | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ManifestEndpoint:
+        check = data.get("health_check")
+        return cls(data["path"], data["kind"], HealthCheck(**check) if check else None)
+
+
+@dataclass(frozen=True)
 class AppManifest:
     app_name: str
     class_name: str
     settings: AppSettings
-    endpoints: list[dict[str, Any]]
+    endpoints: tuple[ManifestEndpoint, ...]
     openapi: dict[str, Any]
     billing_components: dict[str, Any] = field(default_factory=dict)
     """Per endpoint path, its ``BillingComponents`` declaration (kept out of the OpenAPI)."""
 
-    def endpoint_kind(self, path: str) -> str | None:
-        return next((e["kind"] for e in self.endpoints if e["path"] == path), None)
+    def endpoint_kind(self, path: str) -> EndpointKind | None:
+        return next((e.kind for e in self.endpoints if e.path == path), None)
+
+    @property
+    def health_endpoint(self) -> ManifestEndpoint | None:
+        """The endpoint with fal's ``HealthCheck`` (an App has at most one)."""
+        return next((e for e in self.endpoints if e.health_check is not None), None)
 
 
 def build_manifest(reference: str) -> dict[str, Any]:
@@ -50,11 +73,7 @@ def build_manifest(reference: str) -> dict[str, Any]:
         "settings": settings_json,
         "billing_components": app_class.get_billing_components(),
         "endpoints": [
-            {
-                "path": spec.path,
-                "kind": spec.kind,
-                "health_check": asdict(spec.health_check) if spec.health_check else None,
-            }
+            ManifestEndpoint(spec.path, spec.kind, spec.health_check).to_json()
             for _, spec in app_class.endpoints()
         ],
         "openapi": api.openapi(),
@@ -79,7 +98,7 @@ def inspect_app(reference: str, timeout: float = 180.0) -> AppManifest:
         app_name=data["app_name"],
         class_name=data["class_name"],
         settings=AppSettings(**data["settings"]),
-        endpoints=data["endpoints"],
+        endpoints=tuple(ManifestEndpoint.from_json(e) for e in data["endpoints"]),
         openapi=data["openapi"],
         billing_components=data["billing_components"],
     )

@@ -7,6 +7,7 @@ import sys
 
 from minifal import __version__
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
+from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
 
 APP_HELP = (
     "path/to/app.py, path/to/app.py::ClassName, or an app name of the project's "
@@ -90,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve one App with one runner, in the foreground")
     serve.add_argument("app", help=APP_HELP)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default=DEFAULT_HOST)
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
     serve.add_argument(
         "--data-dir", help="shared data dir (default: $MINIFAL_DATA_DIR, /data, ./.minifal/data)"
     )
@@ -99,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="serve an App with a gateway and a fleet of runners")
     run.add_argument("app", help=APP_HELP)
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=8080)
+    run.add_argument("--host", default=DEFAULT_HOST)
+    run.add_argument("--port", type=int, default=DEFAULT_PORT)
     run.add_argument(
         "--workers",
         type=int,
@@ -143,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     runners = commands.add_parser(
         "runners", help="a running gateway's runners, as fal runners list"
     )
-    runners.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's base URL")
+    runners.add_argument(
+        "--url", default=f"http://{DEFAULT_HOST}:{DEFAULT_PORT}", help="the gateway's base URL"
+    )
     runners.add_argument("--json", action="store_true", help="print the gateway's JSON as is")
     runners.add_argument(
         "--auth-key", help="sent as 'Authorization: Key <key>' ($MINIFAL_AUTH_KEY)"

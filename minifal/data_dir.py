@@ -6,7 +6,8 @@ import contextlib
 import os
 from pathlib import Path
 
-ENV_VAR = "MINIFAL_DATA_DIR"
+from minifal.runner_contract import ENV_DATA_DIR
+
 FAL_DEFAULT = Path("/data")
 LOCAL_DEFAULT = Path(".minifal/data")
 
@@ -15,8 +16,8 @@ def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     """``--data-dir``, ``$MINIFAL_DATA_DIR``, a writable ``/data``, else ``./.minifal/data``."""
     if explicit:
         return Path(explicit).absolute()
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).absolute()
+    if os.environ.get(ENV_DATA_DIR):
+        return Path(os.environ[ENV_DATA_DIR]).absolute()
     if FAL_DEFAULT.is_dir() and os.access(FAL_DEFAULT, os.W_OK | os.X_OK):
         return FAL_DEFAULT
     return LOCAL_DEFAULT.absolute()
@@ -30,7 +31,7 @@ def activate_data_dir(path: Path) -> Path:
     """
     with contextlib.suppress(OSError):
         path.mkdir(parents=True, exist_ok=True)
-    os.environ[ENV_VAR] = str(path)
+    os.environ[ENV_DATA_DIR] = str(path)
     os.environ.setdefault("HF_HOME", str(path / ".cache" / "huggingface"))
     return path
 

@@ -1,5 +1,8 @@
 """What every public name of fal's SDK means in minifal: the compatibility table's rows.
 
+Long because it is data: one row per public name, kept in one place so that the table
+(docs/fal-compatibility.md) is generated from it.
+
 One :class:`Row` per public name, listing every fal module that exposes it (fal re-exports the
 same object from several modules: ``fal.toolkit.File`` is ``fal.toolkit.file.file.File``). The
 status says what minifal does with it:

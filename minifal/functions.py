@@ -17,6 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
+
 if TYPE_CHECKING:
     from minifal.app import App
 
@@ -25,8 +27,6 @@ R = TypeVar("R")
 
 ENV_HOST = "MINIFAL_HOST"
 ENV_PORT = "MINIFAL_PORT"
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
 
 
 def check_requirements(requirements: object) -> None:

@@ -6,7 +6,7 @@ import os
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-ENV_PUBLIC_URL = "MINIFAL_PUBLIC_URL"
+from minifal.runner_contract import DEFAULT_PUBLIC_URL, ENV_PUBLIC_URL
 
 
 @dataclass(frozen=True)
@@ -38,4 +38,4 @@ def public_base_url() -> str:
     context = _current.get()
     if context is not None and context.base_url:
         return context.base_url
-    return os.environ.get(ENV_PUBLIC_URL, "http://127.0.0.1:8080/")
+    return os.environ.get(ENV_PUBLIC_URL, DEFAULT_PUBLIC_URL)

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 
 from minifal.app_environment import environment_note
+from minifal.fleet.auth import ENV_AUTH_KEY
+from minifal.text_table import align_columns
 
-DEFAULT_URL = "http://127.0.0.1:8080"
-ENV_AUTH_KEY = "MINIFAL_AUTH_KEY"
 TIMEOUT_S = 10.0
 
 
@@ -69,11 +69,7 @@ def format_runners(payload: dict[str, Any]) -> str:
     runners = payload.get("runners") or []
     lines = [[header for header, _, _ in COLUMNS]]
     lines += [[show(runner.get(key)) for _, key, show in COLUMNS] for runner in runners]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
-    table = [
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    ]
+    table = align_columns(lines).splitlines()
     app, run_id = _text(payload.get("app")), _text(payload.get("run_id"))
     title = f"app {app}, run {run_id}: {len(runners)} runner(s)"
     environment = payload.get("environment")

@@ -1,18 +1,14 @@
-"""Unit tests of the App programming model: settings, names, endpoints, the ``fal`` alias."""
+"""The App's settings: fal's defaults, class attributes and keywords, names, GPUs, and the
+rules of the App class itself."""
 
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
 import minifal as fal
 from minifal import AppSettingsError
-from minifal.requirements_check import unmet_requirements
 from minifal.settings import AppSettings, kebab_case
 
 # -- defaults and class keywords -------------------------------------------------------------
@@ -208,102 +204,6 @@ def test_overriding_init_is_a_type_error() -> None:
     assert "setup()" in str(error.value)
 
 
-# -- endpoints -------------------------------------------------------------------------------
-
-
-def test_endpoints_are_sorted_by_path_with_their_kinds() -> None:
-    class Routes(fal.App):
-        @fal.endpoint("/z")
-        def last(self) -> dict:
-            return {}
-
-        @fal.realtime("/realtime")
-        def live(self, input: dict) -> dict:
-            return input
-
-        @fal.endpoint("/")
-        def root(self) -> dict:
-            return {}
-
-        @fal.endpoint("/ws", is_websocket=True)
-        async def socket(self, ws) -> None:
-            pass
-
-        @fal.endpoint("/health-probe", health_check=fal.HealthCheck(failure_threshold=2))
-        def probe(self) -> dict:
-            return {}
-
-    endpoints = Routes.endpoints()
-    assert [spec.path for _, spec in endpoints] == ["/", "/health-probe", "/realtime", "/ws", "/z"]
-    assert [name for name, _ in endpoints] == ["root", "probe", "live", "socket", "last"]
-    kinds = {spec.path: spec.kind for _, spec in endpoints}
-    assert kinds == {
-        "/": "http",
-        "/health-probe": "http",
-        "/realtime": "realtime",
-        "/ws": "websocket",
-        "/z": "http",
-    }
-    health = dict(endpoints)["probe"].health_check
-    assert health == fal.HealthCheck(
-        start_period_seconds=30, timeout_seconds=5, failure_threshold=2, call_regularly=True
-    )
-
-
-def test_duplicate_endpoint_paths_are_an_error() -> None:
-    class Duplicate(fal.App):
-        @fal.endpoint("/run")
-        def first(self) -> dict:
-            return {}
-
-        @fal.endpoint("/run")
-        def second(self) -> dict:
-            return {}
-
-    with pytest.raises(AppSettingsError, match="/run") as error:
-        Duplicate.endpoints()
-    assert "first()" in str(error.value)
-    assert "second()" in str(error.value)
-
-
-def test_two_health_checks_are_an_error() -> None:
-    class TwoChecks(fal.App):
-        @fal.endpoint("/a", health_check=fal.HealthCheck())
-        def a(self) -> dict:
-            return {}
-
-        @fal.endpoint("/b", health_check=fal.HealthCheck())
-        def b(self) -> dict:
-            return {}
-
-    with pytest.raises(AppSettingsError, match="health_check"):
-        TwoChecks.endpoints()
-
-
-def test_endpoint_path_must_start_with_a_slash() -> None:
-    with pytest.raises(ValueError, match="'/'"):
-        fal.endpoint("run")
-
-
-def test_websocket_endpoint_cannot_be_the_health_check() -> None:
-    with pytest.raises(ValueError):
-        fal.endpoint("/ws", is_websocket=True, health_check=fal.HealthCheck())
-
-
-def test_health_check_rejects_bad_values() -> None:
-    with pytest.raises(ValueError, match="failure_threshold"):
-        fal.HealthCheck(failure_threshold=0)
-    with pytest.raises(ValueError, match="timeout_seconds"):
-        fal.HealthCheck(timeout_seconds=-1)
-
-
-def test_default_health_answers_the_version() -> None:
-    class Plain(fal.App):
-        pass
-
-    assert Plain().health() == {"version": fal.__version__}
-
-
 # -- GPUs --------------------------------------------------------------------------------------
 
 
@@ -324,93 +224,3 @@ def test_gpus_per_runner(
 ) -> None:
     settings = AppSettings(machine_type=machine_type, num_gpus=num_gpus)
     assert settings.gpus_per_runner == expected
-
-
-# -- import fal --------------------------------------------------------------------------------
-
-
-def _run_python(code: str, *, extra_path: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """A clean interpreter (``-I``-like: no user site), so ``sys.modules`` starts empty."""
-    command = [sys.executable, "-s", "-c", textwrap.dedent(code)]
-    env = {"PATH": "/usr/bin:/bin"}
-    if extra_path is not None:
-        env["PYTHONPATH"] = str(extra_path)
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
-
-
-def test_fal_alias_maps_fal_to_minifal() -> None:
-    result = _run_python(
-        """
-        import importlib.util
-        assert importlib.util.find_spec("fal") is None, "the real fal is installed here"
-        from minifal.fal_alias import install_fal_alias
-        assert install_fal_alias()
-        assert install_fal_alias()  # idempotent
-        import fal
-        import fal.exceptions
-        import minifal
-        import minifal.exceptions
-        from fal.exceptions import FieldException
-        from fal.toolkit import Image
-        import minifal.toolkit
-        assert fal is minifal
-        assert fal.App is minifal.App
-        assert fal.endpoint is minifal.endpoint
-        assert fal.exceptions.FieldException is minifal.exceptions.FieldException
-        assert FieldException is minifal.exceptions.FieldException
-        assert Image is minifal.toolkit.Image
-        print("ok")
-        """
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
-
-
-def test_fal_alias_never_shadows_a_real_fal(tmp_path: Path) -> None:
-    real = tmp_path / "fal"
-    real.mkdir()
-    (real / "__init__.py").write_text("REAL = True\n")
-    result = _run_python(
-        """
-        from minifal.fal_alias import install_fal_alias, real_fal_installed
-        assert real_fal_installed()
-        assert install_fal_alias() is False
-        import fal
-        assert fal.REAL is True
-        print("ok")
-        """,
-        extra_path=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
-
-
-def test_without_the_alias_fal_is_not_importable() -> None:
-    result = _run_python("import minifal\nimport fal\n")
-    assert result.returncode != 0
-    assert "No module named 'fal'" in result.stderr
-
-
-# -- requirements ------------------------------------------------------------------------------
-
-
-def test_unmet_requirements() -> None:
-    problems = unmet_requirements(
-        [
-            "pydantic>=2",
-            "pydantic<1",
-            "surely-not-installed-package-xyz",
-            "not a requirement !!",
-            "pydantic<1; python_version < '3'",
-        ]
-    )
-    assert len(problems) == 3, problems
-    assert problems[0].startswith("pydantic<1: pydantic ")
-    assert "is installed" in problems[0]
-    assert "surely-not-installed-package-xyz is not installed" in problems[1]
-    assert "is not a valid requirement" in problems[2]
-
-
-def test_met_requirements_are_silent() -> None:
-    assert unmet_requirements([]) == []
-    assert unmet_requirements(["fastapi", "msgpack>=1.0", "httpx"]) == []

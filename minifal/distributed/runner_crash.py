@@ -4,7 +4,7 @@ After a worker dies, its ``DistributedRunner`` has stopped the other workers and
 again. Inside a minifal runner process (``minifal serve``, or a runner of ``minifal run``) that
 process then stops as on SIGTERM (in-flight requests get their answers, the failed call a 503;
 ``teardown()`` runs) and exits with the runner's ``EXIT_DISTRIBUTED_WORKER_CRASHED``
-(``minifal.runner.server``), so the fleet's supervisor restarts it after its crash back-off, like
+(``minifal.runner_contract``), so the fleet's supervisor restarts it after its crash back-off, like
 any runner that crashed, and says "a distributed worker died". In any other process (a script, a
 test) the error raised by the call is the whole story.
 """
@@ -17,22 +17,19 @@ import os
 import signal
 import sys
 
+from minifal.runner_contract import ENV_RUN_ID, EXIT_DISTRIBUTED_WORKER_CRASHED
+
 logger = logging.getLogger("minifal.distributed")
 
 
 def serving_an_app() -> bool:
     """Whether this process is a minifal runner (its server module runs, with a run id)."""
-    server = sys.modules.get("minifal.runner.server")
-    return server is not None and bool(os.environ.get(server.ENV_RUN_ID))
+    return "minifal.runner.server" in sys.modules and bool(os.environ.get(ENV_RUN_ID))
 
 
 def fail_runner_process(error: Exception) -> None:
     if not serving_an_app():
         return
-    # Imported here, where the runner's server module is already loaded: worker processes and
-    # plain scripts that use DistributedRunner never need uvicorn and FastAPI.
-    from minifal.runner.server import EXIT_DISTRIBUTED_WORKER_CRASHED
-
     logger.error(
         "%s: this runner cannot serve any more; it stops and exits with code %d",
         error,

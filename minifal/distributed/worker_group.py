@@ -10,6 +10,9 @@ too: those ranks are stuck in a collective the failed rank will never join.
 
 Other threads ask and wait: ``open_call``/``send_call``, ``wait_ready``, ``stop``, ``kill``.
 Every wait is bounded.
+
+One module, over 400 lines: the owning thread's loop, the routing of messages and the crash
+rules share one lock and one state; split apart, each part would reach into the others.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+ENV_AUTH_KEY = "MINIFAL_AUTH_KEY"
+"""The key, when ``minifal run`` and ``minifal runners`` are given no ``--auth-key``."""
 OPEN_PATHS = ("/health",)
 OPEN_PREFIXES = ("/files/",)
 

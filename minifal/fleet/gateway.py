@@ -1,14 +1,15 @@
-"""The gateway's state and behaviour, independent of HTTP routing (see ``http_api``).
+"""The gateway's state, independent of HTTP routing (``http_api``) and of forwarding requests
+(``forwarding``).
 
-It owns the supervisor (runner processes), the scheduler (queue + dispatch), the table of
-queued requests, the HTTP client to runners, and every background task it starts.
+It owns the supervisor (runners, through a backend), the scheduler (queue + dispatch), the
+forwarder, the table of queue requests, the HTTP client to runners, the metrics, and every
+background task it starts (the autoscaler, health checks, queue requests); it applies the
+scaler's decisions and builds the ``/runners`` table.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -19,12 +20,15 @@ import httpx
 
 from minifal.app_environment import environment_summary
 from minifal.app_manifest import AppManifest
+from minifal.fleet.forwarding import Forwarder
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.health_monitor import HealthMonitor
 from minifal.fleet.jobs import Job
+from minifal.fleet.local_runners import LocalRunnerBackend
 from minifal.fleet.metrics import GatewayMetrics
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
-from minifal.fleet.runner_process import RunnerLaunch, RunnerProcess, RunnerState
+from minifal.fleet.runner import RunnerState
+from minifal.fleet.runner_backend import RunnerLaunch
 from minifal.fleet.scaler import (
     FleetSnapshot,
     Phase,
@@ -33,21 +37,14 @@ from minifal.fleet.scaler import (
     decide,
     expires_in,
 )
-from minifal.fleet.scheduler import Scheduler, StartTimeout, Withdrawn
+from minifal.fleet.scheduler import Scheduler
 from minifal.fleet.supervisor import Supervisor
-from minifal.fleet.webhooks import deliver_webhook
+from minifal.runner_contract import DEFAULT_GRACE_SECONDS
 
 logger = logging.getLogger("minifal.fleet")
 
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer"}
 COMPLETED_JOBS_KEPT = 10_000
-DEFAULT_GRACE_SECONDS = 60.0
-DEFAULT_START_TIMEOUT_SECONDS = 1800.0
-"""A request without ``X-Fal-Request-Timeout`` waits at most this long for a runner."""
-MAX_ATTEMPTS = 10  # fal retries queue requests up to 10 times on 503, 504 and lost connections
-RETRYABLE_STATUSES = {503, 504}
 SCALE_EVERY_SECONDS = 0.25
-LOST_RUNNER_GRACE_SECONDS = 2.0
 
 PHASES = {
     RunnerState.PENDING: Phase.STARTING,
@@ -59,10 +56,6 @@ PHASES = {
     RunnerState.TERMINATING: Phase.LEAVING,
     RunnerState.TERMINATED: Phase.LEAVING,
 }
-
-
-def json_body(data: Any) -> bytes:
-    return json.dumps(data).encode()
 
 
 @dataclass(frozen=True)
@@ -95,8 +88,9 @@ class Gateway:
             echo_output=options.echo_output,
         )
         self.supervisor = Supervisor(
-            launch,
+            LocalRunnerBackend(launch),
             GpuPool(options.gpus if launch.use_gpus else [], settings.gpus_per_runner),
+            launch.run_dir,
             settings.startup_timeout,
             self.grace_seconds,
             on_ready=self._runner_ready,
@@ -112,7 +106,11 @@ class Gateway:
         self.environment = environment_summary(settings.kind, settings.image)
         """Where the runners run: here, whatever container image the App declares."""
         self.jobs: dict[str, Job] = {}
+        """Queue requests by id, answered ones included (the last ``COMPLETED_JOBS_KEPT``)."""
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
+        self.forwarder = Forwarder(
+            manifest, self.scheduler, self.supervisor, self.metrics, self.client
+        )
         self._job_tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
 
@@ -121,13 +119,11 @@ class Gateway:
     async def start(self) -> None:
         self.scale_once()
         self._loops.append(asyncio.create_task(self._scale_forever(), name="autoscaler"))
-        health = next(
-            (e for e in self.manifest.endpoints if e.get("health_check") is not None), None
-        )
-        if health is not None:
+        health = self.manifest.health_endpoint
+        if health is not None and health.health_check is not None:
             monitor = HealthMonitor(
-                health["path"],
-                health["health_check"],
+                health.path,
+                health.health_check,
                 lambda: self.supervisor.live_runners,
                 self.supervisor.replace,
                 self.client,
@@ -193,122 +189,17 @@ class Gateway:
             await asyncio.sleep(SCALE_EVERY_SECONDS)
             self.scale_once()
 
-    # -- requests --------------------------------------------------------------------------------
-
-    @property
-    def request_timeout(self) -> float | None:
-        return self.manifest.settings.request_timeout
-
-    def forward_headers(self, job: Job, incoming: dict[str, str]) -> dict[str, str]:
-        skipped = HOP_BY_HOP | {"host", "content-length", "authorization"}
-        headers = {k: v for k, v in incoming.items() if k.lower() not in skipped}
-        headers["x-fal-request-id"] = job.id
-        headers["x-fal-endpoint"] = job.path
-        return headers
+    # -- queue requests ----------------------------------------------------------------------------
 
     def submit_queued(self, job: Job) -> None:
         """Accept a queue request (raises ``QueueFull``); it runs in a task the gateway owns."""
-        self.scheduler.submit(job)
+        self.forwarder.enqueue(job)
         self.jobs[job.id] = job
         self._forget_old_jobs()
-        self.spawn(self._run_queued(job), name=f"job-{job.id}")
+        self.spawn(self.forwarder.run_queued(job), name=f"job-{job.id}")
 
-    async def _run_queued(self, job: Job) -> None:
-        """Run a queue request until it has an answer; a lost runner means another attempt."""
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                runner = await self.scheduler.wait_for_runner(job)
-            except StartTimeout:
-                self.complete_start_timeout(job)
-                break
-            except Withdrawn:
-                break
-            try:
-                retry = await self._execute(job, runner, last_attempt=attempt == MAX_ATTEMPTS)
-            finally:
-                self.scheduler.release(runner)
-            if not retry:
-                break
-            logger.warning(
-                "request %s: attempt %d failed on %s, retrying", job.id, attempt, runner.runner_id
-            )
-            job.requeue()
-            self.scheduler.requeue(job)
-        if job.webhook_url and job.status == "COMPLETED":
-            await deliver_webhook(self.client, job)
-
-    def complete_start_timeout(self, job: Job) -> None:
-        detail = {"detail": "Request timed out before a runner could start it"}
-        headers = {"content-type": "application/json", "x-fal-request-timeout-type": "user"}
-        job.complete(504, json_body(detail), headers)
-        self.metrics.completed(504, time.time() - job.created)
-
-    async def _execute(self, job: Job, runner: RunnerProcess, last_attempt: bool) -> bool:
-        """One attempt on ``runner``; True when it failed in a way worth another runner's try
-        (503, 504, lost connection) and attempts are left. Never retried: any 4xx."""
-        job.start(runner.runner_id)
-        url = f"{runner.url}{job.path}"
-        try:
-            response = await asyncio.wait_for(
-                self.client.post(url, content=job.body, headers=job.headers),
-                timeout=self.request_timeout,
-            )
-        except TimeoutError:
-            self.supervisor.replace(runner, f"request over request_timeout={self.request_timeout}s")
-            if not last_attempt:
-                return True
-            detail = f"Request exceeded request_timeout={self.request_timeout}s"
-            job.complete(504, json_body({"detail": detail}))
-        except httpx.HTTPError as exc:
-            logger.error("[%s] request %s lost: %s", runner.runner_id, job.id, exc)
-            self.runner_lost(runner, exc)
-            if not last_attempt:
-                return True
-            job.complete(503, json_body({"detail": "The runner serving this request failed"}))
-        else:
-            if response.status_code in RETRYABLE_STATUSES and not last_attempt:
-                return True
-            headers = {k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP}
-            headers.pop("content-length", None)
-            job.complete(response.status_code, response.content, headers)
-            self.metrics.answered(job.path, response.status_code, headers, job.inference_time)
-        self.metrics.completed(job.response_status or 0, time.time() - job.created)
-        return False
-
-    def runner_lost(self, runner: RunnerProcess, exc: Exception) -> None:
-        """The connection to a runner broke: send it nothing more. A process that died is a
-        crash for its lifecycle (back-off, restart); one still alive a moment later is hung
-        and gets replaced. Waiting that moment makes a crash look the same however the
-        gateway learnt of it first."""
-        if not runner.suspended:
-            runner.suspended = True
-            reason = f"lost connection ({type(exc).__name__})"
-            self._loops = [loop for loop in self._loops if not loop.done()]
-            self._loops.append(asyncio.create_task(self._replace_if_alive(runner, reason)))
-
-    async def _replace_if_alive(self, runner: RunnerProcess, reason: str) -> None:
-        await asyncio.sleep(LOST_RUNNER_GRACE_SECONDS)
-        if runner.suspended and not runner.exited:
-            self.supervisor.replace(runner, reason)
-
-    async def cancel(self, job: Job) -> tuple[int, dict[str, Any]]:
-        """fal's cancel: a queued request is dropped; a running one is asked to stop."""
-        if job.status == "COMPLETED":
-            return 400, {"status": "ALREADY_COMPLETED"}
-        job.cancelled = True
-        if self.scheduler.withdraw(job):
-            job.complete(499, json_body({"detail": "Request cancelled by the client."}))
-            self.metrics.completed(499, time.time() - job.created)
-            return 202, {"status": "CANCELLATION_REQUESTED"}
-        runner = self.supervisor.find(job.runner_id)
-        if runner is not None:
-            with contextlib.suppress(httpx.HTTPError):
-                await self.client.post(
-                    f"{runner.url}{job.path.rstrip('/')}/cancel",
-                    headers={"x-fal-request-id": job.id},
-                    timeout=5.0,
-                )
-        return 202, {"status": "CANCELLATION_REQUESTED"}
+    def queue_position(self, job: Job) -> int | None:
+        return self.scheduler.position(job)
 
     def _forget_old_jobs(self) -> None:
         if len(self.jobs) <= COMPLETED_JOBS_KEPT:
@@ -342,6 +233,7 @@ class Gateway:
                     "gpus": ",".join(runner.gpus),
                     "pid": runner.pid,
                     "port": runner.port,
+                    "node": runner.node,
                     "last_exit_reason": runner.last_exit_reason,
                     "state_history": [
                         {"at": round(at, 3), "state": state.value}
@@ -354,4 +246,13 @@ class Gateway:
             "run_id": self.options.run_id,
             "environment": self.environment,
             "runners": rows,
+        }
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "app": self.manifest.app_name,
+            "runners_ready": self.supervisor.ready_count,
+            "runners": len(self.supervisor.runners),
+            "queue_size": len(self.scheduler.queue),
         }

@@ -6,7 +6,10 @@ caller logs that they do.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+
+from minifal.nvidia_smi import list_gpus
 
 
 class GpuPool:
@@ -34,20 +37,9 @@ class GpuPool:
 
 
 def detect_gpus() -> list[str]:
-    """GPU indices visible to this process, without importing torch (``nvidia-smi -L``)."""
-    import os
-    import shutil
-    import subprocess
-
+    """GPU indices visible to this process: ``CUDA_VISIBLE_DEVICES``, else all ``nvidia-smi``
+    lists (without importing torch)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [gpu.strip() for gpu in visible.split(",") if gpu.strip() and gpu.strip() != "-1"]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        listing = subprocess.run(
-            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(index) for index, line in enumerate(listing.splitlines()) if line.startswith("GPU")]
+    return [gpu.index for gpu in list_gpus()]

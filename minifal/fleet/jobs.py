@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,12 +32,9 @@ class Job:
     response_status: int | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     response_body: bytes = b""
-    cancelled: bool = False
-    logs: list[dict[str, Any]] = field(default_factory=list)
     assigned: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-    done: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -52,6 +50,20 @@ class Job:
     @property
     def succeeded(self) -> bool:
         return self.response_status is not None and 200 <= self.response_status < 300
+
+    @property
+    def response_json(self) -> Any:
+        """The answer's body as JSON; None when it is empty or not JSON."""
+        try:
+            return json.loads(self.response_body) if self.response_body else None
+        except ValueError:
+            return None
+
+    @property
+    def error_detail(self) -> Any:
+        """fal's ``detail`` of an error answer (a string, or validation errors), else None."""
+        payload = self.response_json
+        return payload.get("detail") if isinstance(payload, dict) else None
 
     def notify(self) -> None:
         """Wake status streams; they wait on a fresh event after each change."""
@@ -80,5 +92,4 @@ class Job:
         self.response_status = status
         self.response_body = body
         self.response_headers = headers or {"content-type": "application/json"}
-        self.done.set()
         self.notify()

@@ -14,6 +14,7 @@ import uvicorn
 
 from minifal.app_manifest import AppManifest, ManifestError, inspect_app
 from minifal.data_dir import activate_data_dir, resolve_data_dir
+from minifal.fleet.auth import ENV_AUTH_KEY
 from minifal.fleet.gateway import Gateway, GatewayOptions
 from minifal.fleet.gpu_pool import detect_gpus
 from minifal.fleet.http_api import build_gateway_app
@@ -21,17 +22,16 @@ from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.scaler import ScalingSettings
 from minifal.log_format import configure_logging
 from minifal.quiet_exit_server import QuietExitServer
+from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
 
 logger = logging.getLogger("minifal.fleet")
-
-ENV_AUTH_KEY = "MINIFAL_AUTH_KEY"
 
 
 @dataclass(frozen=True)
 class FleetArguments:
     app: str
-    host: str = "127.0.0.1"
-    port: int = 8080
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
     workers: int | None = None
     gpus: str | None = None
     data_dir: str | None = None

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 
 from minifal.billing import BILLABLE_UNITS_HEADER, billable_components, parse_billable_units
-from minifal.fleet.runner_process import RunnerProcess, RunnerState
+from minifal.fleet.runner import Runner, RunnerState
 from minifal.startup.events import read_events
 
 
@@ -22,7 +22,7 @@ class _FleetCollector:
     """Values read at scrape time from the live fleet, so they can never go stale."""
 
     def __init__(
-        self, runners: Callable[[], Sequence[RunnerProcess]], queue_size: Callable[[], int]
+        self, runners: Callable[[], Sequence[Runner]], queue_size: Callable[[], int]
     ) -> None:
         self.runners = runners
         self.queue_size = queue_size
@@ -46,9 +46,8 @@ class _FleetCollector:
             "Duration of each startup phase of each runner's latest start",
             labels=["runner_id", "phase"],
         )
-        for runner in runners:
-            events = [e for e in read_events(runner.events_file) if e.get("pid") == runner.pid]
-            for event in events:
+        for runner in (r for r in runners if r.pid is not None):
+            for event in read_events(runner.events_file, runner.pid):
                 phases.add_metric([runner.runner_id, event["phase"]], event["duration_s"])
         yield phases
         startup = GaugeMetricFamily(
@@ -84,7 +83,7 @@ class _BillingDeclarationCollector:
 class GatewayMetrics:
     def __init__(
         self,
-        runners: Callable[[], Sequence[RunnerProcess]],
+        runners: Callable[[], Sequence[Runner]],
         queue_size: Callable[[], int],
         billing_declarations: Mapping[str, Any] | None = None,
     ) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from minifal.fleet.dispatch import choose_runner
 from minifal.fleet.jobs import Job
 from minifal.fleet.request_queue import RequestQueue
-from minifal.fleet.runner_process import RunnerProcess
+from minifal.fleet.runner import Runner
 
 
 class StartTimeout(Exception):
@@ -27,26 +27,23 @@ class Withdrawn(Exception):
 class Scheduler:
     def __init__(
         self,
-        runners: Callable[[], Sequence[RunnerProcess]],
+        runners: Callable[[], Sequence[Runner]],
         max_multiplexing: int,
         max_queue: int | None = None,
     ) -> None:
         self.runners = runners
         self.max_multiplexing = max_multiplexing
         self.queue: RequestQueue[Job] = RequestQueue(max_queue)
-        self.on_queue_change: Callable[[], None] = lambda: None
 
     def submit(self, job: Job) -> None:
         """Put the job in line (raises ``QueueFull``) and hand out what can be handed out."""
         self.queue.push(job, job.priority)
         self.pump()
-        self.on_queue_change()
 
     def requeue(self, job: Job) -> None:
         """A retry goes to the front of its priority line: it was accepted before the others."""
         self.queue.push_front(job, job.priority)
         self.pump()
-        self.on_queue_change()
 
     def pump(self) -> None:
         now = time.time()
@@ -58,10 +55,10 @@ class Scheduler:
             assert job is not None
             if job.assigned.done():  # cancelled or expired while queued
                 continue
-            runner.mark_busy(now)
+            runner.took_request(now)
             job.assigned.set_result(runner)
 
-    async def wait_for_runner(self, job: Job) -> RunnerProcess:
+    async def wait_for_runner(self, job: Job) -> Runner:
         """The runner that takes this job, once it is its turn; bounded by the start timeout."""
         timeout = None if job.start_deadline is None else max(0.0, job.start_deadline - time.time())
         try:
@@ -78,12 +75,10 @@ class Scheduler:
             return False
         job.assigned.set_exception(Withdrawn(job.id))
         job.assigned.exception()  # marks it retrieved: nobody may be waiting any more
-        removed = self.queue.remove(job)
-        self.on_queue_change()
-        return removed
+        return self.queue.remove(job)
 
-    def release(self, runner: RunnerProcess) -> None:
-        runner.mark_done(time.time())
+    def release(self, runner: Runner) -> None:
+        runner.finished_request(time.time())
         self.pump()
 
     def position(self, job: Job) -> int | None:

@@ -1,11 +1,14 @@
-"""Starts, watches, replaces and stops the runner processes of one fleet.
+"""Starts, watches, replaces and stops the runners of one fleet, through a runner backend.
 
 Each runner has one lifecycle task: start -> SETUP -> ready (IDLE/RUNNING) -> ... -> exit.
 - A runner not ready within ``startup_timeout`` is killed; that, a ``setup()`` that raises and a
   crash are failures: the runner restarts after fal's back-off (+30 s per consecutive failure, at
   most 10 minutes), in FAILURE_DELAY meanwhile, with the reason in ``last_exit_reason``.
 - ``replace()`` (failed health checks, a request over ``request_timeout``) restarts it at once.
+- ``connection_lost()``: a runner the gateway lost touch with gets no more requests; if it is
+  still alive a moment later it is hung and replaced, else its lifecycle sees the crash.
 - ``retire()`` (keep_alive expired, fleet shutdown) drains it and lets it go.
+The supervisor is the only one to change a runner's lifecycle state (``Runner``'s methods).
 """
 
 from __future__ import annotations
@@ -14,10 +17,15 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
 
 from minifal.fleet.gpu_pool import GpuPool
-from minifal.fleet.runner_process import RunnerLaunch, RunnerProcess, RunnerState
+from minifal.fleet.runner import Runner, RunnerState
+from minifal.fleet.runner_backend import RunnerBackend
+from minifal.startup.events import runner_events_file
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -26,6 +34,8 @@ BACKOFF_STEP_SECONDS = 30.0
 BACKOFF_MAX_SECONDS = 600.0
 ENV_BACKOFF_STEP = "MINIFAL_FAILURE_BACKOFF_SECONDS"
 REPLACE_GRACE_SECONDS = 5.0
+LOST_RUNNER_GRACE_SECONDS = 2.0
+"""How long a runner whose connection broke may take to show it died (else it is hung)."""
 TERMINATED_KEPT = 20  # finished runners still listed in /runners, with their exit reason
 
 
@@ -36,42 +46,49 @@ def failure_backoff(consecutive_failures: int, step: float = BACKOFF_STEP_SECOND
 class Supervisor:
     def __init__(
         self,
-        launch: RunnerLaunch,
+        backend: RunnerBackend,
         gpu_pool: GpuPool,
+        run_dir: Path,
         startup_timeout: float | None,
         grace_seconds: float,
         on_ready: Callable[[], None],
+        backoff_step: float | None = None,
+        lost_runner_grace: float = LOST_RUNNER_GRACE_SECONDS,
     ) -> None:
-        self.launch = launch
+        self.backend = backend
         self.gpu_pool = gpu_pool
+        self.run_dir = run_dir
         self.startup_timeout = startup_timeout or DEFAULT_STARTUP_TIMEOUT
         self.grace_seconds = grace_seconds
-        self.backoff_step = float(os.environ.get(ENV_BACKOFF_STEP, BACKOFF_STEP_SECONDS))
+        if backoff_step is None:
+            backoff_step = float(os.environ.get(ENV_BACKOFF_STEP, BACKOFF_STEP_SECONDS))
+        self.backoff_step = backoff_step
+        self.lost_runner_grace = lost_runner_grace
         self.on_ready = on_ready
-        self.runners: list[RunnerProcess] = []
+        self.runners: list[Runner] = []
         self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_index = 0
 
     @property
-    def live_runners(self) -> list[RunnerProcess]:
+    def live_runners(self) -> list[Runner]:
         return [runner for runner in self.runners if runner.state != RunnerState.TERMINATED]
 
     @property
     def ready_count(self) -> int:
         return sum(1 for runner in self.runners if runner.accepts_requests)
 
-    def find(self, runner_id: str | None) -> RunnerProcess | None:
+    def find(self, runner_id: str | None) -> Runner | None:
         return next((r for r in self.runners if r.runner_id == runner_id), None)
 
-    def _spawn(self, coroutine, name: str) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- state changes ------------------------------------------------------------------------
+    # -- what the gateway asks for ---------------------------------------------------------------
 
-    def add_runner(self) -> RunnerProcess:
+    def add_runner(self) -> Runner:
         gpus, shared = self.gpu_pool.acquire()
         runner_id = f"runner-{self._next_index}"
         self._next_index += 1
@@ -81,81 +98,52 @@ class Supervisor:
                 runner_id,
                 ",".join(gpus),
             )
-        runner = RunnerProcess(runner_id, self.launch, gpus)
+        runner = Runner(runner_id, gpus, runner_events_file(self.run_dir, runner_id))
         self.runners.append(runner)
         self._spawn(self._lifecycle(runner), f"{runner_id}-lifecycle")
         return runner
 
-    def retire(self, runner: RunnerProcess, reason: str) -> None:
+    def retire(self, runner: Runner, reason: str) -> None:
         """Stop a runner for good: it drains its requests and runs ``teardown()``."""
         if runner.retiring:
             return
-        runner.retiring = True
+        runner.retire()
         logger.info("[%s] stopping: %s", runner.runner_id, reason)
-        self._spawn(runner.stop(self.grace_seconds, reason), f"{runner.runner_id}-retire")
+        self._spawn(self._stop(runner, self.grace_seconds, reason), f"{runner.runner_id}-retire")
 
-    def replace(self, runner: RunnerProcess, reason: str) -> None:
+    def replace(self, runner: Runner, reason: str) -> None:
         """Stop an unhealthy runner now and start it afresh, without the crash back-off.
 
         A process that has already exited is left to its lifecycle, which sees a crash."""
         if runner.retiring or runner.replace_reason is not None or runner.exited:
             return
-        runner.replace_reason = reason
-        runner.suspended = True  # no new request for it (a retry included) while it stops
+        runner.replacing(reason)
         logger.warning("[%s] replacing it: %s", runner.runner_id, reason)
-        self._spawn(runner.stop(REPLACE_GRACE_SECONDS, reason), f"{runner.runner_id}-replace")
+        self._spawn(
+            self._stop(runner, REPLACE_GRACE_SECONDS, reason), f"{runner.runner_id}-replace"
+        )
 
-    # -- one runner's life ----------------------------------------------------------------------
+    def connection_lost(self, runner: Runner, error: Exception) -> None:
+        """The connection to a runner broke: send it nothing more. A process that died is a
+        crash for its lifecycle (back-off, restart); one still alive a moment later is hung
+        and gets replaced. Waiting that moment makes a crash look the same however the
+        gateway learnt of it first."""
+        if runner.suspended:
+            return
+        runner.suspend()
+        reason = f"lost connection ({type(error).__name__})"
+        self._spawn(self._replace_if_alive(runner, reason), f"{runner.runner_id}-lost")
 
-    async def _lifecycle(self, runner: RunnerProcess) -> None:
-        failures = 0
-        try:
-            while not self.stopping and not runner.retiring:
-                await runner.start()
-                if await runner.wait_ready(self.startup_timeout):
-                    failures = 0
-                    self.on_ready()
-                elif runner.exit_code is None and not runner.retiring:
-                    reason = f"startup_timeout ({self.startup_timeout:.0f} s) exceeded"
-                    logger.error("[%s] %s: killing it", runner.runner_id, reason)
-                    await runner.stop(REPLACE_GRACE_SECONDS, reason)
-                code = await runner.wait_exit()
-                if self.stopping or runner.retiring:
-                    break
-                runner.in_flight = 0
-                runner.last_exit_reason = runner.stop_reason or _exit_reason(code)
-                if runner.replace_reason is not None:
-                    runner.replace_reason = None
-                    runner.state = RunnerState.PENDING
-                    continue
-                failures += 1
-                delay = failure_backoff(failures, self.backoff_step)
-                logger.error(
-                    "[%s] failed (%s); restarting in %.0f s",
-                    runner.runner_id,
-                    runner.last_exit_reason,
-                    delay,
-                )
-                runner.state = RunnerState.FAILURE_DELAY
-                runner.restart_at = asyncio.get_running_loop().time() + delay
-                await asyncio.sleep(delay)
-                runner.restart_at = None
-        finally:
-            runner.state = RunnerState.TERMINATED
-            self.gpu_pool.release(runner.gpus)
-            runner.gpus = []
-            self._forget_old_runners()
-
-    def _forget_old_runners(self) -> None:
-        finished = [r for r in self.runners if r.state == RunnerState.TERMINATED]
-        for runner in finished[:-TERMINATED_KEPT]:
-            self.runners.remove(runner)
+    async def _replace_if_alive(self, runner: Runner, reason: str) -> None:
+        await asyncio.sleep(self.lost_runner_grace)
+        if runner.suspended and not runner.exited:
+            self.replace(runner, reason)
 
     async def stop(self) -> None:
         """Stop every runner (each drains and runs ``teardown()``), then their lifecycle tasks."""
         self.stopping = True
         await asyncio.gather(
-            *(runner.stop(self.grace_seconds, "fleet shutdown") for runner in self.runners),
+            *(self._stop(runner, self.grace_seconds, "fleet shutdown") for runner in self.runners),
             return_exceptions=True,
         )
         for task in list(self._tasks):
@@ -164,20 +152,72 @@ class Supervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    # -- one runner's life ----------------------------------------------------------------------
 
-def _exit_reason(code: int) -> str:
-    from minifal.runner.server import (
-        EXIT_DISTRIBUTED_WORKER_CRASHED,
-        EXIT_SETUP_FAILED,
-        EXIT_STARTUP_TIMEOUT,
-    )
+    async def _lifecycle(self, runner: Runner) -> None:
+        failures = 0
+        try:
+            while not self.stopping and not runner.retiring:
+                started_at = time.time()
+                instance = await self.backend.start(runner.runner_id, runner.gpus)
+                runner.started(instance, started_at)
+                if await self._wait_ready(runner):
+                    failures = 0
+                code = await instance.wait_exit()
+                if self.stopping or runner.retiring:
+                    break
+                runner.exited_with(code)
+                if runner.replace_reason is not None:
+                    runner.restart_now()
+                    continue
+                failures += 1
+                await self._back_off(runner, failures)
+        finally:
+            self.gpu_pool.release(runner.gpus)
+            runner.terminated()
+            self._forget_old_runners()
 
-    if code == EXIT_SETUP_FAILED:
-        return "setup() failed (traceback in the runner's log)"
-    if code == EXIT_STARTUP_TIMEOUT:
-        return "startup_timeout exceeded in setup()"
-    if code == EXIT_DISTRIBUTED_WORKER_CRASHED:
-        return "a distributed worker died (its error is in the runner's log)"
-    if code < 0:
-        return f"killed by signal {-code}"
-    return f"exited with code {code}"
+    async def _wait_ready(self, runner: Runner) -> bool:
+        """Ready within ``startup_timeout``; a runner still setting up after it is stopped."""
+        assert runner.instance is not None
+        if await runner.instance.wait_ready(self.startup_timeout):
+            runner.became_ready(time.time())
+            self.on_ready()
+            return True
+        if not runner.instance.exited and not runner.retiring:
+            reason = f"startup_timeout ({self.startup_timeout:.0f} s) exceeded"
+            logger.error("[%s] %s: killing it", runner.runner_id, reason)
+            await self._stop(runner, REPLACE_GRACE_SECONDS, reason)
+        return False
+
+    async def _back_off(self, runner: Runner, failures: int) -> None:
+        delay = failure_backoff(failures, self.backoff_step)
+        logger.error(
+            "[%s] failed (%s); restarting in %.0f s",
+            runner.runner_id,
+            runner.last_exit_reason,
+            delay,
+        )
+        runner.backing_off(asyncio.get_running_loop().time() + delay)
+        await asyncio.sleep(delay)
+        runner.back_off_over()
+
+    async def _stop(self, runner: Runner, grace: float, reason: str) -> None:
+        """Ask its instance to stop (it drains and runs ``teardown()``), kill it after ``grace``."""
+        instance = runner.instance
+        if instance is None or instance.exited:
+            return  # its lifecycle saw the exit and decides what comes next (restart, delay, end)
+        runner.stopping(reason)
+        instance.terminate()
+        try:
+            await asyncio.wait_for(instance.wait_exit(), timeout=grace)
+        except TimeoutError:
+            logger.warning("[%s] did not stop within %.0f s: killing it", runner.runner_id, grace)
+            instance.kill()
+            await instance.wait_exit()
+        runner.stopped()
+
+    def _forget_old_runners(self) -> None:
+        finished = [r for r in self.runners if r.state == RunnerState.TERMINATED]
+        for runner in finished[:-TERMINATED_KEPT]:
+            self.runners.remove(runner)

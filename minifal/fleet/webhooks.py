@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -18,20 +17,15 @@ TIMEOUT_SECONDS = 15.0
 
 
 def webhook_payload(job: Job) -> dict[str, Any]:
-    try:
-        payload: Any = json.loads(job.response_body) if job.response_body else None
-    except ValueError:
-        payload = None
     body: dict[str, Any] = {
         "request_id": job.id,
         "gateway_request_id": job.id,
         "status": "OK" if job.succeeded else "ERROR",
-        "payload": payload,
+        "payload": job.response_json,
     }
     if not job.succeeded:
-        detail = payload.get("detail") if isinstance(payload, dict) else None
         body["error"] = f"Invalid status code: {job.response_status}"
-        body["payload_error"] = detail
+        body["payload_error"] = job.error_detail
     return body
 
 

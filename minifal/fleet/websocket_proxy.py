@@ -9,7 +9,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-FORWARDED_HEADERS = ("x-fal-request-id", "x-fal-endpoint")
+from minifal.runner_contract import ENDPOINT_HEADER, REQUEST_ID_HEADER
+
+FORWARDED_HEADERS = (REQUEST_ID_HEADER, ENDPOINT_HEADER)
 
 
 async def proxy_websocket(client: WebSocket, target_url: str, headers: dict[str, str]) -> None:

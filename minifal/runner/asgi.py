@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.exceptions import ResponseValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from minifal.app import App
@@ -31,7 +31,9 @@ from minifal.runner.realtime_frames import FrameCodec
 from minifal.runner.realtime_modes import RealtimeShape, realtime_shape
 from minifal.runner.request_id import RequestIdMiddleware
 from minifal.runner.signatures import resolved_signature
+from minifal.runner_contract import ENDPOINT_HEADER, READY_PATH, REQUEST_ID_HEADER
 from minifal.startup import events as startup_events
+from minifal.stored_files_route import STORED_FILES_PATH, stored_file
 
 logger = logging.getLogger("minifal.runner")
 
@@ -56,8 +58,8 @@ def request_context(request: Request | WebSocket, endpoint_path: str) -> Request
     prefix = headers.get("x-forwarded-prefix", "").strip("/")
     base_url = f"{proto}://{host}/" + (f"{prefix}/" if prefix else "")
     return RequestContext(
-        request_id=headers.get("x-fal-request-id", ""),
-        endpoint=headers.get("x-fal-endpoint", endpoint_path),
+        request_id=headers.get(REQUEST_ID_HEADER, ""),
+        endpoint=headers.get(ENDPOINT_HEADER, endpoint_path),
         headers=headers,
         base_url=base_url,
     )
@@ -98,24 +100,16 @@ def build_asgi_app(app: App) -> FastAPI:
         openapi_url="/openapi.json",
     )
     api.add_middleware(RequestIdMiddleware)
-    api.state.minifal_app = app
     first_request = FirstRequestTimer()
 
-    @api.get("/health", include_in_schema=False)
+    @api.get(READY_PATH, include_in_schema=False)
     async def health(request: Request) -> Any:
         try:
             return await call_maybe_async(app.health)
         except Exception as exc:
-            return error_response(exc, request.headers.get("x-fal-request-id"))
+            return error_response(exc, request.headers.get(REQUEST_ID_HEADER))
 
-    @api.get("/files/{relative:path}", include_in_schema=False)
-    async def stored_file(relative: str) -> Response:
-        from minifal.toolkit.file import resolve_stored_file
-
-        path = resolve_stored_file(relative)
-        if path is None:
-            return JSONResponse({"detail": f"Path /files/{relative} not found"}, 404)
-        return FileResponse(path)
+    api.add_api_route(STORED_FILES_PATH, stored_file, methods=["GET"], include_in_schema=False)
 
     websocket_routes: list[WebsocketRoute] = []
     for method_name, spec in endpoints:

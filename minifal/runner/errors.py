@@ -27,6 +27,7 @@ from minifal.exceptions import (
     RequestCancelledException,
 )
 from minifal.exceptions.gpu import GPU_ERROR_MARKERS, is_cuda_out_of_memory, is_gpu_error
+from minifal.runner_contract import REQUEST_ID_HEADER
 from minifal.toolkit.url_fetch import DownloadError
 
 logger = logging.getLogger("minifal.runner")
@@ -59,7 +60,7 @@ def error_response(exc: Exception, request_id: str | None = None) -> JSONRespons
     As in fal, an exception that names its answer (fal's exception classes) gets it, whatever
     its message says; only any other error is checked for a GPU failure.
     """
-    headers = {"x-fal-request-id": request_id} if request_id else {}
+    headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
     if isinstance(exc, GPUException):
         return _gpu_error_response(exc, request_id, headers)
     if isinstance(exc, FieldException):

@@ -6,7 +6,9 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-HEADER = b"x-fal-request-id"
+from minifal.runner_contract import REQUEST_ID_HEADER
+
+HEADER = REQUEST_ID_HEADER.encode()
 
 
 class RequestIdMiddleware:

@@ -20,22 +20,24 @@ from minifal.app_loader import load_app_class
 from minifal.data_dir import activate_data_dir, resolve_data_dir
 from minifal.log_format import configure_logging
 from minifal.quiet_exit_server import QuietExitServer
-from minifal.request_context import ENV_PUBLIC_URL
 from minifal.requirements_check import unmet_requirements
 from minifal.runner.asgi import build_asgi_app
 from minifal.runner.bytecode_cache import enable_bytecode_cache
+from minifal.runner_contract import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ENV_EVENTS_FILE,
+    ENV_PUBLIC_URL,
+    ENV_RUN_ID,
+    ENV_RUNNER_ID,
+    ENV_STARTUP_DEADLINE,
+    EXIT_SETUP_FAILED,
+    EXIT_STARTUP_TIMEOUT,
+)
 from minifal.startup import events as startup_events
 
 logger = logging.getLogger("minifal.runner")
-
-ENV_RUN_ID = "MINIFAL_RUN_ID"
-ENV_STARTUP_DEADLINE = "MINIFAL_STARTUP_DEADLINE"
-DEFAULT_GRACE_SECONDS = 60.0
-# A runner's exit codes (the fleet's supervisor names each in its log and `minifal runners`).
-EXIT_SETUP_FAILED = 3
-EXIT_STARTUP_TIMEOUT = 4
-EXIT_DISTRIBUTED_WORKER_CRASHED = 5
-"""A worker process of the app's ``DistributedRunner`` died (``minifal.distributed``)."""
 
 
 class RunnerServer(QuietExitServer):
@@ -64,8 +66,8 @@ class RunnerServer(QuietExitServer):
 
 def _default_events_file(data_dir: Path) -> Path:
     run_id = os.environ.setdefault(ENV_RUN_ID, time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}")
-    runner_id = os.environ.setdefault(startup_events.ENV_RUNNER_ID, "runner-0")
-    return data_dir / "runs" / run_id / f"{runner_id}.jsonl"
+    runner_id = os.environ.setdefault(ENV_RUNNER_ID, "runner-0")
+    return startup_events.runner_events_file(data_dir / "runs" / run_id, runner_id)
 
 
 def _watch_startup_deadline(deadline: float, server: RunnerServer, timeout: float) -> None:
@@ -85,8 +87,8 @@ def _watch_startup_deadline(deadline: float, server: RunnerServer, timeout: floa
 def serve(
     reference: str,
     *,
-    host: str = "127.0.0.1",
-    port: int = 8080,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
     data_dir: str | None = None,
     log_level: str = "info",
 ) -> int:
@@ -95,7 +97,7 @@ def serve(
     configure_logging()
     data = activate_data_dir(resolve_data_dir(data_dir))
     enable_bytecode_cache(data)  # before the app's imports
-    os.environ.setdefault(startup_events.ENV_EVENTS_FILE, str(_default_events_file(data)))
+    os.environ.setdefault(ENV_EVENTS_FILE, str(_default_events_file(data)))
     os.environ.setdefault(ENV_PUBLIC_URL, f"http://{host}:{port}/")
     logger.info("data dir: %s", data)
     startup_events.record("process_start", process_start)

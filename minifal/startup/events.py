@@ -21,10 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-ENV_EVENTS_FILE = "MINIFAL_EVENTS_FILE"
-ENV_RUNNER_ID = "MINIFAL_RUNNER_ID"
+from minifal.runner_contract import ENV_EVENTS_FILE, ENV_RUNNER_ID
 
 logger = logging.getLogger("minifal.startup")
+
+
+def runner_events_file(run_dir: Path, runner_id: str) -> Path:
+    """``DATA_DIR/runs/<run-id>/<runner-id>.jsonl``: one file per runner, every start of it."""
+    return run_dir / f"{runner_id}.jsonl"
 
 
 def events_file() -> Path | None:
@@ -77,8 +81,9 @@ def phase(name: str, **details: Any) -> Iterator[dict[str, Any]]:
         record(name, start, time.time(), **collected)
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """Events of one file, skipping a torn last line (a runner killed mid-write)."""
+def read_events(path: Path, pid: int | None = None) -> list[dict[str, Any]]:
+    """Events of one file, skipping a torn last line (a runner killed mid-write); with ``pid``,
+    only that process's (a runner's file holds every start of it: its latest is its pid's)."""
     events = []
     try:
         text = path.read_text()
@@ -86,9 +91,11 @@ def read_events(path: Path) -> list[dict[str, Any]]:
         return events
     for line in text.splitlines():
         try:
-            events.append(json.loads(line))
+            event = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if pid is None or event.get("pid") == pid:
+            events.append(event)
     return events
 
 

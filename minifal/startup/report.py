@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from minifal.startup.runs import PROCESS_START, Run, RunnerStart, StartupEvent, is_number
+from minifal.text_table import align_columns
 
 READY = "ready"
 CACHE_PREFIX = "compile_cache."
@@ -235,13 +236,8 @@ def format_table(rows: list[RunnerRow]) -> str:
             ]
         )
     text_columns = {0, len(header) - 2}  # runner and cache read left to right; numbers align right
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(widths[i]) if i in text_columns else cell.rjust(widths[i])
-            for i, cell in enumerate(line)
-        ).rstrip()
-        for line in lines
+    return align_columns(
+        lines, right_aligned={i for i in range(len(header)) if i not in text_columns}
     )
 
 

@@ -2,18 +2,19 @@
 
 fal reads the first line of ``nvidia-smi`` whatever ``CUDA_VISIBLE_DEVICES`` says; here the first
 GPU *visible to this process* is reported, so a runner pinned to GPU 3 of a mixed host names GPU 3.
-Asking ``nvidia-smi`` (not torch) keeps this usable without torch installed and without creating
-a CUDA context. nvidia-smi numbers GPUs in PCI bus order; set ``CUDA_DEVICE_ORDER=PCI_BUS_ID``
-(what most fleets do) so that CUDA's ``cuda:0`` is the same card on mixed hosts.
+Asking ``nvidia-smi`` (``minifal.nvidia_smi``, not torch) keeps this usable without torch
+installed and without creating a CUDA context. nvidia-smi numbers GPUs in PCI bus order; set
+``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (what most fleets do) so that CUDA's ``cuda:0`` is the same card
+on mixed hosts.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import shutil
-import subprocess
-from dataclasses import dataclass
+
+from minifal.nvidia_smi import GpuInfo, list_gpus
+from minifal.nvidia_smi import parse_nvidia_smi as parse_nvidia_smi
 
 CPU_TYPE = "CPU"
 
@@ -21,15 +22,6 @@ CPU_TYPE = "CPU"
 _VENDOR_WORDS = {"NVIDIA", "GEFORCE", "TESLA", "QUADRO"}
 # Series words that only make sense joined to the next word ("RTX 4090" -> "RTX4090").
 _SERIES_WORDS = {"RTX", "GTX", "TITAN"}
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    """One row of ``nvidia-smi --query-gpu=index,uuid,name``."""
-
-    index: str
-    uuid: str
-    name: str
 
 
 def short_gpu_type(device_name: str) -> str:
@@ -56,32 +48,9 @@ def select_visible(gpus: list[GpuInfo], cuda_visible_devices: str | None) -> Gpu
     return None
 
 
-def parse_nvidia_smi(output: str) -> list[GpuInfo]:
-    """Rows of ``nvidia-smi --query-gpu=index,uuid,name --format=csv,noheader``."""
-    gpus = []
-    for line in output.splitlines():
-        parts = [p.strip() for p in line.split(",", 2)]
-        if len(parts) == 3 and parts[0]:
-            gpus.append(GpuInfo(index=parts[0], uuid=parts[1], name=parts[2]))
-    return gpus
-
-
 @functools.lru_cache(maxsize=8)
 def _visible_gpu(cuda_visible_devices: str | None) -> GpuInfo | None:
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        result = subprocess.run(
-            [smi, "--query-gpu=index,uuid,name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return select_visible(parse_nvidia_smi(result.stdout), cuda_visible_devices)
+    return select_visible(list_gpus(), cuda_visible_devices)
 
 
 def get_gpu_name() -> str | None:

@@ -7,8 +7,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from minifal.runner_contract import ENV_STARTUP_DEADLINE
+
 ENV_LEASE_TTL = "MINIFAL_CACHE_LEASE_TTL"
-ENV_STARTUP_DEADLINE = "MINIFAL_STARTUP_DEADLINE"
 ENV_LOCAL_ROOT = "MINIFAL_CACHE_LOCAL_ROOT"
 ENV_AUTOTUNE_REDIRECT = "MINIFAL_CACHE_AUTOTUNE_REDIRECT"  # "0": see autotune_lookup.py
 

@@ -1,24 +1,18 @@
-"""The fleet's pure parts with plain values: queue order, dispatch, GPU sharing, back-off, routing,
-auth, webhook bodies, and the scheduler over fake runners."""
+"""The scheduler and its pure parts (``request_queue``, ``dispatch``), over fake runners:
+queue order, which runner takes a job, waiting for one."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from minifal.fleet.auth import key_matches
 from minifal.fleet.dispatch import choose_runner
-from minifal.fleet.gpu_pool import GpuPool
-from minifal.fleet.http_api import resolve_endpoint
 from minifal.fleet.jobs import Job
 from minifal.fleet.request_queue import QueueFull, RequestQueue
 from minifal.fleet.scheduler import Scheduler, StartTimeout, Withdrawn
-from minifal.fleet.supervisor import failure_backoff
-from minifal.fleet.webhooks import webhook_payload
 
 # -- RequestQueue ----------------------------------------------------------------------------------
 
@@ -99,11 +93,11 @@ class FakeRunner:
     last_dispatch: float = 0.0
     accepts_requests: bool = True
 
-    def mark_busy(self, now: float) -> None:
+    def took_request(self, now: float) -> None:
         self.in_flight += 1
         self.last_dispatch = now
 
-    def mark_done(self, now: float) -> None:
+    def finished_request(self, now: float) -> None:
         self.in_flight = max(0, self.in_flight - 1)
 
 
@@ -141,140 +135,10 @@ def test_choose_runner_spreads_load_evenly() -> None:
     for now in range(6):
         runner = choose_runner(runners, 1)
         assert runner is not None
-        runner.mark_busy(float(now + 1))
+        runner.took_request(float(now + 1))
         served.append(runner.name)
-        runner.mark_done(float(now + 1))
+        runner.finished_request(float(now + 1))
     assert served == ["a", "b", "c", "a", "b", "c"]
-
-
-# -- GpuPool ---------------------------------------------------------------------------------------
-
-
-def test_gpu_pool_one_gpu_each_then_round_robin_shared() -> None:
-    pool = GpuPool(["0", "1"], 1)
-    assert pool.acquire() == (["0"], False)
-    assert pool.acquire() == (["1"], False)
-    assert pool.acquire() == (["0"], True)
-    assert pool.acquire() == (["1"], True)
-    assert pool.acquire() == (["0"], True)
-
-
-def test_gpu_pool_several_gpus_per_runner() -> None:
-    pool = GpuPool(["3", "1", "2", "0"], 2)
-    assert pool.acquire() == (["3", "1"], False)  # the order the user gave
-    assert pool.acquire() == (["2", "0"], False)
-    assert pool.acquire() == (["3", "1"], True)
-
-
-def test_gpu_pool_release_frees_gpus_for_the_next_runner() -> None:
-    pool = GpuPool(["0", "1"], 1)
-    first, _ = pool.acquire()
-    pool.acquire()
-    pool.release(first)
-    assert pool.acquire() == (["0"], False)
-    pool.release(["0"])
-    pool.release(["0"])  # releasing more than acquired never goes below zero
-    assert pool.users["0"] == 0
-    assert pool.acquire() == (["0"], False)
-
-
-def test_gpu_pool_without_gpus_runs_on_cpu() -> None:
-    assert GpuPool([], 1).acquire() == ([], False)
-    assert GpuPool(["0"], 0).acquire() == ([], False)
-
-
-# -- failure_backoff -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("failures", "seconds"), [(0, 0.0), (1, 30.0), (2, 60.0), (19, 570.0), (20, 600.0), (99, 600.0)]
-)
-def test_failure_backoff(failures: int, seconds: float) -> None:
-    assert failure_backoff(failures) == seconds
-
-
-# -- resolve_endpoint ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("rest", "expected"),
-    [
-        ("local/my-app", ("/", "local")),
-        ("local/my-app/", ("/", "local")),
-        ("someone/my-app/stream", ("/stream", "someone")),
-        ("someone/my-app/a/b", ("/a/b", "someone")),
-        ("", ("/", "local")),
-        ("stream", ("/stream", "local")),
-        ("a/b/c", ("/a/b/c", "local")),
-        ("my-app/stream", ("/my-app/stream", "local")),
-        ("//local//my-app//ws", ("/ws", "local")),
-    ],
-)
-def test_resolve_endpoint(rest: str, expected: tuple[str, str]) -> None:
-    assert resolve_endpoint(rest, "my-app") == expected
-
-
-# -- key_matches -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("header", "matches"),
-    [
-        ("Key s3cret", True),
-        ("key s3cret", True),
-        ("KEY  s3cret ", True),
-        ("Bearer s3cret", True),
-        ("Key wrong", False),
-        ("Key s3cret-and-more", False),
-        ("Key ", False),
-        ("Basic s3cret", False),
-        ("s3cret", False),
-        ("", False),
-        (None, False),
-    ],
-)
-def test_key_matches(header: str | None, matches: bool) -> None:
-    assert key_matches(header, "s3cret") is matches
-
-
-# -- webhook_payload -------------------------------------------------------------------------------
-
-
-def completed_job(status: int, body: bytes) -> Job:
-    async def make() -> Job:
-        job = Job("/", b"{}", {})
-        job.complete(status, body)
-        return job
-
-    return asyncio.run(make())
-
-
-def test_webhook_payload_ok() -> None:
-    job = completed_job(200, json.dumps({"images": [1, 2]}).encode())
-    assert webhook_payload(job) == {
-        "request_id": job.id,
-        "gateway_request_id": job.id,
-        "status": "OK",
-        "payload": {"images": [1, 2]},
-    }
-
-
-def test_webhook_payload_error_keeps_the_detail() -> None:
-    detail = [{"loc": ["body", "prompt"], "msg": "required", "type": "missing"}]
-    job = completed_job(422, json.dumps({"detail": detail}).encode())
-    body = webhook_payload(job)
-    assert body["status"] == "ERROR"
-    assert body["request_id"] == job.id
-    assert body["payload"] == {"detail": detail}
-    assert body["error"] == "Invalid status code: 422"
-    assert body["payload_error"] == detail
-
-
-@pytest.mark.parametrize("raw", [b"", b"not json"])
-def test_webhook_payload_of_a_body_that_is_not_json(raw: bytes) -> None:
-    body = webhook_payload(completed_job(500, raw))
-    assert body["status"] == "ERROR" and body["payload"] is None
-    assert body["payload_error"] is None
 
 
 # -- Scheduler over fake runners -------------------------------------------------------------------

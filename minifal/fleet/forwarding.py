@@ -1,0 +1,302 @@
+"""One path from a caller to a runner and back, whichever door the request came in.
+
+  sync       POST /<app-path>        accept -> call_sync: acquire -> attempt (streamed back)
+                                     -> release
+  queue      POST /queue/<app-path>  accept -> run_queued: acquire -> attempt -> release, again
+                                     on another runner while the failure is worth a retry
+  websocket  WS /<app-path>          open_websocket: acquire -> frames both ways -> release
+
+- acquire: the job waits in the scheduler's line for a ready runner with a free slot, at most its
+  ``X-Fal-Request-Timeout`` (then 504, ``x-fal-request-timeout-type: user``).
+- attempt: one POST to the runner. It ends one of three ways: the runner answered (any status);
+  the answer took longer than the App's ``request_timeout`` (the runner is replaced, 504); the
+  connection broke (the supervisor hears of it, 503).
+- retry (queue only, as fal does): after a 503, a 504 or a lost connection, another runner, up to
+  ``MAX_ATTEMPTS`` in all; never after a 4xx. A sync caller gets the first answer.
+- release: the runner's slot is free for the next job; the answer is counted in the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import Request, WebSocket
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.websockets import WebSocketDisconnect
+
+from minifal.app_manifest import AppManifest
+from minifal.fleet.jobs import Job
+from minifal.fleet.metrics import GatewayMetrics
+from minifal.fleet.request_queue import PRIORITIES, QueueFull
+from minifal.fleet.runner import Runner
+from minifal.fleet.scheduler import Scheduler, StartTimeout, Withdrawn
+from minifal.fleet.supervisor import Supervisor
+from minifal.fleet.webhooks import deliver_webhook
+from minifal.fleet.websocket_proxy import proxy_websocket
+from minifal.runner_contract import ENDPOINT_HEADER, REQUEST_ID_HEADER
+
+logger = logging.getLogger("minifal.fleet")
+
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer"}
+NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "authorization"}
+DEFAULT_START_TIMEOUT_SECONDS = 1800.0
+"""A request without ``X-Fal-Request-Timeout`` waits at most this long for a runner."""
+MAX_ATTEMPTS = 10  # fal retries queue requests up to 10 times on 503, 504 and lost connections
+RETRYABLE_STATUSES = frozenset({503, 504})
+RUNNER_FAILED = "The runner serving this request failed"
+CANCEL_TIMEOUT_SECONDS = 5.0
+
+
+def json_body(data: Any) -> bytes:
+    return json.dumps(data).encode()
+
+
+def json_error(status: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
+    return JSONResponse({"detail": detail}, status, dict(headers or {}))
+
+
+def queue_full(exc: QueueFull) -> Response:
+    return json_error(429, str(exc), {"retry-after": "1"})
+
+
+def resolve_endpoint(rest: str, app_name: str) -> tuple[str, str]:
+    """``owner/app/x`` -> (``/x``, owner); a bare endpoint path -> (path, ``local``)."""
+    parts = [part for part in rest.split("/") if part]
+    if len(parts) >= 2 and parts[1] == app_name:
+        return "/" + "/".join(parts[2:]), parts[0]
+    return "/" + "/".join(parts), "local"
+
+
+def forward_headers(job: Job, incoming: Mapping[str, str]) -> dict[str, str]:
+    """The caller's headers, less hop-by-hop ones and its key, plus the request's identity."""
+    headers = {k: v for k, v in incoming.items() if k.lower() not in NOT_FORWARDED}
+    headers[REQUEST_ID_HEADER] = job.id
+    headers[ENDPOINT_HEADER] = job.path
+    return headers
+
+
+def answer_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An attempt that got no answer from the runner, as the caller sees it if it is the last."""
+
+    status: int
+    detail: str
+
+
+def worth_retrying(status: int, attempt: int) -> bool:
+    """Whether a queue request answered ``status`` on attempt ``attempt`` (1-based) goes to
+    another runner: 503 and 504 (lost connections and timeouts included), attempts left."""
+    return status in RETRYABLE_STATUSES and attempt < MAX_ATTEMPTS
+
+
+class Forwarder:
+    def __init__(
+        self,
+        manifest: AppManifest,
+        scheduler: Scheduler,
+        supervisor: Supervisor,
+        metrics: GatewayMetrics,
+        client: httpx.AsyncClient,
+    ) -> None:
+        self.manifest = manifest
+        self.scheduler = scheduler
+        self.supervisor = supervisor
+        self.metrics = metrics
+        self.client = client
+        self.request_timeout = manifest.settings.request_timeout
+        self.start_timeout = (
+            manifest.settings.request_start_timeout or DEFAULT_START_TIMEOUT_SECONDS
+        )
+
+    # -- the request ----------------------------------------------------------------------------
+
+    async def accept(self, request: Request, rest: str) -> tuple[Job, str] | Response:
+        """The job for an HTTP call to ``rest`` (fal's app path) and its owner, or the error."""
+        path, owner = resolve_endpoint(rest, self.manifest.app_name)
+        if self.manifest.endpoint_kind(path) != "http":
+            return json_error(404, f"Path {path} not found")
+        priority = request.headers.get("x-fal-queue-priority", "normal").lower()
+        if priority not in PRIORITIES:
+            return json_error(422, f"X-Fal-Queue-Priority must be one of {list(PRIORITIES)}")
+        timeout_header = request.headers.get("x-fal-request-timeout")
+        try:
+            start_timeout = float(timeout_header) if timeout_header else self.start_timeout
+        except ValueError:
+            return json_error(422, "X-Fal-Request-Timeout must be seconds")
+        job = Job(path, await request.body(), {}, priority, start_timeout)  # type: ignore[arg-type]
+        job.headers = forward_headers(job, dict(request.headers))
+        job.headers["x-forwarded-host"] = request.headers.get("host", "")
+        job.headers["x-forwarded-proto"] = request.url.scheme
+        self.metrics.requests_received.inc()
+        return job, owner
+
+    # -- the three doors ------------------------------------------------------------------------
+
+    async def call_sync(self, job: Job) -> Response:
+        """Wait for a runner slot, then stream the runner's answer back as it comes (SSE too)."""
+        try:
+            self.scheduler.submit(job)
+        except QueueFull as exc:
+            return queue_full(exc)
+        try:
+            runner = await self.scheduler.wait_for_runner(job)
+        except StartTimeout:
+            self._complete_start_timeout(job)
+            return Response(job.response_body, 504, job.response_headers)
+        except asyncio.CancelledError:
+            self.scheduler.withdraw(job)
+            raise
+        released = False
+
+        def release(status: int) -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.scheduler.release(runner)
+                self.metrics.completed(status, time.time() - job.created)
+
+        try:
+            outcome = await self._attempt(job, runner, stream=True)
+        except BaseException:
+            release(499)
+            raise
+        if isinstance(outcome, Failure):
+            release(outcome.status)
+            detail = json_body({"detail": outcome.detail})
+            return Response(detail, outcome.status, media_type="application/json")
+        upstream = outcome
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+            finally:
+                await upstream.aclose()
+                release(upstream.status_code)
+                inference = time.time() - job.started if job.started else None
+                self.metrics.answered(job.path, upstream.status_code, upstream.headers, inference)
+
+        return StreamingResponse(body(), upstream.status_code, answer_headers(upstream.headers))
+
+    def enqueue(self, job: Job) -> None:
+        """A queue request joins the line (raises ``QueueFull``); ``run_queued`` serves it."""
+        self.scheduler.submit(job)
+
+    async def run_queued(self, job: Job) -> None:
+        """Run a queue request until it has an answer, then call its webhook if it has one."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                runner = await self.scheduler.wait_for_runner(job)
+            except StartTimeout:
+                self._complete_start_timeout(job)
+                break
+            except Withdrawn:
+                break
+            try:
+                outcome = await self._attempt(job, runner, stream=False)
+                status = outcome.status if isinstance(outcome, Failure) else outcome.status_code
+                retry = worth_retrying(status, attempt)
+                if not retry:
+                    self._complete(job, outcome)
+            finally:
+                self.scheduler.release(runner)
+            if not retry:
+                break
+            logger.warning(
+                "request %s: attempt %d failed on %s, retrying", job.id, attempt, runner.runner_id
+            )
+            job.requeue()
+            self.scheduler.requeue(job)
+        if job.webhook_url and job.status == "COMPLETED":
+            await deliver_webhook(self.client, job)
+
+    async def open_websocket(self, websocket: WebSocket, rest: str) -> None:
+        """Pass a websocket (or realtime) session through to a runner for as long as it lasts."""
+        path, _ = resolve_endpoint(rest, self.manifest.app_name)
+        if self.manifest.endpoint_kind(path) not in ("websocket", "realtime"):
+            await websocket.close(code=4404, reason=f"Path {path} not found")
+            return
+        job = Job(path, b"", {})
+        job.headers = forward_headers(job, dict(websocket.headers))
+        try:
+            self.scheduler.submit(job)
+            runner = await self.scheduler.wait_for_runner(job)
+        except (QueueFull, StartTimeout):
+            await websocket.close(code=1013, reason="no runner available")
+            return
+        try:
+            query = f"?{websocket.url.query}" if websocket.url.query else ""
+            target = "ws" + runner.url.removeprefix("http") + path + query
+            await proxy_websocket(websocket, target, job.headers)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.scheduler.release(runner)
+
+    async def cancel(self, job: Job) -> tuple[int, dict[str, Any]]:
+        """fal's cancel: a queued request is dropped; a running one is asked to stop."""
+        if job.status == "COMPLETED":
+            return 400, {"status": "ALREADY_COMPLETED"}
+        if self.scheduler.withdraw(job):
+            job.complete(499, json_body({"detail": "Request cancelled by the client."}))
+            self.metrics.completed(499, time.time() - job.created)
+            return 202, {"status": "CANCELLATION_REQUESTED"}
+        runner = self.supervisor.find(job.runner_id)
+        if runner is not None:
+            with contextlib.suppress(httpx.HTTPError):
+                await self.client.post(
+                    f"{runner.url}{job.path.rstrip('/')}/cancel",
+                    headers={REQUEST_ID_HEADER: job.id},
+                    timeout=CANCEL_TIMEOUT_SECONDS,
+                )
+        return 202, {"status": "CANCELLATION_REQUESTED"}
+
+    # -- one attempt and its answer -------------------------------------------------------------
+
+    async def _attempt(self, job: Job, runner: Runner, stream: bool) -> httpx.Response | Failure:
+        """POST the job to ``runner``: its answer (a stream, when ``stream``), or the failure."""
+        job.start(runner.runner_id)
+        outgoing = self.client.build_request(
+            "POST", f"{runner.url}{job.path}", content=job.body, headers=job.headers
+        )
+        try:
+            return await asyncio.wait_for(
+                self.client.send(outgoing, stream=stream), self.request_timeout
+            )
+        except TimeoutError:
+            # Before the slot is released: the freed slot must not go to this runner.
+            self.supervisor.replace(runner, f"request over request_timeout={self.request_timeout}s")
+            return Failure(504, f"Request exceeded request_timeout={self.request_timeout}s")
+        except httpx.HTTPError as exc:
+            logger.error("[%s] request %s lost: %s", runner.runner_id, job.id, exc)
+            self.supervisor.connection_lost(runner, exc)
+            return Failure(503, RUNNER_FAILED)
+
+    def _complete(self, job: Job, outcome: httpx.Response | Failure) -> None:
+        """Store a queue request's answer (what its result URL and webhook give)."""
+        if isinstance(outcome, Failure):
+            job.complete(outcome.status, json_body({"detail": outcome.detail}))
+        else:
+            headers = answer_headers(outcome.headers)
+            headers.pop("content-length", None)
+            job.complete(outcome.status_code, outcome.content, headers)
+            self.metrics.answered(job.path, outcome.status_code, headers, job.inference_time)
+        self.metrics.completed(job.response_status or 0, time.time() - job.created)
+
+    def _complete_start_timeout(self, job: Job) -> None:
+        detail = {"detail": "Request timed out before a runner could start it"}
+        headers = {"content-type": "application/json", "x-fal-request-timeout-type": "user"}
+        job.complete(504, json_body(detail), headers)
+        self.metrics.completed(504, time.time() - job.created)

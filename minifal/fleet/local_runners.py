@@ -1,0 +1,190 @@
+"""The first runner backend: each runner is a child process of the gateway, on this machine.
+
+A child runs ``python -m minifal.runner APP`` (``runner_contract``) in its own session, so Ctrl-C
+reaches only the gateway, which drains runners in order; with ``PR_SET_PDEATHSIG``, so a gateway
+that dies leaves no runner behind. Its output goes to ``DATA_DIR/runs/<run>/<runner>.log`` and,
+prefixed with ``[runner-id]``, to the gateway's console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from minifal.fleet.runner_backend import RunnerLaunch
+from minifal.runner.bytecode_cache import configure_environment as configure_bytecode_cache
+from minifal.runner_contract import READY_PATH, runner_command, runner_environment
+from minifal.startup.events import read_events, runner_events_file
+
+logger = logging.getLogger("minifal.fleet")
+
+NODE = "local"
+PROGRESS_EVERY_SECONDS = 5.0
+READY_POLL_SECONDS = 0.2
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the gateway dies, so no runner is orphaned."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class LocalRunnerBackend:
+    def __init__(self, launch: RunnerLaunch) -> None:
+        self.launch = launch
+
+    async def start(self, runner_id: str, gpus: list[str]) -> LocalRunnerProcess:
+        launch = self.launch
+        port = free_port()
+        events_file = runner_events_file(launch.run_dir, runner_id)
+        env = {
+            **os.environ,
+            **launch.extra_env,
+            **runner_environment(
+                data_dir=launch.data_dir,
+                run_id=launch.run_id,
+                runner_id=runner_id,
+                events_file=events_file,
+                public_url=launch.public_url,
+                gpus=gpus if launch.use_gpus else None,
+            ),
+        }
+        configure_bytecode_cache(env, launch.data_dir)  # before the runner's first import
+        launch.run_dir.mkdir(parents=True, exist_ok=True)
+        started_at = time.time()
+        process = await asyncio.create_subprocess_exec(
+            *runner_command(launch.app_reference, port, launch.data_dir),
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the gateway only; it drains runners in order
+            preexec_fn=_die_with_parent,
+        )
+        on_gpus = f" on GPU {','.join(gpus)}" if gpus else ""
+        logger.info("[%s] started (pid %s, port %s)%s", runner_id, process.pid, port, on_gpus)
+        return LocalRunnerProcess(
+            runner_id,
+            process,
+            port,
+            started_at,
+            events_file,
+            launch.run_dir / f"{runner_id}.log",
+            launch.echo_output,
+        )
+
+
+class LocalRunnerProcess:
+    """One child process of a runner, from its start to its exit."""
+
+    node = NODE
+
+    def __init__(
+        self,
+        runner_id: str,
+        process: asyncio.subprocess.Process,
+        port: int,
+        started_at: float,
+        events_file: Path,
+        log_file: Path,
+        echo_output: bool,
+    ) -> None:
+        self.runner_id = runner_id
+        self.process = process
+        self.port = port
+        self.started_at = started_at
+        self.events_file = events_file
+        self.log_file = log_file
+        self.echo_output = echo_output
+        self._output_task = asyncio.create_task(self._copy_output(), name=f"{runner_id}-log")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def exited(self) -> bool:
+        return self.process.returncode is not None
+
+    async def _copy_output(self) -> None:
+        """Each line of the runner to the console with a ``[runner-id]`` prefix, and to its log."""
+        assert self.process.stdout is not None
+        with self.log_file.open("ab") as log:
+            while line := await self.process.stdout.readline():
+                log.write(line)
+                log.flush()
+                if self.echo_output:
+                    text = line.decode(errors="replace").rstrip()
+                    sys.stdout.write(f"[{self.runner_id}] {text}\n")
+                    sys.stdout.flush()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Poll the ready path until it answers (the port opens after ``setup()``).
+
+        Logs a progress line every few seconds with the last startup phase the runner finished.
+        """
+        deadline = self.started_at + timeout
+        next_progress = time.time() + PROGRESS_EVERY_SECONDS
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.time() < deadline:
+                if self.exited:
+                    return False
+                with contextlib.suppress(httpx.HTTPError):
+                    response = await client.get(f"{self.url}{READY_PATH}")
+                    if response.status_code == 200:
+                        return True
+                if time.time() >= next_progress:
+                    next_progress += PROGRESS_EVERY_SECONDS
+                    logger.info(
+                        "[%s] starting: %.0f s, %s",
+                        self.runner_id,
+                        time.time() - self.started_at,
+                        self.progress(),
+                    )
+                await asyncio.sleep(READY_POLL_SECONDS)
+        return False
+
+    def progress(self) -> str:
+        events = read_events(self.events_file, self.pid)
+        if not events:
+            return "importing"
+        return f"last finished phase: {events[-1]['phase']}"
+
+    async def wait_exit(self) -> int:
+        code = await self.process.wait()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._output_task
+        return code
+
+    def _signal(self, signum: int) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signum)
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)

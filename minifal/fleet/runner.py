@@ -1,0 +1,187 @@
+"""One runner of the fleet as the gateway sees it: fal's state, its load, the instance serving it.
+
+A runner outlives its instances: a crash or a replacement starts a new instance (a new process)
+under the same runner id. Every change of state is one named method below. The supervisor
+calls those of the lifecycle; the scheduler calls the two of the load (``took_request``,
+``finished_request``); everyone else only reads.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from pathlib import Path
+
+from minifal.fleet.runner_backend import RunnerInstance
+from minifal.runner_contract import exit_reason
+
+logger = logging.getLogger("minifal.fleet")
+
+STATE_HISTORY_KEPT = 50
+
+
+class RunnerState(enum.StrEnum):
+    """fal's runner states."""
+
+    PENDING = "PENDING"
+    SETUP = "SETUP"
+    IDLE = "IDLE"
+    RUNNING = "RUNNING"
+    DRAINING = "DRAINING"
+    TERMINATING = "TERMINATING"
+    TERMINATED = "TERMINATED"
+    FAILURE_DELAY = "FAILURE_DELAY"
+
+
+class Runner:
+    def __init__(self, runner_id: str, gpus: list[str], events_file: Path) -> None:
+        self.runner_id = runner_id
+        self.gpus = gpus
+        self.events_file = events_file
+        self.instance: RunnerInstance | None = None
+        self.state_history: list[tuple[float, RunnerState]] = []
+        self._state = RunnerState.PENDING
+        self._record(RunnerState.PENDING)
+        self.in_flight = 0
+        self.last_dispatch = 0.0
+        self.started_at: float | None = None
+        self.ready_at: float | None = None
+        self.idle_since: float = time.time()
+        self.last_exit_reason: str | None = None
+        self.suspended = False
+        """A connection to it was lost, or it is being replaced: no new requests for it."""
+        self.stop_reason: str | None = None
+        """Why the gateway stopped the current instance, if it did (else it exited by itself)."""
+        self.retiring = False
+        """Stopped for good (keep_alive, shutdown): its lifecycle must not restart it."""
+        self.replace_reason: str | None = None
+        """Being replaced (health checks, request_timeout): restart at once, no back-off."""
+        self.restart_at: float | None = None
+        """While in FAILURE_DELAY: when (``loop.time()``) it starts again."""
+
+    # -- what the dispatcher, the scaler and the tables read ------------------------------------
+
+    @property
+    def state(self) -> RunnerState:
+        return self._state
+
+    @property
+    def accepts_requests(self) -> bool:
+        return self.state in (RunnerState.IDLE, RunnerState.RUNNING) and not self.suspended
+
+    @property
+    def exited(self) -> bool:
+        """Its instance has ended (or none was started yet)."""
+        return self.instance is None or self.instance.exited
+
+    @property
+    def url(self) -> str:
+        assert self.instance is not None, f"{self.runner_id} was never started"
+        return self.instance.url
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.instance is None else self.instance.pid
+
+    @property
+    def port(self) -> int | None:
+        return None if self.instance is None else self.instance.port
+
+    @property
+    def node(self) -> str | None:
+        return None if self.instance is None else self.instance.node
+
+    @property
+    def startup_seconds(self) -> float | None:
+        if self.ready_at is None or self.started_at is None:
+            return None
+        return self.ready_at - self.started_at
+
+    # -- state changes: the lifecycle (the supervisor's) ----------------------------------------
+
+    def started(self, instance: RunnerInstance, at: float) -> None:
+        """A new instance runs and sets up (PENDING or a restart -> SETUP)."""
+        self.instance = instance
+        self.started_at = at
+        self.ready_at = None
+        self.stop_reason = None
+        self.suspended = False
+        self._record(RunnerState.SETUP)
+
+    def became_ready(self, at: float) -> None:
+        self.ready_at = at
+        self.idle_since = at
+        self._record(RunnerState.IDLE)
+        logger.info("[%s] ready after %.1f s", self.runner_id, self.startup_seconds or 0)
+
+    def stopping(self, reason: str) -> None:
+        """The supervisor asked its instance to stop: DRAINING while requests run."""
+        self.stop_reason = reason
+        self.last_exit_reason = reason
+        self._record(RunnerState.DRAINING if self.in_flight else RunnerState.TERMINATING)
+
+    def stopped(self) -> None:
+        """The instance it stopped has exited: TERMINATED, unless its lifecycle moved on
+        already (a restart, a back-off)."""
+        if self.state in (RunnerState.DRAINING, RunnerState.TERMINATING):
+            self._record(RunnerState.TERMINATED)
+
+    def exited_with(self, code: int) -> None:
+        """Its instance ended (by itself, or stopped for a replacement): its requests are gone."""
+        self.in_flight = 0
+        self.last_exit_reason = self.stop_reason or exit_reason(code)
+
+    def restart_now(self) -> None:
+        """After a replacement: start again at once (PENDING)."""
+        self.replace_reason = None
+        self._record(RunnerState.PENDING)
+
+    def backing_off(self, restart_at: float) -> None:
+        """After a failure: wait (FAILURE_DELAY) until ``restart_at``."""
+        self.restart_at = restart_at
+        self._record(RunnerState.FAILURE_DELAY)
+
+    def back_off_over(self) -> None:
+        self.restart_at = None
+
+    def suspend(self) -> None:
+        """No new request for it (a retry included) until its next instance runs."""
+        self.suspended = True
+
+    def replacing(self, reason: str) -> None:
+        self.replace_reason = reason
+        self.suspended = True
+
+    def retire(self) -> None:
+        self.retiring = True
+
+    def terminated(self) -> None:
+        """Its lifecycle is over: it holds no GPUs any more."""
+        self._record(RunnerState.TERMINATED)
+        self.gpus = []
+
+    # -- state changes: its load (the scheduler's) ------------------------------------------------
+
+    def took_request(self, now: float) -> None:
+        self.in_flight += 1
+        self.last_dispatch = now
+        if self.state == RunnerState.IDLE:
+            self._record(RunnerState.RUNNING)
+
+    def finished_request(self, now: float) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+        if self.in_flight == 0:
+            self.idle_since = now
+            if self.state == RunnerState.RUNNING:
+                self._record(RunnerState.IDLE)
+
+    def _record(self, new: RunnerState) -> None:
+        """Every change is kept (``/runners`` shows the history) and logged."""
+        if self.state_history and new == self._state:
+            return
+        if self.state_history:
+            logger.info("[%s] %s -> %s", self.runner_id, self._state.value, new.value)
+        self._state = new
+        self.state_history.append((time.time(), new))
+        del self.state_history[:-STATE_HISTORY_KEPT]

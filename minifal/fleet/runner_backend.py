@@ -1,0 +1,75 @@
+"""Where runners live: the interface the supervisor starts, watches and stops them through.
+
+The supervisor decides *when* (scaling, health, back-off, retirement); a backend knows *how*:
+``LocalRunnerBackend`` (``local_runners.py``) runs each runner as a child process of the
+gateway; another backend (Ray actors on a cluster) plugs in by implementing these two
+protocols. A backend never changes a runner's state: the supervisor does, from what the
+instance reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class RunnerLaunch:
+    """What every runner of one fleet shares, whichever backend starts it."""
+
+    app_reference: str
+    data_dir: Path
+    run_id: str
+    run_dir: Path
+    public_url: str
+    use_gpus: bool
+    echo_output: bool = True
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class RunnerInstance(Protocol):
+    """One started runner (a process, an actor) until it exits; a restart is a new instance."""
+
+    @property
+    def url(self) -> str:
+        """Where the gateway reaches it over HTTP (``http://host:port``)."""
+        ...
+
+    @property
+    def node(self) -> str:
+        """Which machine it runs on (``local`` for the gateway's own)."""
+        ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def port(self) -> int | None: ...
+
+    @property
+    def exited(self) -> bool: ...
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """True once it answers its ready probe (after ``setup()``); False if it exits first or
+        ``timeout`` seconds from its start pass."""
+        ...
+
+    async def wait_exit(self) -> int:
+        """Its exit code (negative: killed by that signal); may be awaited by several tasks."""
+        ...
+
+    def terminate(self) -> None:
+        """Ask it to stop: it drains its requests and runs ``teardown()`` (SIGTERM)."""
+        ...
+
+    def kill(self) -> None:
+        """Stop it now (SIGKILL)."""
+        ...
+
+
+class RunnerBackend(Protocol):
+    async def start(self, runner_id: str, gpus: list[str]) -> RunnerInstance:
+        """Start runner ``runner_id`` (again, after an exit) on ``gpus``; returns once it runs,
+        not once it is ready."""
+        ...

@@ -1,0 +1,110 @@
+"""What a runner process and the fleet that starts it agree on, spelled once.
+
+How a runner is started (its command line and environment), where it answers readiness, the
+headers that carry a request's identity, the defaults both sides fall back on, and what its exit
+codes mean. Both sides import this module and it imports neither, so a runner never pulls in
+the fleet and the gateway never pulls in the runner's server (uvicorn, the user's App).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# -- the environment a runner gets (and the App sees) --------------------------------------------
+
+ENV_DATA_DIR = "MINIFAL_DATA_DIR"
+"""The shared data dir ("/data" on fal)."""
+ENV_RUN_ID = "MINIFAL_RUN_ID"
+"""The fleet run this runner belongs to; set only when minifal serves the App."""
+ENV_RUNNER_ID = "MINIFAL_RUNNER_ID"
+ENV_EVENTS_FILE = "MINIFAL_EVENTS_FILE"
+"""Where the runner appends its startup events (``minifal.startup.events``)."""
+ENV_PUBLIC_URL = "MINIFAL_PUBLIC_URL"
+"""Where clients reach the App (file URLs are built from it)."""
+ENV_STARTUP_DEADLINE = "MINIFAL_STARTUP_DEADLINE"
+"""``time.time()`` after which ``startup_timeout`` stops the runner (the compiled cache's
+waits end before it)."""
+
+# -- defaults --------------------------------------------------------------------------------------
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_PUBLIC_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/"
+DEFAULT_GRACE_SECONDS = 60.0
+"""``termination_grace_period_seconds`` when the App sets none: how long a stopping runner may
+drain its requests (and the gateway its queue) before it is killed."""
+
+# -- HTTP ------------------------------------------------------------------------------------------
+
+READY_PATH = "/health"
+"""Answers 200 once ``setup()`` has run (the port opens after it)."""
+REQUEST_ID_HEADER = "x-fal-request-id"
+ENDPOINT_HEADER = "x-fal-endpoint"
+"""The endpoint the caller asked for (a health check names the App's health endpoint)."""
+
+# -- exit codes ------------------------------------------------------------------------------------
+
+EXIT_SETUP_FAILED = 3
+EXIT_STARTUP_TIMEOUT = 4
+EXIT_DISTRIBUTED_WORKER_CRASHED = 5
+"""A worker process of the App's ``DistributedRunner`` died (``minifal.distributed``)."""
+
+
+def exit_reason(code: int) -> str:
+    """What an exit code means, as the supervisor's log and ``minifal runners`` say it."""
+    if code == EXIT_SETUP_FAILED:
+        return "setup() failed (traceback in the runner's log)"
+    if code == EXIT_STARTUP_TIMEOUT:
+        return "startup_timeout exceeded in setup()"
+    if code == EXIT_DISTRIBUTED_WORKER_CRASHED:
+        return "a distributed worker died (its error is in the runner's log)"
+    if code < 0:
+        return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+# -- starting one ----------------------------------------------------------------------------------
+
+
+def runner_command(app_reference: str, port: int, data_dir: Path) -> list[str]:
+    """``python -m minifal.runner APP --port P --data-dir D`` (``minifal/runner/__main__.py``)."""
+    return [
+        sys.executable,
+        "-m",
+        "minifal.runner",
+        app_reference,
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
+
+
+def runner_environment(
+    *,
+    data_dir: Path,
+    run_id: str,
+    runner_id: str,
+    events_file: Path,
+    public_url: str,
+    gpus: list[str] | None,
+) -> dict[str, str]:
+    """The variables a fleet sets for one runner, on top of its own environment.
+
+    ``gpus`` None leaves the GPUs as they are (a CPU fleet); a list pins the runner to those
+    GPUs, numbered as ``nvidia-smi`` numbers them (what ``--gpus`` and ``get_gpu_type()`` use),
+    so that inside the runner its first GPU is ``cuda:0``.
+    """
+    env = {
+        "PYTHONUNBUFFERED": "1",
+        ENV_DATA_DIR: str(data_dir),
+        ENV_RUN_ID: run_id,
+        ENV_PUBLIC_URL: public_url,
+        ENV_RUNNER_ID: runner_id,
+        ENV_EVENTS_FILE: str(events_file),
+    }
+    if gpus is not None:
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    return env

@@ -1,0 +1,169 @@
+"""Forwarding: a fal app path to an endpoint, the headers a runner gets, and the retry rules of
+queue requests (pure, then over fake runners and httpx's mock transport: no processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from minifal.app_manifest import AppManifest
+from minifal.fleet.forwarding import (
+    MAX_ATTEMPTS,
+    Forwarder,
+    forward_headers,
+    resolve_endpoint,
+    worth_retrying,
+)
+from minifal.fleet.jobs import Job
+from minifal.fleet.metrics import GatewayMetrics
+from minifal.fleet.scheduler import Scheduler
+from minifal.settings import AppSettings
+
+# -- resolve_endpoint ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rest", "expected"),
+    [
+        ("local/my-app", ("/", "local")),
+        ("local/my-app/", ("/", "local")),
+        ("someone/my-app/stream", ("/stream", "someone")),
+        ("someone/my-app/a/b", ("/a/b", "someone")),
+        ("", ("/", "local")),
+        ("stream", ("/stream", "local")),
+        ("a/b/c", ("/a/b/c", "local")),
+        ("my-app/stream", ("/my-app/stream", "local")),
+        ("//local//my-app//ws", ("/ws", "local")),
+    ],
+)
+def test_resolve_endpoint(rest: str, expected: tuple[str, str]) -> None:
+    assert resolve_endpoint(rest, "my-app") == expected
+
+
+# -- the retry rules -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "attempt", "retried"),
+    [
+        (503, 1, True),
+        (504, 1, True),
+        (503, MAX_ATTEMPTS - 1, True),
+        (503, MAX_ATTEMPTS, False),  # the last attempt's answer is the answer
+        (500, 1, False),
+        (502, 1, False),
+        (429, 1, False),
+        (422, 1, False),
+        (200, 1, False),
+    ],
+)
+def test_worth_retrying(status: int, attempt: int, retried: bool) -> None:
+    assert worth_retrying(status, attempt) is retried
+
+
+def test_forward_headers_drop_hop_by_hop_and_the_key_and_add_the_request_identity() -> None:
+    async def scenario() -> dict[str, str]:
+        job = Job("/generate", b"", {})
+        incoming = {
+            "Authorization": "Key s3cret",
+            "Connection": "keep-alive",
+            "Host": "gateway",
+            "Content-Length": "2",
+            "x-custom": "kept",
+        }
+        return {**forward_headers(job, incoming), "id": job.id}
+
+    headers = asyncio.run(scenario())
+    assert headers == {
+        "x-custom": "kept",
+        "x-fal-request-id": headers["id"],
+        "x-fal-endpoint": "/generate",
+        "id": headers["id"],
+    }
+
+
+# -- a queue request over fake runners and a fake transport ----------------------------------------
+
+
+@dataclass
+class FakeRunner:
+    runner_id: str
+    url: str
+    in_flight: int = 0
+    last_dispatch: float = 0.0
+    accepts_requests: bool = True
+
+    def took_request(self, now: float) -> None:
+        self.in_flight += 1
+        self.last_dispatch = now
+
+    def finished_request(self, now: float) -> None:
+        self.in_flight -= 1
+
+
+class FakeSupervisor:
+    def __init__(self, runners: list[FakeRunner]) -> None:
+        self.runners = runners
+        self.lost: list[str] = []
+
+    def connection_lost(self, runner: FakeRunner, error: Exception) -> None:
+        self.lost.append(runner.runner_id)
+        runner.accepts_requests = False
+
+    def replace(self, runner: FakeRunner, reason: str) -> None:
+        raise AssertionError("no request outlives request_timeout here")
+
+
+def serve_queued(answers: dict[str, list[int | None]]) -> tuple[Job, list[str], FakeSupervisor]:
+    """Run one queue request; each runner answers its statuses in turn (None: connection lost)."""
+
+    async def scenario() -> tuple[Job, list[str], FakeSupervisor]:
+        runners = [FakeRunner(name, f"http://{name}") for name in answers]
+        calls: list[str] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            host = request.url.host
+            calls.append(host)
+            status = answers[host].pop(0)
+            if status is None:
+                raise httpx.ConnectError("reset", request=request)
+            return httpx.Response(status, json={"from": host})
+
+        supervisor = FakeSupervisor(runners)
+        scheduler = Scheduler(lambda: runners, max_multiplexing=1)  # type: ignore[arg-type,return-value]
+        manifest = AppManifest("app", "App", AppSettings(), (), {})
+        metrics = GatewayMetrics(lambda: [], lambda: 0)
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            forwarder = Forwarder(manifest, scheduler, supervisor, metrics, client)  # type: ignore[arg-type]
+            job = Job("/", b"{}", {})
+            forwarder.enqueue(job)
+            await forwarder.run_queued(job)
+        return job, calls, supervisor
+
+    return asyncio.run(scenario())
+
+
+def test_a_queue_request_goes_to_another_runner_after_a_503() -> None:
+    job, calls, _ = serve_queued({"a": [503], "b": [200]})
+    assert calls == ["a", "b"]
+    assert job.response_status == 200 and json.loads(job.response_body) == {"from": "b"}
+
+
+def test_a_lost_connection_is_retried_and_the_runner_reported() -> None:
+    job, calls, supervisor = serve_queued({"a": [None], "b": [200]})
+    assert calls == ["a", "b"] and supervisor.lost == ["a"]
+    assert job.response_status == 200
+
+
+def test_a_client_error_is_never_retried() -> None:
+    job, calls, _ = serve_queued({"a": [422], "b": []})
+    assert calls == ["a"] and job.response_status == 422
+
+
+def test_the_last_attempt_answers_whatever_it_got() -> None:
+    job, calls, _ = serve_queued({"a": [503] * MAX_ATTEMPTS})
+    assert len(calls) == MAX_ATTEMPTS and job.response_status == 503
