@@ -47,7 +47,7 @@ logger = logging.getLogger("minifal.precompiled")
 # thread (everything at the first call). Threads share the GIL: see docs/compile-cache.md.
 ENV_PRELOAD = "MINIFAL_PRECOMPILED_PRELOAD"
 PRELOAD_MODES = ("artifacts", "imports", "store", "none")
-DEFAULT_PRELOAD = "store"
+DEFAULT_PRELOAD = "artifacts"  # BENCHMARKS.md, section 5: best with weights read from disk
 
 
 @dataclass(frozen=True)
