@@ -41,9 +41,9 @@ PRECOMPILE_ENV = "MINIFAL_SD_PRECOMPILE"
 COMPILE_STRATEGIES = ("precompiled", "regional", "static", "dynamic", "none")
 # Measured (BENCHMARKS.md): on a GPU, static graphs run a step 20-40% faster than regional
 # or eager, and precompiled ones are the same graphs without Dynamo on warm runners (ready in
-# 21-32 s against 46-50 s). On CPU a warm precompiled runner is also the quickest to start
-# (setup 4.9-5.4 s; regional 7.2-7.7 s, eager 3.5-3.7 s); its cold compile is slower
-# (79 s against 17-27 s), once per torch version thanks to the shared store.
+# 15-21 s; static 25-28 s, eager 16-17 s). On CPU a warm precompiled runner starts within
+# 2 s of an eager one (setup 4.9-5.4 s; regional 7.2-7.7 s, eager 3.5-3.7 s); its cold
+# compile is slower (79 s against 17-27 s), once per torch version thanks to the shared store.
 DEFAULT_COMPILE = {"cuda": "precompiled", "cpu": "precompiled"}
 PRECOMPILABLE = ("unet", "vae", "text")
 WARMUP_SIZES = ((512, 512), (768, 512))
