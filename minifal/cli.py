@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from minifal import __version__
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
+
+ENV_SUSPEND = "MINIFAL_SUSPEND"
 
 APP_HELP = (
     "path/to/app.py, path/to/app.py::ClassName, or an app name of the project's "
@@ -42,6 +45,9 @@ def _run(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             auth_key=args.auth_key,
             max_queue=args.max_queue,
+            suspend=args.suspend,
+            suspended_keep_alive=args.suspend_keep_alive,
+            suspend_memory_gib=args.suspend_memory_gib,
         )
     )
 
@@ -117,6 +123,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MAX_QUEUE,
         help="queued requests beyond this get 429 (0: no limit)",
+    )
+    run.add_argument(
+        "--suspend",
+        choices=("auto", "on", "off"),
+        default=os.environ.get(ENV_SUSPEND, "auto"),
+        help="suspend idle runners to host memory instead of stopping them (auto: where the "
+        "CUDA driver can; $MINIFAL_SUSPEND)",
+    )
+    run.add_argument(
+        "--suspend-keep-alive",
+        type=float,
+        default=3600.0,
+        help="seconds a runner stays suspended before it is stopped (default 3600)",
+    )
+    run.add_argument(
+        "--suspend-memory-gib",
+        type=float,
+        help="host memory suspended runners may hold, in GiB (default: half of what is free)",
     )
     run.set_defaults(handler=_run)
 

@@ -536,3 +536,15 @@ def test_precompiled_graphs_and_dynamo_seconds_per_runner(tmp_path: Path) -> Non
         "seconds": 30.0,
         "dynamo_s": 5.0,
     }
+
+
+def test_an_event_may_carry_any_detail_name(tmp_path: Path) -> None:
+    from minifal.startup.events import read_events, record_for
+
+    file = tmp_path / "runner-0.jsonl"
+    record_for(file, "runner-0", 42, "first_request", 1.0, 2.0, path="/", phase="x", start=0)
+    record_for(file, "runner-0", 42, "suspend", 3.0, 9.3, rss=123)
+    events = read_events(file, 42)
+    assert [e["phase"] for e in events] == ["first_request", "suspend"]
+    assert events[0]["details"] == {"path": "/", "phase": "x", "start": 0}
+    assert events[1]["duration_s"] == 6.3 and events[1]["runner_id"] == "runner-0"

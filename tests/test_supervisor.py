@@ -5,14 +5,12 @@ in milliseconds and without processes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
+from fleet_fakes import FakeBackend, states, supervisor, until
 
-from minifal.fleet.gpu_pool import GpuPool
-from minifal.fleet.runner import Runner, RunnerState
-from minifal.fleet.supervisor import TERMINATED_KEPT, Supervisor, failure_backoff
+from minifal.fleet.runner import RunnerState
+from minifal.fleet.supervisor import TERMINATED_KEPT, failure_backoff
 
 # -- failure_backoff -------------------------------------------------------------------------------
 
@@ -22,99 +20,6 @@ from minifal.fleet.supervisor import TERMINATED_KEPT, Supervisor, failure_backof
 )
 def test_failure_backoff(failures: int, seconds: float) -> None:
     assert failure_backoff(failures) == seconds
-
-
-# -- one runner's life, over a fake backend (no processes) -----------------------------------------
-
-
-class FakeInstance:
-    """A runner instance the test drives: it gets ready, crashes or exits when told to."""
-
-    node = "fake"
-
-    def __init__(self, runner_id: str, number: int, obeys_terminate: bool) -> None:
-        self.url = f"http://{runner_id}.invalid"
-        self.pid = 1000 + number
-        self.port = 2000 + number
-        self.obeys_terminate = obeys_terminate
-        self.terminated = False
-        self.killed = False
-        self._ready = asyncio.Event()
-        self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-    @property
-    def exited(self) -> bool:
-        return self._exit.done()
-
-    def become_ready(self) -> None:
-        self._ready.set()
-
-    def exit(self, code: int) -> None:
-        if not self._exit.done():
-            self._exit.set_result(code)
-
-    async def wait_ready(self, timeout: float) -> bool:
-        ready = asyncio.ensure_future(self._ready.wait())
-        done, _ = await asyncio.wait(
-            [ready, self._exit], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        ready.cancel()
-        return ready in done
-
-    async def wait_exit(self) -> int:
-        return await asyncio.shield(self._exit)
-
-    def terminate(self) -> None:
-        self.terminated = True
-        if self.obeys_terminate:
-            self.exit(0)
-
-    def kill(self) -> None:
-        self.killed = True
-        self.exit(-9)
-
-
-class FakeBackend:
-    def __init__(self, ready_at_once: bool = True, obeys_terminate: bool = True) -> None:
-        self.ready_at_once = ready_at_once
-        self.obeys_terminate = obeys_terminate
-        self.instances: list[FakeInstance] = []
-
-    async def start(self, runner_id: str, gpus: list[str]) -> FakeInstance:
-        instance = FakeInstance(runner_id, len(self.instances), self.obeys_terminate)
-        self.instances.append(instance)
-        if self.ready_at_once:
-            instance.become_ready()
-        return instance
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 2.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.001)
-
-
-def supervisor(
-    backend: FakeBackend, startup_timeout: float = 5.0, gpus: list[str] | None = None
-) -> tuple[Supervisor, list[str]]:
-    """A supervisor with back-off steps and grace periods of milliseconds; its ready calls."""
-    readies: list[str] = []
-    made = Supervisor(
-        backend,
-        GpuPool(gpus or [], 1),
-        Path("/nonexistent/run"),
-        startup_timeout,
-        grace_seconds=0.05,
-        on_ready=lambda: readies.append("ready"),
-        backoff_step=0.01,
-        lost_runner_grace=0.01,
-    )
-    return made, readies
-
-
-def states(runner: Runner) -> list[RunnerState]:
-    return [state for _, state in runner.state_history]
 
 
 def test_a_runner_starts_sets_up_and_becomes_ready() -> None:
@@ -179,11 +84,11 @@ def test_replace_restarts_at_once_without_back_off() -> None:
         runner = fleet.add_runner()
         await until(lambda: runner.state is RunnerState.IDLE, "IDLE")
         fleet.replace(runner, "health check failed 3 times (HTTP 500)")
-        assert runner.suspended and not runner.accepts_requests
+        assert runner.withheld and not runner.accepts_requests
         fleet.replace(runner, "again")  # already being replaced: nothing more
         await until(lambda: len(backend.instances) == 2, "the new instance")
         await until(lambda: runner.state is RunnerState.IDLE, "IDLE again")
-        assert backend.instances[0].terminated and not runner.suspended
+        assert backend.instances[0].terminated and not runner.withheld
         assert runner.last_exit_reason == "health check failed 3 times (HTTP 500)"
         assert RunnerState.FAILURE_DELAY not in states(runner)
         assert runner.replace_reason is None and readies == ["ready", "ready"]

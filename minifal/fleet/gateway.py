@@ -10,6 +10,7 @@ scaler's decisions and builds the ``/runners`` table.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from minifal.fleet.scaler import (
     expires_in,
 )
 from minifal.fleet.scheduler import Scheduler
-from minifal.fleet.supervisor import Supervisor
+from minifal.fleet.supervisor import Supervisor, Suspender
 from minifal.runner_contract import DEFAULT_GRACE_SECONDS
 
 logger = logging.getLogger("minifal.fleet")
@@ -55,6 +56,9 @@ PHASES = {
     RunnerState.DRAINING: Phase.LEAVING,
     RunnerState.TERMINATING: Phase.LEAVING,
     RunnerState.TERMINATED: Phase.LEAVING,
+    RunnerState.SUSPENDING: Phase.LEAVING,
+    RunnerState.SUSPENDED: Phase.SUSPENDED,
+    RunnerState.RESUMING: Phase.STARTING,
 }
 
 
@@ -69,6 +73,44 @@ class GatewayOptions:
     auth_key: str | None = None
     max_queue: int | None = DEFAULT_MAX_QUEUE
     echo_output: bool = True
+    suspend: str = "auto"
+    """Suspend idle runners instead of stopping them: ``auto`` (where the driver can), ``on``
+    (say so when it cannot), ``off``."""
+    suspended_keep_alive: float = 3600.0
+    suspend_memory_budget: int | None = None
+    """Bytes of host memory suspended runners may hold; None: half of what is available."""
+
+
+def choose_suspender(mode: str, use_gpus: bool) -> Suspender | None:
+    """The driver's checkpoint API when suspension is wanted and this host has it; says once
+    why not otherwise."""
+    if mode == "off":
+        return None
+    if not use_gpus:
+        if mode == "on":
+            logger.warning("suspend: the runners use no GPU; idle runners are stopped")
+        return None
+    from minifal.fleet.cuda_checkpoint import load_cuda_checkpoint
+
+    driver, why = load_cuda_checkpoint()
+    if driver is None:
+        log = logger.warning if mode == "on" else logger.info
+        log("suspend: not available (%s); idle runners are stopped", why)
+        return None
+    logger.info("suspend: idle runners are suspended to host memory (%s)", why)
+    return driver
+
+
+def half_available_memory() -> int | None:
+    """Half of ``MemAvailable`` now (the default budget of suspended runners)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 class Gateway:
@@ -87,6 +129,13 @@ class Gateway:
             use_gpus=bool(options.gpus) and settings.gpus_per_runner > 0,
             echo_output=options.echo_output,
         )
+        suspender = choose_suspender(options.suspend, launch.use_gpus)
+        self.scaling = dataclasses.replace(
+            options.scaling,
+            suspend=suspender is not None,
+            suspended_keep_alive=options.suspended_keep_alive,
+            suspended_memory_budget=options.suspend_memory_budget or half_available_memory(),
+        )
         self.supervisor = Supervisor(
             LocalRunnerBackend(launch),
             GpuPool(options.gpus if launch.use_gpus else [], settings.gpus_per_runner),
@@ -94,6 +143,7 @@ class Gateway:
             settings.startup_timeout,
             self.grace_seconds,
             on_ready=self._runner_ready,
+            suspender=suspender,
         )
         self.scheduler = Scheduler(
             lambda: self.supervisor.runners, settings.max_multiplexing, options.max_queue
@@ -164,6 +214,8 @@ class Gateway:
                 Phase.STARTING if runner.replace_reason is not None else PHASES[runner.state],
                 runner.in_flight,
                 runner.idle_since if runner.in_flight == 0 else None,
+                runner.suspensions.suspended_since,
+                runner.suspensions.host_memory_bytes or 0,
             )
             for runner in self.supervisor.runners
             if not runner.retiring
@@ -173,7 +225,15 @@ class Gateway:
 
     def scale_once(self) -> None:
         """Apply the scaler's decision: start runners, retire idle ones past keep_alive."""
-        decision = decide(self.snapshot(), self.options.scaling)
+        decision = decide(self.snapshot(), self.scaling)
+        for runner_id in decision.resume:
+            runner = self.supervisor.find(runner_id)
+            if runner is not None and self.supervisor.resume(runner):
+                logger.info("[%s] resuming: %s", runner_id, decision.reason)
+        for runner_id in decision.suspend:
+            runner = self.supervisor.find(runner_id)
+            if runner is not None and self.supervisor.suspend(runner):
+                logger.info("[%s] suspending: %s", runner_id, decision.reason)
         for _ in range(decision.start):
             runner = self.supervisor.add_runner()
             logger.info(
@@ -218,7 +278,7 @@ class Gateway:
         rows = []
         for runner in self.supervisor.runners:
             view = views.get(runner.runner_id)
-            expiry = expires_in(view, live, now, self.options.scaling) if view else None
+            expiry = expires_in(view, live, now, self.scaling) if view else None
             rows.append(
                 {
                     "alias": self.manifest.app_name,
@@ -235,6 +295,7 @@ class Gateway:
                     "port": runner.port,
                     "node": runner.node,
                     "last_exit_reason": runner.last_exit_reason,
+                    "suspensions": dataclasses.asdict(runner.suspensions),
                     "state_history": [
                         {"at": round(at, 3), "state": state.value}
                         for at, state in runner.state_history

@@ -39,6 +39,9 @@ class FleetArguments:
     tls_key: str | None = None
     auth_key: str | None = None
     max_queue: int | None = DEFAULT_MAX_QUEUE
+    suspend: str = "auto"
+    suspended_keep_alive: float = 3600.0
+    suspend_memory_gib: float | None = None
 
 
 def scaling_settings(
@@ -107,6 +110,11 @@ def run_fleet(arguments: FleetArguments) -> int:
         gpus=gpus,
         auth_key=auth_key,
         max_queue=arguments.max_queue if arguments.max_queue else None,
+        suspend=arguments.suspend,
+        suspended_keep_alive=arguments.suspended_keep_alive,
+        suspend_memory_budget=(
+            int(arguments.suspend_memory_gib * 2**30) if arguments.suspend_memory_gib else None
+        ),
     )
     run_dir = data_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -166,6 +166,14 @@ class LocalRunnerProcess:
                 await asyncio.sleep(READY_POLL_SECONDS)
         return False
 
+    async def answers(self, timeout: float) -> bool:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            try:
+                response = await client.get(f"{self.url}{READY_PATH}")
+            except httpx.HTTPError:
+                return False
+        return response.status_code == 200
+
     def progress(self) -> str:
         events = read_events(self.events_file, self.pid)
         if not events:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from minifal.billing import BILLABLE_UNITS_HEADER, billable_components, parse_billable_units
 from minifal.fleet.runner import Runner, RunnerState
@@ -59,6 +59,30 @@ class _FleetCollector:
             if runner.startup_seconds is not None:
                 startup.add_metric([runner.runner_id], runner.startup_seconds)
         yield startup
+        yield from _suspension_families(runners)
+
+
+def _suspension_families(runners: Sequence[Runner]) -> Iterable[Any]:
+    suspends = CounterMetricFamily(
+        "minifal_runner_suspends", "Suspensions of each runner", labels=["runner_id"]
+    )
+    resumes = CounterMetricFamily(
+        "minifal_runner_resumes", "Resumes of each runner", labels=["runner_id"]
+    )
+    held = GaugeMetricFamily(
+        "minifal_runner_suspended_host_memory_bytes",
+        "Host memory a suspended runner holds (its GPU state included)",
+        labels=["runner_id"],
+    )
+    for runner in runners:
+        record = runner.suspensions
+        suspends.add_metric([runner.runner_id], record.suspends)
+        resumes.add_metric([runner.runner_id], record.resumes)
+        if record.host_memory_bytes is not None:
+            held.add_metric([runner.runner_id], record.host_memory_bytes)
+    yield suspends
+    yield resumes
+    yield held
 
 
 class _BillingDeclarationCollector:

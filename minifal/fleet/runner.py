@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from minifal.fleet.runner_backend import RunnerInstance
@@ -22,7 +23,9 @@ STATE_HISTORY_KEPT = 50
 
 
 class RunnerState(enum.StrEnum):
-    """fal's runner states."""
+    """fal's runner states, and minifal's three of suspension (not in fal's list):
+    SUSPENDING (its GPU state is moving to host memory), SUSPENDED (the process lives, its GPU
+    memory is free, nothing is lost) and RESUMING (moving back, then a health check)."""
 
     PENDING = "PENDING"
     SETUP = "SETUP"
@@ -32,6 +35,22 @@ class RunnerState(enum.StrEnum):
     TERMINATING = "TERMINATING"
     TERMINATED = "TERMINATED"
     FAILURE_DELAY = "FAILURE_DELAY"
+    SUSPENDING = "SUSPENDING"
+    SUSPENDED = "SUSPENDED"
+    RESUMING = "RESUMING"
+
+
+@dataclass
+class Suspensions:
+    """What suspending a runner has cost so far (``/runners``, metrics)."""
+
+    suspends: int = 0
+    resumes: int = 0
+    last_suspend_s: float | None = None
+    last_resume_s: float | None = None
+    suspended_since: float | None = None
+    host_memory_bytes: int | None = None
+    """Its resident host memory while SUSPENDED (its GPU state included)."""
 
 
 class Runner:
@@ -49,7 +68,7 @@ class Runner:
         self.ready_at: float | None = None
         self.idle_since: float = time.time()
         self.last_exit_reason: str | None = None
-        self.suspended = False
+        self.withheld = False
         """A connection to it was lost, or it is being replaced: no new requests for it."""
         self.stop_reason: str | None = None
         """Why the gateway stopped the current instance, if it did (else it exited by itself)."""
@@ -59,6 +78,7 @@ class Runner:
         """Being replaced (health checks, request_timeout): restart at once, no back-off."""
         self.restart_at: float | None = None
         """While in FAILURE_DELAY: when (``loop.time()``) it starts again."""
+        self.suspensions = Suspensions()
 
     # -- what the dispatcher, the scaler and the tables read ------------------------------------
 
@@ -68,7 +88,7 @@ class Runner:
 
     @property
     def accepts_requests(self) -> bool:
-        return self.state in (RunnerState.IDLE, RunnerState.RUNNING) and not self.suspended
+        return self.state in (RunnerState.IDLE, RunnerState.RUNNING) and not self.withheld
 
     @property
     def exited(self) -> bool:
@@ -106,7 +126,9 @@ class Runner:
         self.started_at = at
         self.ready_at = None
         self.stop_reason = None
-        self.suspended = False
+        self.withheld = False
+        self.suspensions.suspended_since = None
+        self.suspensions.host_memory_bytes = None
         self._record(RunnerState.SETUP)
 
     def became_ready(self, at: float) -> None:
@@ -145,13 +167,36 @@ class Runner:
     def back_off_over(self) -> None:
         self.restart_at = None
 
-    def suspend(self) -> None:
+    def suspending(self) -> None:
+        """An idle runner's GPU state starts moving to host memory: no requests meanwhile."""
+        self._record(RunnerState.SUSPENDING)
+
+    def suspended(self, at: float, seconds: float, host_memory_bytes: int | None) -> None:
+        self.suspensions.suspends += 1
+        self.suspensions.last_suspend_s = seconds
+        self.suspensions.suspended_since = at
+        self.suspensions.host_memory_bytes = host_memory_bytes
+        self._record(RunnerState.SUSPENDED)
+
+    def resuming(self) -> None:
+        self._record(RunnerState.RESUMING)
+
+    def resumed(self, at: float, seconds: float) -> None:
+        """Back on its GPU and healthy: IDLE, taking requests again."""
+        self.suspensions.resumes += 1
+        self.suspensions.last_resume_s = seconds
+        self.suspensions.suspended_since = None
+        self.suspensions.host_memory_bytes = None
+        self.idle_since = at
+        self._record(RunnerState.IDLE)
+
+    def withhold(self) -> None:
         """No new request for it (a retry included) until its next instance runs."""
-        self.suspended = True
+        self.withheld = True
 
     def replacing(self, reason: str) -> None:
         self.replace_reason = reason
-        self.suspended = True
+        self.withheld = True
 
     def retire(self) -> None:
         self.retiring = True

@@ -55,6 +55,10 @@ class RunnerInstance(Protocol):
         ``timeout`` seconds from its start pass."""
         ...
 
+    async def answers(self, timeout: float) -> bool:
+        """True when its ready probe answers now (after a resume), within ``timeout``."""
+        ...
+
     async def wait_exit(self) -> int:
         """Its exit code (negative: killed by that signal); may be awaited by several tasks."""
         ...

@@ -8,6 +8,11 @@ Three small steps, each testable with plain numbers:
    whichever is larger;
 3. bounds: at least ``min_concurrency``, at most ``max_concurrency`` (and the hard cap).
 Scaling down only stops runners that are idle for ``keep_alive`` seconds, most idle first.
+
+With ``suspend`` on, scaling down suspends those runners instead (their GPU state moves to host
+memory, see ``cuda_checkpoint.py``), scaling up resumes suspended runners before it starts new
+ones, and a suspended runner is stopped after ``suspended_keep_alive`` seconds, or, oldest
+first, while the suspended runners hold more host memory than ``suspended_memory_budget``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ class Phase(enum.Enum):
 
     STARTING = "starting"  # PENDING, SETUP, FAILURE_DELAY: capacity on its way
     READY = "ready"  # IDLE, RUNNING
-    LEAVING = "leaving"  # DRAINING, TERMINATING, TERMINATED: not counted
+    LEAVING = "leaving"  # DRAINING, TERMINATING, TERMINATED, SUSPENDING: not counted
+    SUSPENDED = "suspended"  # capacity that a resume brings back
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,9 @@ class RunnerView:
     in_flight: int = 0
     idle_since: float | None = None
     """When its last request ended (or it became ready); None while it serves requests."""
+    suspended_since: float | None = None
+    host_memory: int = 0
+    """Bytes of host memory it holds while suspended."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,9 @@ class ScalingSettings:
     max_multiplexing: int = 1
     hard_cap: int | None = None
     """What this machine can hold (GPU groups, CPU cores), on top of ``max_concurrency``."""
+    suspend: bool = False
+    suspended_keep_alive: float = 3600.0
+    suspended_memory_budget: int | None = None
 
     @classmethod
     def fixed(cls, runners: int) -> ScalingSettings:
@@ -66,6 +78,8 @@ class ScalingDecision:
     start: int
     stop: tuple[str, ...]
     reason: str
+    suspend: tuple[str, ...] = ()
+    resume: tuple[str, ...] = ()
 
 
 def demand_runners(snapshot: FleetSnapshot, settings: ScalingSettings) -> int:
@@ -94,11 +108,18 @@ def desired_runners(snapshot: FleetSnapshot, settings: ScalingSettings) -> int:
 
 def decide(snapshot: FleetSnapshot, settings: ScalingSettings) -> ScalingDecision:
     desired = desired_runners(snapshot, settings)
-    live = [runner for runner in snapshot.runners if runner.phase is not Phase.LEAVING]
+    live = [r for r in snapshot.runners if r.phase in (Phase.STARTING, Phase.READY)]
+    let_go = suspended_to_stop(snapshot, settings)
+    resumable = [
+        r for r in snapshot.runners if r.phase is Phase.SUSPENDED and r.runner_id not in let_go
+    ]
+    resumable.sort(key=lambda runner: -(runner.suspended_since or 0.0))  # most recent first
     if desired > len(live):
-        return ScalingDecision(desired, desired - len(live), (), "demand above runners")
+        resume = tuple(runner.runner_id for runner in resumable[: desired - len(live)])
+        start = desired - len(live) - len(resume)
+        return ScalingDecision(desired, start, let_go, "demand above runners", resume=resume)
     if desired == len(live):
-        return ScalingDecision(desired, 0, (), "steady")
+        return ScalingDecision(desired, 0, let_go, "steady")
     expired = [
         runner
         for runner in live
@@ -108,14 +129,37 @@ def decide(snapshot: FleetSnapshot, settings: ScalingSettings) -> ScalingDecisio
         and snapshot.now - runner.idle_since >= settings.keep_alive
     ]
     expired.sort(key=lambda runner: runner.idle_since or 0.0)
-    stop = tuple(runner.runner_id for runner in expired[: len(live) - desired])
-    return ScalingDecision(desired, 0, stop, "keep_alive expired" if stop else "waiting keep_alive")
+    going = tuple(runner.runner_id for runner in expired[: len(live) - desired])
+    reason = "keep_alive expired" if going else "waiting keep_alive"
+    if settings.suspend:
+        return ScalingDecision(desired, 0, let_go, reason, suspend=going)
+    return ScalingDecision(desired, 0, going + let_go, reason)
+
+
+def suspended_to_stop(snapshot: FleetSnapshot, settings: ScalingSettings) -> tuple[str, ...]:
+    """Suspended runners past ``suspended_keep_alive``, then the oldest of the others while
+    the rest hold more host memory than the budget."""
+    suspended = [r for r in snapshot.runners if r.phase is Phase.SUSPENDED]
+    suspended.sort(key=lambda runner: runner.suspended_since or 0.0)  # oldest first
+    stop = [
+        r
+        for r in suspended
+        if snapshot.now - (r.suspended_since or snapshot.now) >= settings.suspended_keep_alive
+    ]
+    kept = [r for r in suspended if r not in stop]
+    if settings.suspended_memory_budget is not None:
+        while kept and sum(r.host_memory for r in kept) > settings.suspended_memory_budget:
+            stop.append(kept.pop(0))
+    return tuple(runner.runner_id for runner in stop)
 
 
 def expires_in(
     runner: RunnerView, live: int, now: float, settings: ScalingSettings
 ) -> float | None:
-    """Seconds until keep_alive would stop this runner (fal's "Expires In"), None if it won't."""
+    """Seconds until keep_alive would stop (or suspend) this runner (fal's "Expires In"), or a
+    suspended one would be stopped; None if it won't."""
+    if runner.phase is Phase.SUSPENDED and runner.suspended_since is not None:
+        return max(0.0, settings.suspended_keep_alive - (now - runner.suspended_since))
     if runner.phase is not Phase.READY or runner.idle_since is None or runner.in_flight:
         return None
     if live <= settings.min_concurrency:

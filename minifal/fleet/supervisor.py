@@ -8,6 +8,11 @@ Each runner has one lifecycle task: start -> SETUP -> ready (IDLE/RUNNING) -> ..
 - ``connection_lost()``: a runner the gateway lost touch with gets no more requests; if it is
   still alive a moment later it is hung and replaced, else its lifecycle sees the crash.
 - ``retire()`` (keep_alive expired, fleet shutdown) drains it and lets it go.
+- ``suspend()`` moves an idle runner's GPU state into its host memory (SUSPENDING ->
+  SUSPENDED) through a ``Suspender`` (``cuda_checkpoint.py``); ``resume()`` moves it back and
+  health-checks it (RESUMING -> IDLE). A step that fails is a crash: the instance is killed and
+  its lifecycle restarts it after the back-off. A suspended runner that is stopped is killed:
+  its ``teardown()`` cannot run without its GPU state.
 The supervisor is the only one to change a runner's lifecycle state (``Runner``'s methods).
 """
 
@@ -20,12 +25,12 @@ import os
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.runner import Runner, RunnerState
 from minifal.fleet.runner_backend import RunnerBackend
-from minifal.startup.events import runner_events_file
+from minifal.startup.events import record_for, runner_events_file
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -37,6 +42,32 @@ REPLACE_GRACE_SECONDS = 5.0
 LOST_RUNNER_GRACE_SECONDS = 2.0
 """How long a runner whose connection broke may take to show it died (else it is hung)."""
 TERMINATED_KEPT = 20  # finished runners still listed in /runners, with their exit reason
+SUSPEND_LOCK_TIMEOUT_SECONDS = 10.0
+"""How long a suspend waits for the runner's GPU work to finish before it gives up."""
+RESUME_PROBE_TIMEOUT_SECONDS = 10.0
+
+
+class Suspender(Protocol):
+    """Moves a process's GPU state to its host memory and back (blocking calls)."""
+
+    def suspend(self, pid: int, lock_timeout_s: float) -> object: ...
+
+    def resume(self, pid: int) -> object: ...
+
+
+SUSPENSION_STATES = (RunnerState.SUSPENDING, RunnerState.SUSPENDED, RunnerState.RESUMING)
+
+
+def resident_bytes(pid: int) -> int | None:
+    """A process's resident memory (``VmRSS``), None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def failure_backoff(consecutive_failures: int, step: float = BACKOFF_STEP_SECONDS) -> float:
@@ -54,6 +85,7 @@ class Supervisor:
         on_ready: Callable[[], None],
         backoff_step: float | None = None,
         lost_runner_grace: float = LOST_RUNNER_GRACE_SECONDS,
+        suspender: Suspender | None = None,
     ) -> None:
         self.backend = backend
         self.gpu_pool = gpu_pool
@@ -65,6 +97,7 @@ class Supervisor:
         self.backoff_step = backoff_step
         self.lost_runner_grace = lost_runner_grace
         self.on_ready = on_ready
+        self.suspender = suspender
         self.runners: list[Runner] = []
         self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -128,16 +161,87 @@ class Supervisor:
         crash for its lifecycle (back-off, restart); one still alive a moment later is hung
         and gets replaced. Waiting that moment makes a crash look the same however the
         gateway learnt of it first."""
-        if runner.suspended:
+        if runner.withheld:
             return
-        runner.suspend()
+        runner.withhold()
         reason = f"lost connection ({type(error).__name__})"
         self._spawn(self._replace_if_alive(runner, reason), f"{runner.runner_id}-lost")
 
     async def _replace_if_alive(self, runner: Runner, reason: str) -> None:
         await asyncio.sleep(self.lost_runner_grace)
-        if runner.suspended and not runner.exited:
+        if runner.withheld and not runner.exited:
             self.replace(runner, reason)
+
+    def suspend(self, runner: Runner) -> bool:
+        """Suspend an idle runner (no request in flight; it gets none from now on)."""
+        if (
+            self.suspender is None
+            or runner.state != RunnerState.IDLE
+            or runner.in_flight
+            or runner.withheld
+            or runner.retiring
+            or runner.exited
+            or runner.pid is None
+        ):
+            return False
+        runner.suspending()
+        self._spawn(self._suspend(runner, runner.pid), f"{runner.runner_id}-suspend")
+        return True
+
+    def resume(self, runner: Runner) -> bool:
+        """Bring a suspended runner back: requests waiting for a runner get it once healthy."""
+        if self.suspender is None or runner.state != RunnerState.SUSPENDED or runner.pid is None:
+            return False
+        runner.resuming()
+        self._spawn(self._resume(runner, runner.pid), f"{runner.runner_id}-resume")
+        return True
+
+    async def _suspend(self, runner: Runner, pid: int) -> None:
+        assert self.suspender is not None
+        start = time.time()
+        try:
+            await asyncio.to_thread(self.suspender.suspend, pid, SUSPEND_LOCK_TIMEOUT_SECONDS)
+        except Exception as exc:
+            await self._suspension_failed(runner, f"suspend failed: {exc}")
+            return
+        end = time.time()
+        memory = resident_bytes(pid)
+        runner.suspended(end, end - start, memory)
+        record_for(runner.events_file, runner.runner_id, pid, "suspend", start, end, rss=memory)
+        logger.info(
+            "[%s] suspended in %.2f s (host memory held: %s)",
+            runner.runner_id,
+            end - start,
+            "?" if memory is None else f"{memory / 2**30:.1f} GiB",
+        )
+
+    async def _resume(self, runner: Runner, pid: int) -> None:
+        assert self.suspender is not None and runner.instance is not None
+        start = time.time()
+        try:
+            await asyncio.to_thread(self.suspender.resume, pid)
+            healthy = await runner.instance.answers(RESUME_PROBE_TIMEOUT_SECONDS)
+        except Exception as exc:
+            await self._suspension_failed(runner, f"resume failed: {exc}")
+            return
+        if not healthy:
+            await self._suspension_failed(runner, "resume failed: no answer after the restore")
+            return
+        end = time.time()
+        runner.resumed(end, end - start)
+        record_for(runner.events_file, runner.runner_id, pid, "resume", start, end)
+        logger.info("[%s] resumed in %.2f s", runner.runner_id, end - start)
+        self.on_ready()
+
+    async def _suspension_failed(self, runner: Runner, reason: str) -> None:
+        """A crash: kill the instance; its lifecycle restarts it after the back-off."""
+        logger.error("[%s] %s: killing it", runner.runner_id, reason)
+        instance = runner.instance
+        if instance is None or instance.exited:
+            return
+        runner.stopping(reason)
+        instance.kill()
+        await instance.wait_exit()
 
     async def stop(self) -> None:
         """Stop every runner (each drains and runs ``teardown()``), then their lifecycle tasks."""
@@ -207,6 +311,12 @@ class Supervisor:
         instance = runner.instance
         if instance is None or instance.exited:
             return  # its lifecycle saw the exit and decides what comes next (restart, delay, end)
+        if runner.state in SUSPENSION_STATES:  # its GPU state is off the GPU: teardown() would hang
+            runner.stopping(reason)
+            instance.kill()
+            await instance.wait_exit()
+            runner.stopped()
+            return
         runner.stopping(reason)
         instance.terminate()
         try:

@@ -37,18 +37,33 @@ def events_file() -> Path | None:
 
 
 def record(phase: str, start: float, end: float | None = None, **details: Any) -> dict[str, Any]:
-    """Append one event; ``start``/``end`` are ``time.time()`` seconds."""
+    """Append one event of this process; ``start``/``end`` are ``time.time()`` seconds."""
+    runner_id = os.environ.get(ENV_RUNNER_ID, "local")
+    return record_for(events_file(), runner_id, os.getpid(), phase, start, end, **details)
+
+
+def record_for(
+    path: Path | None,
+    runner_id: str,
+    pid: int | None,
+    phase: str,
+    start: float,
+    end: float | None = None,
+    /,
+    **details: Any,
+) -> dict[str, Any]:
+    """Append one event of runner ``runner_id``'s process ``pid`` to ``path`` (the gateway
+    records what it does to a runner, a suspend say, in that runner's own file)."""
     end = start if end is None else end
     event = {
         "phase": phase,
         "start": start,
         "end": end,
         "duration_s": round(end - start, 6),
-        "runner_id": os.environ.get(ENV_RUNNER_ID, "local"),
-        "pid": os.getpid(),
+        "runner_id": runner_id,
+        "pid": pid,
         "details": details,
     }
-    path = events_file()
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

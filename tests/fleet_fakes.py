@@ -1,0 +1,110 @@
+"""A fake runner backend for the supervisor's process-free tests: instances the test drives
+(ready, crash, exit, health after a resume), and a supervisor with millisecond timings."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from minifal.fleet.gpu_pool import GpuPool
+from minifal.fleet.runner import Runner, RunnerState
+from minifal.fleet.supervisor import Supervisor, Suspender
+
+
+class FakeInstance:
+    """A runner instance the test drives: it gets ready, crashes or exits when told to."""
+
+    node = "fake"
+
+    def __init__(self, runner_id: str, number: int, obeys_terminate: bool) -> None:
+        self.url = f"http://{runner_id}.invalid"
+        self.pid = 1000 + number
+        self.port = 2000 + number
+        self.obeys_terminate = obeys_terminate
+        self.terminated = False
+        self.killed = False
+        self.healthy = True
+        self._ready = asyncio.Event()
+        self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    @property
+    def exited(self) -> bool:
+        return self._exit.done()
+
+    def become_ready(self) -> None:
+        self._ready.set()
+
+    def exit(self, code: int) -> None:
+        if not self._exit.done():
+            self._exit.set_result(code)
+
+    async def wait_ready(self, timeout: float) -> bool:
+        ready = asyncio.ensure_future(self._ready.wait())
+        done, _ = await asyncio.wait(
+            [ready, self._exit], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        ready.cancel()
+        return ready in done
+
+    async def answers(self, timeout: float) -> bool:
+        return not self.exited and self.healthy
+
+    async def wait_exit(self) -> int:
+        return await asyncio.shield(self._exit)
+
+    def terminate(self) -> None:
+        self.terminated = True
+        if self.obeys_terminate:
+            self.exit(0)
+
+    def kill(self) -> None:
+        self.killed = True
+        self.exit(-9)
+
+
+class FakeBackend:
+    def __init__(self, ready_at_once: bool = True, obeys_terminate: bool = True) -> None:
+        self.ready_at_once = ready_at_once
+        self.obeys_terminate = obeys_terminate
+        self.instances: list[FakeInstance] = []
+
+    async def start(self, runner_id: str, gpus: list[str]) -> FakeInstance:
+        instance = FakeInstance(runner_id, len(self.instances), self.obeys_terminate)
+        self.instances.append(instance)
+        if self.ready_at_once:
+            instance.become_ready()
+        return instance
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.001)
+
+
+def supervisor(
+    backend: FakeBackend,
+    startup_timeout: float = 5.0,
+    gpus: list[str] | None = None,
+    suspender: Suspender | None = None,
+) -> tuple[Supervisor, list[str]]:
+    """A supervisor with back-off steps and grace periods of milliseconds; its ready calls."""
+    readies: list[str] = []
+    made = Supervisor(
+        backend,
+        GpuPool(gpus or [], 1),
+        Path("/nonexistent/run"),
+        startup_timeout,
+        grace_seconds=0.05,
+        on_ready=lambda: readies.append("ready"),
+        backoff_step=0.01,
+        lost_runner_grace=0.01,
+        suspender=suspender,
+    )
+    return made, readies
+
+
+def states(runner: Runner) -> list[RunnerState]:
+    return [state for _, state in runner.state_history]

@@ -1,0 +1,238 @@
+"""Suspending idle runners to host memory: the scaling policy, the supervisor's state machine
+over a fake backend and a fake driver (the CUDA checkpoint API cannot run on CPU CI: the fake
+stands in for it, and tests/test_suspension_gpu.py runs the real one on a GPU), the driver's
+detection and error messages, and how /runners and `minifal runners` show it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from fleet_fakes import FakeBackend, states, supervisor, until
+
+from minifal.fleet.cuda_checkpoint import describe_error, load_cuda_checkpoint
+from minifal.fleet.gateway import PHASES, choose_suspender
+from minifal.fleet.runner import RunnerState
+from minifal.fleet.scaler import FleetSnapshot, Phase, RunnerView, ScalingSettings, decide
+from minifal.runners_table import format_runners
+
+GIB = 2**30
+
+# -- the policy (pure) ----------------------------------------------------------------------------
+
+
+def idle(runner_id: str, since: float) -> RunnerView:
+    return RunnerView(runner_id, Phase.READY, 0, since)
+
+
+def asleep(runner_id: str, since: float, memory: int = GIB) -> RunnerView:
+    return RunnerView(runner_id, Phase.SUSPENDED, 0, None, since, memory)
+
+
+SCALE_TO_ZERO = ScalingSettings(min_concurrency=0, keep_alive=10.0, suspend=True)
+
+
+def test_an_idle_runner_past_keep_alive_is_suspended_not_stopped() -> None:
+    snapshot = FleetSnapshot(100.0, (idle("a", 80.0), idle("b", 95.0)))
+    decision = decide(snapshot, SCALE_TO_ZERO)
+    assert decision.suspend == ("a",) and decision.stop == ()
+    without = decide(snapshot, ScalingSettings(min_concurrency=0, keep_alive=10.0))
+    assert without.stop == ("a",) and without.suspend == ()
+
+
+def test_demand_resumes_suspended_runners_before_it_starts_new_ones() -> None:
+    runners = (asleep("old", 10.0), asleep("new", 50.0))
+    one = decide(FleetSnapshot(100.0, runners, queued_waits=(0.0,)), SCALE_TO_ZERO)
+    assert one.resume == ("new",) and one.start == 0  # the most recently suspended first
+    three = decide(FleetSnapshot(100.0, runners, queued_waits=(0.0,) * 3), SCALE_TO_ZERO)
+    assert set(three.resume) == {"old", "new"} and three.start == 1
+
+
+def test_a_suspended_runner_is_stopped_after_its_longer_expiry() -> None:
+    settings = ScalingSettings(min_concurrency=0, suspend=True, suspended_keep_alive=600.0)
+    snapshot = FleetSnapshot(1000.0, (asleep("stale", 300.0), asleep("fresh", 900.0)))
+    decision = decide(snapshot, settings)
+    assert decision.stop == ("stale",)
+    # and one on its way out is not resumed
+    busy = FleetSnapshot(1000.0, snapshot.runners, queued_waits=(0.0,))
+    assert decide(busy, settings).resume == ("fresh",)
+
+
+def test_suspended_runners_beyond_the_memory_budget_are_stopped_oldest_first() -> None:
+    settings = ScalingSettings(min_concurrency=0, suspend=True, suspended_memory_budget=10 * GIB)
+    runners = (asleep("a", 1.0, 6 * GIB), asleep("b", 2.0, 6 * GIB), asleep("c", 3.0, 3 * GIB))
+    assert decide(FleetSnapshot(10.0, runners), settings).stop == ("a",)
+
+
+def test_suspension_states_are_phases_the_scaler_understands() -> None:
+    assert PHASES[RunnerState.SUSPENDING] is Phase.LEAVING  # capacity going away
+    assert PHASES[RunnerState.SUSPENDED] is Phase.SUSPENDED
+    assert PHASES[RunnerState.RESUMING] is Phase.STARTING  # capacity on its way
+
+
+# -- the supervisor's state machine (fake backend, fake driver) ----------------------------------
+
+
+class FakeDriver:
+    """Records calls; fails a step when told; can hold a resume until released."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.fail: str | None = None
+        self.resume_gate = threading.Event()
+        self.resume_gate.set()
+
+    def suspend(self, pid: int, lock_timeout_s: float) -> None:
+        self.calls.append(("suspend", pid))
+        if self.fail == "suspend":
+            raise RuntimeError(f"lock of pid {pid} failed: CUDA_ERROR_TIMEOUT")
+
+    def resume(self, pid: int) -> None:
+        self.calls.append(("resume", pid))
+        assert self.resume_gate.wait(5.0)
+        if self.fail == "resume":
+            raise RuntimeError("restore failed")
+
+
+def test_suspend_then_resume_keeps_the_same_process() -> None:
+    async def scenario() -> None:
+        driver = FakeDriver()
+        fleet, readies = supervisor(FakeBackend(), gpus=["0"], suspender=driver)
+        runner = fleet.add_runner()
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE")
+        pid = runner.pid
+        assert fleet.suspend(runner)
+        assert runner.state is RunnerState.SUSPENDING and not runner.accepts_requests
+        await until(lambda: runner.state is RunnerState.SUSPENDED, "SUSPENDED")
+        assert runner.suspensions.suspends == 1 and runner.suspensions.suspended_since
+        assert runner.gpus == ["0"]  # it keeps its GPU: a resume goes back there
+        assert fleet.resume(runner)
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE again")
+        assert runner.pid == pid and runner.accepts_requests
+        assert driver.calls == [("suspend", pid), ("resume", pid)]
+        assert readies == ["ready", "ready"]  # the scheduler hears of both
+        assert states(runner)[-4:] == [
+            RunnerState.SUSPENDING,
+            RunnerState.SUSPENDED,
+            RunnerState.RESUMING,
+            RunnerState.IDLE,
+        ]
+        assert runner.suspensions.resumes == 1 and runner.suspensions.host_memory_bytes is None
+        await fleet.stop()
+
+    asyncio.run(scenario())
+
+
+def test_only_an_idle_runner_is_suspended() -> None:
+    async def scenario() -> None:
+        fleet, _ = supervisor(FakeBackend(ready_at_once=False), suspender=FakeDriver())
+        runner = fleet.add_runner()
+        await until(lambda: runner.state is RunnerState.SETUP, "SETUP")
+        assert not fleet.suspend(runner)  # still setting up
+        fleet.backend.instances[0].become_ready()
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE")
+        runner.took_request(0.0)
+        assert not fleet.suspend(runner)  # a request in flight
+        runner.finished_request(0.0)
+        without, _ = supervisor(FakeBackend())
+        other = without.add_runner()
+        await until(lambda: other.state is RunnerState.IDLE, "IDLE")
+        assert not without.suspend(other)  # no driver: never
+        await fleet.stop()
+        await without.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("step", ["suspend", "resume"])
+def test_a_failed_step_is_a_crash_then_a_fresh_start(step: str) -> None:
+    async def scenario() -> None:
+        driver = FakeDriver()
+        driver.fail = step
+        backend = FakeBackend()
+        fleet, _ = supervisor(backend, suspender=driver)
+        runner = fleet.add_runner()
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE")
+        fleet.suspend(runner)
+        if step == "resume":
+            await until(lambda: runner.state is RunnerState.SUSPENDED, "SUSPENDED")
+            fleet.resume(runner)
+        await until(lambda: len(backend.instances) == 2, "a new instance")
+        assert backend.instances[0].killed
+        assert f"{step} failed" in (runner.last_exit_reason or "")
+        assert RunnerState.FAILURE_DELAY in states(runner)  # the crash back-off
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE on the new instance")
+        await fleet.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_runner_that_does_not_answer_after_a_resume_is_replaced() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        fleet, _ = supervisor(backend, suspender=FakeDriver())
+        runner = fleet.add_runner()
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE")
+        fleet.suspend(runner)
+        await until(lambda: runner.state is RunnerState.SUSPENDED, "SUSPENDED")
+        backend.instances[0].healthy = False
+        fleet.resume(runner)
+        await until(lambda: len(backend.instances) == 2, "a new instance")
+        assert "no answer after the restore" in (runner.last_exit_reason or "")
+        await fleet.stop()
+
+    asyncio.run(scenario())
+
+
+def test_stopping_a_suspended_runner_kills_it_at_once() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend(obeys_terminate=False)  # a teardown() that would hang on CUDA
+        fleet, _ = supervisor(backend, suspender=FakeDriver())
+        runner = fleet.add_runner()
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE")
+        fleet.suspend(runner)
+        await until(lambda: runner.state is RunnerState.SUSPENDED, "SUSPENDED")
+        fleet.retire(runner, "suspended_keep_alive expired")
+        await until(lambda: runner.state is RunnerState.TERMINATED, "TERMINATED")
+        assert backend.instances[0].killed and not backend.instances[0].terminated
+        await fleet.stop()
+
+    asyncio.run(scenario())
+
+
+# -- the driver: detection, messages --------------------------------------------------------------
+
+
+def test_a_host_without_the_driver_says_why_and_falls_back() -> None:
+    driver, why = load_cuda_checkpoint("libcuda-that-is-not-here.so.1")
+    assert driver is None and "not found" in why
+    assert choose_suspender("off", use_gpus=True) is None
+    assert choose_suspender("on", use_gpus=False) is None
+
+
+def test_error_codes_read_as_what_they_mean_here() -> None:
+    assert "CUresult 909" in describe_error(None, 909) and "timed out" in describe_error(None, 909)
+    assert describe_error(None, 12345) == "CUresult 12345"
+
+
+# -- what people see ------------------------------------------------------------------------------
+
+
+def test_runners_table_says_what_a_suspended_runner_holds() -> None:
+    row = {
+        "runner_id": "runner-0",
+        "state": "SUSPENDED",
+        "suspensions": {
+            "suspends": 2,
+            "resumes": 1,
+            "last_suspend_s": 6.3,
+            "last_resume_s": 1.9,
+            "suspended_since": 1.0,
+            "host_memory_bytes": 9 * GIB,
+        },
+    }
+    text = format_runners({"app": "a", "run_id": "r", "runners": [row]})
+    assert "SUSPENDED" in text
+    assert "runner-0: suspended 2 time(s) (last 6.3s), resumed 1 time(s) (last 1.9s)" in text
+    assert "holds 9.0 GiB of host memory" in text

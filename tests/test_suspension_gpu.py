@@ -1,0 +1,68 @@
+"""Suspension for real, on a GPU: the fleet suspends an idle runner with the CUDA driver's
+checkpoint API, its GPU memory is freed, and a request resumes it with the same state.
+
+Skipped on CPU CI (no GPU, no driver); on a GPU host: ``pytest tests/test_suspension_gpu.py``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from fleet_support import poll_until, start_fleet
+
+from minifal.fleet.cuda_checkpoint import load_cuda_checkpoint
+
+APP = Path(__file__).parent / "apps_gpu" / "suspendable_app.py"
+MIB = 2**20
+
+
+def _driver_here() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return "no torch"
+    if not torch.cuda.is_available():
+        return "no GPU"
+    driver, why = load_cuda_checkpoint()
+    return None if driver is not None else why
+
+
+pytestmark = pytest.mark.skipif(_driver_here() is not None, reason=f"{_driver_here()}")
+
+
+def gpu_memory_of(pid: int) -> int:
+    """MiB the process holds on any GPU (0 when it has no context there)."""
+    out = subprocess.run(
+        ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    rows = (line.split(",") for line in out.splitlines() if line.strip())
+    return sum(int(used) for owner, used in rows if int(owner) == pid)
+
+
+def test_an_idle_runner_is_suspended_and_a_request_resumes_it(tmp_path: Path) -> None:
+    suspending = start_fleet(APP, tmp_path, workers=None, extra_args=("--suspend", "on"))
+    with suspending as fleet, fleet.client(timeout=300.0) as client:
+        first = client.post("/", json={"seed": 3})
+        assert first.status_code == 200, first.text
+        runner = poll_until(
+            lambda: next((r for r in fleet.runners() if r["state"] == "SUSPENDED"), None),
+            120,
+            "the runner suspended",
+            fleet,
+        )
+        assert gpu_memory_of(runner["pid"]) <= 100
+        assert runner["suspensions"]["host_memory_bytes"] > 1024 * MIB
+        started = time.perf_counter()
+        second = client.post("/", json={"seed": 3})
+        resumed_in = time.perf_counter() - started
+        assert second.status_code == 200, second.text
+        assert second.json() == first.json()  # same weights, same kernel, same answer
+        after = next(r for r in fleet.runners() if r["runner_id"] == runner["runner_id"])
+        assert after["pid"] == runner["pid"] and after["suspensions"]["resumes"] >= 1
+        print(f"resume + request: {resumed_in:.2f} s")
