@@ -1,9 +1,16 @@
-"""``Authorization: Key <key>`` on every gateway route but ``/health`` and ``/files/``."""
+"""``Authorization: Key <key>`` on every gateway route but ``/health`` and ``/files/``.
+
+A browser cannot send that header when it opens a page: ``/dashboard?key=<key>`` is accepted
+too, and the dashboard keeps the key in a same-site, HTTP-only cookie (``minifal_key``) that
+counts as the header on every route.
+"""
 
 from __future__ import annotations
 
 import hmac
 import json
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -11,6 +18,8 @@ ENV_AUTH_KEY = "MINIFAL_AUTH_KEY"
 """The key, when ``minifal run`` and ``minifal runners`` are given no ``--auth-key``."""
 OPEN_PATHS = ("/health",)
 OPEN_PREFIXES = ("/files/",)
+KEY_COOKIE = "minifal_key"
+KEY_QUERY_PATH = "/dashboard"
 
 
 def key_matches(header: str | None, key: str) -> bool:
@@ -32,7 +41,9 @@ class KeyAuthMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if key_matches(headers.get("authorization"), self.key):
+        if key_matches(headers.get("authorization"), self.key) or self._browser_key_matches(
+            scope, headers.get("cookie")
+        ):
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
@@ -51,6 +62,20 @@ class KeyAuthMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+    def _browser_key_matches(self, scope: Scope, cookie_header: str | None) -> bool:
+        candidates = []
+        if cookie_header:
+            try:
+                cookie = SimpleCookie(cookie_header)
+            except CookieError:
+                cookie = SimpleCookie()
+            if KEY_COOKIE in cookie:
+                candidates.append(cookie[KEY_COOKIE].value)
+        if scope["path"] == KEY_QUERY_PATH:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            candidates += query.get("key", [])[:1]
+        return any(hmac.compare_digest(c.encode(), self.key.encode()) for c in candidates)
 
     @staticmethod
     def _is_open(path: str) -> bool:

@@ -7,6 +7,7 @@ Routes (``<app-path>`` is ``<owner>/<app-name>/<endpoint>`` as on fal, or the en
   PUT  /queue/<owner>/<app>/requests/ID/cancel
   WS   /<app-path>                        websocket and realtime pass-through
   GET  /health /runners /metrics /files/... /openapi.json /docs
+  GET  /dashboard (+ /dashboard/static/..., /dashboard/api/runs[/ID]): the web page (``dashboard``)
 
 How a request reaches a runner and comes back: ``forwarding``. The queue's bodies:
 ``queue_protocol``. The gateway's state: ``gateway``.
@@ -26,6 +27,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from minifal.fleet.auth import KeyAuthMiddleware
+from minifal.fleet.dashboard import dashboard_router
 from minifal.fleet.forwarding import json_error, queue_full
 from minifal.fleet.gateway import Gateway
 from minifal.fleet.jobs import Job
@@ -81,6 +83,8 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
         return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
 
     api.add_api_route(STORED_FILES_PATH, stored_file, methods=["GET"])
+
+    api.include_router(dashboard_router(gateway))
 
     @api.get("/openapi.json")
     async def openapi() -> dict[str, Any]:

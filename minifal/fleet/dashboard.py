@@ -1,0 +1,103 @@
+"""``/dashboard``: the gateway's web page. Runners live, startup timelines side by side, a
+playground for each endpoint.
+
+The page is three static files (``dashboard_static/``: HTML, JS, CSS; no build step, no CDN)
+that read what the gateway already serves: ``/runners``, ``/openapi.json`` and the queue. Two
+routes here add the data dir's runs (their startup reports as JSON, with the PNG timeline's
+colours). With an auth key, ``/dashboard?key=K`` stores the key in a same-site, HTTP-only
+cookie that the auth middleware accepts, so that a browser can open the page.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+
+from minifal.fleet.auth import KEY_COOKIE
+from minifal.fleet.gateway import Gateway
+from minifal.startup.report import report_json, report_rows
+from minifal.startup.runs import RUNS_DIRNAME, RunNotFoundError, load_run
+from minifal.startup.timeline import OTHER_COLOURS, PHASE_COLOURS
+
+STATIC_DIR = Path(__file__).parent / "dashboard_static"
+STATIC_FILES = {
+    "dashboard.js": "text/javascript",
+    "dashboard.css": "text/css",
+}
+RUNS_LISTED = 50
+
+
+def hex_colour(colour: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*colour)
+
+
+def list_runs(data_dir: Path, current: str) -> list[dict[str, Any]]:
+    """The data dir's runs, newest first: id, when last written, runner files, current or not."""
+    runs_dir = data_dir / RUNS_DIRNAME
+    runs = []
+    for path in runs_dir.iterdir() if runs_dir.is_dir() else ():
+        files = list(path.glob("*.jsonl")) if path.is_dir() else []
+        if not files:
+            continue
+        written = max(file.stat().st_mtime for file in files)
+        runs.append(
+            {
+                "run_id": path.name,
+                "written_at": written,
+                "runners": len(files),
+                "current": path.name == current,
+            }
+        )
+    runs.sort(key=lambda run: run["written_at"], reverse=True)
+    return runs[:RUNS_LISTED]
+
+
+def run_report(data_dir: Path, run_id: str) -> dict[str, Any] | None:
+    """``minifal startup-report --json`` of one run, with the timeline's colours."""
+    try:
+        run = load_run(data_dir, run_id)
+    except RunNotFoundError:
+        return None
+    report = report_json(run, report_rows(run))
+    report["colours"] = {name: hex_colour(colour) for name, colour in PHASE_COLOURS.items()}
+    report["other_colours"] = [hex_colour(colour) for colour in OTHER_COLOURS]
+    return report
+
+
+def dashboard_router(gateway: Gateway) -> APIRouter:
+    router = APIRouter(prefix="/dashboard")
+    data_dir = gateway.options.data_dir
+
+    @router.get("")
+    async def page(request: Request) -> Response:
+        key = request.query_params.get("key")
+        if key and gateway.options.auth_key:  # the middleware checked it: keep it in a cookie
+            redirect = RedirectResponse("/dashboard", status_code=303)
+            redirect.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict", path="/")
+            return redirect
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @router.get("/static/{name}")
+    async def static(name: str) -> Response:
+        if name not in STATIC_FILES:
+            return JSONResponse({"detail": "Not found"}, 404)
+        return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name])
+
+    @router.get("/api/runs")
+    async def runs() -> dict[str, Any]:
+        current = gateway.options.run_id
+        return {"current": current, "runs": list_runs(data_dir, current)}
+
+    @router.get("/api/runs/{run_id}")
+    async def run(run_id: str) -> Response:
+        if "/" in run_id or run_id.startswith("."):
+            return JSONResponse({"detail": "Not found"}, 404)
+        report = run_report(data_dir, run_id)
+        if report is None:
+            return JSONResponse({"detail": f"no run {run_id}"}, 404)
+        return JSONResponse(report)
+
+    return router
