@@ -97,9 +97,23 @@ async function refreshRunners() {
 
 // -- startup timelines ------------------------------------------------------------------------
 
-const TOP_LEVEL = new Set(["imports", "app_import", "setup", "first_request", "teardown",
-  "suspend", "resume"]);
-const LANE = { label: 230, width: 1000, bar: 14, gap: 3, pad: 6 };
+const LANE = { label: 230, width: 1000, bar: 12, gap: 2, pad: 5, minLevels: 2 };
+
+// Bars go on levels: longest first, each on the first level where it overlaps no other bar, so
+// a phase inside another (a compile inside setup) sits under it instead of hiding behind it.
+function levelled(lane) {
+  const bars = Object.entries(lane.phases)
+    .filter(([, timing]) => !timing.instant)
+    .sort(([, a], [, b]) => (b.end_s - b.start_s) - (a.end_s - a.start_s));
+  const levels = [];
+  return bars.map(([phase, timing]) => {
+    let level = levels.findIndex((taken) =>
+      taken.every(([start, end]) => timing.end_s <= start || timing.start_s >= end));
+    if (level < 0) { level = levels.length; levels.push([]); }
+    levels[level].push([timing.start_s, timing.end_s]);
+    return { phase, timing, level };
+  });
+}
 
 function colourOf(report, phase, others) {
   if (report.colours[phase]) return report.colours[phase];
@@ -115,8 +129,12 @@ function timelineSvg(report, legend) {
   }
   const plot = LANE.width - LANE.label - 10;
   const x = (s) => LANE.label + (s / end) * plot;
-  const laneHeight = LANE.pad * 2 + LANE.bar * 2 + LANE.gap;
-  const height = 24 + lanes.length * (laneHeight + 4);
+  const placed = lanes.map(levelled);
+  const heights = placed.map((bars) => {
+    const levels = Math.max(LANE.minLevels, ...bars.map((bar) => bar.level + 1));
+    return LANE.pad * 2 + levels * (LANE.bar + LANE.gap);
+  });
+  const height = 24 + heights.reduce((sum, h) => sum + h + 4, 0);
   const root = svg("svg", { width: LANE.width, height, viewBox: `0 0 ${LANE.width} ${height}` });
   const axis = svg("g", { class: "axis" });
   const step = [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600].find((s) => end / s <= 12) || 1200;
@@ -126,33 +144,37 @@ function timelineSvg(report, legend) {
   }
   root.append(axis);
   const others = new Map();
+  let top = 20;
   lanes.forEach((lane, index) => {
-    const top = 20 + index * (laneHeight + 4);
+    const laneHeight = heights[index];
     const group = svg("g", { class: "lane", "data-runner": lane.runner_id });
     group.append(svg("rect", { x: 0, y: top, width: LANE.width, height: laneHeight, fill: "#f4f4f6" }));
     const ready = lane.ready_at_s === null ? "not ready" : `ready at ${lane.ready_at_s.toFixed(1)}s`;
     group.append(svg("text", { x: 4, y: top + 16 }, lane.runner));
     group.append(svg("text", { x: 4, y: top + 30, fill: "#6e6e6e" }, `${ready}, ${lane.cache || ""}`));
-    for (const [phase, timing] of Object.entries(lane.phases)) {
+    for (const { phase, timing, level } of placed[index]) {
       const start = lane.started_at_s + timing.start_s;
       const colour = colourOf(report, phase, others);
       legend.set(phase, colour);
-      if (timing.instant) {
-        group.append(svg("line", { x1: x(start), x2: x(start), y1: top, y2: top + laneHeight,
-          stroke: colour, "stroke-width": 2, class: `instant phase-${phase}` }));
-        continue;
-      }
-      const level = TOP_LEVEL.has(phase) ? 0 : 1;
       const bar = svg("rect", {
         x: x(start), y: top + LANE.pad + level * (LANE.bar + LANE.gap),
-        width: Math.max(1, x(start + timing.duration_s) - x(start)), height: LANE.bar,
+        width: Math.max(1, x(lane.started_at_s + timing.end_s) - x(start)), height: LANE.bar,
         fill: colour, class: `phase phase-${phase.replace(/\./g, "-")}`,
       });
-      const times = timing.count > 1 ? ` (${timing.count} times)` : "";
-      bar.append(svg("title", {}, `${phase}: ${timing.duration_s.toFixed(2)} s${times}`));
+      const times = timing.count > 1 ? ` (${timing.count} times, ${timing.duration_s.toFixed(2)} s in all)` : "";
+      bar.append(svg("title", {}, `${phase}: ${(timing.end_s - timing.start_s).toFixed(2)} s${times}`));
       group.append(bar);
     }
+    for (const [phase, timing] of Object.entries(lane.phases)) {
+      if (!timing.instant) continue;
+      const at = x(lane.started_at_s + timing.start_s);
+      const colour = colourOf(report, phase, others);
+      legend.set(phase, colour);
+      group.append(svg("line", { x1: at, x2: at, y1: top, y2: top + laneHeight,
+        stroke: colour, "stroke-width": 2, class: `instant phase-${phase}` }));
+    }
     root.append(group);
+    top += laneHeight + 4;
   });
   return root;
 }
