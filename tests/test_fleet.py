@@ -616,3 +616,11 @@ def test_fal_client_against_tls_gateway(tls_files: dict[str, Path], tmp_path: Pa
     assert out["metrics"]["inference_time"] >= 0
     assert [event["index"] for event in out["stream"]] == [0, 1, 2]
     assert out["realtime"] == {"text": "ABC", "runner_id": "runner-0"}
+
+
+def test_a_setup_that_fails_at_once_is_logged_as_a_failed_setup(tmp_path: Path) -> None:
+    """Not as a startup_timeout: the log says what happened, at once."""
+    app = Path(__file__).parent / "apps" / "setup_fails_thread_app.py"
+    with start_fleet(app, tmp_path, workers=1, wait_for_runners=False) as fleet:
+        poll_until(lambda: "failed (setup() failed" in fleet.log(), 60, "the failure", fleet)
+        assert "startup_timeout" not in fleet.log()
