@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from minifal import __version__
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
 
+MAX_BODY_HELP = (
+    "the largest request body read; larger ones get 413 (50MB, 512KiB, bytes; "
+    "default $MINIFAL_MAX_BODY_SIZE or 50MiB)"
+)
 APP_HELP = (
     "path/to/app.py, path/to/app.py::ClassName, or an app name of the project's "
     "pyproject.toml ([tool.fal.apps.NAME])"
@@ -17,9 +22,16 @@ APP_HELP = (
 
 def _serve(args: argparse.Namespace) -> int:
     from minifal.app_loader import AppLoadError
+    from minifal.body_limit import ENV_MAX_BODY_SIZE, parse_size
     from minifal.runner.server import serve
     from minifal.settings import AppSettingsError
 
+    if args.max_body_size:
+        try:
+            os.environ[ENV_MAX_BODY_SIZE] = str(parse_size(args.max_body_size))
+        except ValueError as exc:
+            print(f"minifal: --max-body-size: {exc}", file=sys.stderr)
+            return 2
     try:
         return serve(args.app, host=args.host, port=args.port, data_dir=args.data_dir)
     except (AppLoadError, AppSettingsError) as exc:
@@ -42,6 +54,7 @@ def _run(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             auth_key=args.auth_key,
             max_queue=args.max_queue,
+            max_body_size=args.max_body_size,
         )
     )
 
@@ -96,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--data-dir", help="shared data dir (default: $MINIFAL_DATA_DIR, /data, ./.minifal/data)"
     )
+    serve.add_argument("--max-body-size", help=MAX_BODY_HELP)
     serve.set_defaults(handler=_serve)
 
     run = commands.add_parser("run", help="serve an App with a gateway and a fleet of runners")
@@ -118,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_QUEUE,
         help="queued requests beyond this get 429 (0: no limit)",
     )
+    run.add_argument("--max-body-size", help=MAX_BODY_HELP)
     run.set_defaults(handler=_run)
 
     dockerfile = commands.add_parser(

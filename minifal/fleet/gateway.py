@@ -20,6 +20,7 @@ import httpx
 
 from minifal.app_environment import environment_summary
 from minifal.app_manifest import AppManifest
+from minifal.body_limit import DEFAULT_MAX_BODY_BYTES
 from minifal.fleet.forwarding import Forwarder
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.health_monitor import HealthMonitor
@@ -69,6 +70,7 @@ class GatewayOptions:
     auth_key: str | None = None
     max_queue: int | None = DEFAULT_MAX_QUEUE
     echo_output: bool = True
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 class Gateway:

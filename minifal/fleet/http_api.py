@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from minifal.body_limit import BodyLimitMiddleware
 from minifal.fleet.auth import KeyAuthMiddleware
 from minifal.fleet.forwarding import json_error, queue_full
 from minifal.fleet.gateway import Gateway
@@ -58,6 +59,7 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
     if gateway.options.auth_key:
         api.add_middleware(KeyAuthMiddleware, key=gateway.options.auth_key)
     api.add_middleware(QueueHostMiddleware)
+    api.add_middleware(BodyLimitMiddleware, max_bytes=gateway.options.max_body_bytes)
 
     def find_job(request_id: str) -> Job | Response:
         job = gateway.jobs.get(request_id)

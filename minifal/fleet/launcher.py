@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import uvicorn
 
 from minifal.app_manifest import AppManifest, ManifestError, inspect_app
+from minifal.body_limit import ENV_MAX_BODY_SIZE, configured_max_body_bytes
 from minifal.data_dir import activate_data_dir, resolve_data_dir
 from minifal.fleet.auth import ENV_AUTH_KEY
 from minifal.fleet.gateway import Gateway, GatewayOptions
@@ -39,6 +40,7 @@ class FleetArguments:
     tls_key: str | None = None
     auth_key: str | None = None
     max_queue: int | None = DEFAULT_MAX_QUEUE
+    max_body_size: str | None = None
 
 
 def scaling_settings(
@@ -95,6 +97,12 @@ def run_fleet(arguments: FleetArguments) -> int:
     if settings.app_auth == "private" and not auth_key:
         auth_key = secrets.token_urlsafe(24)
         logger.warning("app_auth='private': requests need 'Authorization: Key %s'", auth_key)
+    try:
+        max_body_bytes = configured_max_body_bytes(arguments.max_body_size)
+    except ValueError as exc:
+        print(f"minifal: --max-body-size: {exc}", file=sys.stderr)
+        return 2
+    os.environ[ENV_MAX_BODY_SIZE] = str(max_body_bytes)  # the runners answer with the same limit
     scheme = "https" if arguments.tls_cert else "http"
     url_host = "127.0.0.1" if arguments.host in ("0.0.0.0", "::") else arguments.host
     public_url = f"{scheme}://{url_host}:{arguments.port}/"
@@ -107,6 +115,7 @@ def run_fleet(arguments: FleetArguments) -> int:
         gpus=gpus,
         auth_key=auth_key,
         max_queue=arguments.max_queue if arguments.max_queue else None,
+        max_body_bytes=max_body_bytes,
     )
     run_dir = data_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from minifal.app import App
+from minifal.body_limit import BodyLimitMiddleware, configured_max_body_bytes
 from minifal.endpoints import EndpointSpec, RealtimeOptions
 from minifal.request_context import RequestContext, reset_current_request, set_current_request
 from minifal.runner.errors import INTERNAL_SERVER_ERROR, error_response, install_error_handlers
@@ -100,6 +101,7 @@ def build_asgi_app(app: App) -> FastAPI:
         openapi_url="/openapi.json",
     )
     api.add_middleware(RequestIdMiddleware)
+    api.add_middleware(BodyLimitMiddleware, max_bytes=configured_max_body_bytes())
     first_request = FirstRequestTimer()
 
     @api.get(READY_PATH, include_in_schema=False)
