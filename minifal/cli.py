@@ -55,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
             auth_key=args.auth_key,
             max_queue=args.max_queue,
             max_body_size=args.max_body_size,
+            webhook_allow=tuple(args.webhook_allow or ()),
         )
     )
 
@@ -133,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="queued requests beyond this get 429 (0: no limit)",
     )
     run.add_argument("--max-body-size", help=MAX_BODY_HELP)
+    run.add_argument(
+        "--webhook-allow",
+        action="append",
+        metavar="NET",
+        help="?fal_webhook= may also reach these private/loopback addresses: 'private', "
+        "'loopback' or networks like 10.0.0.0/8 (repeatable). Loopback is allowed when the "
+        "gateway listens on loopback; link-local and cloud-metadata addresses never are",
+    )
     run.set_defaults(handler=_run)
 
     dockerfile = commands.add_parser(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,8 @@ from minifal.fleet.scaler import (
 )
 from minifal.fleet.scheduler import Scheduler
 from minifal.fleet.supervisor import Supervisor
-from minifal.runner_contract import DEFAULT_GRACE_SECONDS
+from minifal.fleet.webhook_policy import WebhookPolicy
+from minifal.runner_contract import DEFAULT_GRACE_SECONDS, DEFAULT_HOST
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -71,6 +72,9 @@ class GatewayOptions:
     max_queue: int | None = DEFAULT_MAX_QUEUE
     echo_output: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    webhook_policy: WebhookPolicy = field(
+        default_factory=lambda: WebhookPolicy.for_gateway(DEFAULT_HOST)
+    )
 
 
 class Gateway:

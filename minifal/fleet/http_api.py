@@ -33,6 +33,7 @@ from minifal.fleet.jobs import Job
 from minifal.fleet.queue_host import QueueHostMiddleware
 from minifal.fleet.queue_protocol import queue_urls, status_body, status_code
 from minifal.fleet.request_queue import QueueFull
+from minifal.fleet.webhook_policy import WebhookRefused
 from minifal.runner_contract import REQUEST_ID_HEADER
 from minifal.stored_files_route import STORED_FILES_PATH, stored_file
 
@@ -142,11 +143,18 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
 
     @api.post("/queue/{rest:path}")
     async def queue_submit(request: Request, rest: str) -> Response:
+        webhook_url = request.query_params.get("fal_webhook") or None
+        policy = gateway.options.webhook_policy
+        if webhook_url is not None:
+            try:
+                await asyncio.to_thread(policy.check, webhook_url)  # resolves the name
+            except WebhookRefused as exc:
+                return json_error(400, str(exc))
         accepted = await forwarder.accept(request, rest)
         if isinstance(accepted, Response):
             return accepted
         job, owner = accepted
-        job.webhook_url = request.query_params.get("fal_webhook")
+        job.webhook_url, job.webhook_policy = webhook_url, policy
         try:
             gateway.submit_queued(job)
         except QueueFull as exc:

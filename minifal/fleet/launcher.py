@@ -21,6 +21,7 @@ from minifal.fleet.gpu_pool import detect_gpus
 from minifal.fleet.http_api import build_gateway_app
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.scaler import ScalingSettings
+from minifal.fleet.webhook_policy import WebhookPolicy
 from minifal.log_format import configure_logging
 from minifal.quiet_exit_server import QuietExitServer
 from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
@@ -41,6 +42,7 @@ class FleetArguments:
     auth_key: str | None = None
     max_queue: int | None = DEFAULT_MAX_QUEUE
     max_body_size: str | None = None
+    webhook_allow: tuple[str, ...] = ()
 
 
 def scaling_settings(
@@ -102,6 +104,11 @@ def run_fleet(arguments: FleetArguments) -> int:
     except ValueError as exc:
         print(f"minifal: --max-body-size: {exc}", file=sys.stderr)
         return 2
+    try:
+        webhook_policy = WebhookPolicy.for_gateway(arguments.host, arguments.webhook_allow)
+    except ValueError as exc:
+        print(f"minifal: {exc}", file=sys.stderr)
+        return 2
     os.environ[ENV_MAX_BODY_SIZE] = str(max_body_bytes)  # the runners answer with the same limit
     scheme = "https" if arguments.tls_cert else "http"
     url_host = "127.0.0.1" if arguments.host in ("0.0.0.0", "::") else arguments.host
@@ -116,6 +123,7 @@ def run_fleet(arguments: FleetArguments) -> int:
         auth_key=auth_key,
         max_queue=arguments.max_queue if arguments.max_queue else None,
         max_body_bytes=max_body_bytes,
+        webhook_policy=webhook_policy,
     )
     run_dir = data_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
