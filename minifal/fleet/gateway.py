@@ -60,6 +60,11 @@ PHASES = {
 }
 
 
+SHUTDOWN_ANSWER_MARGIN = 1.0
+"""Seconds before the grace period's end at which requests still waiting for a runner get 503,
+so that their answers go out before the server closes their connections."""
+
+
 @dataclass(frozen=True)
 class GatewayOptions:
     app_reference: str
@@ -119,10 +124,14 @@ class Gateway:
         )
         self._job_tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.shutdown_deadline: float | None = None
+        """When the grace period that the first stop signal started ends (``time.time()``)."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.scale_once()
         self._loops.append(asyncio.create_task(self._scale_forever(), name="autoscaler"))
         health = self.manifest.health_endpoint
@@ -136,12 +145,27 @@ class Gateway:
             )
             self._loops.append(asyncio.create_task(monitor.run(), name="health-checks"))
 
+    def begin_shutdown(self) -> None:
+        """The first stop signal (called from the signal handler). The listener closes; what
+        was accepted runs on until the grace period's end, less ``SHUTDOWN_ANSWER_MARGIN``;
+        then every request still waiting for a runner, sync or queued, gets 503."""
+        if self._loop is None or self.shutdown_deadline is not None:
+            return
+        self.shutdown_deadline = time.time() + self.grace_seconds
+        close_in = max(0.0, self.grace_seconds - SHUTDOWN_ANSWER_MARGIN)
+        self._loop.call_soon_threadsafe(self._loop.call_later, close_in, self.scheduler.close)
+        logger.info("stopping: requests not started within %.0f s will get 503", close_in)
+
     async def stop(self) -> None:
-        """Let accepted queue requests finish (bounded by the grace period), then stop runners."""
+        """Let accepted queue requests finish (until the grace period's end), then stop runners."""
+        deadline = self.shutdown_deadline or time.time() + self.grace_seconds
         pending = [task for task in self._job_tasks if not task.done()]
         if pending:
             logger.info("draining %d queued request(s)", len(pending))
-            await asyncio.wait(pending, timeout=self.grace_seconds)
+            close_in = max(0.0, deadline - time.time() - SHUTDOWN_ANSWER_MARGIN)
+            closing = asyncio.get_running_loop().call_later(close_in, self.scheduler.close)
+            await asyncio.wait(pending, timeout=max(0.01, deadline - time.time()))
+            closing.cancel()
         for loop in self._loops:
             loop.cancel()
         await self.supervisor.stop()

@@ -154,6 +154,6 @@ def run_fleet(arguments: FleetArguments) -> int:
         timeout_graceful_shutdown=int(gateway.grace_seconds),
         log_level="info",
     )
-    server = QuietExitServer(config)
+    server = QuietExitServer(config, on_exit=gateway.begin_shutdown)
     server.run()
     return 0 if server.started else 1
