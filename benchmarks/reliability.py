@@ -194,9 +194,9 @@ def schemathesis_run(base_url: str, examples: int, report_dir: Path) -> dict[str
     }
 
 
-def fuzz(examples: int, work_dir: Path) -> dict[str, Any]:
+def fuzz(examples: int, work_dir: Path, apps: tuple[str, ...] = FUZZ_APPS) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for app in FUZZ_APPS:
+    for app in apps:
         for command, extra, runners in (("serve", (), 0), ("run", ("--workers", "1"), 1)):
             with server(command, app, work_dir, *extra, runners=runners) as running:
                 summary = schemathesis_run(running.url, examples, work_dir)
@@ -339,13 +339,13 @@ async def _flood(running: Server, submits: int, concurrency: int) -> dict[str, A
         nonlocal retry_after_missing
         async with semaphore:
             try:
-                response = await client.post(running.url + "/queue/sleep", json={"seconds": 0.05})
+                response = await client.post(running.url + "/queue/sleep", json={"seconds": 2.0})
             except httpx.TransportError as exc:
                 statuses[type(exc).__name__] += 1
                 return
         statuses[str(response.status_code)] += 1
         if response.status_code == 200:
-            ids.append(response.json()["request_id"])
+            ids.append(response.json()["cancel_url"])
         elif response.status_code == 429 and "retry-after" not in response.headers:
             retry_after_missing += 1
 
@@ -362,16 +362,16 @@ async def _flood(running: Server, submits: int, concurrency: int) -> dict[str, A
         rss_after_submits = rss_bytes(gateway_pid)
         cancels: Counter[str] = Counter()
 
-        async def cancel(request_id: str) -> None:
+        async def cancel(cancel_url: str) -> None:
             async with semaphore:
                 try:
-                    response = await client.put(f"{running.url}/queue/requests/{request_id}/cancel")
+                    response = await client.put(cancel_url)
                     cancels[str(response.status_code)] += 1
                 except httpx.TransportError as exc:
                     cancels[type(exc).__name__] += 1
 
         started = time.monotonic()
-        await asyncio.gather(*(cancel(request_id) for request_id in ids))
+        await asyncio.gather(*(cancel(cancel_url) for cancel_url in ids))
         cancel_s = time.monotonic() - started
         health = (await client.get(running.url + "/health")).status_code
     return {
