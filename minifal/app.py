@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -64,6 +65,7 @@ class App:
     data_mounts: ClassVar[list[str] | None] = None
 
     _settings: ClassVar[AppSettings] = _DEFAULTS
+    _given_settings: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **keywords: Any) -> None:
         super().__init_subclass__()
@@ -72,6 +74,7 @@ class App:
                 f"{cls.__name__} overrides __init__, which fal.App does not allow: "
                 "do one-time initialisation in setup() instead"
             )
+        given = {}
         for keyword, value in keywords.items():
             setting = CLASS_KEYWORD_ALIASES.get(keyword, keyword)
             if setting not in SETTING_NAMES:
@@ -80,14 +83,21 @@ class App:
                 raise AppSettingsError(
                     f"unknown App setting {keyword!r} in class {cls.__name__}{suggestion}"
                 )
-            setattr(cls, setting, value)
+            given[setting] = value
         _warn_near_miss_attributes(cls)
-        cls._validate_settings()
+        cls._given_settings = {}
+        cls._set_settings(given)
 
     @classmethod
-    def _validate_settings(cls) -> None:
-        values = {name: getattr(cls, name) for name in SETTING_NAMES}
-        cls._settings = validate_settings(cls.__name__, values)
+    def _set_settings(cls, values: dict[str, Any]) -> None:
+        """Settings given outside the class body (class keywords, a project's table). They are
+        kept apart from the class's attributes, so that a method of the same name stays a
+        method; as a class attribute too where no method has the name (fal's ``App.keep_alive``)."""
+        for name, value in values.items():
+            if not _is_method(cls.__dict__.get(name)):
+                setattr(cls, name, value)
+        cls._given_settings = {**cls._given_settings, **values}
+        cls._settings = validate_settings(cls.__name__, _setting_values(cls))
 
     @classmethod
     def override_settings(cls, values: dict[str, Any]) -> None:
@@ -95,9 +105,7 @@ class App:
         unknown = set(values) - SETTING_NAMES
         if unknown:
             raise AppSettingsError(f"unknown App setting(s) {sorted(unknown)} for {cls.__name__}")
-        for name, value in values.items():
-            setattr(cls, name, value)
-        cls._validate_settings()
+        cls._set_settings(values)
 
     # -- settings -------------------------------------------------------------------------
 
@@ -160,6 +168,28 @@ class App:
     def current_request(self) -> RequestContext | None:
         """The request being served by this task or thread: id, endpoint path, headers."""
         return current_request()
+
+
+def _is_method(value: Any) -> bool:
+    """A function, an endpoint, a property or a ``staticmethod``/``classmethod``: never a
+    setting's value, whatever its name."""
+    return inspect.isroutine(value) or isinstance(value, (property, staticmethod, classmethod))
+
+
+def _setting_values(cls: type[App]) -> dict[str, Any]:
+    """Each setting's value: the nearest class (in method resolution order) that gives it, as
+    a keyword or a class attribute; an attribute that is a method gives no setting."""
+    values: dict[str, Any] = {}
+    for name in SETTING_NAMES:
+        for klass in cls.__mro__:
+            given = klass.__dict__.get("_given_settings", {})
+            if name in given:
+                values[name] = given[name]
+                break
+            if name in klass.__dict__ and not _is_method(klass.__dict__[name]):
+                values[name] = klass.__dict__[name]
+                break
+    return values
 
 
 def _warn_near_miss_attributes(cls: type) -> None:

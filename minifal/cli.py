@@ -12,6 +12,10 @@ from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
 
 ENV_SUSPEND = "MINIFAL_SUSPEND"
 
+MAX_BODY_HELP = (
+    "the largest request body read; larger ones get 413 (50MB, 512KiB, bytes; "
+    "default $MINIFAL_MAX_BODY_SIZE or 50MiB)"
+)
 APP_HELP = (
     "path/to/app.py, path/to/app.py::ClassName, or an app name of the project's "
     "pyproject.toml ([tool.fal.apps.NAME])"
@@ -20,9 +24,16 @@ APP_HELP = (
 
 def _serve(args: argparse.Namespace) -> int:
     from minifal.app_loader import AppLoadError
+    from minifal.body_limit import ENV_MAX_BODY_SIZE, parse_size
     from minifal.runner.server import serve
     from minifal.settings import AppSettingsError
 
+    if args.max_body_size:
+        try:
+            os.environ[ENV_MAX_BODY_SIZE] = str(parse_size(args.max_body_size))
+        except ValueError as exc:
+            print(f"minifal: --max-body-size: {exc}", file=sys.stderr)
+            return 2
     try:
         return serve(args.app, host=args.host, port=args.port, data_dir=args.data_dir)
     except (AppLoadError, AppSettingsError) as exc:
@@ -48,6 +59,8 @@ def _run(args: argparse.Namespace) -> int:
             suspend=args.suspend,
             suspended_keep_alive=args.suspend_keep_alive,
             suspend_memory_gib=args.suspend_memory_gib,
+            max_body_size=args.max_body_size,
+            webhook_allow=tuple(args.webhook_allow or ()),
         )
     )
 
@@ -102,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--data-dir", help="shared data dir (default: $MINIFAL_DATA_DIR, /data, ./.minifal/data)"
     )
+    serve.add_argument("--max-body-size", help=MAX_BODY_HELP)
     serve.set_defaults(handler=_serve)
 
     run = commands.add_parser("run", help="serve an App with a gateway and a fleet of runners")
@@ -141,6 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--suspend-memory-gib",
         type=float,
         help="host memory suspended runners may hold, in GiB (default: half of what is free)",
+    )
+    run.add_argument("--max-body-size", help=MAX_BODY_HELP)
+    run.add_argument(
+        "--webhook-allow",
+        action="append",
+        metavar="NET",
+        help="?fal_webhook= may also reach these private/loopback addresses: 'private', "
+        "'loopback' or networks like 10.0.0.0/8 (repeatable). Loopback is allowed when the "
+        "gateway listens on loopback; link-local and cloud-metadata addresses never are",
     )
     run.set_defaults(handler=_run)
 

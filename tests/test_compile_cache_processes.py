@@ -244,3 +244,92 @@ def test_body_exception_propagates_and_releases_the_lease(tmp_path: Path) -> Non
     after = Child(data, "8").result()
     assert (after["fx_hit"], after["fx_miss"]) == (1, 0)
     assert phases(after, "wait") == [] and time.monotonic() - started < 25
+
+
+# -- faults of the shared disk and of other hosts (issue 12): the app starts every time -----------
+
+
+def left_lease(published: Path, tmp_path: Path, **record: object) -> Path:
+    """A data dir whose store is empty but whose lease file says another runner is compiling."""
+    data = copy_of(published, tmp_path)
+    (version_dir,) = version_dirs(data)
+    for segment in segments(data):
+        segment.unlink()
+    for manifest in version_dir.glob("*.json"):
+        manifest.unlink()
+    leases = version_dir / "leases"
+    leases.mkdir(exist_ok=True)
+    for old in leases.glob("lease-*.json"):
+        old.unlink()
+    body = {
+        "token": "left-behind",
+        "runner_id": "runner-7",
+        "host": "a-host-that-no-longer-exists",
+        "pid": 4242,
+        "beat": 3,
+        "wall_time": time.time(),
+        "released": False,
+        **record,
+    }
+    (leases / "lease-0000000009.json").write_text(json.dumps(body))
+    return data
+
+
+@pytest.mark.parametrize("skew_s", [0.0, 3600.0, -3600.0])
+def test_a_lease_left_by_a_host_that_is_gone_is_taken_over(
+    published: Path, tmp_path: Path, skew_s: float
+) -> None:
+    """The holder's host no longer exists (its pid means nothing here) and its clock may be an
+    hour ahead of or behind ours: only its silent heartbeat can tell, after the TTL."""
+    data = left_lease(published, tmp_path, wall_time=time.time() + skew_s)
+    result = Child(data, "8", MINIFAL_CACHE_LEASE_TTL="2").result()
+    assert result["outcome"] == "ok" and result["fx_miss"] == 1, result
+    (wait,) = phases(result, "wait")
+    assert wait["role"] == "compile", wait
+    assert len(segments(data)) == 1
+
+
+def _can_mount_tmpfs(path: Path) -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = f"mount -t tmpfs -o size=64k tmpfs {path}"
+    return subprocess.run(["unshare", "-m", "sh", "-c", probe], capture_output=True).returncode == 0
+
+
+def test_a_full_disk_fails_the_publish_not_the_app(tmp_path: Path) -> None:
+    """The data dir is a 64 KiB tmpfs: the compiled artifact does not fit (ENOSPC)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    if not _can_mount_tmpfs(data):
+        pytest.skip("cannot mount a private tmpfs here (needs CAP_SYS_ADMIN)")
+    events = tmp_path / "full-events.jsonl"
+    script = f"mount -t tmpfs -o size=64k tmpfs {data} && exec {sys.executable} {CHILD} {KEY} 8"
+    env = {
+        **os.environ,
+        "MINIFAL_DATA_DIR": str(data),
+        "MINIFAL_EVENTS_FILE": str(events),
+        "PYTHONPATH": str(REPO),
+    }
+    run = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(next(ln for ln in run.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+    assert result["outcome"] == "ok" and result["fx_miss"] == 1
+    assert "sync failed" in run.stderr, run.stderr[-2000:]
+
+
+def test_a_publish_cut_short_leaves_no_segment_that_loads(published: Path, tmp_path: Path) -> None:
+    """A holder killed mid-publish leaves a partial temp file next to the segments (publishing
+    is temp + rename): it is not a segment, and the next runner loads what is there."""
+    data = copy_of(published, tmp_path)
+    (segment,) = segments(data)
+    partial = segment.parent / ".tmp-5f2c0d9e6b7a4c1e8d3f2a1b0c9d8e7f"
+    partial.write_bytes(segment.read_bytes()[: segment.stat().st_size // 3])
+    result = Child(data, "8").result()
+    assert (result["fx_hit"], result["fx_miss"]) == (1, 0), result
+    assert result["outcome"] == "ok"

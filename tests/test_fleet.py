@@ -296,6 +296,7 @@ class WebhookReceiver:
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
+        self.redirects: list[str] = []
         self.received = threading.Condition()
         receiver = self
 
@@ -303,6 +304,13 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length))
+                if self.path == "/redirect":
+                    receiver.redirects.append(body.get("request_id"))
+                    self.send_response(307)
+                    self.send_header("location", "/hook")
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -354,6 +362,41 @@ def test_webhook_delivered(client: httpx.Client, webhook_receiver: WebhookReceiv
     assert error["status"] == "ERROR"
     assert "422" in error["error"]
     assert error["payload"]["detail"][0]["loc"] == ["body", "seconds"]
+
+
+@pytest.mark.parametrize(
+    "hook",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/hook",
+        "http://10.0.0.1/hook",
+        "http://192.168.1.1/hook",
+        "file:///etc/passwd",
+    ],
+)
+def test_a_webhook_to_a_refused_address_is_refused_at_submit(
+    client: httpx.Client, hook: str
+) -> None:
+    response = client.post(f"/queue/local/{APP_NAME}", params={"fal_webhook": hook}, json={})
+    assert response.status_code == 400, response.text
+    assert "fal_webhook" in response.json()["detail"]
+
+
+def test_a_webhook_redirect_is_not_followed(
+    client: httpx.Client, webhook_receiver: WebhookReceiver
+) -> None:
+    """The receiver answers 307 to its own /hook; the gateway does not follow it (it retries
+    the first URL, then gives up)."""
+    redirecting = webhook_receiver.url.replace("/hook", "/redirect")
+    submitted = client.post(
+        f"/queue/local/{APP_NAME}", params={"fal_webhook": redirecting}, json={"tag": "r"}
+    )
+    assert submitted.status_code == 200
+    request_id = submitted.json()["request_id"]
+    poll_until(
+        lambda: webhook_receiver.redirects.count(request_id) >= 1, WAIT_S, "the first attempt"
+    )
+    assert not any(body.get("request_id") == request_id for body in webhook_receiver.bodies)
 
 
 # -- streaming and websockets through the gateway --------------------------------------------------
@@ -616,3 +659,11 @@ def test_fal_client_against_tls_gateway(tls_files: dict[str, Path], tmp_path: Pa
     assert out["metrics"]["inference_time"] >= 0
     assert [event["index"] for event in out["stream"]] == [0, 1, 2]
     assert out["realtime"] == {"text": "ABC", "runner_id": "runner-0"}
+
+
+def test_a_setup_that_fails_at_once_is_logged_as_a_failed_setup(tmp_path: Path) -> None:
+    """Not as a startup_timeout: the log says what happened, at once."""
+    app = Path(__file__).parent / "apps" / "setup_fails_thread_app.py"
+    with start_fleet(app, tmp_path, workers=1, wait_for_runners=False) as fleet:
+        poll_until(lambda: "failed (setup() failed" in fleet.log(), 60, "the failure", fleet)
+        assert "startup_timeout" not in fleet.log()

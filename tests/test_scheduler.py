@@ -12,7 +12,7 @@ import pytest
 from minifal.fleet.dispatch import choose_runner
 from minifal.fleet.jobs import Job
 from minifal.fleet.request_queue import QueueFull, RequestQueue
-from minifal.fleet.scheduler import Scheduler, StartTimeout, Withdrawn
+from minifal.fleet.scheduler import Scheduler, ShuttingDown, StartTimeout, Withdrawn
 
 # -- RequestQueue ----------------------------------------------------------------------------------
 
@@ -204,5 +204,29 @@ def test_scheduler_waits_for_a_runner_to_become_ready() -> None:
         assert await scheduler.wait_for_runner(first) is runners[0]
         assert await scheduler.wait_for_runner(second) is runners[0]
         assert runners[0].in_flight == 2
+
+    run(scenario())
+
+
+def test_closing_answers_every_waiting_job_and_leaves_started_ones_alone() -> None:
+    """What the gateway does just before its grace period ends: jobs still waiting for a
+    runner leave with ``ShuttingDown`` (the forwarder answers 503); jobs on runners go on."""
+
+    async def scenario() -> None:
+        runners = [FakeRunner("a")]
+        scheduler = Scheduler(lambda: runners, max_multiplexing=1)  # type: ignore[arg-type,return-value]
+        started, waiting = Job("/", b"", {}), Job("/", b"", {}, "low")
+        scheduler.submit(started)
+        scheduler.submit(waiting)
+        assert await scheduler.wait_for_runner(started) is runners[0]
+        scheduler.close()
+        with pytest.raises(ShuttingDown):
+            await scheduler.wait_for_runner(waiting)
+        assert len(scheduler.queue) == 0
+        late = Job("/", b"", {})
+        scheduler.submit(late)  # a retry of a job lost mid-request, say
+        with pytest.raises(ShuttingDown):
+            await scheduler.wait_for_runner(late)
+        assert isinstance(ShuttingDown("x"), Withdrawn)
 
     run(scenario())

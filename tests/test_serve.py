@@ -22,6 +22,7 @@ from PIL import Image as PILImage
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from minifal.runner_contract import EXIT_SETUP_FAILED
 from minifal.startup.events import read_events
 
 ECHO_APP = APPS_DIR / "echo_app.py"
@@ -673,3 +674,22 @@ def test_failing_setup_exits_non_zero_with_the_traceback(tmp_path: Path) -> None
     setup = next(e for e in read_events(events_path) if e["phase"] == "setup")
     assert "weights file is missing" in setup["details"]["error"]
     assert "ready" not in [event["phase"] for event in read_events(events_path)]
+
+
+def test_a_failing_setup_that_left_a_thread_running_exits_at_once(tmp_path: Path) -> None:
+    """The runner exits with the setup-failed code when setup() raises, whatever threads it
+    started; it does not wait for them (nor for its startup_timeout)."""
+    result = run_minifal(
+        "serve",
+        str(APPS_DIR / "setup_fails_thread_app.py"),
+        "--port",
+        "0",
+        "--data-dir",
+        str(tmp_path / "data"),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == EXIT_SETUP_FAILED, output
+    assert "weights file is missing" in output
+    assert "setup() failed" in output

@@ -3,13 +3,20 @@ rules of the App class itself."""
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
+import httpx
 import pytest
+from conftest import start_served_app
+from fleet_support import start_fleet
 
 import minifal as fal
 from minifal import AppSettingsError
-from minifal.settings import AppSettings, kebab_case
+from minifal.app_loader import load_app_class
+from minifal.app_manifest import build_manifest
+from minifal.settings import SETTING_NAMES, AppSettings, kebab_case
 
 # -- defaults and class keywords -------------------------------------------------------------
 
@@ -224,3 +231,115 @@ def test_gpus_per_runner(
 ) -> None:
     settings = AppSettings(machine_type=machine_type, num_gpus=num_gpus)
     assert settings.gpus_per_runner == expected
+
+
+# -- methods named like settings ---------------------------------------------------------------
+
+SETTING_NAMED_APP = """
+import fal
+
+
+class {class_name}(fal.App):
+    {keywords}
+
+    @fal.endpoint("/")
+    def {name}(self, value: int = 1) -> dict:
+        return {{"endpoint": "{name}", "value": value}}
+
+    @fal.endpoint("/{name}")
+    def {name}_twice(self, value: int = 1) -> dict:
+        return {{"endpoint": "{name}", "value": 2 * value}}
+"""
+
+
+def write_setting_named_app(directory: Path, name: str, keywords: str = "") -> Path:
+    """An app whose root endpoint is a method called ``name`` (a setting's name)."""
+    path = directory / f"named_{name}.py"
+    class_name = "".join(part.title() for part in name.split("_")) + "Named"
+    path.write_text(
+        SETTING_NAMED_APP.format(class_name=class_name, name=name, keywords=keywords or "pass")
+    )
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(SETTING_NAMES))
+def test_an_endpoint_named_like_a_setting_leaves_the_setting_at_its_default(
+    name: str, tmp_path: Path
+) -> None:
+    """What ``minifal run`` does with an app (its manifest, through JSON) works whatever the
+    endpoint methods are called: settings come from setting values, never from methods."""
+    app_path = write_setting_named_app(tmp_path, name)
+    manifest = json.loads(json.dumps(build_manifest(str(app_path))))
+    assert AppSettings(**manifest["settings"]) == AppSettings(image=None)
+    assert [endpoint["path"] for endpoint in manifest["endpoints"]] == ["/", f"/{name}"]
+    assert load_app_class(str(app_path)).settings() == AppSettings()
+
+
+def test_a_setting_given_as_a_keyword_does_not_replace_a_method_of_that_name(
+    tmp_path: Path,
+) -> None:
+    app_path = write_setting_named_app(tmp_path, "keep_alive", "")
+    source = app_path.read_text().replace("(fal.App)", "(fal.App, keep_alive=300)")
+    app_path.write_text(source)
+    app_class = load_app_class(str(app_path))
+    assert app_class.settings().keep_alive == 300
+    assert [path for path, _ in [(s.path, n) for n, s in app_class.endpoints()]] == [
+        "/",
+        "/keep_alive",
+    ]
+
+
+def test_a_subclass_method_named_like_a_setting_keeps_the_inherited_value() -> None:
+    class Base(fal.App):
+        keep_alive = 120
+        requirements = ["numpy"]
+
+    class Child(Base):
+        def keep_alive(self) -> str:  # type: ignore[override]
+            return "a helper, not a setting"
+
+        @fal.endpoint("/")
+        def requirements(self) -> dict:  # type: ignore[override]
+            return {}
+
+    assert Child.settings().keep_alive == 120
+    assert Child.settings().requirements == ["numpy"]
+
+
+MANY_SETTING_NAMES_APP = """
+import fal
+
+
+class ManySettingNames(fal.App, keep_alive=30):
+    machine_type = "GPU-A100"
+    num_gpus = 0
+
+    @fal.endpoint("/")
+    def image(self) -> dict:
+        return {"endpoint": "image"}
+
+    @fal.endpoint("/requirements")
+    def requirements(self) -> dict:
+        return {"endpoint": "requirements"}
+
+    @fal.endpoint("/keep_alive")
+    def keep_alive(self) -> dict:
+        return {"endpoint": "keep_alive"}
+
+    def app_name(self) -> str:
+        return "a helper, not a setting"
+"""
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_endpoints_named_like_settings_are_served(command: str, tmp_path: Path) -> None:
+    app_path = tmp_path / "many_setting_names.py"
+    app_path.write_text(MANY_SETTING_NAMES_APP)
+    if command == "serve":
+        server = start_served_app(str(app_path), tmp_path)
+    else:
+        server = start_fleet(app_path, tmp_path, workers=1)
+    with server as running, httpx.Client(base_url=running.base_url, timeout=30) as client:
+        assert client.post("/").json() == {"endpoint": "image"}
+        assert client.post("/requirements").json() == {"endpoint": "requirements"}
+        assert client.post("/keep_alive").json() == {"endpoint": "keep_alive"}

@@ -37,7 +37,7 @@ from minifal.fleet.jobs import Job
 from minifal.fleet.metrics import GatewayMetrics
 from minifal.fleet.request_queue import PRIORITIES, QueueFull
 from minifal.fleet.runner import Runner
-from minifal.fleet.scheduler import Scheduler, StartTimeout, Withdrawn
+from minifal.fleet.scheduler import Scheduler, ShuttingDown, StartTimeout, Withdrawn
 from minifal.fleet.supervisor import Supervisor
 from minifal.fleet.webhooks import deliver_webhook
 from minifal.fleet.websocket_proxy import proxy_websocket
@@ -155,6 +155,9 @@ class Forwarder:
         except StartTimeout:
             self._complete_start_timeout(job)
             return Response(job.response_body, 504, job.response_headers)
+        except ShuttingDown:
+            self._complete_shutting_down(job)
+            return Response(job.response_body, 503, job.response_headers)
         except asyncio.CancelledError:
             self.scheduler.withdraw(job)
             raise
@@ -201,6 +204,9 @@ class Forwarder:
                 runner = await self.scheduler.wait_for_runner(job)
             except StartTimeout:
                 self._complete_start_timeout(job)
+                break
+            except ShuttingDown:
+                self._complete_shutting_down(job)
                 break
             except Withdrawn:
                 break
@@ -294,6 +300,13 @@ class Forwarder:
             job.complete(outcome.status_code, outcome.content, headers)
             self.metrics.answered(job.path, outcome.status_code, headers, job.inference_time)
         self.metrics.completed(job.response_status or 0, time.time() - job.created)
+
+    def _complete_shutting_down(self, job: Job) -> None:
+        """Not started when the gateway's grace period ended: 503, safe to send again."""
+        detail = {"detail": "The server is shutting down; the request was not started"}
+        headers = {"content-type": "application/json", "retry-after": "1"}
+        job.complete(503, json_body(detail), headers)
+        self.metrics.completed(503, time.time() - job.created)
 
     def _complete_start_timeout(self, job: Job) -> None:
         detail = {"detail": "Request timed out before a runner could start it"}

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import httpx
 
 from minifal.app_environment import environment_summary
 from minifal.app_manifest import AppManifest
+from minifal.body_limit import DEFAULT_MAX_BODY_BYTES
 from minifal.fleet.forwarding import Forwarder
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.health_monitor import HealthMonitor
@@ -40,7 +41,8 @@ from minifal.fleet.scaler import (
 )
 from minifal.fleet.scheduler import Scheduler
 from minifal.fleet.supervisor import Supervisor, Suspender
-from minifal.runner_contract import DEFAULT_GRACE_SECONDS
+from minifal.fleet.webhook_policy import WebhookPolicy
+from minifal.runner_contract import DEFAULT_GRACE_SECONDS, DEFAULT_HOST
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -62,6 +64,11 @@ PHASES = {
 }
 
 
+SHUTDOWN_ANSWER_MARGIN = 1.0
+"""Seconds before the grace period's end at which requests still waiting for a runner get 503,
+so that their answers go out before the server closes their connections."""
+
+
 @dataclass(frozen=True)
 class GatewayOptions:
     app_reference: str
@@ -79,6 +86,10 @@ class GatewayOptions:
     suspended_keep_alive: float = 3600.0
     suspend_memory_budget: int | None = None
     """Bytes of host memory suspended runners may hold; None: half of what is available."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    webhook_policy: WebhookPolicy = field(
+        default_factory=lambda: WebhookPolicy.for_gateway(DEFAULT_HOST)
+    )
 
 
 def choose_suspender(mode: str, use_gpus: bool) -> Suspender | None:
@@ -163,10 +174,14 @@ class Gateway:
         )
         self._job_tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.shutdown_deadline: float | None = None
+        """When the grace period that the first stop signal started ends (``time.time()``)."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.scale_once()
         self._loops.append(asyncio.create_task(self._scale_forever(), name="autoscaler"))
         health = self.manifest.health_endpoint
@@ -180,12 +195,27 @@ class Gateway:
             )
             self._loops.append(asyncio.create_task(monitor.run(), name="health-checks"))
 
+    def begin_shutdown(self) -> None:
+        """The first stop signal (called from the signal handler). The listener closes; what
+        was accepted runs on until the grace period's end, less ``SHUTDOWN_ANSWER_MARGIN``;
+        then every request still waiting for a runner, sync or queued, gets 503."""
+        if self._loop is None or self.shutdown_deadline is not None:
+            return
+        self.shutdown_deadline = time.time() + self.grace_seconds
+        close_in = max(0.0, self.grace_seconds - SHUTDOWN_ANSWER_MARGIN)
+        self._loop.call_soon_threadsafe(self._loop.call_later, close_in, self.scheduler.close)
+        logger.info("stopping: requests not started within %.0f s will get 503", close_in)
+
     async def stop(self) -> None:
-        """Let accepted queue requests finish (bounded by the grace period), then stop runners."""
+        """Let accepted queue requests finish (until the grace period's end), then stop runners."""
+        deadline = self.shutdown_deadline or time.time() + self.grace_seconds
         pending = [task for task in self._job_tasks if not task.done()]
         if pending:
             logger.info("draining %d queued request(s)", len(pending))
-            await asyncio.wait(pending, timeout=self.grace_seconds)
+            close_in = max(0.0, deadline - time.time() - SHUTDOWN_ANSWER_MARGIN)
+            closing = asyncio.get_running_loop().call_later(close_in, self.scheduler.close)
+            await asyncio.wait(pending, timeout=max(0.01, deadline - time.time()))
+            closing.cancel()
         for loop in self._loops:
             loop.cancel()
         await self.supervisor.stop()

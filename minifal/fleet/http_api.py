@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from minifal.body_limit import BodyLimitMiddleware
 from minifal.fleet.auth import KeyAuthMiddleware
 from minifal.fleet.dashboard import dashboard_router
 from minifal.fleet.forwarding import json_error, queue_full
@@ -34,6 +35,7 @@ from minifal.fleet.jobs import Job
 from minifal.fleet.queue_host import QueueHostMiddleware
 from minifal.fleet.queue_protocol import queue_urls, status_body, status_code
 from minifal.fleet.request_queue import QueueFull
+from minifal.fleet.webhook_policy import WebhookRefused
 from minifal.runner_contract import REQUEST_ID_HEADER
 from minifal.stored_files_route import STORED_FILES_PATH, stored_file
 
@@ -60,6 +62,7 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
     if gateway.options.auth_key:
         api.add_middleware(KeyAuthMiddleware, key=gateway.options.auth_key)
     api.add_middleware(QueueHostMiddleware)
+    api.add_middleware(BodyLimitMiddleware, max_bytes=gateway.options.max_body_bytes)
 
     def find_job(request_id: str) -> Job | Response:
         job = gateway.jobs.get(request_id)
@@ -144,11 +147,18 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
 
     @api.post("/queue/{rest:path}")
     async def queue_submit(request: Request, rest: str) -> Response:
+        webhook_url = request.query_params.get("fal_webhook") or None
+        policy = gateway.options.webhook_policy
+        if webhook_url is not None:
+            try:
+                await asyncio.to_thread(policy.check, webhook_url)  # resolves the name
+            except WebhookRefused as exc:
+                return json_error(400, str(exc))
         accepted = await forwarder.accept(request, rest)
         if isinstance(accepted, Response):
             return accepted
         job, owner = accepted
-        job.webhook_url = request.query_params.get("fal_webhook")
+        job.webhook_url, job.webhook_policy = webhook_url, policy
         try:
             gateway.submit_queued(job)
         except QueueFull as exc:

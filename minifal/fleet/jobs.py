@@ -7,9 +7,12 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from minifal.fleet.request_queue import Priority
+
+if TYPE_CHECKING:
+    from minifal.fleet.webhook_policy import WebhookPolicy
 
 JobStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
 
@@ -23,6 +26,8 @@ class Job:
     start_timeout: float | None = None
     """``X-Fal-Request-Timeout``: seconds the request may wait before a runner starts it."""
     webhook_url: str | None = None
+    webhook_policy: WebhookPolicy | None = None
+    """Checked the URL at submit; delivery checks it again (``webhook_policy.py``)."""
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     created: float = field(default_factory=time.time)
     status: JobStatus = "IN_QUEUE"

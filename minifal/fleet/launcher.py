@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import uvicorn
 
 from minifal.app_manifest import AppManifest, ManifestError, inspect_app
+from minifal.body_limit import ENV_MAX_BODY_SIZE, configured_max_body_bytes
 from minifal.data_dir import activate_data_dir, resolve_data_dir
 from minifal.fleet.auth import ENV_AUTH_KEY
 from minifal.fleet.gateway import Gateway, GatewayOptions
@@ -20,6 +21,7 @@ from minifal.fleet.gpu_pool import detect_gpus
 from minifal.fleet.http_api import build_gateway_app
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.scaler import ScalingSettings
+from minifal.fleet.webhook_policy import WebhookPolicy
 from minifal.log_format import configure_logging
 from minifal.quiet_exit_server import QuietExitServer
 from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
@@ -42,6 +44,8 @@ class FleetArguments:
     suspend: str = "auto"
     suspended_keep_alive: float = 3600.0
     suspend_memory_gib: float | None = None
+    max_body_size: str | None = None
+    webhook_allow: tuple[str, ...] = ()
 
 
 def scaling_settings(
@@ -98,6 +102,17 @@ def run_fleet(arguments: FleetArguments) -> int:
     if settings.app_auth == "private" and not auth_key:
         auth_key = secrets.token_urlsafe(24)
         logger.warning("app_auth='private': requests need 'Authorization: Key %s'", auth_key)
+    try:
+        max_body_bytes = configured_max_body_bytes(arguments.max_body_size)
+    except ValueError as exc:
+        print(f"minifal: --max-body-size: {exc}", file=sys.stderr)
+        return 2
+    try:
+        webhook_policy = WebhookPolicy.for_gateway(arguments.host, arguments.webhook_allow)
+    except ValueError as exc:
+        print(f"minifal: {exc}", file=sys.stderr)
+        return 2
+    os.environ[ENV_MAX_BODY_SIZE] = str(max_body_bytes)  # the runners answer with the same limit
     scheme = "https" if arguments.tls_cert else "http"
     url_host = "127.0.0.1" if arguments.host in ("0.0.0.0", "::") else arguments.host
     public_url = f"{scheme}://{url_host}:{arguments.port}/"
@@ -115,6 +130,8 @@ def run_fleet(arguments: FleetArguments) -> int:
         suspend_memory_budget=(
             int(arguments.suspend_memory_gib * 2**30) if arguments.suspend_memory_gib else None
         ),
+        max_body_bytes=max_body_bytes,
+        webhook_policy=webhook_policy,
     )
     run_dir = data_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +162,6 @@ def run_fleet(arguments: FleetArguments) -> int:
         timeout_graceful_shutdown=int(gateway.grace_seconds),
         log_level="info",
     )
-    server = QuietExitServer(config)
+    server = QuietExitServer(config, on_exit=gateway.begin_shutdown)
     server.run()
     return 0 if server.started else 1

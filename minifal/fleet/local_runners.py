@@ -178,7 +178,11 @@ class LocalRunnerProcess:
         events = read_events(self.events_file, self.pid)
         if not events:
             return "importing"
-        return f"last finished phase: {events[-1]['phase']}"
+        last = events[-1]
+        error = (last.get("details") or {}).get("error")
+        if error:
+            return f"{last['phase']} failed: {error}"
+        return f"last finished phase: {last['phase']}"
 
     async def wait_exit(self) -> int:
         code = await self.process.wait()

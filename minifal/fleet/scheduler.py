@@ -24,6 +24,10 @@ class Withdrawn(Exception):
     """The job left the queue before a runner took it (cancelled, or its caller went away)."""
 
 
+class ShuttingDown(Withdrawn):
+    """The gateway is stopping and its grace period ends before a runner could take the job."""
+
+
 class Scheduler:
     def __init__(
         self,
@@ -34,16 +38,30 @@ class Scheduler:
         self.runners = runners
         self.max_multiplexing = max_multiplexing
         self.queue: RequestQueue[Job] = RequestQueue(max_queue)
+        self.closed = False
 
     def submit(self, job: Job) -> None:
         """Put the job in line (raises ``QueueFull``) and hand out what can be handed out."""
         self.queue.push(job, job.priority)
         self.pump()
+        if self.closed:
+            self.close()
 
     def requeue(self, job: Job) -> None:
         """A retry goes to the front of its priority line: it was accepted before the others."""
         self.queue.push_front(job, job.priority)
         self.pump()
+        if self.closed:
+            self.close()
+
+    def close(self) -> None:
+        """The gateway's grace period is ending: every job still waiting for a runner (and any
+        that comes after) leaves the line with ``ShuttingDown``; jobs on runners go on."""
+        self.closed = True
+        for job in list(self.queue):
+            if not job.assigned.done():
+                job.assigned.set_exception(ShuttingDown(job.id))
+            self.queue.remove(job)
 
     def pump(self) -> None:
         now = time.time()

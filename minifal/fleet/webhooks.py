@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from minifal.fleet.jobs import Job
+from minifal.fleet.webhook_policy import WebhookPolicy, WebhookRefused, pinned_request
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -29,18 +30,36 @@ def webhook_payload(job: Job) -> dict[str, Any]:
     return body
 
 
-async def deliver_webhook(client: httpx.AsyncClient, job: Job) -> bool:
-    """A few bounded attempts with back-off; a receiver that never answers 2xx is logged."""
+async def deliver_webhook(client: httpx.AsyncClient, job: Job, attempts: int = ATTEMPTS) -> bool:
+    """A few bounded attempts with back-off; a receiver that never answers 2xx is logged.
+
+    Each attempt checks the URL against the job's policy again and connects to an address it
+    checked; redirects are not followed (a 3xx is a failed attempt)."""
     assert job.webhook_url is not None
     body = webhook_payload(job)
-    for attempt in range(1, ATTEMPTS + 1):
+    policy = job.webhook_policy or WebhookPolicy()
+    for attempt in range(1, attempts + 1):
         try:
-            response = await client.post(job.webhook_url, json=body, timeout=TIMEOUT_SECONDS)
+            checked = await asyncio.to_thread(policy.check, job.webhook_url)  # resolves
+        except WebhookRefused as exc:
+            logger.warning("webhook for %s not sent: %s", job.id, exc)
+            return False
+        url, headers, extensions = pinned_request(checked)
+        try:
+            response = await client.post(
+                url,
+                json=body,
+                headers=headers,
+                extensions=extensions,
+                timeout=TIMEOUT_SECONDS,
+                follow_redirects=False,
+            )
             if response.status_code < 300:
                 return True
             problem = f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:
             problem = f"{type(exc).__name__}: {exc}"
         logger.warning("webhook for %s, attempt %d: %s", job.id, attempt, problem)
-        await asyncio.sleep(0.5 * 2**attempt)
+        if attempt < attempts:
+            await asyncio.sleep(0.5 * 2**attempt)
     return False

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from minifal.app import App
+from minifal.body_limit import BodyLimitMiddleware, configured_max_body_bytes
 from minifal.endpoints import EndpointSpec, RealtimeOptions
 from minifal.request_context import RequestContext, reset_current_request, set_current_request
 from minifal.runner.errors import INTERNAL_SERVER_ERROR, error_response, install_error_handlers
@@ -100,6 +101,7 @@ def build_asgi_app(app: App) -> FastAPI:
         openapi_url="/openapi.json",
     )
     api.add_middleware(RequestIdMiddleware)
+    api.add_middleware(BodyLimitMiddleware, max_bytes=configured_max_body_bytes())
     first_request = FirstRequestTimer()
 
     @api.get(READY_PATH, include_in_schema=False)
@@ -116,7 +118,13 @@ def build_asgi_app(app: App) -> FastAPI:
         method = getattr(app, method_name)
         if spec.kind == "http":
             handler = http_handler(method, spec, first_request)
-            api.add_api_route(spec.path, handler, methods=["POST"], name=method_name)
+            api.add_api_route(
+                spec.path,
+                handler,
+                methods=["POST"],
+                name=method_name,
+                response_class=_documented_response_class(method),
+            )
             continue
         shape = None
         if spec.kind == "websocket":
@@ -146,6 +154,16 @@ def build_asgi_app(app: App) -> FastAPI:
         return JSONResponse({"detail": INTERNAL_SERVER_ERROR}, 500)
 
     return api
+
+
+def _documented_response_class(method: Callable[..., Any]) -> type[Response]:
+    """An endpoint annotated to return a ``Response`` (a ``StreamingResponse`` of server-sent
+    events, say) is documented with that class's media type, or none where the class has none,
+    rather than as JSON."""
+    returns = resolved_signature(method).return_annotation
+    if isinstance(returns, type) and issubclass(returns, Response):
+        return returns
+    return JSONResponse
 
 
 def _the_request(request: Request) -> Request:

@@ -5,6 +5,9 @@
   their schemas and a ``post`` entry that shows them, as fal's playground reads them.
 - ``x-fal-order-paths`` and, on each schema with properties, ``x-fal-order-properties``: the
   order in which fal's UI lists paths and fields.
+- On each HTTP endpoint, the answers the framework itself may give (``FRAMEWORK_RESPONSES``),
+  whatever the endpoint does: a body it cannot parse, one over the size limit, a full queue,
+  a cancelled request, no runner, a timeout; each with ``{"detail": ...}``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,18 @@ from minifal.endpoints import RealtimeOptions
 from minifal.runner.realtime_modes import RealtimeShape
 
 SCHEMA_REF = "#/components/schemas/{model}"
+ERROR_SCHEMA = "FrameworkError"
+FRAMEWORK_RESPONSES = {
+    "400": "The request could not be read (a body that is not what its content type says), "
+    "or the gateway refused its fal_webhook",
+    "413": "The request body is larger than the server's limit (--max-body-size)",
+    "429": "The gateway's queue is full; retry after the retry-after header's seconds",
+    "499": "The request was cancelled (RequestCancelledException, or a queue cancel)",
+    "503": "No runner could serve it: a runner was lost or its GPU failed; safe to retry",
+    "504": "The request did not finish within the App's request_timeout, or waited longer "
+    "than X-Fal-Request-Timeout for a runner",
+}
+_HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 
 @dataclass(frozen=True)
@@ -40,12 +55,32 @@ def install_fal_openapi(api: FastAPI, websocket_routes: list[WebsocketRoute]) ->
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
             spec = plain_openapi()
+            _add_framework_responses(spec)
             _add_websocket_routes(spec, websocket_routes)
             _mark_orders(spec)
             api.openapi_schema = spec
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_framework_responses(spec: dict[str, Any]) -> None:
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas[ERROR_SCHEMA] = {
+        "title": ERROR_SCHEMA,
+        "type": "object",
+        "properties": {"detail": {"title": "Detail"}},
+        "required": ["detail"],
+    }
+    content = {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model=ERROR_SCHEMA)}}}
+    for path_item in spec.get("paths", {}).values():
+        for method in _HTTP_METHODS:
+            operation = path_item.get(method)
+            if operation is None:
+                continue
+            responses = operation.setdefault("responses", {})
+            for status, description in FRAMEWORK_RESPONSES.items():
+                responses.setdefault(status, {"description": description, "content": content})
 
 
 def _register_schema(spec: dict[str, Any], model: Any) -> str | None:

@@ -7,8 +7,10 @@ the grace period), then ``teardown()``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -125,5 +127,23 @@ def serve(
         deadline = process_start + settings.startup_timeout
         os.environ[ENV_STARTUP_DEADLINE] = str(deadline)
         _watch_startup_deadline(deadline, server, settings.startup_timeout)
-    server.run()
-    return 0 if server.started else EXIT_SETUP_FAILED
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's way of saying that the lifespan's startup failed
+        if server.started:
+            raise
+    if not server.started:
+        _exit_after_failed_setup()
+    return 0
+
+
+def _exit_after_failed_setup() -> None:
+    """A runner whose ``setup()`` raised exits now, with the code that says so. Threads the
+    app started (a downloader, a pool) would otherwise keep the interpreter alive, and the
+    fleet would see a runner that neither starts nor exits until its startup_timeout."""
+    logger.error("setup() failed: exiting (code %d)", EXIT_SETUP_FAILED)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(EXIT_SETUP_FAILED)
