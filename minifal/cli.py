@@ -48,6 +48,7 @@ def _run(args: argparse.Namespace) -> int:
             suspend=args.suspend,
             suspended_keep_alive=args.suspend_keep_alive,
             suspend_memory_gib=args.suspend_memory_gib,
+            ray=args.ray,
         )
     )
 
@@ -141,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--suspend-memory-gib",
         type=float,
         help="host memory suspended runners may hold, in GiB (default: half of what is free)",
+    )
+    run.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="ADDRESS",
+        help="place runners on a Ray cluster (ADDRESS default auto: $RAY_ADDRESS or a cluster "
+        "running on this machine); DATA_DIR must be shared by its nodes (docs/ray.md)",
     )
     run.set_defaults(handler=_run)
 

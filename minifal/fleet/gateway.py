@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -29,7 +29,7 @@ from minifal.fleet.local_runners import LocalRunnerBackend
 from minifal.fleet.metrics import GatewayMetrics
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.runner import RunnerState
-from minifal.fleet.runner_backend import RunnerLaunch
+from minifal.fleet.runner_backend import RunnerBackend, RunnerLaunch
 from minifal.fleet.scaler import (
     FleetSnapshot,
     Phase,
@@ -41,6 +41,9 @@ from minifal.fleet.scaler import (
 from minifal.fleet.scheduler import Scheduler
 from minifal.fleet.supervisor import Supervisor, Suspender
 from minifal.runner_contract import DEFAULT_GRACE_SECONDS
+
+if TYPE_CHECKING:
+    from minifal.fleet.ray_runners import RunnerResources
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -79,6 +82,9 @@ class GatewayOptions:
     suspended_keep_alive: float = 3600.0
     suspend_memory_budget: int | None = None
     """Bytes of host memory suspended runners may hold; None: half of what is available."""
+    ray_resources: RunnerResources | None = None
+    """Runners as Ray actors asking for these (``minifal run --ray``; the driver is connected
+    already); None: child processes of the gateway."""
 
 
 def choose_suspender(mode: str, use_gpus: bool) -> Suspender | None:
@@ -129,7 +135,14 @@ class Gateway:
             use_gpus=bool(options.gpus) and settings.gpus_per_runner > 0,
             echo_output=options.echo_output,
         )
-        suspender = choose_suspender(options.suspend, launch.use_gpus)
+        if options.ray_resources is not None:
+            from minifal.fleet.ray_runners import RayRunnerBackend
+
+            backend: RunnerBackend = RayRunnerBackend(launch, options.ray_resources)
+            suspender = None  # a checkpoint of a process on another node: not here
+        else:
+            backend = LocalRunnerBackend(launch)
+            suspender = choose_suspender(options.suspend, launch.use_gpus)
         self.scaling = dataclasses.replace(
             options.scaling,
             suspend=suspender is not None,
@@ -137,7 +150,7 @@ class Gateway:
             suspended_memory_budget=options.suspend_memory_budget or half_available_memory(),
         )
         self.supervisor = Supervisor(
-            LocalRunnerBackend(launch),
+            backend,
             GpuPool(options.gpus if launch.use_gpus else [], settings.gpus_per_runner),
             launch.run_dir,
             settings.startup_timeout,

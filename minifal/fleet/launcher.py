@@ -9,6 +9,7 @@ import secrets
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -23,6 +24,9 @@ from minifal.fleet.scaler import ScalingSettings
 from minifal.log_format import configure_logging
 from minifal.quiet_exit_server import QuietExitServer
 from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from minifal.fleet.ray_runners import RunnerResources
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -42,20 +46,23 @@ class FleetArguments:
     suspend: str = "auto"
     suspended_keep_alive: float = 3600.0
     suspend_memory_gib: float | None = None
+    ray: str | None = None
+    """A Ray cluster's address (``auto``: ``RAY_ADDRESS`` or a local one) to place runners on."""
 
 
 def scaling_settings(
-    manifest: AppManifest, workers: int | None, gpus: list[str]
+    manifest: AppManifest, workers: int | None, gpus: list[str], hard_cap: int | None = None
 ) -> ScalingSettings:
     """``--workers N``: a fixed fleet. Otherwise the App's own settings (scale from zero,
-    min/max_concurrency, buffers, scaling_delay, keep_alive), capped by what this machine holds:
-    one runner per GPU group for a GPU app, else one per CPU core."""
+    min/max_concurrency, buffers, scaling_delay, keep_alive), capped by what this machine holds
+    (or ``hard_cap``, a Ray cluster's): one runner per GPU group for a GPU app, else one per CPU
+    core."""
     if workers is not None:
         return ScalingSettings.fixed(workers)
     settings = manifest.settings
-    if gpus and settings.gpus_per_runner > 0:
+    if hard_cap is None and gpus and settings.gpus_per_runner > 0:
         hard_cap = max(1, len(gpus) // settings.gpus_per_runner)
-    else:
+    elif hard_cap is None:
         hard_cap = os.cpu_count() or 1
     return ScalingSettings(
         min_concurrency=settings.min_concurrency,
@@ -67,6 +74,46 @@ def scaling_settings(
         max_multiplexing=settings.max_multiplexing,
         hard_cap=hard_cap,
     )
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    """The Ray cluster ``--ray`` joined: what each runner asks for, how many fit."""
+
+    address: str
+    nodes: int
+    resources: RunnerResources
+    hard_cap: int
+
+    def describe(self) -> str:
+        what = f"{self.resources.num_gpus:g} GPU(s)" if self.resources.num_gpus else "1 CPU"
+        return f"on Ray ({self.address}: {self.nodes} node(s), {what} per runner)"
+
+    def summary(self) -> dict[str, object]:
+        return {"address": self.address, "nodes": self.nodes, **asdict(self.resources)}
+
+
+def join_ray_cluster(address: str, gpus_per_runner: int) -> RayCluster | None:
+    """Connect to the cluster (None, said on stderr, when there is none or Ray is missing)."""
+    try:
+        from minifal.fleet import ray_runners
+    except ImportError:
+        print("minifal: --ray needs Ray: pip install 'minifal[ray]'", file=sys.stderr)
+        return None
+    try:
+        totals = ray_runners.connect(address)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        print(f"minifal: cannot join the Ray cluster at {address}: {exc}", file=sys.stderr)
+        return None
+    resources = ray_runners.RunnerResources.for_app(gpus_per_runner, totals.get("GPU", 0.0))
+    if gpus_per_runner > 0 and not resources.num_gpus:
+        logger.warning("the app wants a GPU but the Ray cluster has none: runners run on CPU")
+    if resources.num_gpus:
+        cap = int(totals.get("GPU", 0) // resources.num_gpus)
+    else:
+        cap = int(totals.get("CPU", 1) // resources.num_cpus)
+    nodes = len(ray_runners.alive_nodes())
+    return RayCluster(address, nodes, resources, max(1, cap))
 
 
 def run_fleet(arguments: FleetArguments) -> int:
@@ -83,17 +130,28 @@ def run_fleet(arguments: FleetArguments) -> int:
         print(f"minifal: cannot load {arguments.app}:\n{exc}", file=sys.stderr)
         return 2
     settings = manifest.settings
-    gpus = (
-        [gpu.strip() for gpu in arguments.gpus.split(",") if gpu.strip()]
-        if arguments.gpus is not None
-        else detect_gpus()
-    )
-    if settings.gpus_per_runner > 0 and not gpus:
-        logger.warning("%s wants a GPU but none is visible: runners run on CPU", manifest.app_name)
     if arguments.workers is not None and arguments.workers < 1:
         print("minifal: --workers must be at least 1", file=sys.stderr)
         return 2
-    scaling = scaling_settings(manifest, arguments.workers, gpus)
+    cluster: RayCluster | None = None
+    if arguments.ray is not None:
+        cluster = join_ray_cluster(arguments.ray, settings.gpus_per_runner)
+        if cluster is None:
+            return 2
+        gpus: list[str] = []
+    else:
+        gpus = (
+            [gpu.strip() for gpu in arguments.gpus.split(",") if gpu.strip()]
+            if arguments.gpus is not None
+            else detect_gpus()
+        )
+        if settings.gpus_per_runner > 0 and not gpus:
+            logger.warning(
+                "%s wants a GPU but none is visible: runners run on CPU", manifest.app_name
+            )
+    scaling = scaling_settings(
+        manifest, arguments.workers, gpus, cluster.hard_cap if cluster else None
+    )
     auth_key = arguments.auth_key or os.environ.get(ENV_AUTH_KEY)
     if settings.app_auth == "private" and not auth_key:
         auth_key = secrets.token_urlsafe(24)
@@ -115,6 +173,7 @@ def run_fleet(arguments: FleetArguments) -> int:
         suspend_memory_budget=(
             int(arguments.suspend_memory_gib * 2**30) if arguments.suspend_memory_gib else None
         ),
+        ray_resources=cluster.resources if cluster else None,
     )
     run_dir = data_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -125,11 +184,17 @@ def run_fleet(arguments: FleetArguments) -> int:
                 "reference": arguments.app,
                 "scaling": asdict(scaling),
                 "gpus": gpus,
+                "ray": cluster.summary() if cluster else None,
             }
         )
     )
     gateway = Gateway(manifest, options)
-    where = f"on GPUs {','.join(gpus)}" if options.gpus and settings.gpus_per_runner else "on CPU"
+    if cluster is not None:
+        where = cluster.describe()
+    elif options.gpus and settings.gpus_per_runner:
+        where = f"on GPUs {','.join(gpus)}"
+    else:
+        where = "on CPU"
     if arguments.workers is not None:
         fleet = f"{arguments.workers} runner(s)"
     else:
