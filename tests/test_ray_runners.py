@@ -4,7 +4,8 @@ One cluster (``ray.cluster_utils.Cluster``: a head and a worker node, each its o
 127.0.0.1) serves the whole module. The fleets are real ``minifal run`` subprocesses joined to it;
 runners spread over both nodes, scale 0 -> 2 -> 0, and a node whose raylet is killed in the middle
 of a burst of queued requests loses none of them. The node test runs last: it adds a new node
-back for whatever follows.
+back for whatever follows. One compile of the SD-Turbo app across both nodes takes minutes on
+this machine's CPU: ``benchmarks/ray_sd_turbo.py`` runs it (BENCHMARKS.md, section 7).
 """
 
 from __future__ import annotations
