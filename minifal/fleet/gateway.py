@@ -140,6 +140,8 @@ class Gateway:
 
             backend: RunnerBackend = RayRunnerBackend(launch, options.ray_resources)
             suspender = None  # a checkpoint of a process on another node: not here
+            if options.suspend == "on":
+                logger.warning("suspend: local runners only; idle runners on Ray are stopped")
         else:
             backend = LocalRunnerBackend(launch)
             suspender = choose_suspender(options.suspend, launch.use_gpus)

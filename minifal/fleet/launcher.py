@@ -134,6 +134,9 @@ def run_fleet(arguments: FleetArguments) -> int:
         print("minifal: --workers must be at least 1", file=sys.stderr)
         return 2
     cluster: RayCluster | None = None
+    if arguments.ray is not None and arguments.gpus is not None:
+        print("minifal: --gpus picks this machine's GPUs; with --ray, Ray does", file=sys.stderr)
+        return 2
     if arguments.ray is not None:
         cluster = join_ray_cluster(arguments.ray, settings.gpus_per_runner)
         if cluster is None:

@@ -63,6 +63,8 @@ class Placement:
     port: int
     pid: int
     node: str
+    gpus: tuple[str, ...]
+    """Its GPUs as its node numbers them (Ray chose them)."""
     data_dir_problem: str | None
 
 
@@ -106,8 +108,9 @@ class RunnerHost:
             parent_death_signal=signal.SIGKILL,
         )
         self.process = await backend.start(runner_id, gpus)
+        process = self.process
         return Placement(
-            self.process.url, host, self.process.port, self.process.pid, node_id, problem
+            process.url, host, process.port, process.pid, node_id, tuple(gpus), problem
         )
 
     async def wait_ready(self, timeout: float) -> bool:
@@ -176,17 +179,21 @@ class RayRunnerBackend:
                 "[%s] node %s: %s", runner_id, placement.node, placement.data_dir_problem
             )
         logger.info(
-            "[%s] started on Ray node %s (%s, pid %s)",
+            "[%s] started on Ray node %s (%s, pid %s%s)",
             runner_id,
             placement.node,
             placement.url,
             placement.pid,
+            f", GPU {','.join(placement.gpus)}" if placement.gpus else "",
         )
         return RayRunnerInstance(runner_id, actor, placement)
 
 
 class RayRunnerInstance:
     """One runner process on a Ray node, seen from the gateway through its actor."""
+
+    unix_path = None
+    """Reached over TCP only (``url``): a unix socket is the gateway's machine's."""
 
     def __init__(self, runner_id: str, actor: Any, placement: Placement | None) -> None:
         self.runner_id = runner_id
