@@ -26,7 +26,7 @@ from minifal.quiet_exit_server import QuietExitServer
 from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:
-    from minifal.fleet.ray_runners import RunnerResources
+    from minifal.fleet.ray_runners import RayCluster
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -76,44 +76,18 @@ def scaling_settings(
     )
 
 
-@dataclass(frozen=True)
-class RayCluster:
-    """The Ray cluster ``--ray`` joined: what each runner asks for, how many fit."""
-
-    address: str
-    nodes: int
-    resources: RunnerResources
-    hard_cap: int
-
-    def describe(self) -> str:
-        what = f"{self.resources.num_gpus:g} GPU(s)" if self.resources.num_gpus else "1 CPU"
-        return f"on Ray ({self.address}: {self.nodes} node(s), {what} per runner)"
-
-    def summary(self) -> dict[str, object]:
-        return {"address": self.address, "nodes": self.nodes, **asdict(self.resources)}
-
-
 def join_ray_cluster(address: str, gpus_per_runner: int) -> RayCluster | None:
-    """Connect to the cluster (None, said on stderr, when there is none or Ray is missing)."""
+    """Connect to the cluster; None (said on stderr) when Ray is missing or there is none."""
     try:
         from minifal.fleet import ray_runners
     except ImportError:
         print("minifal: --ray needs Ray: pip install 'minifal[ray]'", file=sys.stderr)
         return None
     try:
-        totals = ray_runners.connect(address)
+        return ray_runners.join_cluster(address, gpus_per_runner)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         print(f"minifal: cannot join the Ray cluster at {address}: {exc}", file=sys.stderr)
         return None
-    resources = ray_runners.RunnerResources.for_app(gpus_per_runner, totals.get("GPU", 0.0))
-    if gpus_per_runner > 0 and not resources.num_gpus:
-        logger.warning("the app wants a GPU but the Ray cluster has none: runners run on CPU")
-    if resources.num_gpus:
-        cap = int(totals.get("GPU", 0) // resources.num_gpus)
-    else:
-        cap = int(totals.get("CPU", 1) // resources.num_cpus)
-    nodes = len(ray_runners.alive_nodes())
-    return RayCluster(address, nodes, resources, max(1, cap))
 
 
 def run_fleet(arguments: FleetArguments) -> int:

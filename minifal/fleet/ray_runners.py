@@ -68,8 +68,27 @@ class Placement:
     data_dir_problem: str | None
 
 
-def connect(address: str, echo_output: bool = True) -> dict[str, float]:
-    """Join the Ray cluster at ``address`` as its driver; returns its resources."""
+@dataclass(frozen=True)
+class RayCluster:
+    """The Ray cluster ``--ray`` joined: what each runner asks for, how many fit."""
+
+    address: str
+    nodes: int
+    resources: RunnerResources
+    hard_cap: int
+
+    def describe(self) -> str:
+        what = f"{self.resources.num_gpus:g} GPU(s)" if self.resources.num_gpus else "1 CPU"
+        return f"on Ray ({self.address}: {self.nodes} node(s), {what} per runner)"
+
+    def summary(self) -> dict[str, object]:
+        return {"address": self.address, "nodes": self.nodes, **dataclasses.asdict(self.resources)}
+
+
+def join_cluster(address: str, gpus_per_runner: int, echo_output: bool = True) -> RayCluster:
+    """Join the Ray cluster at ``address`` as its driver (raises ``ConnectionError`` when there
+    is none): what each runner of an App with ``gpus_per_runner`` GPUs asks for, and how many
+    such runners the cluster holds now (the scaler's cap)."""
     ray.init(
         address=address,
         namespace=NAMESPACE,
@@ -77,11 +96,16 @@ def connect(address: str, echo_output: bool = True) -> dict[str, float]:
         logging_level=logging.WARNING,
         configure_logging=False,
     )
-    return dict(ray.cluster_resources())
-
-
-def alive_nodes() -> list[dict[str, Any]]:
-    return [node for node in ray.nodes() if node.get("Alive")]
+    totals = ray.cluster_resources()
+    resources = RunnerResources.for_app(gpus_per_runner, totals.get("GPU", 0.0))
+    if gpus_per_runner > 0 and not resources.num_gpus:
+        logger.warning("the app wants a GPU but the Ray cluster has none: runners run on CPU")
+    if resources.num_gpus:
+        cap = int(totals.get("GPU", 0) // resources.num_gpus)
+    else:
+        cap = int(totals.get("CPU", 1) // resources.num_cpus)
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    return RayCluster(address, nodes, resources, max(1, cap))
 
 
 class RunnerHost:
