@@ -2,6 +2,9 @@
 #   docker build -t minifal .
 #   docker run --gpus all -p 8080:8080 -v minifal-data:/data minifal
 # /data is the shared data dir: compiled kernels, Hugging Face cache, outputs, startup timelines.
+# As a Ray worker node of a cluster (docs/ray.md), /data on the cluster's shared filesystem:
+#   docker run --gpus all --network host -v /shared/minifal:/data minifal \
+#       ray start --address HEAD_IP:6379 --block
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 ENV PYTHONUNBUFFERED=1 \
@@ -20,9 +23,9 @@ WORKDIR /opt/minifal
 COPY pyproject.toml README.md ./
 COPY minifal ./minifal
 COPY apps ./apps
-# torch first, pinned to a release minifal is tested with; then minifal with the SD extra.
+# torch first, pinned to a release minifal is tested with; then minifal with the SD and Ray extras.
 # hadolint ignore=DL3013
-RUN pip install "torch==2.11.*" && pip install ".[sd]"
+RUN pip install "torch==2.11.*" && pip install ".[sd,ray]"
 
 VOLUME ["/data"]
 EXPOSE 8080

@@ -5,6 +5,9 @@ sequential 512x512 requests (p50/p95 latency) and concurrent requests (images/s)
 startup report (who compiled, who loaded; seconds per phase) and its PNG timeline.
 
     python benchmarks/sd_turbo_fleet.py --workers 2 --gpus 0,1 --out fleet.json --png fleet.png
+
+``--ray ADDRESS`` places the runners on a Ray cluster (``benchmarks/ray_sd_turbo.py`` starts one
+of two nodes on this machine and runs this script against it).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ def main() -> int:
     parser.add_argument("--log", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--png", type=Path)
+    parser.add_argument("--ray", metavar="ADDRESS", help="runners on this Ray cluster")
     args = parser.parse_args()
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="sd-fleet-"))
@@ -65,6 +69,7 @@ def main() -> int:
     command = [sys.executable, "-m", "minifal.cli", "run", str(REPO / "apps" / "sd_turbo.py")]
     command += ["--workers", str(args.workers), "--port", str(args.port)]
     command += ["--data-dir", str(data_dir)] + (["--gpus", args.gpus] if args.gpus else [])
+    command += ["--ray", args.ray] if args.ray else []
     log_path = args.log or data_dir / "fleet.log"
     url = f"http://127.0.0.1:{args.port}"
     with log_path.open("wb") as log, httpx.Client(timeout=300.0) as client:

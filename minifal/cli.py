@@ -61,6 +61,7 @@ def _run(args: argparse.Namespace) -> int:
             suspend_memory_gib=args.suspend_memory_gib,
             max_body_size=args.max_body_size,
             webhook_allow=tuple(args.webhook_allow or ()),
+            ray=args.ray,
         )
     )
 
@@ -164,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="?fal_webhook= may also reach these private/loopback addresses: 'private', "
         "'loopback' or networks like 10.0.0.0/8 (repeatable). Loopback is allowed when the "
         "gateway listens on loopback; link-local and cloud-metadata addresses never are",
+    )
+    run.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="ADDRESS",
+        help="place runners on a Ray cluster (ADDRESS default auto: $RAY_ADDRESS or a cluster "
+        "running on this machine); DATA_DIR must be shared by its nodes (docs/ray.md)",
     )
     run.set_defaults(handler=_run)
 

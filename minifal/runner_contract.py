@@ -22,6 +22,8 @@ ENV_EVENTS_FILE = "MINIFAL_EVENTS_FILE"
 """Where the runner appends its startup events (``minifal.startup.events``)."""
 ENV_PUBLIC_URL = "MINIFAL_PUBLIC_URL"
 """Where clients reach the App (file URLs are built from it)."""
+ENV_NODE = "MINIFAL_NODE"
+"""Which machine the runner runs on: ``local``, or its Ray node id (``minifal run --ray``)."""
 ENV_STARTUP_DEADLINE = "MINIFAL_STARTUP_DEADLINE"
 """``time.time()`` after which ``startup_timeout`` stops the runner (the compiled cache's
 waits end before it)."""
@@ -29,6 +31,8 @@ waits end before it)."""
 # -- defaults --------------------------------------------------------------------------------------
 
 DEFAULT_HOST = "127.0.0.1"
+LOCAL_NODE = "local"
+"""The node of a runner on the gateway's own machine."""
 DEFAULT_PORT = 8080
 DEFAULT_PUBLIC_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/"
 DEFAULT_GRACE_SECONDS = 60.0
@@ -49,6 +53,9 @@ EXIT_SETUP_FAILED = 3
 EXIT_STARTUP_TIMEOUT = 4
 EXIT_DISTRIBUTED_WORKER_CRASHED = 5
 """A worker process of the App's ``DistributedRunner`` died (``minifal.distributed``)."""
+EXIT_NODE_LOST = 6
+"""Not the runner's own: the fleet's word for a runner whose node left the Ray cluster (its
+process, its actor and its exit code went with it)."""
 
 
 def exit_reason(code: int) -> str:
@@ -59,6 +66,8 @@ def exit_reason(code: int) -> str:
         return "startup_timeout exceeded in setup()"
     if code == EXIT_DISTRIBUTED_WORKER_CRASHED:
         return "a distributed worker died (its error is in the runner's log)"
+    if code == EXIT_NODE_LOST:
+        return "its node was lost (Ray)"
     if code < 0:
         return f"killed by signal {-code}"
     return f"exited with code {code}"
@@ -67,13 +76,18 @@ def exit_reason(code: int) -> str:
 # -- starting one ----------------------------------------------------------------------------------
 
 
-def runner_command(app_reference: str, port: int, data_dir: Path) -> list[str]:
-    """``python -m minifal.runner APP --port P --data-dir D`` (``minifal/runner/__main__.py``)."""
+def runner_command(
+    app_reference: str, port: int, data_dir: Path, host: str = DEFAULT_HOST
+) -> list[str]:
+    """``python -m minifal.runner APP --host H --port P --data-dir D``
+    (``minifal/runner/__main__.py``); ``host``: the address the gateway reaches it at."""
     return [
         sys.executable,
         "-m",
         "minifal.runner",
         app_reference,
+        "--host",
+        host,
         "--port",
         str(port),
         "--data-dir",
@@ -89,6 +103,7 @@ def runner_environment(
     events_file: Path,
     public_url: str,
     gpus: list[str] | None,
+    node: str = LOCAL_NODE,
 ) -> dict[str, str]:
     """The variables a fleet sets for one runner, on top of its own environment.
 
@@ -103,6 +118,7 @@ def runner_environment(
         ENV_PUBLIC_URL: public_url,
         ENV_RUNNER_ID: runner_id,
         ENV_EVENTS_FILE: str(events_file),
+        ENV_NODE: node,
     }
     if gpus is not None:
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"

@@ -18,7 +18,7 @@ import httpx
 
 from minifal.app_environment import environment_note
 from minifal.fleet.auth import ENV_AUTH_KEY
-from minifal.text_table import align_columns
+from minifal.text_table import align_columns, short_node
 
 TIMEOUT_S = 10.0
 
@@ -61,6 +61,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("State", "state", _text),
     ("Startup", "startup_seconds", _seconds),
     ("GPUs", "gpus", _text),
+    ("Node", "node", short_node),
 )
 
 

@@ -18,3 +18,14 @@ def align_columns(lines: Sequence[Sequence[str]], right_aligned: Container[int] 
         ).rstrip()
         for line in lines
     )
+
+
+NODE_ID_SHOWN = 12
+
+
+def short_node(node: object) -> str:
+    """A node as a table shows it: ``local``, or the first characters of a Ray node id (the
+    JSON keeps it whole)."""
+    if not isinstance(node, str) or not node:
+        return "-"
+    return node if len(node) <= NODE_ID_SHOWN else node[:NODE_ID_SHOWN]

@@ -227,6 +227,20 @@ def test_instant_phases_show_when_they_happened(tmp_path: Path) -> None:
     assert line.split() == ["runner-0", "7", "+0.00", "14.00", "20.00", "-", "-"]
 
 
+def test_runners_on_ray_nodes_get_a_node_column(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "r"
+    for runner, node in (("runner-0", "a" * 56), ("runner-1", "b" * 56)):
+        e = lambda *a, runner=runner, **k: _event(runner, 7, *a, **k)  # noqa: E731
+        _write_events(run_dir / f"{runner}.jsonl", [e("process_start", 5.0, node=node)])
+
+    rows = report_rows(load_run(tmp_path))
+    header, *lines = format_table(rows).splitlines()
+
+    assert header.split()[:3] == ["runner", "node", "pid"]
+    assert [line.split()[1] for line in lines] == ["a" * 12, "b" * 12]
+    assert [row.node for row in rows] == ["a" * 56, "b" * 56]
+
+
 def test_json_report_keys(data_dir: Path) -> None:
     run = load_run(data_dir)
     report = report_json(run, report_rows(run))
@@ -238,6 +252,7 @@ def test_json_report_keys(data_dir: Path) -> None:
         "runner_id",
         "start_number",
         "pid",
+        "node",
         "started_at_s",
         "ready_at_s",
         "cache",
@@ -339,6 +354,7 @@ RUNNERS = {
             "gpus": "0",
             "pid": 100,
             "port": 9001,
+            "node": "local",
             "last_exit_reason": None,
         },
         {
@@ -354,6 +370,7 @@ RUNNERS = {
             "gpus": "1",
             "pid": 205,
             "port": 9002,
+            "node": "0f3c29b1d2e4aa55b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f80",
             "last_exit_reason": "startup timeout",
         },
     ],
@@ -374,6 +391,7 @@ def test_format_runners_from_a_dict() -> None:
         "State",
         "Startup",
         "GPUs",
+        "Node",
     ):
         assert column in header
     assert first.split() == [
@@ -388,6 +406,7 @@ def test_format_runners_from_a_dict() -> None:
         "RUNNING",
         "30.5s",
         "0",
+        "local",
     ]
     assert second.split() == [
         "sd-turbo",
@@ -401,6 +420,7 @@ def test_format_runners_from_a_dict() -> None:
         "SETUP",
         "-",
         "1",
+        "0f3c29b1d2e4",
     ]
     assert header.index("State") == first.index("RUNNING") == second.index("SETUP")
     assert note == "runner-1: last exit: startup timeout"

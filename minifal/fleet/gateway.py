@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -30,7 +30,7 @@ from minifal.fleet.local_runners import LocalRunnerBackend
 from minifal.fleet.metrics import GatewayMetrics
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.runner import RunnerState
-from minifal.fleet.runner_backend import RunnerLaunch
+from minifal.fleet.runner_backend import RunnerBackend, RunnerLaunch
 from minifal.fleet.scaler import (
     FleetSnapshot,
     Phase,
@@ -43,6 +43,9 @@ from minifal.fleet.scheduler import Scheduler
 from minifal.fleet.supervisor import Supervisor, Suspender
 from minifal.fleet.webhook_policy import WebhookPolicy
 from minifal.runner_contract import DEFAULT_GRACE_SECONDS, DEFAULT_HOST
+
+if TYPE_CHECKING:
+    from minifal.fleet.ray_runners import RunnerResources
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -90,6 +93,9 @@ class GatewayOptions:
     webhook_policy: WebhookPolicy = field(
         default_factory=lambda: WebhookPolicy.for_gateway(DEFAULT_HOST)
     )
+    ray_resources: RunnerResources | None = None
+    """Runners as Ray actors asking for these (``minifal run --ray``; the driver is connected
+    already); None: child processes of the gateway."""
 
 
 def choose_suspender(mode: str, use_gpus: bool) -> Suspender | None:
@@ -140,7 +146,16 @@ class Gateway:
             use_gpus=bool(options.gpus) and settings.gpus_per_runner > 0,
             echo_output=options.echo_output,
         )
-        suspender = choose_suspender(options.suspend, launch.use_gpus)
+        if options.ray_resources is not None:
+            from minifal.fleet.ray_runners import RayRunnerBackend
+
+            backend: RunnerBackend = RayRunnerBackend(launch, options.ray_resources)
+            suspender = None  # a checkpoint of a process on another node: not here
+            if options.suspend == "on":
+                logger.warning("suspend: local runners only; idle runners on Ray are stopped")
+        else:
+            backend = LocalRunnerBackend(launch)
+            suspender = choose_suspender(options.suspend, launch.use_gpus)
         self.scaling = dataclasses.replace(
             options.scaling,
             suspend=suspender is not None,
@@ -148,7 +163,7 @@ class Gateway:
             suspended_memory_budget=options.suspend_memory_budget or half_available_memory(),
         )
         self.supervisor = Supervisor(
-            LocalRunnerBackend(launch),
+            backend,
             GpuPool(options.gpus if launch.use_gpus else [], settings.gpus_per_runner),
             launch.run_dir,
             settings.startup_timeout,

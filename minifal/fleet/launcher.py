@@ -9,6 +9,7 @@ import secrets
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -25,6 +26,9 @@ from minifal.fleet.webhook_policy import WebhookPolicy
 from minifal.log_format import configure_logging
 from minifal.quiet_exit_server import QuietExitServer
 from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from minifal.fleet.ray_runners import RayCluster
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -46,20 +50,23 @@ class FleetArguments:
     suspend_memory_gib: float | None = None
     max_body_size: str | None = None
     webhook_allow: tuple[str, ...] = ()
+    ray: str | None = None
+    """A Ray cluster's address (``auto``: ``RAY_ADDRESS`` or a local one) to place runners on."""
 
 
 def scaling_settings(
-    manifest: AppManifest, workers: int | None, gpus: list[str]
+    manifest: AppManifest, workers: int | None, gpus: list[str], hard_cap: int | None = None
 ) -> ScalingSettings:
     """``--workers N``: a fixed fleet. Otherwise the App's own settings (scale from zero,
-    min/max_concurrency, buffers, scaling_delay, keep_alive), capped by what this machine holds:
-    one runner per GPU group for a GPU app, else one per CPU core."""
+    min/max_concurrency, buffers, scaling_delay, keep_alive), capped by what this machine holds
+    (or ``hard_cap``, a Ray cluster's): one runner per GPU group for a GPU app, else one per CPU
+    core."""
     if workers is not None:
         return ScalingSettings.fixed(workers)
     settings = manifest.settings
-    if gpus and settings.gpus_per_runner > 0:
+    if hard_cap is None and gpus and settings.gpus_per_runner > 0:
         hard_cap = max(1, len(gpus) // settings.gpus_per_runner)
-    else:
+    elif hard_cap is None:
         hard_cap = os.cpu_count() or 1
     return ScalingSettings(
         min_concurrency=settings.min_concurrency,
@@ -71,6 +78,20 @@ def scaling_settings(
         max_multiplexing=settings.max_multiplexing,
         hard_cap=hard_cap,
     )
+
+
+def join_ray_cluster(address: str, gpus_per_runner: int) -> RayCluster | None:
+    """Connect to the cluster; None (said on stderr) when Ray is missing or there is none."""
+    try:
+        from minifal.fleet import ray_runners
+    except ImportError:
+        print("minifal: --ray needs Ray: pip install 'minifal[ray]'", file=sys.stderr)
+        return None
+    try:
+        return ray_runners.join_cluster(address, gpus_per_runner)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        print(f"minifal: cannot join the Ray cluster at {address}: {exc}", file=sys.stderr)
+        return None
 
 
 def run_fleet(arguments: FleetArguments) -> int:
@@ -87,17 +108,31 @@ def run_fleet(arguments: FleetArguments) -> int:
         print(f"minifal: cannot load {arguments.app}:\n{exc}", file=sys.stderr)
         return 2
     settings = manifest.settings
-    gpus = (
-        [gpu.strip() for gpu in arguments.gpus.split(",") if gpu.strip()]
-        if arguments.gpus is not None
-        else detect_gpus()
-    )
-    if settings.gpus_per_runner > 0 and not gpus:
-        logger.warning("%s wants a GPU but none is visible: runners run on CPU", manifest.app_name)
     if arguments.workers is not None and arguments.workers < 1:
         print("minifal: --workers must be at least 1", file=sys.stderr)
         return 2
-    scaling = scaling_settings(manifest, arguments.workers, gpus)
+    cluster: RayCluster | None = None
+    if arguments.ray is not None and arguments.gpus is not None:
+        print("minifal: --gpus picks this machine's GPUs; with --ray, Ray does", file=sys.stderr)
+        return 2
+    if arguments.ray is not None:
+        cluster = join_ray_cluster(arguments.ray, settings.gpus_per_runner)
+        if cluster is None:
+            return 2
+        gpus: list[str] = []
+    else:
+        gpus = (
+            [gpu.strip() for gpu in arguments.gpus.split(",") if gpu.strip()]
+            if arguments.gpus is not None
+            else detect_gpus()
+        )
+        if settings.gpus_per_runner > 0 and not gpus:
+            logger.warning(
+                "%s wants a GPU but none is visible: runners run on CPU", manifest.app_name
+            )
+    scaling = scaling_settings(
+        manifest, arguments.workers, gpus, cluster.hard_cap if cluster else None
+    )
     auth_key = arguments.auth_key or os.environ.get(ENV_AUTH_KEY)
     if settings.app_auth == "private" and not auth_key:
         auth_key = secrets.token_urlsafe(24)
@@ -132,6 +167,7 @@ def run_fleet(arguments: FleetArguments) -> int:
         ),
         max_body_bytes=max_body_bytes,
         webhook_policy=webhook_policy,
+        ray_resources=cluster.resources if cluster else None,
     )
     run_dir = data_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -142,11 +178,17 @@ def run_fleet(arguments: FleetArguments) -> int:
                 "reference": arguments.app,
                 "scaling": asdict(scaling),
                 "gpus": gpus,
+                "ray": cluster.summary() if cluster else None,
             }
         )
     )
     gateway = Gateway(manifest, options)
-    where = f"on GPUs {','.join(gpus)}" if options.gpus and settings.gpus_per_runner else "on CPU"
+    if cluster is not None:
+        where = cluster.describe()
+    elif options.gpus and settings.gpus_per_runner:
+        where = f"on GPUs {','.join(gpus)}"
+    else:
+        where = "on CPU"
     if arguments.workers is not None:
         fleet = f"{arguments.workers} runner(s)"
     else:

@@ -1,5 +1,8 @@
 """The first runner backend: each runner is a child process of the gateway, on this machine.
 
+The Ray backend (``ray_runners.py``) reuses it on each node: there, the child is a Ray actor's,
+listening on the node's address, and it gets SIGKILL when the actor dies (its node was lost).
+
 A child runs ``python -m minifal.runner APP`` (``runner_contract``) in its own session, so Ctrl-C
 reaches only the gateway, which drains runners in order; with ``PR_SET_PDEATHSIG``, so a gateway
 that dies leaves no runner behind. Its output goes to ``DATA_DIR/runs/<run>/<runner>.log`` and,
@@ -17,18 +20,24 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from minifal.fleet.runner_backend import RunnerLaunch
 from minifal.runner.bytecode_cache import configure_environment as configure_bytecode_cache
-from minifal.runner_contract import READY_PATH, runner_command, runner_environment
+from minifal.runner_contract import (
+    DEFAULT_HOST,
+    LOCAL_NODE,
+    READY_PATH,
+    runner_command,
+    runner_environment,
+)
 from minifal.startup.events import read_events, runner_events_file
 
 logger = logging.getLogger("minifal.fleet")
 
-NODE = "local"
 PROGRESS_EVERY_SECONDS = 5.0
 READY_POLL_SECONDS = 0.2
 
@@ -39,21 +48,37 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the gateway dies, so no runner is orphaned."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+def _die_with_parent(signum: int) -> Callable[[], None]:
+    """In the child, before exec: get ``signum`` when its parent (the gateway, a Ray actor)
+    dies, so no runner is orphaned."""
+
+    def set_parent_death_signal() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, signum)
+
+    return set_parent_death_signal
 
 
 class LocalRunnerBackend:
-    def __init__(self, launch: RunnerLaunch) -> None:
+    """Runners as child processes of this one, reached at ``host``; ``node`` names the machine."""
+
+    def __init__(
+        self,
+        launch: RunnerLaunch,
+        host: str = DEFAULT_HOST,
+        node: str = LOCAL_NODE,
+        parent_death_signal: int = signal.SIGTERM,
+    ) -> None:
         self.launch = launch
+        self.host = host
+        self.node = node
+        self.parent_death_signal = parent_death_signal
 
     async def start(self, runner_id: str, gpus: list[str]) -> LocalRunnerProcess:
         launch = self.launch
-        port = free_port()
+        port = free_port(self.host)
         events_file = runner_events_file(launch.run_dir, runner_id)
         env = {
             **os.environ,
@@ -65,19 +90,20 @@ class LocalRunnerBackend:
                 events_file=events_file,
                 public_url=launch.public_url,
                 gpus=gpus if launch.use_gpus else None,
+                node=self.node,
             ),
         }
         configure_bytecode_cache(env, launch.data_dir)  # before the runner's first import
         launch.run_dir.mkdir(parents=True, exist_ok=True)
         started_at = time.time()
         process = await asyncio.create_subprocess_exec(
-            *runner_command(launch.app_reference, port, launch.data_dir),
+            *runner_command(launch.app_reference, port, launch.data_dir, self.host),
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the gateway only; it drains runners in order
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent(self.parent_death_signal),
         )
         on_gpus = f" on GPU {','.join(gpus)}" if gpus else ""
         logger.info("[%s] started (pid %s, port %s)%s", runner_id, process.pid, port, on_gpus)
@@ -89,13 +115,13 @@ class LocalRunnerBackend:
             events_file,
             launch.run_dir / f"{runner_id}.log",
             launch.echo_output,
+            self.host,
+            self.node,
         )
 
 
 class LocalRunnerProcess:
     """One child process of a runner, from its start to its exit."""
-
-    node = NODE
 
     def __init__(
         self,
@@ -106,6 +132,8 @@ class LocalRunnerProcess:
         events_file: Path,
         log_file: Path,
         echo_output: bool,
+        host: str = DEFAULT_HOST,
+        node: str = LOCAL_NODE,
     ) -> None:
         self.runner_id = runner_id
         self.process = process
@@ -114,6 +142,8 @@ class LocalRunnerProcess:
         self.events_file = events_file
         self.log_file = log_file
         self.echo_output = echo_output
+        self.host = host
+        self.node = node
         self._output_task = asyncio.create_task(self._copy_output(), name=f"{runner_id}-log")
 
     @property
@@ -122,7 +152,7 @@ class LocalRunnerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def exited(self) -> bool:

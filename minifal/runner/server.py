@@ -30,12 +30,14 @@ from minifal.runner_contract import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     ENV_EVENTS_FILE,
+    ENV_NODE,
     ENV_PUBLIC_URL,
     ENV_RUN_ID,
     ENV_RUNNER_ID,
     ENV_STARTUP_DEADLINE,
     EXIT_SETUP_FAILED,
     EXIT_STARTUP_TIMEOUT,
+    LOCAL_NODE,
 )
 from minifal.startup import events as startup_events
 
@@ -102,7 +104,7 @@ def serve(
     os.environ.setdefault(ENV_EVENTS_FILE, str(_default_events_file(data)))
     os.environ.setdefault(ENV_PUBLIC_URL, f"http://{host}:{port}/")
     logger.info("data dir: %s", data)
-    startup_events.record("process_start", process_start)
+    startup_events.record("process_start", process_start, node=os.environ.get(ENV_NODE, LOCAL_NODE))
     startup_events.record("imports", process_start, time.time())
 
     with startup_events.phase("app_import", reference=reference):

@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from minifal.runner_contract import LOCAL_NODE
 from minifal.startup.runs import PROCESS_START, Run, RunnerStart, StartupEvent, is_number
-from minifal.text_table import align_columns
+from minifal.text_table import align_columns, short_node
 
 READY = "ready"
 CACHE_PREFIX = "compile_cache."
@@ -81,6 +82,7 @@ class RunnerRow:
     phases: dict[str, PhaseTiming]
     graphs: tuple[CompiledGraph, ...] = ()
     dynamo_s: float | None = None  # Dynamo seconds of this start (compiled caches); None: none
+    node: str | None = None  # where it ran: "local" or a Ray node id; None: not recorded
 
 
 # --- rows ----------------------------------------------------------------------------------------
@@ -117,6 +119,7 @@ def _row(start: RunnerStart, run_origin: float) -> RunnerRow:
         phases=phases,
         graphs=compiled_graphs(start.events),
         dynamo_s=dynamo_seconds(start.events),
+        node=start.node,
     )
 
 
@@ -212,8 +215,10 @@ def format_table(rows: list[RunnerRow]) -> str:
     """Plain aligned columns; a phase's duration, or for an instant (``@name``) when it happened."""
     phases = [name for name in phase_names(rows) if name not in COVERED_BY_OTHER_COLUMNS]
     instants = instant_phases(rows)
+    nodes = any(row.node not in (None, LOCAL_NODE) for row in rows)  # a column on a cluster
     header = [
         "runner",
+        *(["node"] if nodes else []),
         "pid",
         "started",
         *(f"@{name}" if name in instants else name for name in phases),
@@ -228,6 +233,7 @@ def format_table(rows: list[RunnerRow]) -> str:
         lines.append(
             [
                 row.label,
+                *([short_node(row.node)] if nodes else []),
                 "-" if row.pid is None else str(row.pid),
                 f"+{row.started_at_s:.2f}",
                 *cells,
@@ -235,7 +241,8 @@ def format_table(rows: list[RunnerRow]) -> str:
                 "-" if row.ready_at_s is None else _seconds(row.ready_at_s),
             ]
         )
-    text_columns = {0, len(header) - 2}  # runner and cache read left to right; numbers align right
+    # runner, node and cache read left to right; numbers align right
+    text_columns = {0, len(header) - 2, *([1] if nodes else [])}
     return align_columns(
         lines, right_aligned={i for i in range(len(header)) if i not in text_columns}
     )
@@ -286,6 +293,7 @@ def report_json(run: Run, rows: list[RunnerRow]) -> dict[str, Any]:
                 "runner_id": row.runner_id,
                 "start_number": row.number,
                 "pid": row.pid,
+                "node": row.node,
                 "started_at_s": round(row.started_at_s, 6),
                 "ready_at_s": None if row.ready_at_s is None else round(row.ready_at_s, 6),
                 "cache": row.cache,

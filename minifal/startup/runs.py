@@ -71,6 +71,15 @@ class RunnerStart:
     def label(self) -> str:
         return self.runner_id if self.number == 1 else f"{self.runner_id}#{self.number}"
 
+    @property
+    def node(self) -> str | None:
+        """The machine it ran on (``local``, a Ray node id), as its ``process_start`` says."""
+        first = self.events[0] if self.events else None
+        if first is None or first.phase != PROCESS_START:
+            return None
+        node = first.details.get("node")
+        return node if isinstance(node, str) else None
+
 
 @dataclass(frozen=True)
 class Run:
