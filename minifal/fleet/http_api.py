@@ -24,9 +24,10 @@ from typing import Any
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from minifal.fleet.auth import KeyAuthMiddleware
-from minifal.fleet.forwarding import json_error, queue_full
+from minifal.fleet.forwarding import Forwarder, json_error, queue_full
 from minifal.fleet.gateway import Gateway
 from minifal.fleet.jobs import Job
 from minifal.fleet.queue_host import QueueHostMiddleware
@@ -42,6 +43,23 @@ REQUESTS_PATH = "/queue/{owner}/{app}/requests/{request_id}"
 def wants_logs(request: Request) -> bool:
     """fal's ``?logs=1`` (fal_client sends ``logs=true``/``false``)."""
     return request.query_params.get("logs", "").lower() in ("1", "true")
+
+
+class SyncCalls:
+    """``POST /<app-path>``: a plain ASGI route, so that the hottest path skips FastAPI's
+    per-request parameter solving (it has no parameters to solve)."""
+
+    def __init__(self, forwarder: Forwarder) -> None:
+        self.forwarder = forwarder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        accepted = await self.forwarder.accept(request, scope["path_params"]["rest"])
+        if isinstance(accepted, Response):
+            await accepted(scope, receive, send)
+            return
+        response = await self.forwarder.call_sync(accepted[0])
+        await response(scope, receive, send)
 
 
 def build_gateway_app(gateway: Gateway) -> FastAPI:
@@ -156,12 +174,7 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
 
     # -- synchronous calls and websockets ---------------------------------------------------------
 
-    @api.post("/{rest:path}")
-    async def sync_call(request: Request, rest: str) -> Response:
-        accepted = await forwarder.accept(request, rest)
-        if isinstance(accepted, Response):
-            return accepted
-        return await forwarder.call_sync(accepted[0])
+    api.add_route("/{rest:path}", SyncCalls(forwarder), methods=["POST"])
 
     @api.websocket("/{rest:path}")
     async def websocket_call(websocket: WebSocket, rest: str) -> None:

@@ -39,6 +39,7 @@ class FleetArguments:
     tls_key: str | None = None
     auth_key: str | None = None
     max_queue: int | None = DEFAULT_MAX_QUEUE
+    access_log: bool = False
 
 
 def scaling_settings(
@@ -136,6 +137,7 @@ def run_fleet(arguments: FleetArguments) -> int:
         ssl_keyfile=arguments.tls_key,
         timeout_graceful_shutdown=int(gateway.grace_seconds),
         log_level="info",
+        access_log=arguments.access_log,
     )
     server = QuietExitServer(config)
     server.run()

@@ -23,7 +23,12 @@ import httpx
 
 from minifal.fleet.runner_backend import RunnerLaunch
 from minifal.runner.bytecode_cache import configure_environment as configure_bytecode_cache
-from minifal.runner_contract import READY_PATH, runner_command, runner_environment
+from minifal.runner_contract import (
+    READY_PATH,
+    runner_command,
+    runner_environment,
+    runner_socket_path,
+)
 from minifal.startup.events import read_events, runner_events_file
 
 logger = logging.getLogger("minifal.fleet")
@@ -69,9 +74,10 @@ class LocalRunnerBackend:
         }
         configure_bytecode_cache(env, launch.data_dir)  # before the runner's first import
         launch.run_dir.mkdir(parents=True, exist_ok=True)
+        unix_socket = runner_socket_path(launch.run_dir, runner_id, port)
         started_at = time.time()
         process = await asyncio.create_subprocess_exec(
-            *runner_command(launch.app_reference, port, launch.data_dir),
+            *runner_command(launch.app_reference, port, launch.data_dir, unix_socket),
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -89,6 +95,7 @@ class LocalRunnerBackend:
             events_file,
             launch.run_dir / f"{runner_id}.log",
             launch.echo_output,
+            None if unix_socket is None else str(unix_socket),
         )
 
 
@@ -106,6 +113,7 @@ class LocalRunnerProcess:
         events_file: Path,
         log_file: Path,
         echo_output: bool,
+        unix_path: str | None = None,
     ) -> None:
         self.runner_id = runner_id
         self.process = process
@@ -114,6 +122,8 @@ class LocalRunnerProcess:
         self.events_file = events_file
         self.log_file = log_file
         self.echo_output = echo_output
+        self.unix_path = unix_path
+        """Where the gateway sends requests (``url`` stays for probes and websockets)."""
         self._output_task = asyncio.create_task(self._copy_output(), name=f"{runner_id}-log")
 
     @property

@@ -12,8 +12,10 @@ import enum
 import logging
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from minifal.fleet.runner_backend import RunnerInstance
+from minifal.fleet.runner_http import RunnerAddress
 from minifal.runner_contract import exit_reason
 
 logger = logging.getLogger("minifal.fleet")
@@ -40,6 +42,7 @@ class Runner:
         self.gpus = gpus
         self.events_file = events_file
         self.instance: RunnerInstance | None = None
+        self._address: tuple[RunnerInstance, RunnerAddress] | None = None
         self.state_history: list[tuple[float, RunnerState]] = []
         self._state = RunnerState.PENDING
         self._record(RunnerState.PENDING)
@@ -79,6 +82,17 @@ class Runner:
     def url(self) -> str:
         assert self.instance is not None, f"{self.runner_id} was never started"
         return self.instance.url
+
+    @property
+    def address(self) -> RunnerAddress:
+        """Where requests reach the current instance: its host and port, or its unix socket."""
+        instance = self.instance
+        assert instance is not None, f"{self.runner_id} was never started"
+        if self._address is None or self._address[0] is not instance:
+            where = urlsplit(instance.url)
+            address = RunnerAddress(where.hostname or "", where.port or 80, instance.unix_path)
+            self._address = (instance, address)
+        return self._address[1]
 
     @property
     def pid(self) -> int | None:
