@@ -398,6 +398,15 @@ def test_sse_pass_through(client: httpx.Client) -> None:
     assert len({event["runner_id"] for event in events}) == 1
 
 
+def test_a_caller_leaving_a_stream_frees_its_runner(fleet: Fleet, client: httpx.Client) -> None:
+    with client.stream("POST", f"/local/{APP_NAME}/ticks") as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        assert sse_events(line for line, _ in zip(lines, range(4), strict=False))
+    # The stream would never end: the gateway stops it and gives the runner's slot back.
+    wait_all_idle(fleet)
+
+
 def test_websocket_and_realtime_pass_through(fleet: Fleet) -> None:
     for path in (f"local/{APP_NAME}/ws", "ws"):
         with connect(fleet.ws_base_url + path, open_timeout=WAIT_S) as websocket:

@@ -144,26 +144,31 @@ class ProxiedAnswer(Response):
         self.status_code = upstream.status
         self.raw_headers = answer_headers_raw(upstream.headers)
         self.background = None
+        self._done = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         upstream = self.upstream
+        start = {"type": "http.response.start", "status": self.status_code}
+        start["headers"] = self.raw_headers
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
             body = upstream.body_now()
             if body is not None:
+                self._finished()  # the runner's part is over: its slot goes to the next job now
+                await send(start)
                 await send({"type": "http.response.body", "body": body})
-            elif upstream.header(b"content-length") is not None:
+                return
+            await send(start)
+            if upstream.header(b"content-length") is not None:
                 await self._pass_body(send)
             else:
                 await self._stream_until_disconnect(receive, send)
         finally:
-            upstream.close()
+            self._finished()
+
+    def _finished(self) -> None:
+        if not self._done:
+            self._done = True
+            self.upstream.close()
             self.done()
 
     async def _pass_body(self, send: Send) -> None:

@@ -191,11 +191,14 @@ class Runner:
                 self._record(RunnerState.IDLE)
 
     def _record(self, new: RunnerState) -> None:
-        """Every change is kept (``/runners`` shows the history) and logged."""
+        """Every change is kept (``/runners`` shows the history) and logged; going busy and
+        idle, which every request may do, only at debug level."""
         if self.state_history and new == self._state:
             return
         if self.state_history:
-            logger.info("[%s] %s -> %s", self.runner_id, self._state.value, new.value)
+            busy_or_idle = {self._state, new} == {RunnerState.IDLE, RunnerState.RUNNING}
+            level = logging.DEBUG if busy_or_idle else logging.INFO
+            logger.log(level, "[%s] %s -> %s", self.runner_id, self._state.value, new.value)
         self._state = new
         self.state_history.append((time.time(), new))
         del self.state_history[:-STATE_HISTORY_KEPT]
