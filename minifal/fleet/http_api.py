@@ -1,6 +1,7 @@
 """The gateway's HTTP surface: the routes, each handing its request to the one that serves it.
 
-Routes (``<app-path>`` is ``<owner>/<app-name>/<endpoint>`` as on fal, or the endpoint itself):
+Routes (``<app-path>`` is ``<owner>/<app-name>/<endpoint>`` as on fal, or the endpoint itself;
+``SyncCalls`` takes the sync calls before FastAPI routes the rest):
   POST /<app-path>                        sync call, streamed back from the runner
   POST /queue/<app-path>                  queue submit (also any path on a ``queue.`` host)
   GET  /queue/<owner>/<app>/requests/ID[/status[/stream]]   result, status, status as SSE
@@ -24,7 +25,7 @@ from typing import Any
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from minifal.fleet.auth import KeyAuthMiddleware
 from minifal.fleet.forwarding import Forwarder, json_error, queue_full
@@ -46,15 +47,24 @@ def wants_logs(request: Request) -> bool:
 
 
 class SyncCalls:
-    """``POST /<app-path>``: a plain ASGI route, so that the hottest path skips FastAPI's
-    per-request parameter solving (it has no parameters to solve)."""
+    """``POST /<app-path>`` (any POST but ``/queue/...``), the gateway's hottest path: plain
+    ASGI in front of the FastAPI app, so that it skips FastAPI's routing, exception layers and
+    parameter solving (it has no parameters to solve); everything else goes to ``routes``."""
 
-    def __init__(self, forwarder: Forwarder) -> None:
+    def __init__(self, forwarder: Forwarder, routes: ASGIApp) -> None:
         self.forwarder = forwarder
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"].startswith("/queue/")
+        ):
+            await self.routes(scope, receive, send)
+            return
         request = Request(scope, receive)
-        accepted = await self.forwarder.accept(request, scope["path_params"]["rest"])
+        accepted = await self.forwarder.accept(request, scope["path"])
         if isinstance(accepted, Response):
             await accepted(scope, receive, send)
             return
@@ -62,7 +72,15 @@ class SyncCalls:
         await response(scope, receive, send)
 
 
-def build_gateway_app(gateway: Gateway) -> FastAPI:
+def build_gateway_app(gateway: Gateway) -> ASGIApp:
+    """The gateway's ASGI app: queue host and key check, then sync calls or the other routes."""
+    app: ASGIApp = SyncCalls(gateway.forwarder, build_routes(gateway))
+    if gateway.options.auth_key:
+        app = KeyAuthMiddleware(app, key=gateway.options.auth_key)
+    return QueueHostMiddleware(app)
+
+
+def build_routes(gateway: Gateway) -> FastAPI:
     manifest = gateway.manifest
     forwarder = gateway.forwarder
 
@@ -73,9 +91,6 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
         await gateway.stop()
 
     api = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    if gateway.options.auth_key:
-        api.add_middleware(KeyAuthMiddleware, key=gateway.options.auth_key)
-    api.add_middleware(QueueHostMiddleware)
 
     def find_job(request_id: str) -> Job | Response:
         job = gateway.jobs.get(request_id)
@@ -173,8 +188,6 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
         return JSONResponse(body, 200, {REQUEST_ID_HEADER: job.id})
 
     # -- synchronous calls and websockets ---------------------------------------------------------
-
-    api.add_route("/{rest:path}", SyncCalls(forwarder), methods=["POST"])
 
     @api.websocket("/{rest:path}")
     async def websocket_call(websocket: WebSocket, rest: str) -> None:
