@@ -17,7 +17,6 @@ Only what the gateway needs: no redirects, cookies, TLS, proxies or decompressio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
@@ -308,15 +307,7 @@ class RunnerClient:
             connection.close()  # cancelled or broken: an answer may still come on it
             raise
 
-    def forget(self, address: RunnerAddress) -> None:
-        """Close the idle connections to a runner that is gone."""
-        pool = self._pools.pop(address, None)
-        if pool is not None:
-            pool.close()
-
     async def aclose(self) -> None:
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
-        with contextlib.suppress(Exception):
-            await asyncio.sleep(0)
