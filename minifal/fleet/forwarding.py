@@ -148,8 +148,11 @@ class ProxiedAnswer(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         upstream = self.upstream
-        start = {"type": "http.response.start", "status": self.status_code}
-        start["headers"] = self.raw_headers
+        start = {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
         try:
             body = upstream.body_now()
             if body is not None:
