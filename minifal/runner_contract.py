@@ -35,6 +35,11 @@ LOCAL_NODE = "local"
 """The node of a runner on the gateway's own machine."""
 DEFAULT_PORT = 8080
 DEFAULT_PUBLIC_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/"
+RUNNER_KEEP_ALIVE_SECONDS = 120
+"""How long a runner keeps an idle connection from the gateway open (the gateway reuses one for
+less: ``runner_http.IDLE_SECONDS``)."""
+UNIX_SOCKET_PATH_MAX = 100
+"""A unix socket's path must fit ``sockaddr_un`` (108 bytes on Linux); longer: TCP only."""
 DEFAULT_GRACE_SECONDS = 60.0
 """``termination_grace_period_seconds`` when the App sets none: how long a stopping runner may
 drain its requests (and the gateway its queue) before it is killed."""
@@ -76,12 +81,24 @@ def exit_reason(code: int) -> str:
 # -- starting one ----------------------------------------------------------------------------------
 
 
+def runner_socket_path(run_dir: Path, runner_id: str, port: int) -> Path | None:
+    """The unix socket a runner on the gateway's machine listens on as well as its port (one
+    per instance: the port names it), or None where the path would be too long for one."""
+    path = run_dir / f"{runner_id}-{port}.sock"
+    return path if len(str(path).encode()) <= UNIX_SOCKET_PATH_MAX else None
+
+
 def runner_command(
-    app_reference: str, port: int, data_dir: Path, host: str = DEFAULT_HOST
+    app_reference: str,
+    port: int,
+    data_dir: Path,
+    host: str = DEFAULT_HOST,
+    unix_socket: Path | None = None,
 ) -> list[str]:
-    """``python -m minifal.runner APP --host H --port P --data-dir D``
-    (``minifal/runner/__main__.py``); ``host``: the address the gateway reaches it at."""
-    return [
+    """``python -m minifal.runner APP --host H --port P --data-dir D [--unix-socket S] --fleet``
+    (``minifal/runner/__main__.py``); ``host``: the address the gateway reaches it at;
+    ``--fleet``: no access log (the gateway serves callers)."""
+    command = [
         sys.executable,
         "-m",
         "minifal.runner",
@@ -92,7 +109,11 @@ def runner_command(
         str(port),
         "--data-dir",
         str(data_dir),
+        "--fleet",
     ]
+    if unix_socket is not None:
+        command += ["--unix-socket", str(unix_socket)]
+    return command
 
 
 def runner_environment(

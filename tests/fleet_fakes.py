@@ -16,6 +16,7 @@ class FakeInstance:
     """A runner instance the test drives: it gets ready, crashes or exits when told to."""
 
     node = "fake"
+    unix_path = None
 
     def __init__(self, runner_id: str, number: int, obeys_terminate: bool) -> None:
         self.url = f"http://{runner_id}.invalid"

@@ -399,6 +399,36 @@ def test_a_webhook_redirect_is_not_followed(
     assert not any(body.get("request_id") == request_id for body in webhook_receiver.bodies)
 
 
+# -- what the proxy lets through ----------------------------------------------------------------
+
+ONE_EACH = ("date", "server", "content-type", "content-length", "x-fal-request-id")
+HOP_BY_HOP = ("connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection")
+
+
+def assert_headers_once(response: httpx.Response) -> None:
+    for name in ONE_EACH:
+        assert len(response.headers.get_list(name)) <= 1, (name, response.headers.raw)
+    assert len(response.headers.get_list("transfer-encoding")) <= 1, response.headers.raw
+    for name in HOP_BY_HOP:
+        assert name not in response.headers, (name, response.headers.raw)
+
+
+def test_answers_carry_each_header_once(client: httpx.Client, fleet: Fleet) -> None:
+    """The gateway's own ``date`` and ``server``, never the runner's as well (issue 12)."""
+    response = client.post("/", json={"tag": "headers"})
+    assert response.status_code == 200
+    assert_headers_once(response)
+    assert response.headers.get_list("date") and response.headers.get_list("server")
+    with client.stream("POST", f"/local/{APP_NAME}/stream", json={"count": 2}) as streamed:
+        streamed.read()
+    assert_headers_once(streamed)
+    handle = submit(client, {"tag": "queued-headers"})
+    wait_status(client, handle, "COMPLETED", fleet)
+    result = client.get(handle["response_url"])
+    assert result.status_code == 200 and result.json()["tag"] == "queued-headers"
+    assert_headers_once(result)
+
+
 # -- streaming and websockets through the gateway --------------------------------------------------
 
 
@@ -409,6 +439,15 @@ def test_sse_pass_through(client: httpx.Client) -> None:
         events = sse_events(response.iter_lines())
     assert [event["index"] for event in events] == [0, 1, 2, 3]
     assert len({event["runner_id"] for event in events}) == 1
+
+
+def test_a_caller_leaving_a_stream_frees_its_runner(fleet: Fleet, client: httpx.Client) -> None:
+    with client.stream("POST", f"/local/{APP_NAME}/ticks") as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        assert sse_events(line for line, _ in zip(lines, range(4), strict=False))
+    # The stream would never end: the gateway stops it and gives the runner's slot back.
+    wait_all_idle(fleet)
 
 
 def test_websocket_and_realtime_pass_through(fleet: Fleet) -> None:
@@ -520,7 +559,7 @@ def test_private_app_needs_key(private_fleet: Fleet, tmp_path: Path) -> None:
     assert refused_ws.value.response.status_code == 403
 
     listed = run_minifal(
-        "runners", "--url", private_fleet.base_url, "--auth-key", str(key), "--json", cwd=tmp_path
+        "runners", "--url", private_fleet.base_url, f"--auth-key={key}", "--json", cwd=tmp_path
     )
     assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)["runners"]) == 2

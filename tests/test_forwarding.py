@@ -1,5 +1,5 @@
 """Forwarding: a fal app path to an endpoint, the headers a runner gets, and the retry rules of
-queue requests (pure, then over fake runners and httpx's mock transport: no processes)."""
+queue requests (pure, then over fake runners and a fake runner client: no processes)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from minifal.app_manifest import AppManifest
 from minifal.fleet.forwarding import (
     MAX_ATTEMPTS,
     Forwarder,
+    answer_headers_raw,
     forward_headers,
     resolve_endpoint,
     worth_retrying,
 )
 from minifal.fleet.jobs import Job
 from minifal.fleet.metrics import GatewayMetrics
+from minifal.fleet.runner_http import RunnerAddress, RunnerConnectionError
 from minifal.fleet.scheduler import Scheduler
 from minifal.settings import AppSettings
 
@@ -86,6 +88,23 @@ def test_forward_headers_drop_hop_by_hop_and_the_key_and_add_the_request_identit
     }
 
 
+def test_answers_lose_hop_by_hop_headers_and_the_runners_date_and_server() -> None:
+    upstream = [
+        (b"date", b"Fri, 27 Nov 2026 16:31:57 GMT"),
+        (b"server", b"uvicorn"),
+        (b"connection", b"keep-alive, x-hop"),
+        (b"keep-alive", b"timeout=5"),
+        (b"x-hop", b"1"),
+        (b"transfer-encoding", b"chunked"),
+        (b"content-type", b"application/json"),
+        (b"x-fal-billable-units", b"2"),
+    ]
+    assert answer_headers_raw(upstream) == [
+        (b"content-type", b"application/json"),
+        (b"x-fal-billable-units", b"2"),
+    ]
+
+
 # -- a queue request over fake runners and a fake transport ----------------------------------------
 
 
@@ -93,6 +112,7 @@ def test_forward_headers_drop_hop_by_hop_and_the_key_and_add_the_request_identit
 class FakeRunner:
     runner_id: str
     url: str
+    address: RunnerAddress
     in_flight: int = 0
     last_dispatch: float = 0.0
     accepts_requests: bool = True
@@ -122,23 +142,43 @@ def serve_queued(answers: dict[str, list[int | None]]) -> tuple[Job, list[str], 
     """Run one queue request; each runner answers its statuses in turn (None: connection lost)."""
 
     async def scenario() -> tuple[Job, list[str], FakeSupervisor]:
-        runners = [FakeRunner(name, f"http://{name}") for name in answers]
+        runners = [FakeRunner(name, f"http://{name}", RunnerAddress(name, 80)) for name in answers]
         calls: list[str] = []
 
-        def handler(request: httpx.Request) -> httpx.Response:
-            host = request.url.host
-            calls.append(host)
-            status = answers[host].pop(0)
-            if status is None:
-                raise httpx.ConnectError("reset", request=request)
-            return httpx.Response(status, json={"from": host})
+        class FakeAnswer:
+            def __init__(self, status: int, body: bytes) -> None:
+                self.status = status
+                self.headers = [(b"content-type", b"application/json")]
+                self.body = body
+
+            async def read(self) -> bytes:
+                return self.body
+
+            def close(self) -> None:
+                pass
+
+        class FakeRunnerClient:
+            async def send(self, address: RunnerAddress, *_: object) -> FakeAnswer:
+                host = address.host
+                calls.append(host)
+                status = answers[host].pop(0)
+                if status is None:
+                    raise RunnerConnectionError("reset")
+                return FakeAnswer(status, json.dumps({"from": host}).encode())
 
         supervisor = FakeSupervisor(runners)
         scheduler = Scheduler(lambda: runners, max_multiplexing=1)  # type: ignore[arg-type,return-value]
         manifest = AppManifest("app", "App", AppSettings(), (), {})
         metrics = GatewayMetrics(lambda: [], lambda: 0)
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            forwarder = Forwarder(manifest, scheduler, supervisor, metrics, client)  # type: ignore[arg-type]
+        async with httpx.AsyncClient() as client:
+            forwarder = Forwarder(
+                manifest,
+                scheduler,
+                supervisor,  # type: ignore[arg-type]
+                metrics,
+                FakeRunnerClient(),  # type: ignore[arg-type]
+                client,
+            )
             job = Job("/", b"{}", {})
             forwarder.enqueue(job)
             await forwarder.run_queued(job)

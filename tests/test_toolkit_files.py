@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import random
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from minifal.toolkit.downloads import (
     download_model_weights,
 )
 from minifal.toolkit.file import File, files_root, resolve_stored_file
-from minifal.toolkit.image import Image, ImageSize, ImageSizeInput, get_image_size
+from minifal.toolkit.image import Image, ImageSize, ImageSizeInput, encoding, get_image_size
 from minifal.toolkit.url_fetch import fetch_bytes
 
 PUBLIC_URL = "http://files.example:9000/"
@@ -243,6 +244,29 @@ def test_from_pil_png_round_trip_keeps_pixels() -> None:
     with PILImage.open(_stored_path(image.url)) as stored:
         assert stored.format == "PNG"
         assert stored.convert("RGB").tobytes() == original.tobytes()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P"])
+def test_from_pil_png_is_lossless_in_every_mode(mode: str) -> None:
+    """fpng writes RGB and RGBA, Pillow the rest: the pixels come back the same either way."""
+    rng = random.Random(mode)
+    original = PILImage.frombytes("RGBA", (64, 48), rng.randbytes(64 * 48 * 4)).convert(mode)
+
+    image = Image.from_pil(original)
+
+    assert image.content_type == "image/png"
+    with PILImage.open(io.BytesIO(image.as_bytes())) as stored:
+        assert stored.format == "PNG"
+        assert stored.mode == original.mode
+        assert stored.tobytes() == original.tobytes()
+
+
+def test_png_encoder_choice() -> None:
+    assert encoding.fast_png_applies(PILImage.new("RGB", (4, 4))) == (encoding.fpng is not None)
+    assert not encoding.fast_png_applies(PILImage.new("L", (4, 4)))
+    with_profile = PILImage.new("RGB", (4, 4))
+    with_profile.info["icc_profile"] = b"profile"
+    assert not encoding.fast_png_applies(with_profile)
 
 
 def test_from_pil_jpeg_from_rgba() -> None:

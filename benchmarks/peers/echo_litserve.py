@@ -20,4 +20,6 @@ class EchoAPI(ls.LitAPI):
 
 
 if __name__ == "__main__":
-    ls.LitServer(EchoAPI(), accelerator="cpu", workers_per_device=1).run(port=int(sys.argv[1]))
+    ls.LitServer(EchoAPI(), accelerator="cpu", workers_per_device=1).run(
+        port=int(sys.argv[1]), generate_client_file=False
+    )

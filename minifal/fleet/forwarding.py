@@ -8,12 +8,16 @@
 
 - acquire: the job waits in the scheduler's line for a ready runner with a free slot, at most its
   ``X-Fal-Request-Timeout`` (then 504, ``x-fal-request-timeout-type: user``).
-- attempt: one POST to the runner. It ends one of three ways: the runner answered (any status);
-  the answer took longer than the App's ``request_timeout`` (the runner is replaced, 504); the
-  connection broke (the supervisor hears of it, 503).
+- attempt: one POST to the runner (``runner_http``: a pooled keep-alive connection, the body
+  passed through as bytes, never decoded). It ends one of three ways: the runner answered (any
+  status); the answer took longer than the App's ``request_timeout`` (the runner is replaced,
+  504); the connection broke (the supervisor hears of it, 503).
 - retry (queue only, as fal does): after a 503, a 504 or a lost connection, another runner, up to
   ``MAX_ATTEMPTS`` in all; never after a 4xx. A sync caller gets the first answer.
 - release: the runner's slot is free for the next job; the answer is counted in the metrics.
+
+The caller gets the runner's status, body and headers, less hop-by-hop ones and the runner's own
+``date`` and ``server`` (the gateway's server sets its own): each header once.
 """
 
 from __future__ import annotations
@@ -23,20 +27,23 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from fastapi import Request, WebSocket
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from minifal.app_manifest import AppManifest
+from minifal.billing import BILLABLE_UNITS_HEADER
 from minifal.fleet.jobs import Job
 from minifal.fleet.metrics import GatewayMetrics
 from minifal.fleet.request_queue import PRIORITIES, QueueFull
 from minifal.fleet.runner import Runner
+from minifal.fleet.runner_http import RunnerClient, RunnerConnectionError, RunnerResponse
 from minifal.fleet.scheduler import Scheduler, ShuttingDown, StartTimeout, Withdrawn
 from minifal.fleet.supervisor import Supervisor
 from minifal.fleet.webhooks import deliver_webhook
@@ -45,8 +52,24 @@ from minifal.runner_contract import ENDPOINT_HEADER, REQUEST_ID_HEADER
 
 logger = logging.getLogger("minifal.fleet")
 
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer"}
-NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "authorization"}
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "trailer",
+    }
+)
+NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "authorization", "expect"}
+NOT_ANSWERED = HOP_BY_HOP | {"date", "server"}
+"""Not passed back to the caller: the gateway's server sets its own ``date`` and ``server``."""
+NOT_ANSWERED_RAW = frozenset(name.encode() for name in NOT_ANSWERED)
+BILLABLE_UNITS_RAW = BILLABLE_UNITS_HEADER.encode()
 DEFAULT_START_TIMEOUT_SECONDS = 1800.0
 """A request without ``X-Fal-Request-Timeout`` waits at most this long for a runner."""
 MAX_ATTEMPTS = 10  # fal retries queue requests up to 10 times on 503, 504 and lost connections
@@ -83,8 +106,94 @@ def forward_headers(job: Job, incoming: Mapping[str, str]) -> dict[str, str]:
     return headers
 
 
-def answer_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Headers the runner's ``Connection`` header names: hop-by-hop too (RFC 9110, 7.6.1)."""
+    return frozenset(
+        token.strip().lower()
+        for name, value in headers
+        if name == b"connection"
+        for token in value.split(b",")
+    )
+
+
+def answer_headers_raw(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """A runner's answer headers (lower-case names) as the caller gets them."""
+    dropped = NOT_ANSWERED_RAW | connection_tokens(headers)
+    return [(name, value) for name, value in headers if name not in dropped]
+
+
+def answer_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The same, as the text a queue request's result is stored with."""
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in answer_headers_raw(headers)
+    }
+
+
+class ProxiedAnswer(Response):
+    """A runner's answer passed to the caller as it comes: status, headers, the body's bytes.
+
+    A sized answer is sent as it arrives (usually whole, in one message); an unsized one (SSE)
+    is streamed until it ends or the caller goes away, whichever is first. ``done`` runs once
+    the answer is over either way.
+    """
+
+    def __init__(self, upstream: RunnerResponse, done: Callable[[], None]) -> None:
+        self.upstream = upstream
+        self.done = done
+        self.status_code = upstream.status
+        self.raw_headers = answer_headers_raw(upstream.headers)
+        self.background = None
+        self._done = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        upstream = self.upstream
+        start = {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
+        try:
+            body = upstream.body_now()
+            if body is not None:
+                self._finished()  # the runner's part is over: its slot goes to the next job now
+                await send(start)
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send(start)
+            if upstream.header(b"content-length") is not None:
+                await self._pass_body(send)
+            else:
+                await self._stream_until_disconnect(receive, send)
+        finally:
+            self._finished()
+
+    def _finished(self) -> None:
+        if not self._done:
+            self._done = True
+            self.upstream.close()
+            self.done()
+
+    async def _pass_body(self, send: Send) -> None:
+        async for chunk in self.upstream.chunks():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _stream_until_disconnect(self, receive: Receive, send: Send) -> None:
+        async def caller_gone() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        streaming = asyncio.ensure_future(self._pass_body(send))
+        watching = asyncio.ensure_future(caller_gone())
+        try:
+            await asyncio.wait((streaming, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watching.cancel()
+            if not streaming.done():
+                streaming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await streaming  # its error (a broken stream) is the caller's error
 
 
 @dataclass(frozen=True)
@@ -93,6 +202,15 @@ class Failure:
 
     status: int
     detail: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A runner's whole answer (a queue request's)."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
 
 
 def worth_retrying(status: int, attempt: int) -> bool:
@@ -108,13 +226,17 @@ class Forwarder:
         scheduler: Scheduler,
         supervisor: Supervisor,
         metrics: GatewayMetrics,
+        runners: RunnerClient,
         client: httpx.AsyncClient,
     ) -> None:
         self.manifest = manifest
         self.scheduler = scheduler
         self.supervisor = supervisor
         self.metrics = metrics
+        self.runners = runners
+        """Requests to runners (the hot path)."""
         self.client = client
+        """Everything else: cancel requests, webhooks."""
         self.request_timeout = manifest.settings.request_timeout
         self.start_timeout = (
             manifest.settings.request_start_timeout or DEFAULT_START_TIMEOUT_SECONDS
@@ -136,9 +258,9 @@ class Forwarder:
         except ValueError:
             return json_error(422, "X-Fal-Request-Timeout must be seconds")
         job = Job(path, await request.body(), {}, priority, start_timeout)  # type: ignore[arg-type]
-        job.headers = forward_headers(job, dict(request.headers))
+        job.headers = forward_headers(job, request.headers)
         job.headers["x-forwarded-host"] = request.headers.get("host", "")
-        job.headers["x-forwarded-proto"] = request.url.scheme
+        job.headers["x-forwarded-proto"] = request.scope.get("scheme", "http")
         self.metrics.requests_received.inc()
         return job, owner
 
@@ -181,17 +303,14 @@ class Forwarder:
             return Response(detail, outcome.status, media_type="application/json")
         upstream = outcome
 
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in upstream.aiter_raw():
-                    yield chunk
-            finally:
-                await upstream.aclose()
-                release(upstream.status_code)
-                inference = time.time() - job.started if job.started else None
-                self.metrics.answered(job.path, upstream.status_code, upstream.headers, inference)
+        def done() -> None:
+            release(upstream.status)
+            inference = time.time() - job.started if job.started else None
+            units = upstream.header(BILLABLE_UNITS_RAW)
+            billed = {} if units is None else {BILLABLE_UNITS_HEADER: units.decode("latin-1")}
+            self.metrics.answered(job.path, upstream.status, billed, inference)
 
-        return StreamingResponse(body(), upstream.status_code, answer_headers(upstream.headers))
+        return ProxiedAnswer(upstream, done)
 
     def enqueue(self, job: Job) -> None:
         """A queue request joins the line (raises ``QueueFull``); ``run_queued`` serves it."""
@@ -212,7 +331,7 @@ class Forwarder:
                 break
             try:
                 outcome = await self._attempt(job, runner, stream=False)
-                status = outcome.status if isinstance(outcome, Failure) else outcome.status_code
+                status = outcome.status
                 retry = worth_retrying(status, attempt)
                 if not retry:
                     self._complete(job, outcome)
@@ -271,34 +390,40 @@ class Forwarder:
 
     # -- one attempt and its answer -------------------------------------------------------------
 
-    async def _attempt(self, job: Job, runner: Runner, stream: bool) -> httpx.Response | Failure:
-        """POST the job to ``runner``: its answer (a stream, when ``stream``), or the failure."""
+    async def _attempt(self, job: Job, runner: Runner, stream: bool) -> Answer | Failure:
+        """POST the job to ``runner``: its answer (the body still arriving, when ``stream``),
+        or the failure."""
         job.start(runner.runner_id)
-        outgoing = self.client.build_request(
-            "POST", f"{runner.url}{job.path}", content=job.body, headers=job.headers
-        )
+        upstream: RunnerResponse | None = None
         try:
-            return await asyncio.wait_for(
-                self.client.send(outgoing, stream=stream), self.request_timeout
-            )
+            async with asyncio.timeout(self.request_timeout):
+                upstream = await self.runners.send(
+                    runner.address, "POST", job.path, job.headers.items(), job.body
+                )
+                if stream:
+                    return upstream
+                return Answer(upstream.status, upstream.headers, await upstream.read())
         except TimeoutError:
             # Before the slot is released: the freed slot must not go to this runner.
             self.supervisor.replace(runner, f"request over request_timeout={self.request_timeout}s")
             return Failure(504, f"Request exceeded request_timeout={self.request_timeout}s")
-        except httpx.HTTPError as exc:
+        except (RunnerConnectionError, OSError) as exc:
             logger.error("[%s] request %s lost: %s", runner.runner_id, job.id, exc)
             self.supervisor.connection_lost(runner, exc)
             return Failure(503, RUNNER_FAILED)
+        finally:
+            if upstream is not None and not stream:
+                upstream.close()
 
-    def _complete(self, job: Job, outcome: httpx.Response | Failure) -> None:
+    def _complete(self, job: Job, outcome: Answer | Failure) -> None:
         """Store a queue request's answer (what its result URL and webhook give)."""
         if isinstance(outcome, Failure):
             job.complete(outcome.status, json_body({"detail": outcome.detail}))
         else:
             headers = answer_headers(outcome.headers)
             headers.pop("content-length", None)
-            job.complete(outcome.status_code, outcome.content, headers)
-            self.metrics.answered(job.path, outcome.status_code, headers, job.inference_time)
+            job.complete(outcome.status, outcome.body, headers)
+            self.metrics.answered(job.path, outcome.status, headers, job.inference_time)
         self.metrics.completed(job.response_status or 0, time.time() - job.created)
 
     def _complete_shutting_down(self, job: Job) -> None:

@@ -31,6 +31,7 @@ from minifal.fleet.metrics import GatewayMetrics
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.runner import RunnerState
 from minifal.fleet.runner_backend import RunnerBackend, RunnerLaunch
+from minifal.fleet.runner_http import RunnerClient
 from minifal.fleet.scaler import (
     FleetSnapshot,
     Phase,
@@ -184,8 +185,9 @@ class Gateway:
         self.jobs: dict[str, Job] = {}
         """Queue requests by id, answered ones included (the last ``COMPLETED_JOBS_KEPT``)."""
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
+        self.runner_client = RunnerClient()
         self.forwarder = Forwarder(
-            manifest, self.scheduler, self.supervisor, self.metrics, self.client
+            manifest, self.scheduler, self.supervisor, self.metrics, self.runner_client, self.client
         )
         self._job_tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
@@ -238,6 +240,7 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*self._loops, *self._job_tasks, return_exceptions=True)
         await self.client.aclose()
+        await self.runner_client.aclose()
 
     def spawn(self, coroutine: Any, name: str) -> asyncio.Task[Any]:
         """Start a request's background task, owned by the gateway (drained by ``stop()``)."""

@@ -1,6 +1,7 @@
 """The gateway's HTTP surface: the routes, each handing its request to the one that serves it.
 
-Routes (``<app-path>`` is ``<owner>/<app-name>/<endpoint>`` as on fal, or the endpoint itself):
+Routes (``<app-path>`` is ``<owner>/<app-name>/<endpoint>`` as on fal, or the endpoint itself;
+``SyncCalls`` takes the sync calls before FastAPI routes the rest):
   POST /<app-path>                        sync call, streamed back from the runner
   POST /queue/<app-path>                  queue submit (also any path on a ``queue.`` host)
   GET  /queue/<owner>/<app>/requests/ID[/status[/stream]]   result, status, status as SSE
@@ -25,11 +26,12 @@ from typing import Any
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from minifal.body_limit import BodyLimitMiddleware
 from minifal.fleet.auth import KeyAuthMiddleware
 from minifal.fleet.dashboard import dashboard_router
-from minifal.fleet.forwarding import json_error, queue_full
+from minifal.fleet.forwarding import Forwarder, json_error, queue_full
 from minifal.fleet.gateway import Gateway
 from minifal.fleet.jobs import Job
 from minifal.fleet.queue_host import QueueHostMiddleware
@@ -48,7 +50,43 @@ def wants_logs(request: Request) -> bool:
     return request.query_params.get("logs", "").lower() in ("1", "true")
 
 
-def build_gateway_app(gateway: Gateway) -> FastAPI:
+class SyncCalls:
+    """``POST /<app-path>`` (any POST but ``/queue/...``), the gateway's hottest path: plain
+    ASGI in front of the FastAPI app, so that it skips FastAPI's routing, exception layers and
+    parameter solving (it has no parameters to solve); everything else goes to ``routes``."""
+
+    def __init__(self, forwarder: Forwarder, routes: ASGIApp) -> None:
+        self.forwarder = forwarder
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"].startswith("/queue/")
+        ):
+            await self.routes(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        accepted = await self.forwarder.accept(request, scope["path"])
+        if isinstance(accepted, Response):
+            await accepted(scope, receive, send)
+            return
+        response = await self.forwarder.call_sync(accepted[0])
+        await response(scope, receive, send)
+
+
+def build_gateway_app(gateway: Gateway) -> ASGIApp:
+    """The gateway's ASGI app: queue host, key check and body limit, then sync calls or the
+    other routes."""
+    app: ASGIApp = SyncCalls(gateway.forwarder, build_routes(gateway))
+    app = BodyLimitMiddleware(app, max_bytes=gateway.options.max_body_bytes)
+    if gateway.options.auth_key:
+        app = KeyAuthMiddleware(app, key=gateway.options.auth_key)
+    return QueueHostMiddleware(app)
+
+
+def build_routes(gateway: Gateway) -> FastAPI:
     manifest = gateway.manifest
     forwarder = gateway.forwarder
 
@@ -59,10 +97,6 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
         await gateway.stop()
 
     api = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    if gateway.options.auth_key:
-        api.add_middleware(KeyAuthMiddleware, key=gateway.options.auth_key)
-    api.add_middleware(QueueHostMiddleware)
-    api.add_middleware(BodyLimitMiddleware, max_bytes=gateway.options.max_body_bytes)
 
     def find_job(request_id: str) -> Job | Response:
         job = gateway.jobs.get(request_id)
@@ -169,13 +203,6 @@ def build_gateway_app(gateway: Gateway) -> FastAPI:
         return JSONResponse(body, 200, {REQUEST_ID_HEADER: job.id})
 
     # -- synchronous calls and websockets ---------------------------------------------------------
-
-    @api.post("/{rest:path}")
-    async def sync_call(request: Request, rest: str) -> Response:
-        accepted = await forwarder.accept(request, rest)
-        if isinstance(accepted, Response):
-            return accepted
-        return await forwarder.call_sync(accepted[0])
 
     @api.websocket("/{rest:path}")
     async def websocket_call(websocket: WebSocket, rest: str) -> None:

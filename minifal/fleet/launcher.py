@@ -52,6 +52,7 @@ class FleetArguments:
     webhook_allow: tuple[str, ...] = ()
     ray: str | None = None
     """A Ray cluster's address (``auto``: ``RAY_ADDRESS`` or a local one) to place runners on."""
+    access_log: bool = False
 
 
 def scaling_settings(
@@ -203,6 +204,7 @@ def run_fleet(arguments: FleetArguments) -> int:
         ssl_keyfile=arguments.tls_key,
         timeout_graceful_shutdown=int(gateway.grace_seconds),
         log_level="info",
+        access_log=arguments.access_log,
     )
     server = QuietExitServer(config, on_exit=gateway.begin_shutdown)
     server.run()

@@ -33,6 +33,7 @@ from minifal.runner_contract import (
     READY_PATH,
     runner_command,
     runner_environment,
+    runner_socket_path,
 )
 from minifal.startup.events import read_events, runner_events_file
 
@@ -70,11 +71,14 @@ class LocalRunnerBackend:
         host: str = DEFAULT_HOST,
         node: str = LOCAL_NODE,
         parent_death_signal: int = signal.SIGTERM,
+        unix_sockets: bool = True,
     ) -> None:
         self.launch = launch
         self.host = host
         self.node = node
         self.parent_death_signal = parent_death_signal
+        self.unix_sockets = unix_sockets
+        """Also listen on a unix socket in the run dir (the gateway's machine only)."""
 
     async def start(self, runner_id: str, gpus: list[str]) -> LocalRunnerProcess:
         launch = self.launch
@@ -95,9 +99,12 @@ class LocalRunnerBackend:
         }
         configure_bytecode_cache(env, launch.data_dir)  # before the runner's first import
         launch.run_dir.mkdir(parents=True, exist_ok=True)
+        unix_socket = (
+            runner_socket_path(launch.run_dir, runner_id, port) if self.unix_sockets else None
+        )
         started_at = time.time()
         process = await asyncio.create_subprocess_exec(
-            *runner_command(launch.app_reference, port, launch.data_dir, self.host),
+            *runner_command(launch.app_reference, port, launch.data_dir, self.host, unix_socket),
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -117,6 +124,7 @@ class LocalRunnerBackend:
             launch.echo_output,
             self.host,
             self.node,
+            None if unix_socket is None else str(unix_socket),
         )
 
 
@@ -134,6 +142,7 @@ class LocalRunnerProcess:
         echo_output: bool,
         host: str = DEFAULT_HOST,
         node: str = LOCAL_NODE,
+        unix_path: str | None = None,
     ) -> None:
         self.runner_id = runner_id
         self.process = process
@@ -144,6 +153,8 @@ class LocalRunnerProcess:
         self.echo_output = echo_output
         self.host = host
         self.node = node
+        self.unix_path = unix_path
+        """Where the gateway sends requests (``url`` stays for probes and websockets)."""
         self._output_task = asyncio.create_task(self._copy_output(), name=f"{runner_id}-log")
 
     @property

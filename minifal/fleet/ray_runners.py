@@ -130,6 +130,7 @@ class RunnerHost:
             host=host,
             node=node_id,
             parent_death_signal=signal.SIGKILL,
+            unix_sockets=False,  # the gateway is on another machine: it comes over TCP
         )
         self.process = await backend.start(runner_id, gpus)
         process = self.process

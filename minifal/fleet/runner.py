@@ -13,8 +13,10 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from minifal.fleet.runner_backend import RunnerInstance
+from minifal.fleet.runner_http import RunnerAddress
 from minifal.runner_contract import exit_reason
 
 logger = logging.getLogger("minifal.fleet")
@@ -59,6 +61,7 @@ class Runner:
         self.gpus = gpus
         self.events_file = events_file
         self.instance: RunnerInstance | None = None
+        self._address: tuple[RunnerInstance, RunnerAddress] | None = None
         self.state_history: list[tuple[float, RunnerState]] = []
         self._state = RunnerState.PENDING
         self._record(RunnerState.PENDING)
@@ -99,6 +102,17 @@ class Runner:
     def url(self) -> str:
         assert self.instance is not None, f"{self.runner_id} was never started"
         return self.instance.url
+
+    @property
+    def address(self) -> RunnerAddress:
+        """Where requests reach the current instance: its host and port, or its unix socket."""
+        instance = self.instance
+        assert instance is not None, f"{self.runner_id} was never started"
+        if self._address is None or self._address[0] is not instance:
+            where = urlsplit(instance.url)
+            address = RunnerAddress(where.hostname or "", where.port or 80, instance.unix_path)
+            self._address = (instance, address)
+        return self._address[1]
 
     @property
     def pid(self) -> int | None:
@@ -222,11 +236,14 @@ class Runner:
                 self._record(RunnerState.IDLE)
 
     def _record(self, new: RunnerState) -> None:
-        """Every change is kept (``/runners`` shows the history) and logged."""
+        """Every change is kept (``/runners`` shows the history) and logged; going busy and
+        idle, which every request may do, only at debug level."""
         if self.state_history and new == self._state:
             return
         if self.state_history:
-            logger.info("[%s] %s -> %s", self.runner_id, self._state.value, new.value)
+            busy_or_idle = {self._state, new} == {RunnerState.IDLE, RunnerState.RUNNING}
+            level = logging.DEBUG if busy_or_idle else logging.INFO
+            logger.log(level, "[%s] %s -> %s", self.runner_id, self._state.value, new.value)
         self._state = new
         self.state_history.append((time.time(), new))
         del self.state_history[:-STATE_HISTORY_KEPT]

@@ -37,6 +37,12 @@ class RunnerInstance(Protocol):
         ...
 
     @property
+    def unix_path(self) -> str | None:
+        """A unix socket it also listens on, which the gateway uses when it has one (a runner
+        on the gateway's machine); None for none."""
+        ...
+
+    @property
     def node(self) -> str:
         """Which machine it runs on (``local`` for the gateway's own)."""
         ...

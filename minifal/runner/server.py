@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -38,6 +39,7 @@ from minifal.runner_contract import (
     EXIT_SETUP_FAILED,
     EXIT_STARTUP_TIMEOUT,
     LOCAL_NODE,
+    RUNNER_KEEP_ALIVE_SECONDS,
 )
 from minifal.startup import events as startup_events
 
@@ -63,6 +65,9 @@ class RunnerServer(QuietExitServer):
 
     async def startup(self, sockets: list | None = None) -> None:
         await super().startup(sockets)
+        if self.started and sockets:  # uvicorn logs where it listens only when it binds itself
+            where = " and ".join(str(sock.getsockname()) for sock in sockets)
+            logger.info("Uvicorn running on %s", where)
         if self.started:
             startup_events.record("ready", time.time())
             logger.info("runner ready on %s", os.environ.get(ENV_PUBLIC_URL, ""))
@@ -88,6 +93,19 @@ def _watch_startup_deadline(deadline: float, server: RunnerServer, timeout: floa
     threading.Thread(target=watch, name="minifal-startup-deadline", daemon=True).start()
 
 
+def _listening_sockets(host: str, port: int, unix_socket: str) -> list[socket.socket]:
+    """The port and the unix socket, bound now, listening once ``setup()`` has run."""
+    tcp = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tcp.bind((host, port))
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(unix_socket)
+    unix.bind(unix_socket)
+    os.chmod(unix_socket, 0o600)
+    return [tcp, unix]
+
+
 def serve(
     reference: str,
     *,
@@ -95,6 +113,8 @@ def serve(
     port: int = DEFAULT_PORT,
     data_dir: str | None = None,
     log_level: str = "info",
+    unix_socket: str | None = None,
+    behind_gateway: bool = False,
 ) -> int:
     """Serve the App in the foreground; the return value is the process exit code."""
     process_start = startup_events.process_start_time()
@@ -123,17 +143,25 @@ def serve(
         log_level=log_level,
         timeout_graceful_shutdown=int(grace),
         lifespan="on",
+        # Behind a gateway: its pooled connections stay open; it logs what callers asked.
+        access_log=not behind_gateway,
+        timeout_keep_alive=RUNNER_KEEP_ALIVE_SECONDS if behind_gateway else 5,
     )
     server = RunnerServer(config, app)
     if settings.startup_timeout:
         deadline = process_start + settings.startup_timeout
         os.environ[ENV_STARTUP_DEADLINE] = str(deadline)
         _watch_startup_deadline(deadline, server, settings.startup_timeout)
+    sockets = None if unix_socket is None else _listening_sockets(host, port, unix_socket)
     try:
-        server.run()
+        server.run(sockets=sockets)
     except SystemExit:  # uvicorn's way of saying that the lifespan's startup failed
         if server.started:
             raise
+    finally:
+        if unix_socket is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(unix_socket)
     if not server.started:
         _exit_after_failed_setup()
     return 0

@@ -1,8 +1,8 @@
 """A small fal-style app for the fleet tests: it says which runner served each request.
 
 ``/`` sleeps for the asked time and answers the runner id (``MINIFAL_RUNNER_ID``) and when it
-started; ``/stream`` is SSE; ``/file`` stores a file; ``/ws`` is a raw websocket and
-``/realtime`` a realtime endpoint.
+started; ``/stream`` is SSE, ``/ticks`` SSE without end; ``/file`` stores a file; ``/ws`` is a
+raw websocket and ``/realtime`` a realtime endpoint.
 ``teardown()`` writes ``<data dir>/teardown-<runner id>`` so the tests see it ran in every runner.
 """
 
@@ -82,6 +82,19 @@ class FleetApp(fal.App):
         def events() -> Iterator[str]:
             for index in range(input.count):
                 yield f"data: {json.dumps({'index': index, 'runner_id': self.runner_id})}\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @fal.endpoint("/ticks")
+    def ticks(self) -> StreamingResponse:
+        """SSE that never ends by itself: it stops when the caller goes away."""
+
+        def events() -> Iterator[str]:
+            index = 0
+            while True:
+                yield f"data: {json.dumps({'index': index})}\n\n"
+                index += 1
+                time.sleep(0.05)
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

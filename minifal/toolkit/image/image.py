@@ -22,6 +22,7 @@ from minifal.toolkit.file.file import (
     ui_field,
 )
 from minifal.toolkit.file.types import FileRepository, RepositoryId
+from minifal.toolkit.image.encoding import encode
 
 ImageFormat = Literal["png", "jpeg", "jpg", "webp", "gif"]
 
@@ -179,23 +180,15 @@ class Image(File):
         save_kwargs: dict | None = None,
         fallback_save_kwargs: dict | None = None,
     ) -> Self:
-        """Encode a PIL image (PNG by default) and store it.
+        """Encode a PIL image (PNG by default, lossless) and store it.
 
-        PNG is written with ``compress_level=1`` (fal's choice: full compression is slow and the
-        files are rarely kept), JPEG with ``quality=95``. An image with alpha or a palette is
-        converted to RGB for JPEG, which cannot hold either.
+        PNG as fal writes it (its ``compress_level=1``: fast rather than small), through fpng
+        where it applies (``encoding.py``: the same pixels, ~25x faster), JPEG with
+        ``quality=95``. An image with alpha or a palette is converted to RGB for JPEG, which
+        cannot hold either.
         """
         chosen = _normalized_format(format or pil_image.format or "png")
-        options: dict[str, int] = {}
-        if chosen == "png":
-            options["compress_level"] = 1
-        elif chosen == "jpeg":
-            options["quality"] = 95
-            if pil_image.mode not in ("RGB", "L", "CMYK"):
-                pil_image = pil_image.convert("RGB")
-        with io.BytesIO() as buffer:
-            pil_image.save(buffer, format=chosen, **options)
-            encoded = buffer.getvalue()
+        encoded = encode(pil_image, chosen)
         size = ImageSize(width=pil_image.width, height=pil_image.height)
         return cls.from_bytes(
             encoded,
