@@ -9,11 +9,11 @@ fal-style inputs carry images as ``data:`` URIs, so the default leaves room for 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
 from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024
@@ -74,7 +74,7 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
             return
         received = 0
         started = False
@@ -98,22 +98,12 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if started:
                 raise
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": BodyTooLarge(self.max_bytes).detail}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = {"detail": BodyTooLarge(self.max_bytes).detail}
+        refusal = JSONResponse(detail, 413, headers={"connection": "close"})
+        await refusal(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:

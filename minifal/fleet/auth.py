@@ -8,10 +8,10 @@ counts as the header on every route.
 from __future__ import annotations
 
 import hmac
-import json
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qs
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 ENV_AUTH_KEY = "MINIFAL_AUTH_KEY"
@@ -49,19 +49,8 @@ class KeyAuthMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 4401, "reason": "Unauthorized"})
             return
-        body = json.dumps({"detail": "Unauthorized: send 'Authorization: Key <key>'"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b"Key"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        detail = {"detail": "Unauthorized: send 'Authorization: Key <key>'"}
+        await JSONResponse(detail, 401, headers={"www-authenticate": "Key"})(scope, receive, send)
 
     def _browser_key_matches(self, scope: Scope, cookie_header: str | None) -> bool:
         candidates = []

@@ -42,11 +42,10 @@ from minifal.toolkit.precompiled.signature import CallSignature
 logger = logging.getLogger("minifal.precompiled")
 
 # What a background thread does while the app goes on (loading weights, typically): "artifacts"
-# loads the store and the artifacts, "imports" fills the private dir from the store and imports
-# the artifact loader (torch._inductor), "store" only fills the private dir, "none" starts no
-# thread (everything at the first call). Threads share the GIL: see docs/compile-cache.md.
+# loads the store and the artifacts, "store" only fills the private dir, "none" starts no thread
+# (everything at the first call). Threads share the GIL: see docs/compile-cache.md.
 ENV_PRELOAD = "MINIFAL_PRECOMPILED_PRELOAD"
-PRELOAD_MODES = ("artifacts", "imports", "store", "none")
+PRELOAD_MODES = ("artifacts", "store", "none")
 DEFAULT_PRELOAD = "artifacts"  # BENCHMARKS.md, section 5: best with weights read from disk
 
 
@@ -215,8 +214,6 @@ class PrecompiledModules:
                 self._artifact_dir = ArtifactDir(private_cache_root(current_settings().local_root))
                 if self.preload == "artifacts":
                     self._load_artifacts(self._artifact_dir)
-                elif self.preload == "imports":
-                    from torch._inductor import CompiledArtifact  # noqa: F401
         except Exception as exc:  # never stop the app: a failed load is a compile
             logger.warning("precompiled %r: load failed (%s); compiling", self.cache_key, exc)
         finally:
