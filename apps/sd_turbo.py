@@ -16,9 +16,13 @@ inside ``synchronized_inductor_cache``: kernels are shared, Dynamo re-traces on 
 GPU default on fal), ``regional`` (diffusers' compile_repeated_blocks with dynamic shapes: one
 quick compile covers every size), ``dynamic`` (fal's page:
 ``torch.compile(dynamic=True)``, slowest to compile) or ``none``. ``MINIFAL_SD_PRECOMPILE``
-names the modules the precompiled strategy covers (default ``unet``; ``unet,vae,text``).
-BENCHMARKS.md has the measurements behind the defaults. After warmup nothing recompiles: a size
-not covered by the warmup still works, eagerly, and the log says so.
+names the modules the precompiled strategy covers (default ``unet,vae`` on a GPU, ``unet`` on
+CPU; any of ``unet,vae,text``).
+On minifal with a GPU, ``MINIFAL_SD_CUDA_GRAPHS`` names the modules whose calls replay from
+CUDA graphs (default ``unet,vae,text``; ``none``): at batch 1 a step is launch-bound, and a
+graph launches a module's kernels at once. BENCHMARKS.md has the measurements behind the
+defaults. After warmup nothing recompiles: a size not covered by the warmup still works,
+eagerly, and the log says so.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ logger = logging.getLogger("sd_turbo")
 
 COMPILE_ENV = "MINIFAL_SD_COMPILE"
 PRECOMPILE_ENV = "MINIFAL_SD_PRECOMPILE"
+CUDA_GRAPHS_ENV = "MINIFAL_SD_CUDA_GRAPHS"
 COMPILE_STRATEGIES = ("precompiled", "regional", "static", "dynamic", "none")
 # Measured (BENCHMARKS.md): on a GPU, static graphs run a step 20-40% faster than regional
 # or eager, and precompiled ones are the same graphs without Dynamo on warm runners (ready in
@@ -46,6 +51,9 @@ COMPILE_STRATEGIES = ("precompiled", "regional", "static", "dynamic", "none")
 # compile is slower (79 s against 17-27 s), once per torch version thanks to the shared store.
 DEFAULT_COMPILE = {"cuda": "precompiled", "cpu": "precompiled"}
 PRECOMPILABLE = ("unet", "vae", "text")
+# On a GPU the VAE decoder's artifact runs 2.7x faster than eager (BENCHMARKS.md section 11);
+# the text encoder gains nothing over a CUDA graph of the eager module, so it is not compiled.
+DEFAULT_PRECOMPILE = {"cuda": "unet,vae", "cpu": "unet"}
 WARMUP_SIZES = ((512, 512), (768, 512))
 MIN_SIDE, MAX_SIDE = 256, 1024
 MAX_SEED = 2**32 - 1
@@ -67,17 +75,28 @@ def minifal_precompiled_modules():
     return precompiled_modules
 
 
-def precompiled_module_names() -> list[str]:
-    names = [n.strip() for n in os.environ.get(PRECOMPILE_ENV, "unet").split(",") if n.strip()]
+def minifal_cuda_graphed():
+    """minifal's CUDA-graph wrapper, or None when the app runs on fal itself."""
+    try:
+        from minifal.toolkit.cuda_graphs import cuda_graphed
+    except ImportError:
+        return None
+    return cuda_graphed
+
+
+def module_names(variable: str, default: str) -> list[str]:
+    """The modules named in ``$variable`` (comma-separated; ``none`` for none)."""
+    value = os.environ.get(variable, default)
+    names = [n.strip() for n in value.split(",") if n.strip() and n.strip() != "none"]
     unknown = sorted(set(names) - set(PRECOMPILABLE))
     if unknown:
-        raise ValueError(f"{PRECOMPILE_ENV}: unknown {unknown}; expected some of {PRECOMPILABLE}")
+        raise ValueError(f"{variable}: unknown {unknown}; expected some of {PRECOMPILABLE}")
     return names
 
 
 def wrap_module(pipeline, name: str, wrap) -> None:
-    """Put the precompiled wrapper where the pipeline calls the module: the UNet, the VAE's
-    decoder (``vae.decode`` calls it) or the text encoder."""
+    """Put a wrapper (precompiled, CUDA graphs) where the pipeline calls the module: the UNet,
+    the VAE's decoder (``vae.decode`` calls it) or the text encoder."""
     if name == "unet":
         pipeline.unet = wrap(pipeline.unet)
     elif name == "vae":
@@ -135,16 +154,26 @@ class SDTurbo(fal.App):
         if strategy == "precompiled" and precompiled_modules is None:
             strategy = "static"  # not on minifal: fal's own compiled cache
         self.dynamic_shapes = strategy in ("regional", "dynamic")
+        graphed = minifal_cuda_graphed() if default_device() == "cuda" else None
+        self.graphed_names = module_names(CUDA_GRAPHS_ENV, "unet,vae,text") if graphed else []
         if precompiled_modules is not None:
             # Weights are not in the graphs, so one key serves every weights source.
             with precompiled_modules("sd-turbo/v2/precompiled") as precompiled:
                 self.load_pipeline(strategy)  # meanwhile, the artifacts load in the background
-                for name in precompiled_module_names():
-                    wrap_module(self.pipeline, name, precompiled.module)
+                precompiled_names = module_names(
+                    PRECOMPILE_ENV, DEFAULT_PRECOMPILE.get(default_device(), "unet")
+                )
+                for name in precompiled_names:
+                    graphs = name in self.graphed_names
+                    wrap = lambda m, g=graphs: precompiled.module(m, cuda_graphs=g)  # noqa: E731
+                    wrap_module(self.pipeline, name, wrap)
+                self.graph_modules(exclude=precompiled_names)
                 self.warm_up()
             return
 
         loaded = self.load_pipeline(strategy)
+        # A torch.compile'd UNet is not graphed here (its own mode="reduce-overhead" would).
+        self.graph_modules(exclude=[] if strategy == "none" else ["unet"])
         # The key names what was compiled: another model or strategy is another artifact.
         cache_key = f"sd-turbo/v1/{model_name(loaded.source)}/{strategy}"
         with synchronized_inductor_cache(cache_key):
@@ -168,6 +197,13 @@ class SDTurbo(fal.App):
         logger.info("pipeline: %s; compile: %s", loaded.description, strategy)
         return loaded
 
+    def graph_modules(self, exclude: list[str]) -> None:
+        """Replay the named modules' calls from CUDA graphs (minifal, GPU), except ``exclude``."""
+        for name in self.graphed_names:
+            if name not in exclude:
+                wrap_module(self.pipeline, name, minifal_cuda_graphed())
+        logger.info("CUDA graphs: %s", ", ".join(self.graphed_names) or "none")
+
     def warm_up(self) -> None:
         for width, height in WARMUP_SIZES:
             start = time.perf_counter()
@@ -176,6 +212,7 @@ class SDTurbo(fal.App):
 
     def generate_image(self, prompt: str, width: int, height: int, seed: int):
         import torch
+        from PIL import Image as PILImage
 
         generator = torch.Generator(device=self.device).manual_seed(seed)
         with self.lock, torch.inference_mode():
@@ -186,9 +223,13 @@ class SDTurbo(fal.App):
                 num_inference_steps=1,
                 guidance_scale=0.0,
                 generator=generator,
-                output_type="np",  # on the CPU already; to PIL below, outside the lock
+                output_type="pt",  # stays on the device, in [0, 1]
             )
-        return self.pipeline.numpy_to_pil(result.images)[0]
+            # diffusers' numpy_to_pil in float32 on the device: the same bytes, 0.8 MB to copy
+            pixels = result.images[0].float().mul(255).round().to(torch.uint8).permute(1, 2, 0)
+        with torch.inference_mode():
+            pixels = pixels.cpu()  # outside the lock: the next request's GPU work is queued
+        return PILImage.fromarray(pixels.numpy())
 
     @fal.endpoint("/")
     def generate(self, input: Input) -> Output:

@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from minifal.toolkit.call_signature import call_signature, flatten_call  # noqa: E402
 from minifal.toolkit.precompiled.artifact_files import (  # noqa: E402
     ArtifactDir,
     ArtifactMeta,
@@ -16,7 +17,6 @@ from minifal.toolkit.precompiled.artifact_files import (  # noqa: E402
 )
 from minifal.toolkit.precompiled.graph_compile import NotPrecompilable, compile_call  # noqa: E402
 from minifal.toolkit.precompiled.module import InputBinder  # noqa: E402
-from minifal.toolkit.precompiled.signature import call_signature, flatten_call  # noqa: E402
 from minifal.toolkit.precompiled.structure import module_digest  # noqa: E402
 
 

@@ -146,3 +146,29 @@ def test_hub_offline_without_cache_is_a_clear_error(
     assert "cannot load stabilityai/sd-turbo with HF_HUB_OFFLINE set" in result.stdout
     assert str(tmp_path) in result.stdout
     assert WEIGHTS_ENV in result.stdout
+
+
+def test_the_app_makes_the_pixels_diffusers_numpy_path_makes(tiny: LoadedPipeline) -> None:
+    """The app converts to 8 bits on the device (issue 11); the bytes are diffusers' own."""
+    import threading
+
+    from minifal.fal_alias import install_fal_alias
+
+    install_fal_alias()
+    import sd_turbo
+
+    app = sd_turbo.SDTurbo.__new__(sd_turbo.SDTurbo)
+    app.pipeline, app.device, app.lock = tiny.pipeline, tiny.pipeline.device, threading.Lock()
+    image = app.generate_image("a cat wearing sunglasses", 256, 320, seed=7)
+    with torch.inference_mode():
+        expected = tiny.pipeline(
+            prompt="a cat wearing sunglasses",
+            width=256,
+            height=320,
+            num_inference_steps=1,
+            guidance_scale=0.0,
+            generator=torch.Generator("cpu").manual_seed(7),
+            output_type="np",
+        ).images
+    assert image.size == (256, 320)
+    assert np.array_equal(np.asarray(image), np.asarray(tiny.pipeline.numpy_to_pil(expected)[0]))

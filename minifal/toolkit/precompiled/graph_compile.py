@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils import _pytree as pytree
 
-from minifal.toolkit.precompiled.signature import FlatCall
+from minifal.toolkit.call_signature import FlatCall
 
 logger = logging.getLogger("minifal.precompiled")
 

@@ -7,6 +7,9 @@ resolved once, under a lock: a loaded artifact of this module and signature, els
 ``precompiled_modules`` block is open) a capture and compile that is saved for publishing, else
 the fallback: eager (the default) or plain ``torch.compile``. A call is never answered by an
 artifact made for another signature, so an uncovered call is slower, never wrong.
+
+With ``cuda_graphs=True`` each artifact's CUDA calls are also captured into a CUDA graph and
+replayed (``minifal.toolkit.cuda_graphs``); the fallback is not.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils import _pytree as pytree
 
-from minifal.toolkit.precompiled.graph_compile import NotPrecompilable, compile_call
-from minifal.toolkit.precompiled.signature import (
+from minifal.toolkit.call_signature import (
     CallSignature,
     FlatCall,
     call_signature,
     flatten_call,
 )
+from minifal.toolkit.cuda_graphs import GraphedCall, WeightSlots, capturable_call
+from minifal.toolkit.precompiled.graph_compile import NotPrecompilable, compile_call
 from minifal.toolkit.precompiled.structure import module_digest
 
 if TYPE_CHECKING:
@@ -37,6 +41,7 @@ logger = logging.getLogger("minifal.precompiled")
 FALLBACKS = ("eager", "compile")
 
 _Runner = Callable[[FlatCall], Any]
+_TensorsRunner = Callable[[list[torch.Tensor]], Any]
 _NOT_RUN = object()  # what _resolve returns when it did not run the call itself
 
 
@@ -77,7 +82,11 @@ class PrecompiledModule(torch.nn.Module):
     ``OptimizedModule``), so a pipeline that reads ``unet.config`` or ``unet.dtype`` works."""
 
     def __init__(
-        self, module: torch.nn.Module, modules: PrecompiledModules, fallback: str = "eager"
+        self,
+        module: torch.nn.Module,
+        modules: PrecompiledModules,
+        fallback: str = "eager",
+        cuda_graphs: bool = False,
     ) -> None:
         super().__init__()
         if fallback not in FALLBACKS:
@@ -85,6 +94,7 @@ class PrecompiledModule(torch.nn.Module):
         self._orig_mod = module
         self._modules_session = modules
         self._fallback = fallback
+        self._cuda_graphs = cuda_graphs
         self._digest = module_digest(module)
         self._runners: dict[str, _Runner] = {}
         self._lock = threading.Lock()
@@ -120,10 +130,14 @@ class PrecompiledModule(torch.nn.Module):
         loaded = session.loaded_artifact(self._digest, signature.digest)
         if loaded is not None:
             try:
-                runner = _artifact_runner(
-                    loaded.artifact,
-                    InputBinder(self._orig_mod, loaded.meta.input_plan),
-                    loaded.meta.out_spec,
+                runner = self._graphed(
+                    _artifact_runner(
+                        loaded.artifact,
+                        InputBinder(self._orig_mod, loaded.meta.input_plan),
+                        loaded.meta.out_spec,
+                    ),
+                    call,
+                    signature,
                 )
             except NotPrecompilable as exc:
                 logger.warning(
@@ -159,12 +173,27 @@ class PrecompiledModule(torch.nn.Module):
     def _compile(self, call: FlatCall, signature: CallSignature) -> tuple[_Runner, Any]:
         started = time.time()
         compiled, result = compile_call(self._orig_mod, call)
-        runner = _artifact_runner(
-            compiled.artifact, InputBinder(self._orig_mod, compiled.input_plan), compiled.out_spec
+        runner = self._graphed(
+            _artifact_runner(
+                compiled.artifact,
+                InputBinder(self._orig_mod, compiled.input_plan),
+                compiled.out_spec,
+            ),
+            call,
+            signature,
         )
         self._modules_session.publish_later(self, signature, compiled, started)
         self.resolutions[signature.label] = "compiled"
         return runner, result
+
+    def _graphed(self, run: _TensorsRunner, call: FlatCall, signature: CallSignature) -> _Runner:
+        """``run`` replayed from a CUDA graph when asked and the call allows it."""
+        if not (self._cuda_graphs and capturable_call(call)):
+            return lambda flat: run(flat.tensors)
+        graphed = GraphedCall(
+            run, WeightSlots(self._orig_mod), f"{self._name} {signature.label}", capturable=True
+        )
+        return lambda flat: graphed(flat.tensors)
 
     def _fallback_runner(self) -> _Runner:
         if self._fallback == "compile":
@@ -185,11 +214,11 @@ class PrecompiledModule(torch.nn.Module):
         return type(self._orig_mod).__name__
 
 
-def _artifact_runner(artifact: Any, binder: InputBinder, out_spec_text: str) -> _Runner:
+def _artifact_runner(artifact: Any, binder: InputBinder, out_spec_text: str) -> _TensorsRunner:
     out_spec = pytree.treespec_loads(out_spec_text)
 
-    def run(call: FlatCall) -> Any:
-        outputs = artifact(*binder.bind(call.tensors))
+    def run(tensors: list[torch.Tensor]) -> Any:
+        outputs = artifact(*binder.bind(tensors))
         return pytree.tree_unflatten(list(outputs), out_spec)
 
     return run

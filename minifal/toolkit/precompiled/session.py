@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from minifal.startup.events import record
+from minifal.toolkit.call_signature import CallSignature
 from minifal.toolkit.compile_cache import sync_inductor_cache
 from minifal.toolkit.compile_cache.api import load_cache_scope
 from minifal.toolkit.compile_cache.local_dir import private_cache_root
@@ -37,7 +38,6 @@ from minifal.toolkit.precompiled.artifact_files import (
 )
 from minifal.toolkit.precompiled.graph_compile import CompiledCall
 from minifal.toolkit.precompiled.module import FALLBACKS, PrecompiledModule
-from minifal.toolkit.precompiled.signature import CallSignature
 
 logger = logging.getLogger("minifal.precompiled")
 
@@ -84,9 +84,16 @@ class PrecompiledModules:
     def compiling_allowed(self) -> bool:
         return self._open
 
-    def module(self, module: torch.nn.Module, *, fallback: str | None = None) -> PrecompiledModule:
-        """Wrap ``module``: its calls dispatch to this key's artifacts by input signature."""
-        wrapped = PrecompiledModule(module, self, fallback or self.fallback)
+    def module(
+        self,
+        module: torch.nn.Module,
+        *,
+        fallback: str | None = None,
+        cuda_graphs: bool = False,
+    ) -> PrecompiledModule:
+        """Wrap ``module``: its calls dispatch to this key's artifacts by input signature, and
+        with ``cuda_graphs`` each artifact's CUDA calls replay from a CUDA graph."""
+        wrapped = PrecompiledModule(module, self, fallback or self.fallback, cuda_graphs)
         self._modules.append(wrapped)
         self._first_wrap_at = self._first_wrap_at or time.time()
         return wrapped

@@ -1,4 +1,5 @@
-"""What identifies one compiled artifact among a module's calls: the call's input signature.
+"""A call's input signature: what identifies one compiled artifact, or one CUDA graph, among
+a module's calls.
 
 A graph captured with ``dynamic=False`` is only valid for calls that look exactly like the one it
 was captured from: the same argument structure (positional and keyword names, ``None``s), the same

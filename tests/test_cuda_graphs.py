@@ -1,0 +1,146 @@
+"""``minifal.toolkit.cuda_graphs``: one CUDA graph per call signature, replayed.
+
+The CPU tests check what happens where no graph can be captured (the module runs as it is) and
+the weight-slot check. The GPU tests need a CUDA device (skipped here; run on the GPU host):
+replayed results equal eager ones, results survive the next call, a replaced weight is noticed,
+grad-mode calls are not graphed, and threads calling at once each get their own result.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from minifal.toolkit.cuda_graphs import CudaGraphModule, WeightSlots, cuda_graphed
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+class Block(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 8, 3, padding=1)
+        self.norm = torch.nn.GroupNorm(2, 8)
+        self.out = torch.nn.Linear(8, 3)
+        self.register_buffer("offset", torch.full((3,), 0.5))
+
+    def forward(self, x: torch.Tensor, scale: float = 1.0, *, extra=None) -> dict:
+        h = torch.nn.functional.silu(self.norm(self.conv(x))).mean(dim=(2, 3))
+        y = self.out(h) * scale + self.offset
+        return {"y": y, "h": h} if extra is None else {"y": y + extra, "h": h}
+
+
+def test_cpu_calls_run_the_module_and_capture_nothing() -> None:
+    torch.manual_seed(0)
+    block = Block().eval()
+    graphed = cuda_graphed(block)
+    x = torch.randn(2, 4, 8, 8)
+    with torch.inference_mode():
+        for _ in range(3):
+            assert torch.equal(graphed(x, 2.0)["y"], block(x, 2.0)["y"])
+    assert graphed.captured_signatures == 0
+    assert isinstance(graphed, CudaGraphModule)
+
+
+def test_attributes_are_the_wrapped_modules() -> None:
+    block = Block()
+    graphed = cuda_graphed(block)
+    assert graphed.conv is block.conv
+    assert graphed.offset is block.offset
+    assert graphed._orig_mod is block
+
+
+def test_weight_slots_notice_a_replaced_parameter_not_an_in_place_update() -> None:
+    block = Block()
+    slots = WeightSlots(block)
+    assert slots.unchanged()
+    with torch.no_grad():
+        block.out.weight.mul_(2)
+    assert slots.unchanged()
+    block.out.weight = torch.nn.Parameter(block.out.weight.detach().clone())
+    assert not slots.unchanged()
+    slots.refresh()
+    assert slots.unchanged()
+    block.offset = torch.zeros(3)
+    assert not slots.unchanged()
+
+
+@cuda
+def test_replays_equal_eager_and_outlive_the_next_call() -> None:
+    torch.manual_seed(0)
+    block = Block().cuda().eval()
+    graphed = cuda_graphed(block)
+    inputs = [torch.randn(2, 4, 16, 16, device="cuda") for _ in range(4)]
+    with torch.inference_mode():
+        expected = [block(x, 0.5)["y"] for x in inputs]
+        results = [graphed(x, 0.5)["y"] for x in inputs]
+    assert graphed.captured_signatures == 1
+    for got, want in zip(results, expected, strict=True):
+        torch.testing.assert_close(got, want)
+    assert results[1].data_ptr() != results[2].data_ptr()
+
+
+@cuda
+def test_each_signature_has_its_own_graph_and_constants_count() -> None:
+    block = Block().cuda().eval()
+    graphed = cuda_graphed(block)
+    x = torch.randn(1, 4, 8, 8, device="cuda")
+    wide = torch.randn(1, 4, 8, 12, device="cuda")
+    with torch.inference_mode():
+        for _ in range(2):
+            torch.testing.assert_close(graphed(x, 1.0)["y"], block(x, 1.0)["y"])
+            torch.testing.assert_close(graphed(x, 3.0)["y"], block(x, 3.0)["y"])
+            torch.testing.assert_close(graphed(wide, 1.0)["y"], block(wide, 1.0)["y"])
+    assert graphed.captured_signatures == 3
+
+
+@cuda
+def test_a_replaced_weight_is_recaptured() -> None:
+    block = Block().cuda().eval()
+    graphed = cuda_graphed(block)
+    x = torch.randn(1, 4, 8, 8, device="cuda")
+    with torch.inference_mode():
+        graphed(x)
+        graphed(x)
+        block.offset = torch.full((3,), 10.0, device="cuda")
+        torch.testing.assert_close(graphed(x)["y"], block(x)["y"])
+        torch.testing.assert_close(graphed(x)["y"], block(x)["y"])
+
+
+@cuda
+def test_grad_mode_calls_are_not_graphed() -> None:
+    block = Block().cuda()
+    graphed = cuda_graphed(block)
+    x = torch.randn(1, 4, 8, 8, device="cuda")
+    for _ in range(2):
+        graphed(x)["y"].sum().backward()
+    assert graphed.captured_signatures == 0
+    assert block.out.weight.grad is not None
+
+
+@cuda
+def test_threads_get_their_own_results() -> None:
+    torch.manual_seed(0)
+    block = Block().cuda().eval()
+    graphed = cuda_graphed(block)
+    inputs = [torch.randn(1, 4, 8, 8, device="cuda") for _ in range(8)]
+    with torch.inference_mode():
+        graphed(inputs[0])  # capture first
+        expected = [block(x)["y"] for x in inputs]
+    failures: list[int] = []
+
+    def worker(offset: int) -> None:
+        with torch.inference_mode():
+            for round_ in range(25):
+                i = (offset + round_) % len(inputs)
+                if not torch.allclose(graphed(inputs[i])["y"], expected[i]):
+                    failures.append(i)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not failures
