@@ -25,9 +25,17 @@ KEY = "tests/precompiled"
 TIMEOUT_S = 400
 
 
-def start(data_dir: Path, model: str, seed: int, warmup: str, after: str = "") -> subprocess.Popen:
+def start(
+    data_dir: Path,
+    model: str,
+    seed: int,
+    warmup: str,
+    after: str = "",
+    env_extra: dict[str, str] | None = None,
+) -> subprocess.Popen:
     env = {
         **os.environ,
+        **(env_extra or {}),
         "MINIFAL_DATA_DIR": str(data_dir),
         "MINIFAL_EVENTS_FILE": str(data_dir / f"events-{model}-{seed}-{warmup}.jsonl"),
         "PYTHONPATH": str(REPO),
@@ -47,8 +55,15 @@ def result(process: subprocess.Popen) -> dict[str, Any]:
     raise AssertionError(f"child failed ({process.returncode}):\n{stderr[-4000:]}")
 
 
-def run(data_dir: Path, model: str, seed: int, warmup: str, after: str = "") -> dict[str, Any]:
-    return result(start(data_dir, model, seed, warmup, after))
+def run(
+    data_dir: Path,
+    model: str,
+    seed: int,
+    warmup: str,
+    after: str = "",
+    env_extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    return result(start(data_dir, model, seed, warmup, after, env_extra))
 
 
 def assert_equals_eager(outcome: dict[str, Any]) -> None:
@@ -124,3 +139,32 @@ def test_the_sd_turbo_unet_warm_start_skips_dynamo(tmp_path: Path) -> None:
     assert warm["resolutions"] == ["loaded"]
     assert warm["dynamo_graphs"] == 0 and warm["frames"] == 0
     assert_equals_eager(warm)
+
+
+def test_workers_compile_the_signatures_at_once_and_publish_them(tmp_path: Path) -> None:
+    """``MINIFAL_PRECOMPILED_WORKERS``: each captured graph is compiled by a worker process;
+    the block's calls are answered eagerly meanwhile, and its end installs the artifacts."""
+    workers = {"MINIFAL_PRECOMPILED_WORKERS": "2"}
+    cold = run(tmp_path, "block", 0, "2x8,4x8", after="2x8", env_extra=workers)
+    assert cold["resolutions"] == ["compiled", "compiled"]
+    events = [
+        json.loads(line)
+        for line in (tmp_path / "events-block-0-2x8,4x8.jsonl").read_text().splitlines()
+    ]
+    compiles = [e["details"] for e in events if e["phase"] == "precompiled.compile"]
+    assert [(c["in_worker"], c["saved"]) for c in compiles] == [(True, True), (True, True)]
+    assert_equals_eager(cold)  # the calls in the block (eager) and the one after (compiled)
+    warm = run(tmp_path, "block", 0, "2x8,4x8")
+    assert warm["resolutions"] == ["loaded", "loaded"]
+    assert warm["dynamo_graphs"] == 0
+    assert_equals_eager(warm)
+
+
+def test_a_failed_worker_leaves_its_signature_to_the_fallback(tmp_path: Path) -> None:
+    """The worker is replaced by one that exits with 3 (child.py ``MINIFAL_TEST_BREAK_WORKERS``)."""
+    env = {"MINIFAL_PRECOMPILED_WORKERS": "1", "MINIFAL_TEST_BREAK_WORKERS": "1"}
+    outcome = run(tmp_path, "block", 0, "2x8", after="2x8", env_extra=env)
+    assert outcome["resolutions"] == ["eager"]
+    assert "was not compiled (the compile worker exited with 3" in outcome["log"]
+    assert_equals_eager(outcome)
+    assert not list(tmp_path.glob("**/precompiled/*/*.bin"))  # nothing published

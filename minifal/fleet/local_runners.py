@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from minifal.fleet.runner_backend import RunnerLaunch
+from minifal.parent_death import die_with_parent
 from minifal.runner.bytecode_cache import configure_environment as configure_bytecode_cache
 from minifal.runner_contract import (
     DEFAULT_HOST,
@@ -47,19 +46,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
-
-
-def _die_with_parent(signum: int) -> Callable[[], None]:
-    """In the child, before exec: get ``signum`` when its parent (the gateway, a Ray actor)
-    dies, so no runner is orphaned."""
-
-    def set_parent_death_signal() -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            pr_set_pdeathsig = 1
-            libc.prctl(pr_set_pdeathsig, signum)
-
-    return set_parent_death_signal
 
 
 class LocalRunnerBackend:
@@ -110,7 +96,7 @@ class LocalRunnerBackend:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the gateway only; it drains runners in order
-            preexec_fn=_die_with_parent(self.parent_death_signal),
+            preexec_fn=die_with_parent(self.parent_death_signal),
         )
         on_gpus = f" on GPU {','.join(gpus)}" if gpus else ""
         logger.info("[%s] started (pid %s, port %s)%s", runner_id, process.pid, port, on_gpus)

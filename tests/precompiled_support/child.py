@@ -12,6 +12,7 @@ the largest difference from eager, torch's own Dynamo counters and timings for t
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -72,6 +73,10 @@ def shapes(text: str) -> list[tuple[int, ...]]:
 
 
 def main() -> None:
+    if os.environ.get("MINIFAL_TEST_BREAK_WORKERS"):  # a worker that fails (a test of failure)
+        from minifal.toolkit.precompiled import compile_workers
+
+        compile_workers.WORKER_CODE = "import sys; sys.exit(3)"
     key, model, seed, warmup = sys.argv[1:5]
     after = shapes(sys.argv[5]) if len(sys.argv) > 5 else []
     module, call = build(model, int(seed))

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -75,13 +77,17 @@ class ArtifactDir:
                 found.append((meta, binary))
         return found
 
-    def save(self, meta: ArtifactMeta, artifact: Any) -> Path:
-        """Save ``artifact`` (a CompiledArtifact) and then its meta, each by temp + rename."""
+    def save(self, meta: ArtifactMeta, artifact: Any, saved_at: Path | None = None) -> Path:
+        """Save ``artifact`` (a CompiledArtifact; or adopt its file ``saved_at``, moved in) and
+        then its meta, each by temp + rename."""
         binary = self.binary_path(meta.module_digest, meta.signature_digest)
         binary.parent.mkdir(parents=True, exist_ok=True)
         temp = binary.with_name(f".tmp-{uuid.uuid4().hex}.bin")
         try:
-            artifact.save(path=str(temp), format="binary")
+            if saved_at is not None:
+                os.replace(saved_at, temp)
+            else:
+                artifact.save(path=str(temp), format="binary")
             os.replace(temp, binary)
         finally:
             temp.unlink(missing_ok=True)
@@ -89,3 +95,28 @@ class ArtifactDir:
         meta_temp.write_text(json.dumps(asdict(meta), indent=1))
         os.replace(meta_temp, binary.with_suffix(".json"))
         return binary
+
+
+def load_artifact(path: Path) -> Any:
+    """A saved ``CompiledArtifact``, ready to call."""
+    from torch._inductor import CompiledArtifact
+
+    with _vec_isa_trusted():
+        return CompiledArtifact.load(path=str(path), format="binary")
+
+
+@contextmanager
+def _vec_isa_trusted() -> Iterator[None]:
+    """Skip Inductor's CPU vector-ISA probe (a gcc build and a child process, ~0.8 s) while loading.
+
+    The probe asks whether this host can build and load code for the ISAs its CPU flags claim.
+    A loaded artifact's C++ kernels were built by a host of the same build fingerprint (torch's
+    CPU capability included) and come as libraries: nothing is built. An explicit setting wins.
+    """
+    from torch._inductor import config
+
+    if config.cpp.vec_isa_ok is not None:
+        yield
+        return
+    with config.patch({"cpp.vec_isa_ok": True}):
+        yield

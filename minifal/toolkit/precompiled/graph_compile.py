@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,16 +44,28 @@ class CompiledCall:
     capture_s: float  # Dynamo's share: tracing the call once
     compile_s: float  # Inductor's share: standalone_compile
     max_abs_diff: float  # against eager, on the capturing call
+    saved_at: Path | None = None  # a worker's saved artifact (a loaded one cannot save again)
 
 
-def compile_call(module: torch.nn.Module, call: FlatCall) -> tuple[CompiledCall, Any]:
-    """Capture and compile ``call``; returns the compiled call and eager's output for this call.
+@dataclass
+class CapturedCall:
+    """One call's graph, captured by Dynamo, and what compiling it needs and is checked against."""
+
+    gm: torch.fx.GraphModule
+    example_inputs: list  # the live weights and the call's tensors, in the graph's order
+    input_plan: list[str]
+    out_spec: str
+    expected: list[torch.Tensor]  # eager's output leaves for this call
+    capture_s: float
+    grad_enabled: bool  # the grad mode it was captured in, and must be compiled in
+
+
+def capture_call(module: torch.nn.Module, call: FlatCall) -> tuple[CapturedCall, Any]:
+    """Run ``call`` eagerly, then capture its graph; returns the capture and eager's output.
 
     The eager call comes first and its exceptions are the app's own: they propagate unchanged.
     Anything that goes wrong after it is a :class:`NotPrecompilable`.
     """
-    from torch._inductor import standalone_compile
-
     args, kwargs = call.rebuild(tuple(call.tensors))
     expected = module(*args, **kwargs)
     expected_leaves, out_spec = pytree.tree_flatten(expected)
@@ -62,25 +75,62 @@ def compile_call(module: torch.nn.Module, call: FlatCall) -> tuple[CompiledCall,
         out_spec_text = pytree.treespec_dumps(out_spec)
     except Exception as exc:
         raise NotPrecompilable(f"the output's structure cannot be saved ({exc})") from exc
+    start = time.perf_counter()
+    gm, example_inputs = _capture(module, call)
+    capture_s = time.perf_counter() - start
+    input_plan = _input_plan(module, call, example_inputs)
+    captured = CapturedCall(
+        gm,
+        example_inputs,
+        input_plan,
+        out_spec_text,
+        expected_leaves,
+        capture_s,
+        torch.is_grad_enabled(),
+    )
+    return captured, expected
+
+
+def compile_captured(captured: CapturedCall) -> CompiledCall:
+    """Compile ``captured`` in this process with ``standalone_compile``, and check it."""
+    from torch._inductor import standalone_compile
 
     try:
         start = time.perf_counter()
-        gm, example_inputs = _capture(module, call)
-        capture_s = time.perf_counter() - start
-        input_plan = _input_plan(module, call, example_inputs)
-
-        start = time.perf_counter()
-        artifact = standalone_compile(gm, example_inputs, dynamic_shapes="from_example_inputs")
+        artifact = standalone_compile(
+            captured.gm, captured.example_inputs, dynamic_shapes="from_example_inputs"
+        )
         compile_s = time.perf_counter() - start
-
-        got = list(artifact(*example_inputs))
-        diff = _check_outputs(got, expected_leaves)
-    except NotPrecompilable:
-        raise
     except Exception as exc:  # Inductor or a C++/Triton toolchain failed: not the app's error
         raise NotPrecompilable(f"compiling failed: {type(exc).__name__}: {exc}") from exc
-    compiled = CompiledCall(artifact, input_plan, out_spec_text, capture_s, compile_s, diff)
-    return compiled, expected
+    return checked_call(captured, artifact, compile_s)
+
+
+def checked_call(
+    captured: CapturedCall, artifact: Any, compile_s: float, saved_at: Path | None = None
+) -> CompiledCall:
+    """``artifact`` as the compiled ``captured``, once its output on the captured call matches
+    eager's (the first run also tunes its Triton kernels)."""
+    try:
+        got = list(artifact(*captured.example_inputs))
+    except Exception as exc:
+        raise NotPrecompilable(f"the compiled graph failed: {type(exc).__name__}: {exc}") from exc
+    diff = _check_outputs(got, captured.expected)
+    return CompiledCall(
+        artifact,
+        captured.input_plan,
+        captured.out_spec,
+        captured.capture_s,
+        compile_s,
+        diff,
+        saved_at,
+    )
+
+
+def compile_call(module: torch.nn.Module, call: FlatCall) -> tuple[CompiledCall, Any]:
+    """Capture and compile ``call`` here; returns the compiled call and eager's output."""
+    captured, expected = capture_call(module, call)
+    return compile_captured(captured), expected
 
 
 def _capture(forward: Callable[..., Any], call: FlatCall) -> tuple[torch.fx.GraphModule, list]:

@@ -30,7 +30,12 @@ from minifal.toolkit.call_signature import (
     flatten_call,
 )
 from minifal.toolkit.cuda_graphs import GraphedCall, WeightSlots, capturable_call
-from minifal.toolkit.precompiled.graph_compile import NotPrecompilable, compile_call
+from minifal.toolkit.precompiled.graph_compile import (
+    CompiledCall,
+    NotPrecompilable,
+    capture_call,
+    compile_captured,
+)
 from minifal.toolkit.precompiled.structure import module_digest
 
 if TYPE_CHECKING:
@@ -111,6 +116,10 @@ class PrecompiledModule(torch.nn.Module):
     def module_digest(self) -> str:
         return self._digest
 
+    @property
+    def fallback(self) -> str:
+        return self._fallback
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         call = flatten_call(args, kwargs)
         signature = call_signature(call, torch.is_grad_enabled(), self._orig_mod.training)
@@ -171,8 +180,38 @@ class PrecompiledModule(torch.nn.Module):
         return self._fallback_runner(), _NOT_RUN
 
     def _compile(self, call: FlatCall, signature: CallSignature) -> tuple[_Runner, Any]:
+        """Capture ``call``; compile it here, or in a worker (answered eagerly meanwhile)."""
         started = time.time()
-        compiled, result = compile_call(self._orig_mod, call)
+        session = self._modules_session
+        captured, result = capture_call(self._orig_mod, call)
+        if session.compile_workers:
+            try:
+                session.compile_later(self, call, signature, captured, started)
+            except NotPrecompilable as exc:
+                logger.info("precompiled %s: compiling here (%s)", self._name, exc)
+            else:
+                self.resolutions[signature.label] = "compiling"
+                return self._target_runner(self._orig_mod), result
+        return self._compiled_runner(call, signature, compile_captured(captured), started), result
+
+    def install(
+        self, call: FlatCall, signature: CallSignature, compiled: CompiledCall, started: float
+    ) -> _Runner:
+        """Serve ``signature`` from ``compiled`` (a worker's) from now on; publish it."""
+        runner = self._compiled_runner(call, signature, compiled, started)
+        with self._lock:
+            self._runners[signature.digest] = runner
+        return runner
+
+    def use_fallback(self, signature: CallSignature) -> None:
+        """Serve ``signature`` by the fallback from now on (its compile failed)."""
+        with self._lock:
+            self._runners[signature.digest] = self._fallback_runner()
+        self.resolutions[signature.label] = self._fallback
+
+    def _compiled_runner(
+        self, call: FlatCall, signature: CallSignature, compiled: CompiledCall, started: float
+    ) -> _Runner:
         runner = self._graphed(
             _artifact_runner(
                 compiled.artifact,
@@ -184,7 +223,7 @@ class PrecompiledModule(torch.nn.Module):
         )
         self._modules_session.publish_later(self, signature, compiled, started)
         self.resolutions[signature.label] = "compiled"
-        return runner, result
+        return runner
 
     def _graphed(self, run: _TensorsRunner, call: FlatCall, signature: CallSignature) -> _Runner:
         """``run`` replayed from a CUDA graph when asked and the call allows it."""
@@ -199,10 +238,11 @@ class PrecompiledModule(torch.nn.Module):
         if self._fallback == "compile":
             if self._compiled_fallback is None:
                 self._compiled_fallback = torch.compile(self._orig_mod, dynamic=False)
-            target = self._compiled_fallback
-        else:
-            target = self._orig_mod
+            return self._target_runner(self._compiled_fallback)
+        return self._target_runner(self._orig_mod)
 
+    @staticmethod
+    def _target_runner(target: Callable[..., Any]) -> _Runner:
         def run(call: FlatCall) -> Any:
             args, kwargs = call.rebuild(tuple(call.tensors))
             return target(*args, **kwargs)

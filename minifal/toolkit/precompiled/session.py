@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from minifal.startup.events import record
-from minifal.toolkit.call_signature import CallSignature
+from minifal.toolkit.call_signature import CallSignature, FlatCall
 from minifal.toolkit.compile_cache import sync_inductor_cache
 from minifal.toolkit.compile_cache.api import load_cache_scope
 from minifal.toolkit.compile_cache.local_dir import private_cache_root
@@ -35,8 +35,15 @@ from minifal.toolkit.precompiled.artifact_files import (
     ArtifactDir,
     ArtifactMeta,
     belongs_to_artifacts,
+    load_artifact,
 )
-from minifal.toolkit.precompiled.graph_compile import CompiledCall
+from minifal.toolkit.precompiled.compile_workers import WorkerCompile, configured_workers
+from minifal.toolkit.precompiled.graph_compile import (
+    CapturedCall,
+    CompiledCall,
+    NotPrecompilable,
+    checked_call,
+)
 from minifal.toolkit.precompiled.module import FALLBACKS, PrecompiledModule
 
 logger = logging.getLogger("minifal.precompiled")
@@ -47,6 +54,18 @@ logger = logging.getLogger("minifal.precompiled")
 ENV_PRELOAD = "MINIFAL_PRECOMPILED_PRELOAD"
 PRELOAD_MODES = ("artifacts", "store", "none")
 DEFAULT_PRELOAD = "artifacts"  # BENCHMARKS.md, section 5: best with weights read from disk
+
+
+@dataclass(frozen=True)
+class PendingCompile:
+    """A captured call that a worker compiles; the block's end installs and publishes it."""
+
+    module: PrecompiledModule
+    call: FlatCall
+    signature: CallSignature
+    captured: CapturedCall
+    started: float
+    worker: WorkerCompile
 
 
 @dataclass(frozen=True)
@@ -79,6 +98,8 @@ class PrecompiledModules:
         self._dynamo_s = 0.0
         self._first_wrap_at = 0.0  # the app has its modules: what follows is compile + warmup
         self._waited_s = 0.0  # calls waiting for the background load
+        self.compile_workers = configured_workers()  # 0: compile inline
+        self._pending: list[PendingCompile] = []
 
     @property
     def compiling_allowed(self) -> bool:
@@ -109,14 +130,81 @@ class PrecompiledModules:
         )
         self._thread.start()
 
+    def compile_later(
+        self,
+        module: PrecompiledModule,
+        call: FlatCall,
+        signature: CallSignature,
+        captured: CapturedCall,
+        started: float,
+    ) -> None:
+        """Hand ``captured`` to a worker (waiting for a free one); :class:`NotPrecompilable` if
+        it cannot be handed over."""
+        deadline = current_settings().deadline
+        while sum(p.worker.running for p in self._pending) >= self.compile_workers:
+            next(p for p in self._pending if p.worker.running).worker.wait(deadline)
+        threads = (os.cpu_count() or 1) // self.compile_workers
+        job_dir = private_cache_root(current_settings().local_root) / "precompiled-jobs"
+        worker = WorkerCompile(captured, job_dir, threads)
+        self._pending.append(PendingCompile(module, call, signature, captured, started, worker))
+        logger.info(
+            "precompiled %s %s: captured (Dynamo %.1f s); compiling in a worker",
+            type(module._orig_mod).__name__,
+            signature.label,
+            captured.capture_s,
+        )
+
+    def abort_compiles(self) -> None:
+        """Stop the workers (the block failed): nothing of theirs is installed or published."""
+        for pending in self._pending:
+            pending.worker.kill()
+        self._pending.clear()
+
+    def _finish_compiles(self) -> None:
+        """Collect every worker's artifact: check it against eager, serve and publish it, and
+        run it once (its first call, and its CUDA graph capture, happen here, not in a request)."""
+        deadline = current_settings().deadline
+        pending_list, self._pending = self._pending, []
+        for position, pending in enumerate(pending_list):
+            label = pending.signature.label
+            inference = any(t.is_inference() for t in pending.call.tensors)
+            try:
+                artifact, seconds = pending.worker.result(deadline)
+                with torch.inference_mode(inference), torch.no_grad():
+                    compiled = checked_call(
+                        pending.captured, artifact, seconds, pending.worker.artifact_path
+                    )
+                    runner = pending.module.install(
+                        pending.call, pending.signature, compiled, pending.started
+                    )
+                    runner(pending.call)
+            except NotPrecompilable as exc:
+                logger.warning(
+                    "precompiled %s: %s was not compiled (%s): runs %s",
+                    type(pending.module._orig_mod).__name__,
+                    label,
+                    exc,
+                    pending.module.fallback,
+                )
+                pending.module.use_fallback(pending.signature)
+                pending.worker.discard()
+                if "deadline" in str(exc):
+                    for later in pending_list[position + 1 :]:
+                        later.worker.kill()
+                        later.module.use_fallback(later.signature)
+                    return
+
     def close(self) -> None:
-        """End the block: no more compiles; publish what was compiled; release the lease."""
+        """End the block: no more compiles; collect the workers' compiles; publish what was
+        compiled; release the lease."""
         self._open = False
         if not self._wait_store():
+            self.abort_compiles()
             logger.warning(
                 "precompiled %r: the store load is still running; not published", self.cache_key
             )
             return
+        self._finish_compiles()
         if self._thread is not None:
             self._thread.join(timeout=1.0)  # past the ready event it only returns
         sync_inductor_cache(self.cache_key, self._dir_hash)
@@ -187,7 +275,7 @@ class PrecompiledModules:
         saved = False
         if self._artifact_dir is not None:
             try:
-                self._artifact_dir.save(meta, compiled.artifact)
+                self._artifact_dir.save(meta, compiled.artifact, compiled.saved_at)
                 saved = True
             except Exception as exc:  # a full disk or an unsaveable graph costs a recompile later
                 logger.warning(
@@ -204,6 +292,7 @@ class PrecompiledModules:
             dynamo_s=round(compiled.capture_s, 3),
             inductor_s=round(compiled.compile_s, 3),
             max_abs_diff=compiled.max_abs_diff,
+            in_worker=compiled.saved_at is not None,
             saved=saved,
         )
         logger.info(
@@ -227,14 +316,11 @@ class PrecompiledModules:
             self._ready.set()
 
     def _load_artifacts(self, artifact_dir: ArtifactDir) -> None:
-        from torch._inductor import CompiledArtifact
-
         self._artifacts_loaded = True
         for meta, path in artifact_dir.listed():
             start = time.time()
             try:
-                with _vec_isa_trusted():
-                    artifact = CompiledArtifact.load(path=str(path), format="binary")
+                artifact = load_artifact(path)
             except Exception as exc:
                 logger.warning(
                     "precompiled %r: cannot load %s (%s)", self.cache_key, path.name, exc
@@ -274,6 +360,9 @@ def precompiled_modules(cache_key: str, *, fallback: str = "eager") -> Iterator[
     modules.open()
     try:
         yield modules
+    except BaseException:
+        modules.abort_compiles()
+        raise
     finally:
         try:
             modules.close()
@@ -289,23 +378,6 @@ def _preload_mode() -> str:
         )
         return DEFAULT_PRELOAD
     return mode
-
-
-@contextmanager
-def _vec_isa_trusted() -> Iterator[None]:
-    """Skip Inductor's CPU vector-ISA probe (a gcc build and a child process, ~0.8 s) while loading.
-
-    The probe asks whether this host can build and load code for the ISAs its CPU flags claim.
-    A loaded artifact's C++ kernels were built by a host of the same build fingerprint (torch's
-    CPU capability included) and come as libraries: nothing is built. An explicit setting wins.
-    """
-    from torch._inductor import config
-
-    if config.cpp.vec_isa_ok is not None:
-        yield
-        return
-    with config.patch({"cpp.vec_isa_ok": True}):
-        yield
 
 
 def _size(path: Path) -> int:
