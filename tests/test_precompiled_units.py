@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -134,3 +135,25 @@ def test_artifacts_without_their_meta_are_ignored(tmp_path: Path) -> None:
     (saved.parent / "half.bin").write_bytes(b"no meta yet")
     (saved.parent / "bad.json").write_text(json.dumps({"format_version": 999}))
     assert [m.signature_digest for m, _ in artifacts.listed()] == ["sig"]
+
+
+def test_artifacts_are_listed_in_the_order_they_were_first_called(tmp_path: Path) -> None:
+    """A warm runner loads them in that order and its first warmup call waits for its own."""
+    artifacts = ArtifactDir(tmp_path)
+
+    class _Saveable:
+        def save(self, *, path: str, format: str) -> None:
+            Path(path).write_bytes(b"artifact")
+
+    for signature, called_at in (("b", 30.0), ("a", 20.0), ("c", 10.0)):
+        meta = ArtifactMeta(
+            "m.M", "mod", signature, "x", ["@0"], "[]", 1.0, 2.0, first_called_at=called_at
+        )
+        artifacts.save(meta, _Saveable())
+    assert [m.signature_digest for m, _ in artifacts.listed()] == ["c", "a", "b"]
+
+
+def test_a_meta_saved_before_the_load_order_existed_still_reads() -> None:
+    old = ArtifactMeta("m.M", "mod", "sig", "x", ["@0"], "[]", 1.0, 2.0)
+    data = {k: v for k, v in dataclasses.asdict(old).items() if k != "first_called_at"}
+    assert ArtifactMeta.from_json(json.dumps(data)) == old

@@ -41,13 +41,21 @@ class ArtifactMeta:
     capture_s: float
     compile_s: float
     format_version: int = FORMAT_VERSION
+    first_called_at: float = 0.0  # when the compiling runner first called it: the load order
 
     @classmethod
     def from_json(cls, text: str) -> ArtifactMeta:
         data = json.loads(text)
         if data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"artifact format {data.get('format_version')} != {FORMAT_VERSION}")
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        optional = {"first_called_at"}  # absent from artifacts saved before it existed
+        return cls(
+            **{
+                name: data[name]
+                for name in cls.__dataclass_fields__
+                if name in data or name not in optional
+            }
+        )
 
 
 def belongs_to_artifacts(relpath: str) -> bool:
@@ -65,7 +73,9 @@ class ArtifactDir:
         return self.root / module_digest / f"{signature_digest}.bin"
 
     def listed(self) -> list[tuple[ArtifactMeta, Path]]:
-        """Every complete artifact, as (meta, binary path); unreadable ones are skipped."""
+        """Every complete artifact, as (meta, binary path), in the order the compiling runner
+        first called them (a warm runner's warmup calls them in that order too); unreadable
+        ones are skipped."""
         found = []
         for meta_path in sorted(self.root.glob("*/*.json")):
             try:
@@ -75,7 +85,7 @@ class ArtifactDir:
             binary = meta_path.with_suffix(".bin")
             if binary.is_file():
                 found.append((meta, binary))
-        return found
+        return sorted(found, key=lambda pair: pair[0].first_called_at)
 
     def save(self, meta: ArtifactMeta, artifact: Any, saved_at: Path | None = None) -> Path:
         """Save ``artifact`` (a CompiledArtifact; or adopt its file ``saved_at``, moved in) and

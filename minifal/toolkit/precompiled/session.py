@@ -87,6 +87,7 @@ class PrecompiledModules:
         self._dir_hash = ""
         self.preload = _preload_mode()
         self._ready = threading.Event()
+        self._progress = threading.Condition()  # notified at each artifact loaded, and at ready
         self._load_lock = threading.Lock()
         self._artifacts_loaded = False
         self._thread: threading.Thread | None = None
@@ -245,12 +246,26 @@ class PrecompiledModules:
 
     def loaded_artifact(self, module_digest: str, signature_digest: str) -> LoadedArtifact | None:
         start = time.monotonic()
-        ready = self.wait_ready()
+        if self.preload == "artifacts" and self._thread is not None:
+            ready = self._wait_for_artifact((module_digest, signature_digest))
+        else:
+            ready = self.wait_ready()
         self._waited_s += time.monotonic() - start
         if not ready:
             logger.warning("precompiled %r: store not loaded by the deadline", self.cache_key)
             return None
         return self._loaded.get((module_digest, signature_digest))
+
+    def _wait_for_artifact(self, key: tuple[str, str]) -> bool:
+        """Wait until the background thread has loaded this artifact, or loaded everything.
+
+        It loads them in the order they were first called when compiled, so a runner's first
+        warmup call starts as soon as its own artifact is in, while the thread goes on."""
+        timeout = max(0.0, current_settings().deadline - time.time())
+        with self._progress:
+            return self._progress.wait_for(
+                lambda: key in self._loaded or self._ready.is_set(), timeout
+            )
 
     def publish_later(
         self,
@@ -271,6 +286,7 @@ class PrecompiledModules:
             out_spec=compiled.out_spec,
             capture_s=round(compiled.capture_s, 3),
             compile_s=round(compiled.compile_s, 3),
+            first_called_at=started,
         )
         saved = False
         if self._artifact_dir is not None:
@@ -313,7 +329,9 @@ class PrecompiledModules:
         except Exception as exc:  # never stop the app: a failed load is a compile
             logger.warning("precompiled %r: load failed (%s); compiling", self.cache_key, exc)
         finally:
-            self._ready.set()
+            with self._progress:
+                self._ready.set()
+                self._progress.notify_all()
 
     def _load_artifacts(self, artifact_dir: ArtifactDir) -> None:
         self._artifacts_loaded = True
@@ -327,9 +345,10 @@ class PrecompiledModules:
                 )
                 continue
             end = time.time()
-            self._loaded[(meta.module_digest, meta.signature_digest)] = LoadedArtifact(
-                meta, artifact
-            )
+            with self._progress:
+                key = (meta.module_digest, meta.signature_digest)
+                self._loaded[key] = LoadedArtifact(meta, artifact)
+                self._progress.notify_all()
             self._counts["loaded"] += 1
             record(
                 "precompiled.load",
