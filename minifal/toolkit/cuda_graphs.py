@@ -34,6 +34,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from minifal.toolkit.call_signature import FlatCall, call_signature, flatten_call
+from minifal.toolkit.wrapped_module import WrappedModule
 
 logger = logging.getLogger("minifal.cuda_graphs")
 
@@ -151,21 +152,13 @@ def capturable_call(call: FlatCall) -> bool:
     )
 
 
-class CudaGraphModule(torch.nn.Module):
-    """Wraps ``module``; one graph per call signature. Attributes the wrapper does not have are
-    the module's (like torch.compile's ``OptimizedModule``): ``vae.decoder.conv_in`` still works."""
+class CudaGraphModule(WrappedModule):
+    """Wraps ``module``; one graph per call signature."""
 
     def __init__(self, module: torch.nn.Module) -> None:
-        super().__init__()
-        self._orig_mod = module
+        super().__init__(module)
         self._calls: dict[str, GraphedCall] = {}
         self._calls_lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self._orig_mod, name)
 
     @property
     def captured_signatures(self) -> int:

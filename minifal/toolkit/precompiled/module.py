@@ -37,6 +37,7 @@ from minifal.toolkit.precompiled.graph_compile import (
     compile_captured,
 )
 from minifal.toolkit.precompiled.structure import module_digest
+from minifal.toolkit.wrapped_module import WrappedModule
 
 if TYPE_CHECKING:
     from minifal.toolkit.precompiled.session import PrecompiledModules
@@ -82,9 +83,8 @@ class InputBinder:
         ]
 
 
-class PrecompiledModule(torch.nn.Module):
-    """Wraps ``module``; attributes it does not have are the wrapped module's (like torch.compile's
-    ``OptimizedModule``), so a pipeline that reads ``unet.config`` or ``unet.dtype`` works."""
+class PrecompiledModule(WrappedModule):
+    """Wraps ``module``; its calls dispatch by signature (see the module docstring)."""
 
     def __init__(
         self,
@@ -93,10 +93,9 @@ class PrecompiledModule(torch.nn.Module):
         fallback: str = "eager",
         cuda_graphs: bool = False,
     ) -> None:
-        super().__init__()
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback={fallback!r}: expected one of {FALLBACKS}")
-        self._orig_mod = module
+        super().__init__(module)
         self._modules_session = modules
         self._fallback = fallback
         self._cuda_graphs = cuda_graphs
@@ -105,12 +104,6 @@ class PrecompiledModule(torch.nn.Module):
         self._lock = threading.Lock()
         self._compiled_fallback: Callable[..., Any] | None = None
         self.resolutions: dict[str, str] = {}  # signature label -> "loaded" | "compiled" | fallback
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self._orig_mod, name)
 
     @property
     def module_digest(self) -> str:
