@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,7 +99,7 @@ class WorkerCompile:
         The artifact's file stays at ``artifact_path`` for the caller to adopt or
         :meth:`discard`."""
         self.wait(deadline)
-        seconds = time.monotonic() - self.started
+        seconds = self._compile_seconds() or time.monotonic() - self.started
         try:
             if self._process.returncode != 0:
                 raise NotPrecompilable(
@@ -122,6 +123,11 @@ class WorkerCompile:
         """Remove the job's files (the artifact too, unless it was adopted)."""
         for path in (self.job_path, self.artifact_path, self.log_path):
             path.unlink(missing_ok=True)
+
+    def _compile_seconds(self) -> float | None:
+        """The worker's own Inductor seconds, from its last line (``compiled in N s``)."""
+        match = re.search(r"compiled in ([0-9.]+) s", self._log_tail())
+        return float(match.group(1)) if match else None
 
     def _log_tail(self) -> str:
         try:
