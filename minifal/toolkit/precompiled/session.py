@@ -3,11 +3,12 @@
 On entry a background thread does what ``load_inductor_cache(key)`` does (fill the private dir
 from the shared store, or take the compile lease, or wait for its holder's publish), overlapping
 whatever the app does next (loading weights, typically); ``MINIFAL_PRECOMPILED_PRELOAD`` says
-whether it also loads the artifacts. The first call of a wrapped module waits for it, bounded by
-the runner's startup deadline, and loads what is left. Inside the block, a call signature with no
-artifact is captured, compiled and saved; on exit ``sync_inductor_cache(key)`` publishes what was
-saved (merge, never overwrite) and releases the lease. After the block nothing is compiled any
-more: an uncovered call runs the module's fallback.
+whether it also loads the artifacts (in the order they were first called; a call waits for its
+own artifact only). Every wait is bounded by the runner's startup deadline. Inside the block, a
+call signature with no artifact is captured, compiled (here, or by a worker process:
+``compile_workers.py``) and saved; on exit the workers' artifacts are collected, and
+``sync_inductor_cache(key)`` publishes what was saved (merge, never overwrite) and releases the
+lease. After the block nothing is compiled any more: an uncovered call runs the fallback.
 """
 
 from __future__ import annotations
