@@ -154,8 +154,10 @@ class SDTurbo(fal.App):
         if strategy == "precompiled" and precompiled_modules is None:
             strategy = "static"  # not on minifal: fal's own compiled cache
         self.dynamic_shapes = strategy in ("regional", "dynamic")
-        graphed = minifal_cuda_graphed() if default_device() == "cuda" else None
-        self.graphed_names = module_names(CUDA_GRAPHS_ENV, "unet,vae,text") if graphed else []
+        self.cuda_graphed = minifal_cuda_graphed() if default_device() == "cuda" else None
+        self.graphed_names = (
+            module_names(CUDA_GRAPHS_ENV, "unet,vae,text") if self.cuda_graphed else []
+        )
         if precompiled_modules is not None:
             # Weights are not in the graphs, so one key serves every weights source.
             with precompiled_modules("sd-turbo/v2/precompiled") as precompiled:
@@ -201,7 +203,7 @@ class SDTurbo(fal.App):
         """Replay the named modules' calls from CUDA graphs (minifal, GPU), except ``exclude``."""
         for name in self.graphed_names:
             if name not in exclude:
-                wrap_module(self.pipeline, name, minifal_cuda_graphed())
+                wrap_module(self.pipeline, name, self.cuda_graphed)
         logger.info("CUDA graphs: %s", ", ".join(self.graphed_names) or "none")
 
     def warm_up(self) -> None:

@@ -55,15 +55,9 @@ def result(process: subprocess.Popen) -> dict[str, Any]:
     raise AssertionError(f"child failed ({process.returncode}):\n{stderr[-4000:]}")
 
 
-def run(
-    data_dir: Path,
-    model: str,
-    seed: int,
-    warmup: str,
-    after: str = "",
-    env_extra: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    return result(start(data_dir, model, seed, warmup, after, env_extra))
+def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """``start`` (same arguments), then its result."""
+    return result(start(*args, **kwargs))
 
 
 def assert_equals_eager(outcome: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from minifal.toolkit.precompiled.artifact_files import (  # noqa: E402
 )
 from minifal.toolkit.precompiled.graph_compile import NotPrecompilable, compile_call  # noqa: E402
 from minifal.toolkit.precompiled.module import InputBinder  # noqa: E402
+from minifal.toolkit.precompiled.session import PrecompiledModules  # noqa: E402
 from minifal.toolkit.precompiled.structure import module_digest  # noqa: E402
 
 
@@ -157,3 +159,35 @@ def test_a_meta_saved_before_the_load_order_existed_still_reads() -> None:
     old = ArtifactMeta("m.M", "mod", "sig", "x", ["@0"], "[]", 1.0, 2.0)
     data = {k: v for k, v in dataclasses.asdict(old).items() if k != "first_called_at"}
     assert ArtifactMeta.from_json(json.dumps(data)) == old
+
+
+def test_a_call_waits_for_its_own_artifact_not_for_the_whole_preload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The background loader (simulated: it only fills the loaded table) has loaded this call's
+    artifact and is still loading others: the call gets it at once. A call with no artifact
+    learns so when the loader is done."""
+    monkeypatch.setenv("MINIFAL_PRECOMPILED_PRELOAD", "artifacts")
+    session = PrecompiledModules("tests/load-order")
+    session._thread = threading.Thread(target=lambda: None)  # stands for the loader thread
+    answers: dict[str, object] = {}
+
+    def ask(name: str, signature: str) -> None:
+        answers[name] = session.loaded_artifact("mod", signature)
+
+    own = threading.Thread(target=ask, args=("own", "first"))
+    missing = threading.Thread(target=ask, args=("missing", "absent"))
+    own.start()
+    missing.start()
+    loaded = object()
+    with session._progress:
+        session._loaded[("mod", "first")] = loaded
+        session._progress.notify_all()
+    own.join(timeout=5)
+    assert answers.get("own") is loaded  # before the loader finished
+    assert missing.is_alive()  # no artifact yet: it waits for the loader to finish
+    with session._progress:
+        session._ready.set()
+        session._progress.notify_all()
+    missing.join(timeout=5)
+    assert "missing" in answers and answers["missing"] is None

@@ -13,7 +13,6 @@ An exception in 2 or 3 is sent to the runner as the process's last words before 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import queue
 import signal
@@ -44,9 +43,9 @@ from minifal.distributed.serialization import (
     encode_text_event,
 )
 from minifal.distributed.worker import DistributedWorker
+from minifal.parent_death import die_with_parent
 
 STREAM_POLL_SECONDS = 0.1
-PR_SET_PDEATHSIG = 1
 
 
 def main(rank: int, plan: WorkerPlan, connection: Connection) -> None:
@@ -74,9 +73,7 @@ def main(rank: int, plan: WorkerPlan, connection: Connection) -> None:
 
 def _die_with_parent(parent_pid: int) -> None:
     """SIGKILL when the runner's owning thread dies, so that no worker outlives its runner."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    die_with_parent(signal.SIGKILL)()
     if os.getppid() != parent_pid:  # the runner died before the signal was armed
         os._exit(1)
 

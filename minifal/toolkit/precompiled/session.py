@@ -190,7 +190,7 @@ class PrecompiledModules:
                 )
                 pending.module.use_fallback(pending.signature)
                 pending.worker.discard()
-                if "deadline" in str(exc):
+                if time.time() >= deadline:  # no time left for the others either
                     for later in pending_list[position + 1 :]:
                         later.worker.kill()
                         later.module.use_fallback(later.signature)
