@@ -189,12 +189,13 @@ class PrecompiledModules:
                     pending.module.fallback,
                 )
                 pending.module.use_fallback(pending.signature)
-                pending.worker.discard()
                 if time.time() >= deadline:  # no time left for the others either
                     for later in pending_list[position + 1 :]:
                         later.worker.kill()
                         later.module.use_fallback(later.signature)
                     return
+            finally:
+                pending.worker.discard()  # whatever the store did not adopt
 
     def close(self) -> None:
         """End the block: no more compiles; collect the workers' compiles; publish what was
