@@ -90,6 +90,22 @@ def test_a_warm_runner_runs_no_dynamo_and_matches_eager(published) -> None:
     assert_equals_eager(warm)
 
 
+def test_a_warm_runner_can_make_each_first_call_with_placeholders(published) -> None:
+    """``first-calls`` (the default on a GPU): the background thread calls each artifact once
+    with zeros of its recorded input layouts before the app's call; the app's calls are right."""
+    data_dir, _ = published
+    preload = {"MINIFAL_PRECOMPILED_PRELOAD": "first-calls"}
+    warm = run(data_dir, "block", 0, "4x8,2x8", env_extra=preload)  # its own events file
+    assert warm["resolutions"] == ["loaded", "loaded"]
+    assert warm["dynamo_graphs"] == 0
+    assert "placeholder call" not in warm["log"]  # no failed first call
+    assert_equals_eager(warm)
+    events = (data_dir / "events-block-0-4x8,2x8.jsonl").read_text().splitlines()
+    loads = [json.loads(line)["details"] for line in events if '"precompiled.load"' in line]
+    assert len(loads) == 2
+    assert all(load["first_call_s"] is not None for load in loads)
+
+
 def test_new_weights_of_the_same_architecture_reuse_the_artifacts(published) -> None:
     data_dir, _ = published
     other_weights = run(data_dir, "block", 7, "2x8")

@@ -191,3 +191,21 @@ def test_a_call_waits_for_its_own_artifact_not_for_the_whole_preload(
         session._progress.notify_all()
     missing.join(timeout=5)
     assert "missing" in answers and answers["missing"] is None
+
+
+def test_placeholder_parameters_share_one_zero_buffer_and_keep_their_layouts() -> None:
+    from minifal.toolkit.precompiled.first_call import input_layouts, placeholder_inputs
+
+    weight = torch.nn.Parameter(torch.randn(6, 4).t())  # a transposed (strided) parameter
+    bias = torch.nn.Parameter(torch.randn(6))
+    mask = torch.ones(3, dtype=torch.bool)
+    x = torch.randn(2, 5, 4)[:, 1:]  # a view: not contiguous
+    layouts = input_layouts([weight, bias, mask, x])
+    made = placeholder_inputs(layouts, ["p:w", "p:b", "b:mask", "@0"])
+    for original, placeholder in zip([weight, bias, mask, x], made, strict=True):
+        assert placeholder.shape == original.shape
+        assert placeholder.stride() == original.stride()
+        assert placeholder.dtype == original.dtype
+        assert not placeholder.any()
+    assert made[0].untyped_storage().data_ptr() == made[1].untyped_storage().data_ptr()
+    assert made[2].untyped_storage().data_ptr() != made[3].untyped_storage().data_ptr()

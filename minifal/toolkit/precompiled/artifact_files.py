@@ -22,7 +22,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +42,17 @@ class ArtifactMeta:
     compile_s: float
     format_version: int = FORMAT_VERSION
     first_called_at: float = 0.0  # when the compiling runner first called it: the load order
+    # the graph inputs' layouts and grad mode, for a first call with placeholders (first_call.py)
+    input_layouts: list = field(default_factory=list)
+    grad_enabled: bool = False
 
     @classmethod
     def from_json(cls, text: str) -> ArtifactMeta:
         data = json.loads(text)
         if data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"artifact format {data.get('format_version')} != {FORMAT_VERSION}")
-        optional = {"first_called_at"}  # absent from artifacts saved before it existed
+        # absent from artifacts saved before they existed
+        optional = {"first_called_at", "input_layouts", "grad_enabled"}
         return cls(
             **{
                 name: data[name]

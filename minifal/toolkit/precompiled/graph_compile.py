@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from minifal.toolkit.call_signature import FlatCall
+from minifal.toolkit.precompiled.first_call import Layout, input_layouts
 
 logger = logging.getLogger("minifal.precompiled")
 
@@ -45,6 +46,8 @@ class CompiledCall:
     compile_s: float  # Inductor's share: standalone_compile
     max_abs_diff: float  # against eager, on the capturing call
     saved_at: Path | None = None  # a worker's saved artifact (a loaded one cannot save again)
+    input_layouts: list[Layout] = field(default_factory=list)  # for a placeholder first call
+    grad_enabled: bool = False  # the grad mode it was compiled in
 
 
 @dataclass
@@ -124,6 +127,8 @@ def checked_call(
         compile_s,
         diff,
         saved_at,
+        input_layouts(captured.example_inputs),
+        captured.grad_enabled,
     )
 
 

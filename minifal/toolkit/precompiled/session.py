@@ -39,6 +39,7 @@ from minifal.toolkit.precompiled.artifact_files import (
     load_artifact,
 )
 from minifal.toolkit.precompiled.compile_workers import WorkerCompile, configured_workers
+from minifal.toolkit.precompiled.first_call import run_first_call
 from minifal.toolkit.precompiled.graph_compile import (
     CapturedCall,
     CompiledCall,
@@ -49,12 +50,12 @@ from minifal.toolkit.precompiled.module import FALLBACKS, PrecompiledModule
 
 logger = logging.getLogger("minifal.precompiled")
 
-# What a background thread does while the app goes on (loading weights, typically): "artifacts"
-# loads the store and the artifacts, "store" only fills the private dir, "none" starts no thread
-# (everything at the first call). Threads share the GIL: see docs/compile-cache.md.
+# What a background thread does while the app goes on (loading weights, typically):
+# "first-calls" loads the store and the artifacts and calls each once with placeholder inputs
+# (first_call.py), "artifacts" only loads them, "store" only fills the private dir, "none" starts
+# no thread (everything at the first call). Threads share the GIL: see docs/compile-cache.md.
 ENV_PRELOAD = "MINIFAL_PRECOMPILED_PRELOAD"
-PRELOAD_MODES = ("artifacts", "store", "none")
-DEFAULT_PRELOAD = "artifacts"  # BENCHMARKS.md, section 5: best with weights read from disk
+PRELOAD_MODES = ("first-calls", "artifacts", "store", "none")
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ class PrecompiledModules:
 
     def loaded_artifact(self, module_digest: str, signature_digest: str) -> LoadedArtifact | None:
         start = time.monotonic()
-        if self.preload == "artifacts" and self._thread is not None:
+        if self.preload in ("first-calls", "artifacts") and self._thread is not None:
             ready = self._wait_for_artifact((module_digest, signature_digest))
         else:
             ready = self.wait_ready()
@@ -289,6 +290,8 @@ class PrecompiledModules:
             capture_s=round(compiled.capture_s, 3),
             compile_s=round(compiled.compile_s, 3),
             first_called_at=started,
+            input_layouts=[list(layout) for layout in compiled.input_layouts],
+            grad_enabled=compiled.grad_enabled,
         )
         saved = False
         if self._artifact_dir is not None:
@@ -326,7 +329,7 @@ class PrecompiledModules:
             self._dir_hash = load_cache_scope(self.cache_key, belongs_to_artifacts)
             if self._dir_hash:
                 self._artifact_dir = ArtifactDir(private_cache_root(current_settings().local_root))
-                if self.preload == "artifacts":
+                if self.preload in ("first-calls", "artifacts"):
                     self._load_artifacts(self._artifact_dir)
         except Exception as exc:  # never stop the app: a failed load is a compile
             logger.warning("precompiled %r: load failed (%s); compiling", self.cache_key, exc)
@@ -346,6 +349,10 @@ class PrecompiledModules:
                     "precompiled %r: cannot load %s (%s)", self.cache_key, path.name, exc
                 )
                 continue
+            loaded_at = time.time()
+            first_call = self.preload == "first-calls" and bool(meta.input_layouts)
+            if first_call:
+                self._first_call(artifact, meta)
             end = time.time()
             with self._progress:
                 key = (meta.module_digest, meta.signature_digest)
@@ -360,6 +367,19 @@ class PrecompiledModules:
                 module=meta.module_class.rsplit(".", 1)[-1],
                 signature=meta.signature_label,
                 bytes=_size(path),
+                first_call_s=round(end - loaded_at, 3) if first_call else None,
+            )
+
+    def _first_call(self, artifact: Any, meta: ArtifactMeta) -> None:
+        """The artifact's one-time work, before the app calls it (first_call.py)."""
+        try:
+            run_first_call(artifact, meta.input_layouts, meta.input_plan, meta.grad_enabled)
+        except Exception as exc:  # the app's own first call does the work instead
+            logger.warning(
+                "precompiled %r: placeholder call of %s failed (%s)",
+                self.cache_key,
+                meta.signature_label,
+                exc,
             )
 
 
@@ -392,12 +412,16 @@ def precompiled_modules(cache_key: str, *, fallback: str = "eager") -> Iterator[
 
 
 def _preload_mode() -> str:
-    mode = os.environ.get(ENV_PRELOAD, DEFAULT_PRELOAD)
+    """``$MINIFAL_PRECOMPILED_PRELOAD``; by default ``first-calls`` where a GPU is (a first call
+    there is mostly kernel loading), else ``artifacts`` (on a CPU it is the whole computation,
+    and it would take the cores the weight loading uses)."""
+    default = "first-calls" if torch.cuda.is_available() else "artifacts"
+    mode = os.environ.get(ENV_PRELOAD, default)
     if mode not in PRELOAD_MODES:
         logger.warning(
-            "%s=%r: expected one of %s; using %s", ENV_PRELOAD, mode, PRELOAD_MODES, DEFAULT_PRELOAD
+            "%s=%r: expected one of %s; using %s", ENV_PRELOAD, mode, PRELOAD_MODES, default
         )
-        return DEFAULT_PRELOAD
+        return default
     return mode
 
 
