@@ -144,3 +144,37 @@ def test_threads_get_their_own_results() -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert not failures
+
+
+@cuda
+def test_a_capture_handed_to_another_thread_gives_the_same_results() -> None:
+    """``capture_in``: the first capture runs in another thread (as the precompiled session's
+    warmed thread does it); the caller's first result is the graph's first replay."""
+    from minifal.toolkit.cuda_graphs import GraphedCall
+
+    torch.manual_seed(0)
+    block = Block().cuda().eval()
+    threads: list[str] = []
+
+    def in_other_thread(fn) -> None:
+        def run() -> None:
+            threads.append(threading.current_thread().name)
+            with torch.inference_mode():
+                fn()
+
+        worker = threading.Thread(target=run, name="warmed")
+        worker.start()
+        worker.join()
+
+    graphed = GraphedCall(
+        lambda tensors: block(tensors[0])["y"],
+        WeightSlots(block),
+        "block",
+        capturable=True,
+        capture_in=in_other_thread,
+    )
+    with torch.inference_mode():
+        for seed in range(3):
+            x = torch.randn(2, 4, 8, 8, device="cuda").add_(seed)
+            torch.testing.assert_close(graphed([x]), block(x)["y"])
+    assert threads == ["warmed"] and graphed.captures == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from minifal.toolkit.precompiled.artifact_files import (  # noqa: E402
 )
 from minifal.toolkit.precompiled.graph_compile import NotPrecompilable, compile_call  # noqa: E402
 from minifal.toolkit.precompiled.module import InputBinder  # noqa: E402
-from minifal.toolkit.precompiled.session import PrecompiledModules  # noqa: E402
+from minifal.toolkit.precompiled.session import LoadedArtifact, PrecompiledModules  # noqa: E402
 from minifal.toolkit.precompiled.structure import module_digest  # noqa: E402
 
 
@@ -209,3 +210,35 @@ def test_placeholder_parameters_share_one_zero_buffer_and_keep_their_layouts() -
         assert not placeholder.any()
     assert made[0].untyped_storage().data_ptr() == made[1].untyped_storage().data_ptr()
     assert made[2].untyped_storage().data_ptr() != made[3].untyped_storage().data_ptr()
+
+
+def test_captures_run_in_the_thread_that_made_the_placeholder_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``run_warmed`` hands work to the background thread (with the caller's grad mode) while
+    it serves, and runs it inline once the block has ended."""
+    monkeypatch.setenv("MINIFAL_PRECOMPILED_PRELOAD", "first-calls")
+    session = PrecompiledModules("tests/warmed-thread")
+    meta = ArtifactMeta("m.M", "mod", "sig", "x", ["@0"], "[]", 1.0, 2.0)
+
+    def load() -> None:  # stands for the store load and the placeholder calls
+        session._loaded[("mod", "sig")] = LoadedArtifact(meta, object(), first_called=True)
+        session._ready.set()
+
+    monkeypatch.setattr(session, "_load", load)
+    seen: list[tuple[str, bool]] = []
+
+    def record() -> None:
+        seen.append((threading.current_thread().name, torch.is_inference_mode_enabled()))
+
+    session.open()
+    deadline = time.monotonic() + 5
+    while not session._serving and time.monotonic() < deadline:  # it serves once all are loaded
+        time.sleep(0.01)
+    with torch.inference_mode():
+        session.run_warmed(record)
+    session._stop_serving()
+    session._thread.join(timeout=5)
+    assert not session._thread.is_alive()
+    session.run_warmed(record)
+    assert seen == [("minifal-precompiled-load", True), (threading.current_thread().name, False)]

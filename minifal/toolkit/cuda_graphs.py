@@ -95,6 +95,10 @@ class GraphedCall:
 
     The first call runs ``run`` and then captures it; later calls replay, unless a weight slot
     changed (run and capture again). ``capturable=False`` (CPU, grad on) always runs ``run``.
+
+    ``capture_in(fn)``, when given, runs the first capture in another thread, one whose
+    thread-local state is already warm (cuDNN keeps its execution plans per thread): the caller
+    then gets its result from the graph's first replay, and never runs ``run`` itself.
     """
 
     def __init__(
@@ -103,11 +107,13 @@ class GraphedCall:
         weights: WeightSlots,
         label: str,
         capturable: bool,
+        capture_in: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self._run = run
         self._weights = weights
         self._label = label
         self._capturable = capturable
+        self._capture_in = capture_in
         self._graph: CapturedGraph | None = None
         self._lock = threading.Lock()
         self.captures = 0
@@ -122,6 +128,10 @@ class GraphedCall:
         with self._lock:
             if self._graph is not None and self._weights.unchanged():
                 return self._graph.replay(tensors)
+            if self._capture_in is not None and self.captures == 0:
+                self._capture_in(lambda: self._capture(tensors))
+                graph = self._graph
+                return graph.replay(tensors) if graph is not None else self._run(tensors)
             result = self._run(tensors)  # first call: warms everything up; its result is returned
             self._capture(tensors)
             return result

@@ -110,14 +110,16 @@ def load_cache_scope(cache_key: str, include: Callable[[str], bool] | None = Non
     return manifest_digest(session.scanner.scan())
 
 
-def sync_inductor_cache(cache_key: str, dir_hash: str) -> None:
-    """Publish what this process compiled since ``load_inductor_cache``; a no-op if nothing new."""
+def sync_inductor_cache(cache_key: str, dir_hash: str, *, scan: bool = True) -> None:
+    """Publish what this process compiled since ``load_inductor_cache``; a no-op if nothing new.
+
+    ``scan=False``: the caller knows it added nothing (the lease is still released)."""
     session = _sessions.get(cache_key)
     if session is None:
         logger.warning("compiled cache %r: sync without a load in this process; skipped", cache_key)
         return
     try:
-        _sync(session, dir_hash)
+        _sync(session, dir_hash, scan)
     except Exception as exc:
         logger.warning("compiled cache %r: sync failed (%s); the app goes on", cache_key, exc)
     finally:
@@ -262,7 +264,7 @@ def _miss_reason(location: CacheLocation, fingerprint: BuildFingerprint) -> str:
     return "no artifact yet"
 
 
-def _sync(session: _Session, dir_hash: str) -> None:
+def _sync(session: _Session, dir_hash: str, scan: bool) -> None:
     now = time.time()
     fx = _fx_counters()
     times = compile_times().since(session.times_at_load)
@@ -276,6 +278,9 @@ def _sync(session: _Session, dir_hash: str) -> None:
         **asdict(times),
     )
     with phase("compile_cache.sync", key=session.key, bytes=0) as details:
+        if not scan:
+            details["reason"] = "nothing compiled"
+            return
         current = session.scanner.scan()
         if manifest_digest(current) == dir_hash:
             details["reason"] = "unchanged"

@@ -140,6 +140,7 @@ class PrecompiledModule(WrappedModule):
                     ),
                     call,
                     signature,
+                    capture_in=session.run_warmed if loaded.first_called else None,
                 )
             except NotPrecompilable as exc:
                 logger.warning(
@@ -218,12 +219,23 @@ class PrecompiledModule(WrappedModule):
         self.resolutions[signature.label] = "compiled"
         return runner
 
-    def _graphed(self, run: _TensorsRunner, call: FlatCall, signature: CallSignature) -> _Runner:
-        """``run`` replayed from a CUDA graph when asked and the call allows it."""
+    def _graphed(
+        self,
+        run: _TensorsRunner,
+        call: FlatCall,
+        signature: CallSignature,
+        capture_in: Callable[[Callable[[], None]], None] | None = None,
+    ) -> _Runner:
+        """``run`` replayed from a CUDA graph when asked and the call allows it; ``capture_in``
+        runs the first capture in the thread that made the artifact's placeholder call."""
         if not (self._cuda_graphs and capturable_call(call)):
             return lambda flat: run(flat.tensors)
         graphed = GraphedCall(
-            run, WeightSlots(self._orig_mod), f"{self._name} {signature.label}", capturable=True
+            run,
+            WeightSlots(self._orig_mod),
+            f"{self._name} {signature.label}",
+            capturable=True,
+            capture_in=capture_in,
         )
         return lambda flat: graphed(flat.tensors)
 

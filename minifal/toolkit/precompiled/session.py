@@ -4,7 +4,10 @@ On entry a background thread does what ``load_inductor_cache(key)`` does (fill t
 from the shared store, or take the compile lease, or wait for its holder's publish), overlapping
 whatever the app does next (loading weights, typically); ``MINIFAL_PRECOMPILED_PRELOAD`` says
 whether it also loads the artifacts (in the order they were first called; a call waits for its
-own artifact only). Every wait is bounded by the runner's startup deadline. Inside the block, a
+own artifact only) and makes each one's first call with placeholder inputs (``first_call.py``).
+That thread then stays until the block ends, and the first CUDA graph capture of each such
+artifact runs in it, where torch's per-thread state (cuDNN's execution plans) is warm. Every
+wait is bounded by the runner's startup deadline. Inside the block, a
 call signature with no artifact is captured, compiled (here, or by a worker process:
 ``compile_workers.py``) and saved; on exit the workers' artifacts are collected, and
 ``sync_inductor_cache(key)`` publishes what was saved (merge, never overwrite) and releases the
@@ -15,9 +18,11 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +36,7 @@ from minifal.toolkit.compile_cache import sync_inductor_cache
 from minifal.toolkit.compile_cache.api import load_cache_scope
 from minifal.toolkit.compile_cache.local_dir import private_cache_root
 from minifal.toolkit.compile_cache.settings import current_settings
+from minifal.toolkit.compile_cache.torch_source_key import prime_torch_key
 from minifal.toolkit.compile_cache.torch_timings import compile_times
 from minifal.toolkit.precompiled.artifact_files import (
     ArtifactDir,
@@ -74,6 +80,7 @@ class PendingCompile:
 class LoadedArtifact:
     meta: ArtifactMeta
     artifact: Any  # torch._inductor.CompiledArtifact
+    first_called: bool = False  # by the background thread, with placeholder inputs
 
 
 class PrecompiledModules:
@@ -93,6 +100,10 @@ class PrecompiledModules:
         self._load_lock = threading.Lock()
         self._artifacts_loaded = False
         self._thread: threading.Thread | None = None
+        # After loading, a "first-calls" thread runs what run_warmed() hands it, until close().
+        self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._serving = False
+        self._serving_lock = threading.Lock()
         self._open = False
         self._modules: list[PrecompiledModule] = []
         self._opened_at = 0.0
@@ -129,7 +140,7 @@ class PrecompiledModules:
         if self.preload == "none":
             return  # everything happens at the first call, in the caller's thread
         self._thread = threading.Thread(
-            target=self._load, name="minifal-precompiled-load", daemon=True
+            target=self._background, name="minifal-precompiled-load", daemon=True
         )
         self._thread.start()
 
@@ -202,6 +213,7 @@ class PrecompiledModules:
         """End the block: no more compiles; collect the workers' compiles; publish what was
         compiled; release the lease."""
         self._open = False
+        self._stop_serving()
         if not self._wait_store():
             self.abort_compiles()
             logger.warning(
@@ -211,7 +223,9 @@ class PrecompiledModules:
         self._finish_compiles()
         if self._thread is not None:
             self._thread.join(timeout=1.0)  # past the ready event it only returns
-        sync_inductor_cache(self.cache_key, self._dir_hash)
+        # Nothing saved, nothing to publish: no scan of the private dir (0.5 s on a warm GPU
+        # runner, whose dir holds every loaded artifact's unpacked cache entries).
+        sync_inductor_cache(self.cache_key, self._dir_hash, scan=self._counts["compiled"] > 0)
         resolutions: dict[str, str] = {}
         for wrapped in self._modules:
             for label, how in wrapped.resolutions.items():
@@ -324,8 +338,56 @@ class PrecompiledModules:
             compiled.compile_s,
         )
 
+    def run_warmed(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the background thread, whose placeholder calls warmed the thread-local
+        state torch keeps per thread (cuDNN's execution plans: rebuilding them costs a thread
+        ~0.5 s per SD-Turbo UNet shape), with the caller's grad mode and CUDA stream; inline
+        when that thread does not serve (any more). Waits for it, bounded by the deadline."""
+        grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+        stream = torch.cuda.current_stream() if torch.cuda.is_initialized() else None
+        done = Future[None]()
+
+        def task() -> None:
+            try:
+                with (
+                    torch.inference_mode(inference),
+                    torch.set_grad_enabled(grad),
+                    torch.cuda.stream(stream),  # None: a no-op
+                ):
+                    fn()
+            except BaseException as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        with self._serving_lock:
+            serving = self._serving
+            if serving:
+                self._tasks.put(task)
+        if not serving:
+            fn()
+            return
+        done.result(timeout=max(0.0, current_settings().deadline - time.time()))
+
+    def _background(self) -> None:
+        self._load()
+        with self._serving_lock:
+            self._serving = self._open and any(a.first_called for a in self._loaded.values())
+        while self._serving or not self._tasks.empty():
+            task = self._tasks.get()
+            if task is None:
+                return
+            task()
+
+    def _stop_serving(self) -> None:
+        with self._serving_lock:
+            if self._serving:
+                self._serving = False
+                self._tasks.put(None)
+
     def _load(self) -> None:
         try:
+            prime_torch_key()
             self._dir_hash = load_cache_scope(self.cache_key, belongs_to_artifacts)
             if self._dir_hash:
                 self._artifact_dir = ArtifactDir(private_cache_root(current_settings().local_root))
@@ -351,12 +413,11 @@ class PrecompiledModules:
                 continue
             loaded_at = time.time()
             first_call = self.preload == "first-calls" and bool(meta.input_layouts)
-            if first_call:
-                self._first_call(artifact, meta)
+            first_called = first_call and self._first_call(artifact, meta)
             end = time.time()
             with self._progress:
                 key = (meta.module_digest, meta.signature_digest)
-                self._loaded[key] = LoadedArtifact(meta, artifact)
+                self._loaded[key] = LoadedArtifact(meta, artifact, first_called)
                 self._progress.notify_all()
             self._counts["loaded"] += 1
             record(
@@ -370,8 +431,8 @@ class PrecompiledModules:
                 first_call_s=round(end - loaded_at, 3) if first_call else None,
             )
 
-    def _first_call(self, artifact: Any, meta: ArtifactMeta) -> None:
-        """The artifact's one-time work, before the app calls it (first_call.py)."""
+    def _first_call(self, artifact: Any, meta: ArtifactMeta) -> bool:
+        """The artifact's one-time work, before the app calls it (first_call.py); True if done."""
         try:
             run_first_call(artifact, meta.input_layouts, meta.input_plan, meta.grad_enabled)
         except Exception as exc:  # the app's own first call does the work instead
@@ -381,6 +442,8 @@ class PrecompiledModules:
                 meta.signature_label,
                 exc,
             )
+            return False
+        return True
 
 
 @contextmanager
