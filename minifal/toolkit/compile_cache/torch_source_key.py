@@ -27,17 +27,30 @@ DIR_NAME = "torch-key"
 
 
 def sources_digest(root: Path) -> str:
-    """A digest of every ``.py`` under ``root`` (path, size, mtime) and of the other files
-    torch_key() reads (``.cpp``, ``.ld``): it changes whenever one of them may have."""
+    """A digest of the path, size and mtime of every module torch_key() reads: the ``.py``
+    files of ``root``'s packages (dirs with an ``__init__.py``, as ``pkgutil`` finds them; not
+    ``include/`` and its thousands of headers) and Inductor's two extra files."""
     hasher = hashlib.sha256(str(root).encode())
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if not name.endswith((".py", ".cpp", ".ld")):
-                continue
-            stat = os.stat(os.path.join(dirpath, name))
-            hasher.update(f"{dirpath}/{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    extra = [root / "_inductor" / "codegen" / "aoti_runtime" / "interface.cpp"]
+    extra.append(root / "_inductor" / "script.ld")
+    packages = [str(root)]
+    while packages:
+        with os.scandir(packages.pop()) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if os.path.exists(os.path.join(entry.path, "__init__.py")):
+                    packages.append(entry.path)
+            elif entry.name.endswith(".py"):
+                _add_stat(hasher, entry.path, entry.stat())
+    for path in extra:
+        if path.exists():
+            _add_stat(hasher, str(path), path.stat())
     return hasher.hexdigest()
+
+
+def _add_stat(hasher: hashlib._Hash, path: str, stat: os.stat_result) -> None:
+    hasher.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
 
 
 def prime_torch_key() -> None:

@@ -1,0 +1,51 @@
+"""Inductor's torch_key() kept in the data dir (``compile_cache/torch_source_key.py``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from minifal.toolkit.compile_cache.torch_source_key import DIR_NAME, sources_digest
+
+REPO = Path(__file__).resolve().parents[1]
+PRIME = (
+    "from minifal.toolkit.compile_cache.torch_source_key import prime_torch_key; "
+    "prime_torch_key(); from torch._inductor import codecache; print(codecache.torch_key().hex())"
+)
+
+
+def test_the_digest_follows_package_sources_only(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "include").mkdir()
+    for name in ("__init__.py", "sub/__init__.py", "sub/m.py"):
+        (package / name).write_text("x = 1\n")
+    (package / "include" / "h.py").write_text("not a package\n")
+    before = sources_digest(package)
+    (package / "include" / "h.py").write_text("changed, but torch_key() never reads it\n")
+    assert sources_digest(package) == before
+    os.utime(package / "sub" / "m.py", ns=(1, 1))
+    assert sources_digest(package) != before
+
+
+def prime(data_dir: Path) -> str:
+    env = {**os.environ, "MINIFAL_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", PRIME], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_the_first_process_stores_the_key_and_later_ones_take_it(tmp_path: Path) -> None:
+    computed = prime(tmp_path)
+    (stored,) = (tmp_path / DIR_NAME).iterdir()
+    assert stored.read_bytes().hex() == computed
+    stored.write_bytes(b"\x01" * 32)  # a later process takes what is stored, computing nothing
+    assert prime(tmp_path) == "01" * 32
