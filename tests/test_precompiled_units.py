@@ -222,6 +222,7 @@ def test_captures_run_in_the_thread_that_made_the_placeholder_calls(
     meta = ArtifactMeta("m.M", "mod", "sig", "x", ["@0"], "[]", 1.0, 2.0)
 
     def load() -> None:  # stands for the store load and the placeholder calls
+        session._start_serving()
         session._loaded[("mod", "sig")] = LoadedArtifact(meta, object(), first_called=True)
         session._ready.set()
 
@@ -233,7 +234,7 @@ def test_captures_run_in_the_thread_that_made_the_placeholder_calls(
 
     session.open()
     deadline = time.monotonic() + 5
-    while not session._serving and time.monotonic() < deadline:  # it serves once all are loaded
+    while not session._serving and time.monotonic() < deadline:
         time.sleep(0.01)
     with torch.inference_mode():
         session.run_warmed(record)

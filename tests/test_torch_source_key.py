@@ -11,7 +11,11 @@ import pytest
 
 pytest.importorskip("torch")
 
-from minifal.toolkit.compile_cache.torch_source_key import DIR_NAME, sources_digest
+from minifal.toolkit.compile_cache.torch_source_key import (
+    DIR_NAME,
+    install_digest,
+    sources_digest,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PRIME = (
@@ -32,6 +36,20 @@ def test_the_digest_follows_package_sources_only(tmp_path: Path) -> None:
     assert sources_digest(package) == before
     os.utime(package / "sub" / "m.py", ns=(1, 1))
     assert sources_digest(package) != before
+
+
+def test_an_installed_wheel_is_known_by_its_record(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("x = 1\n")
+    assert install_digest(package).startswith("sources-")  # a checkout: its sources
+    record = tmp_path / "pkg-1.0.dist-info" / "RECORD"
+    record.parent.mkdir()
+    record.write_text("pkg/__init__.py,sha256=...,6\n")
+    first = install_digest(package)
+    assert first.startswith("record-")
+    os.utime(record, ns=(1, 1))  # reinstalled
+    assert install_digest(package) != first
 
 
 def prime(data_dir: Path) -> str:

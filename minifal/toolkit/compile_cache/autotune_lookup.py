@@ -24,9 +24,10 @@ import os
 from pathlib import PurePath
 from typing import Any
 
+from minifal.toolkit.compile_cache.local_dir import PREFIX
+
 logger = logging.getLogger("minifal.compile_cache")
 
-PRIVATE_DIR_PREFIX = "minifal-inductor-"  # local_dir.private_cache_root's mkdtemp prefix
 _installed = False
 
 
@@ -41,7 +42,7 @@ def redirected_dir(kernel_dir: str, own_cache_dir: str) -> str:
         return kernel_dir
     root = path.parent.parent
     own = PurePath(own_cache_dir)
-    if not root.name.startswith(PRIVATE_DIR_PREFIX) or own.parent == root:
+    if not root.name.startswith(PREFIX) or own.parent == root:
         return kernel_dir
     return str(own / path.name)
 

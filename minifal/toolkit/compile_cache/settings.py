@@ -25,7 +25,7 @@ PROGRESS_LOG_INTERVAL_S = 10.0
 class CacheSettings:
     lease_ttl_s: float
     deadline: float  # time.time() seconds after which nobody waits for another runner's compile
-    local_root: str | None  # parent of the private per-process dir; None = the system temp dir
+    local_root: str | None  # parent of the private per-process dir; None: local_dir.py decides
     redirect_autotune: bool = True  # look up Triton tuning results in the private dir
 
     @classmethod

@@ -2,13 +2,16 @@
 
 Inductor keys its caches on a hash of every Python source file of the installed torch
 (``torch._inductor.codecache.torch_key``): each process reads and hashes tens of megabytes of
-source the first time it loads or compiles a graph. On a warm SD-Turbo runner that was 1.6 s of
-the background thread that loads the artifacts while the weights load (BENCHMARKS.md, section
-5, run 11). The value only changes when those files change, so the first process stores it
-under ``<data dir>/torch-key/``, named by a digest of the sources' paths, sizes and modification
-times (a walk with no reads, tens of milliseconds), and every later process hands it to torch
-(``torch_key.set``, which torch provides for exactly this). Where torch has no ``set``, or the
-key is already computed, nothing happens.
+source the first time it loads or compiles a graph, about a second of the background thread
+that loads a warm runner's artifacts while the weights load (BENCHMARKS.md, section 5). The
+value only changes when torch does, so the first process stores it under
+``<data dir>/torch-key/``, named by a digest of what identifies the install, and every later
+process hands it to torch (``torch_key.set``, which torch provides for this). What identifies
+an install: torch's directory and its wheel's ``RECORD`` (rewritten by every install), a stat
+or two; a source checkout without one is identified by every module's path, size and mtime
+(a walk of thousands of files, which a thread sharing the GIL pays dearly for). A torch whose
+installed files were edited in place keeps its key, as the compiled-cache fingerprint does:
+remove ``<data dir>/torch-key``. Where torch has no ``set``, nothing happens.
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ from minifal.data_dir import data_dir
 logger = logging.getLogger("minifal.compile_cache")
 
 DIR_NAME = "torch-key"
+
+
+def install_digest(root: Path) -> str:
+    """What identifies the torch installed at ``root``: its wheel's RECORD, else its sources."""
+    for record in sorted(root.parent.glob(f"{root.name}-*.dist-info/RECORD")):
+        stat = record.stat()
+        text = f"{root}\0{record}\0{stat.st_size}\0{stat.st_mtime_ns}"
+        return "record-" + hashlib.sha256(text.encode()).hexdigest()
+    return "sources-" + sources_digest(root)
 
 
 def sources_digest(root: Path) -> str:
@@ -64,7 +76,7 @@ def prime_torch_key() -> None:
     if setter is None:
         return
     try:
-        path = data_dir() / DIR_NAME / sources_digest(Path(torch.__file__).parent)
+        path = data_dir() / DIR_NAME / install_digest(Path(torch.__file__).parent)
         try:
             stored = path.read_bytes()
         except FileNotFoundError:

@@ -371,11 +371,26 @@ class PrecompiledModules:
 
     def _background(self) -> None:
         self._load()
-        with self._serving_lock:
-            self._serving = self._open and any(a.first_called for a in self._loaded.values())
         while self._serving or not self._tasks.empty():
             task = self._tasks.get()
             if task is None:
+                return
+            task()
+
+    def _start_serving(self) -> None:
+        """From the first placeholder call on, this thread runs run_warmed()'s tasks: between
+        two artifact loads, then until close()."""
+        with self._serving_lock:
+            self._serving = self._open
+
+    def _run_pending_tasks(self) -> None:
+        while True:
+            try:
+                task = self._tasks.get_nowait()
+            except queue.Empty:
+                return
+            if task is None:  # close() came first: leave the stop for _background
+                self._tasks.put(None)
                 return
             task()
 
@@ -414,6 +429,8 @@ class PrecompiledModules:
             loaded_at = time.time()
             first_call = self.preload == "first-calls" and bool(meta.input_layouts)
             first_called = first_call and self._first_call(artifact, meta)
+            if first_called:
+                self._start_serving()
             end = time.time()
             with self._progress:
                 key = (meta.module_digest, meta.signature_digest)
@@ -430,6 +447,7 @@ class PrecompiledModules:
                 bytes=_size(path),
                 first_call_s=round(end - loaded_at, 3) if first_call else None,
             )
+            self._run_pending_tasks()  # a capture waiting for this thread goes before the next load
 
     def _first_call(self, artifact: Any, meta: ArtifactMeta) -> bool:
         """The artifact's one-time work, before the app calls it (first_call.py); True if done."""
