@@ -100,10 +100,15 @@ def test_a_warm_runner_can_make_each_first_call_with_placeholders(published) -> 
     assert warm["dynamo_graphs"] == 0
     assert "placeholder call" not in warm["log"]  # no failed first call
     assert_equals_eager(warm)
-    events = (data_dir / "events-block-0-4x8,2x8.jsonl").read_text().splitlines()
-    loads = [json.loads(line)["details"] for line in events if '"precompiled.load"' in line]
+    events = [
+        json.loads(line)
+        for line in (data_dir / "events-block-0-4x8,2x8.jsonl").read_text().splitlines()
+    ]
+    loads = [e["details"] for e in events if e["phase"] == "precompiled.load"]
     assert len(loads) == 2
     assert all(load["first_call_s"] is not None for load in loads)
+    (sync,) = [e["details"] for e in events if e["phase"] == "compile_cache.sync"]
+    assert sync["reason"] == "nothing compiled"  # no scan of the private dir
 
 
 def test_new_weights_of_the_same_architecture_reuse_the_artifacts(published) -> None:
