@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -37,6 +38,9 @@ from sd_turbo_fleet import wait_ready  # the same readiness probe (benchmarks/ i
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "apps" / "sd_turbo.py"
 SIZES = ((512, 512), (768, 512))
+FORK_SERVER_READY = re.compile(
+    r"fork server ready \(pid \d+\): (?P<modules>\d+) modules imported in (?P<seconds>[\d.]+) s"
+)
 
 
 def run_fleet(
@@ -47,6 +51,7 @@ def run_fleet(
     command += ["--data-dir", str(data_dir)] + (["--gpus", args.gpus] if args.gpus else [])
     env = {**os.environ, "MINIFAL_SD_COMPILE": strategy, **dict(args.env), **env}
     url = f"http://127.0.0.1:{args.port}"
+    log_start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out, httpx.Client(timeout=300.0) as client:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
@@ -87,7 +92,16 @@ def run_fleet(
         text=True,
         check=True,
     )
-    return {"all_ready_s": ready_s, "requests": requests, "report": json.loads(report.stdout)}
+    with log.open("rb") as fleet_log:
+        fleet_log.seek(log_start)
+        fork_server = FORK_SERVER_READY.search(fleet_log.read().decode(errors="replace"))
+    return {
+        "all_ready_s": ready_s,
+        "fork_server_imports_s": float(fork_server["seconds"]) if fork_server else None,
+        "fork_server_modules": int(fork_server["modules"]) if fork_server else None,
+        "requests": requests,
+        "report": json.loads(report.stdout),
+    }
 
 
 def summarize(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -173,6 +187,8 @@ def main() -> int:
             {
                 "scenario": scenario,
                 "all_ready_s": outcome["all_ready_s"],
+                "fork_server_imports_s": outcome["fork_server_imports_s"],
+                "fork_server_modules": outcome["fork_server_modules"],
                 "requests": outcome["requests"],
                 "runners": rows,
                 "report": outcome["report"],
@@ -184,7 +200,14 @@ def main() -> int:
                 print(" " * 24 + f"{shape['how']:9} {shape['signature']}")
         print(
             " " * 24
-            + f"all ready after {outcome['all_ready_s']:.1f} s; requests: "
+            + f"all ready after {outcome['all_ready_s']:.1f} s"
+            + (
+                f" (fork server: {outcome['fork_server_modules']} modules in "
+                f"{outcome['fork_server_imports_s']:.1f} s)"
+                if outcome["fork_server_imports_s"] is not None
+                else " (no fork server)"
+            )
+            + "; requests: "
             + ", ".join(
                 f"{r['size']} inference p50 {r['inference_ms_p50']:.1f} ms"
                 for r in outcome["requests"]

@@ -98,10 +98,23 @@ def runner_command(
     """``python -m minifal.runner APP --host H --port P --data-dir D [--unix-socket S] --fleet``
     (``minifal/runner/__main__.py``); ``host``: the address the gateway reaches it at;
     ``--fleet``: no access log (the gateway serves callers)."""
-    command = [
+    return [
         sys.executable,
         "-m",
         "minifal.runner",
+        *runner_arguments(app_reference, port, data_dir, host, unix_socket),
+    ]
+
+
+def runner_arguments(
+    app_reference: str,
+    port: int,
+    data_dir: Path,
+    host: str = DEFAULT_HOST,
+    unix_socket: Path | None = None,
+) -> list[str]:
+    """The arguments of ``python -m minifal.runner`` (what a fork server's child runs with)."""
+    arguments = [
         app_reference,
         "--host",
         host,
@@ -112,8 +125,8 @@ def runner_command(
         "--fleet",
     ]
     if unix_socket is not None:
-        command += ["--unix-socket", str(unix_socket)]
-    return command
+        arguments += ["--unix-socket", str(unix_socket)]
+    return arguments
 
 
 def runner_environment(

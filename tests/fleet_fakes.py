@@ -77,6 +77,9 @@ class FakeBackend:
             instance.become_ready()
         return instance
 
+    async def close(self) -> None:
+        pass
+
 
 async def until(condition: Callable[[], bool], what: str, timeout: float = 2.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout

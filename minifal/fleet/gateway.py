@@ -26,7 +26,7 @@ from minifal.fleet.forwarding import Forwarder
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.health_monitor import HealthMonitor
 from minifal.fleet.jobs import Job
-from minifal.fleet.local_runners import LocalRunnerBackend
+from minifal.fleet.local_runners import LocalRunnerBackend, fork_server_enabled
 from minifal.fleet.metrics import GatewayMetrics
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.runner import RunnerState
@@ -155,7 +155,7 @@ class Gateway:
             if options.suspend == "on":
                 logger.warning("suspend: local runners only; idle runners on Ray are stopped")
         else:
-            backend = LocalRunnerBackend(launch)
+            backend = LocalRunnerBackend(launch, fork_server=fork_server_enabled())
             suspender = choose_suspender(options.suspend, launch.use_gpus)
         self.scaling = dataclasses.replace(
             options.scaling,

@@ -7,6 +7,11 @@ A child runs ``python -m minifal.runner APP`` (``runner_contract``) in its own s
 reaches only the gateway, which drains runners in order; with ``PR_SET_PDEATHSIG``, so a gateway
 that dies leaves no runner behind. Its output goes to ``DATA_DIR/runs/<run>/<runner>.log`` and,
 prefixed with ``[runner-id]``, to the gateway's console.
+
+With ``fork_server`` (the gateway's own backend, ``MINIFAL_FORK_SERVER``), runners are forked
+from one process per fleet that has already imported what the App's runners import
+(``minifal/runner/fork_server.py``, ``fork_client.py``); where that server cannot be used the
+backend execs runners as above.
 """
 
 from __future__ import annotations
@@ -23,14 +28,18 @@ from pathlib import Path
 
 import httpx
 
+from minifal.fleet.fork_client import ForkedProcess, ForkServerClient, ForkServerUnavailable
 from minifal.fleet.runner_backend import RunnerLaunch
 from minifal.parent_death import die_with_parent
 from minifal.runner.bytecode_cache import configure_environment as configure_bytecode_cache
+from minifal.runner.import_record import record_path
 from minifal.runner_contract import (
     DEFAULT_HOST,
+    ENV_EVENTS_FILE,
+    ENV_RUNNER_ID,
     LOCAL_NODE,
     READY_PATH,
-    runner_command,
+    runner_arguments,
     runner_environment,
     runner_socket_path,
 )
@@ -40,6 +49,18 @@ logger = logging.getLogger("minifal.fleet")
 
 PROGRESS_EVERY_SECONDS = 5.0
 READY_POLL_SECONDS = 0.2
+FORK_SERVER_ENV = "MINIFAL_FORK_SERVER"
+"""``on`` (the default) or ``off``: whether ``minifal run`` forks its local runners from a fork
+server."""
+PER_RUNNER_ENV = (ENV_RUNNER_ID, ENV_EVENTS_FILE, "CUDA_DEVICE_ORDER", "CUDA_VISIBLE_DEVICES")
+"""What differs between runners of one fleet; the fork server's environment has none of it."""
+
+
+def fork_server_enabled(environ: dict[str, str] | None = None) -> bool:
+    value = (os.environ if environ is None else environ).get(FORK_SERVER_ENV, "on").lower()
+    if value not in ("on", "off"):
+        raise ValueError(f"{FORK_SERVER_ENV}={value!r}: expected on or off")
+    return value == "on" and hasattr(os, "pidfd_open")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -58,6 +79,7 @@ class LocalRunnerBackend:
         node: str = LOCAL_NODE,
         parent_death_signal: int = signal.SIGTERM,
         unix_sockets: bool = True,
+        fork_server: bool = False,
     ) -> None:
         self.launch = launch
         self.host = host
@@ -65,11 +87,11 @@ class LocalRunnerBackend:
         self.parent_death_signal = parent_death_signal
         self.unix_sockets = unix_sockets
         """Also listen on a unix socket in the run dir (the gateway's machine only)."""
+        self.fork_server = fork_server
+        self._fork_server: ForkServerClient | None = None
 
-    async def start(self, runner_id: str, gpus: list[str]) -> LocalRunnerProcess:
+    def _environment(self, runner_id: str, gpus: list[str]) -> dict[str, str]:
         launch = self.launch
-        port = free_port(self.host)
-        events_file = runner_events_file(launch.run_dir, runner_id)
         env = {
             **os.environ,
             **launch.extra_env,
@@ -77,20 +99,41 @@ class LocalRunnerBackend:
                 data_dir=launch.data_dir,
                 run_id=launch.run_id,
                 runner_id=runner_id,
-                events_file=events_file,
+                events_file=runner_events_file(launch.run_dir, runner_id),
                 public_url=launch.public_url,
                 gpus=gpus if launch.use_gpus else None,
                 node=self.node,
             ),
         }
         configure_bytecode_cache(env, launch.data_dir)  # before the runner's first import
-        launch.run_dir.mkdir(parents=True, exist_ok=True)
-        unix_socket = (
-            runner_socket_path(launch.run_dir, runner_id, port) if self.unix_sockets else None
-        )
-        started_at = time.time()
-        process = await asyncio.create_subprocess_exec(
-            *runner_command(launch.app_reference, port, launch.data_dir, self.host, unix_socket),
+        return env
+
+    def _fork_server_client(self, env: dict[str, str]) -> ForkServerClient:
+        if self._fork_server is None:
+            shared = {key: value for key, value in env.items() if key not in PER_RUNNER_ENV}
+            self._fork_server = ForkServerClient(
+                record_path(self.launch.data_dir, self.launch.app_reference),
+                shared,
+                self.launch.run_dir / "fork-server.log",
+                self.parent_death_signal,
+            )
+        return self._fork_server
+
+    async def _spawn(
+        self, runner_id: str, arguments: list[str], env: dict[str, str]
+    ) -> asyncio.subprocess.Process | ForkedProcess:
+        """Fork the runner from the fork server when it is up, else exec it."""
+        client = self._fork_server
+        if client is not None and await client.usable():
+            try:
+                return await client.spawn(arguments, env, os.getcwd())
+            except ForkServerUnavailable as error:
+                logger.warning("[%s] fork server: %s; starting it without", runner_id, error)
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "minifal.runner",
+            *arguments,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -98,6 +141,27 @@ class LocalRunnerBackend:
             start_new_session=True,  # Ctrl-C reaches the gateway only; it drains runners in order
             preexec_fn=die_with_parent(self.parent_death_signal),
         )
+
+    async def close(self) -> None:
+        """Stop the fork server (after the runners: the supervisor stopped them)."""
+        if self._fork_server is not None:
+            await self._fork_server.close()
+
+    async def start(self, runner_id: str, gpus: list[str]) -> LocalRunnerProcess:
+        launch = self.launch
+        port = free_port(self.host)
+        env = self._environment(runner_id, gpus)
+        launch.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.fork_server:
+            await self._fork_server_client(env).usable()  # its imports are not the runner's time
+        unix_socket = (
+            runner_socket_path(launch.run_dir, runner_id, port) if self.unix_sockets else None
+        )
+        started_at = time.time()
+        arguments = runner_arguments(
+            launch.app_reference, port, launch.data_dir, self.host, unix_socket
+        )
+        process = await self._spawn(runner_id, arguments, env)
         on_gpus = f" on GPU {','.join(gpus)}" if gpus else ""
         logger.info("[%s] started (pid %s, port %s)%s", runner_id, process.pid, port, on_gpus)
         return LocalRunnerProcess(
@@ -105,7 +169,7 @@ class LocalRunnerBackend:
             process,
             port,
             started_at,
-            events_file,
+            runner_events_file(launch.run_dir, runner_id),
             launch.run_dir / f"{runner_id}.log",
             launch.echo_output,
             self.host,
@@ -120,7 +184,7 @@ class LocalRunnerProcess:
     def __init__(
         self,
         runner_id: str,
-        process: asyncio.subprocess.Process,
+        process: asyncio.subprocess.Process | ForkedProcess,
         port: int,
         started_at: float,
         events_file: Path,

@@ -213,6 +213,9 @@ class RayRunnerBackend:
         )
         return RayRunnerInstance(runner_id, actor, placement)
 
+    async def close(self) -> None:
+        """Nothing to release: each runner's actor goes with its runner."""
+
 
 class RayRunnerInstance:
     """One runner process on a Ray node, seen from the gateway through its actor."""

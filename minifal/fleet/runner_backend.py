@@ -83,3 +83,7 @@ class RunnerBackend(Protocol):
         """Start runner ``runner_id`` (again, after an exit) on ``gpus``; returns once it runs,
         not once it is ready."""
         ...
+
+    async def close(self) -> None:
+        """Release what the backend holds, once every runner it started has exited."""
+        ...

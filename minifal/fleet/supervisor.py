@@ -255,6 +255,7 @@ class Supervisor:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.backend.close()
 
     # -- one runner's life ----------------------------------------------------------------------
 

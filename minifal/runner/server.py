@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -26,6 +27,7 @@ from minifal.quiet_exit_server import QuietExitServer
 from minifal.requirements_check import unmet_requirements
 from minifal.runner.asgi import build_asgi_app
 from minifal.runner.bytecode_cache import enable_bytecode_cache
+from minifal.runner.import_record import library_modules, record_path, write_record
 from minifal.runner_contract import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_HOST,
@@ -49,10 +51,13 @@ logger = logging.getLogger("minifal.runner")
 class RunnerServer(QuietExitServer):
     """uvicorn's server, plus fal's ``handle_exit()`` hook and the ``ready`` startup event."""
 
-    def __init__(self, config: uvicorn.Config, app: App) -> None:
+    def __init__(
+        self, config: uvicorn.Config, app: App, on_ready: Callable[[], None] | None = None
+    ) -> None:
         super().__init__(config)
         self.app_instance = app
         self.exit_notified = False
+        self.on_ready = on_ready
 
     def handle_exit(self, sig: int, frame: object) -> None:
         if not self.exit_notified:
@@ -71,12 +76,24 @@ class RunnerServer(QuietExitServer):
         if self.started:
             startup_events.record("ready", time.time())
             logger.info("runner ready on %s", os.environ.get(ENV_PUBLIC_URL, ""))
+            if self.on_ready is not None:
+                self.on_ready()
 
 
 def _default_events_file(data_dir: Path) -> Path:
     run_id = os.environ.setdefault(ENV_RUN_ID, time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}")
     runner_id = os.environ.setdefault(ENV_RUNNER_ID, "runner-0")
     return startup_events.runner_events_file(data_dir / "runs" / run_id, runner_id)
+
+
+def _record_imports(data_dir: Path, reference: str, library_path: list[str]) -> None:
+    """Keep the modules this runner imported, for the next fleet's fork server to import."""
+    app_directory = os.path.dirname(os.path.abspath(reference.split("::", 1)[0]))
+    path = [entry for entry in library_path if os.path.abspath(entry or ".") != app_directory]
+    try:
+        write_record(record_path(data_dir, reference), library_modules(dict(sys.modules), path))
+    except OSError as error:
+        logger.warning("could not record this runner's imports: %s", error)
 
 
 def _watch_startup_deadline(deadline: float, server: RunnerServer, timeout: float) -> None:
@@ -118,6 +135,7 @@ def serve(
 ) -> int:
     """Serve the App in the foreground; the return value is the process exit code."""
     process_start = startup_events.process_start_time()
+    library_path = list(sys.path)  # before the App's directory goes first
     configure_logging()
     data = activate_data_dir(resolve_data_dir(data_dir))
     enable_bytecode_cache(data)  # before the app's imports
@@ -147,7 +165,8 @@ def serve(
         access_log=not behind_gateway,
         timeout_keep_alive=RUNNER_KEEP_ALIVE_SECONDS if behind_gateway else 5,
     )
-    server = RunnerServer(config, app)
+    on_ready = (lambda: _record_imports(data, reference, library_path)) if behind_gateway else None
+    server = RunnerServer(config, app, on_ready)
     if settings.startup_timeout:
         deadline = process_start + settings.startup_timeout
         os.environ[ENV_STARTUP_DEADLINE] = str(deadline)

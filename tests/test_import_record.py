@@ -1,0 +1,262 @@
+"""The pure parts of the fork server, in milliseconds and without processes: which modules a
+ready runner's record keeps (``library_modules``), how a record is written, read and named
+(``import_record.py``), whether the fleet uses a fork server (``MINIFAL_FORK_SERVER``), and
+what makes forking unsafe (``fork_hazards``) or fails to preload (``preload``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from minifal.fleet.local_runners import FORK_SERVER_ENV, fork_server_enabled
+from minifal.runner.fork_server import fork_hazards, preload
+from minifal.runner.import_record import (
+    RECORDS_DIR_NAME,
+    library_modules,
+    read_record,
+    record_path,
+    write_record,
+)
+
+STDLIB_DIR = str(Path(json.__file__).parent.parent)
+
+
+def fake_module(name: str, origin: str | None, spec_name: str | None = None) -> ModuleType:
+    """A module object as ``sys.modules`` holds it, with a spec that says where it came from."""
+    module = ModuleType(name)
+    module.__spec__ = ModuleSpec(spec_name or name, None, origin=origin)
+    return module
+
+
+# -- library_modules -------------------------------------------------------------------------------
+
+
+def test_built_in_and_frozen_modules_are_kept_whatever_the_library_path() -> None:
+    modules = {"sys": sys, "os": os, "fake_builtin": fake_module("fake_builtin", "built-in")}
+    assert sys.__spec__.origin == "built-in" and os.__spec__.origin == "frozen"
+    assert library_modules(modules, []) == ["fake_builtin", "os", "sys"]
+
+
+def test_a_module_under_a_library_path_entry_is_kept(tmp_path: Path) -> None:
+    library = tmp_path / "site-packages"
+    modules = {
+        "json": json,
+        "pkg.sub": fake_module("pkg.sub", str(library / "pkg" / "sub.py")),
+    }
+    assert library_modules(modules, [STDLIB_DIR, str(library)]) == ["json", "pkg.sub"]
+
+
+def test_a_module_outside_the_library_path_is_dropped(tmp_path: Path) -> None:
+    """The App's own files and generated code (a cache dir) are not on the library path."""
+    library = tmp_path / "lib"
+    modules = {
+        "app_helper": fake_module("app_helper", str(tmp_path / "app_helper.py")),
+        "inductor_graph": fake_module("inductor_graph", str(tmp_path / "cache" / "graph.py")),
+        "kept": fake_module("kept", str(library / "kept.py")),
+    }
+    assert library_modules(modules, [str(library)]) == ["kept"]
+
+
+def test_a_sibling_directory_that_shares_a_library_entrys_prefix_does_not_count(
+    tmp_path: Path,
+) -> None:
+    """``/x/lib`` on the path does not make ``/x/lib2/mod.py`` a library module."""
+    modules = {"mod": fake_module("mod", str(tmp_path / "lib2" / "mod.py"))}
+    assert library_modules(modules, [str(tmp_path / "lib")]) == []
+
+
+def test_a_relative_library_entry_counts_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    modules = {"mod": fake_module("mod", str(tmp_path / "lib" / "mod.py"))}
+    assert library_modules(modules, ["lib"]) == ["mod"]
+
+
+def test_aliases_main_and_modules_without_a_spec_or_file_are_dropped(tmp_path: Path) -> None:
+    library = str(tmp_path)
+    no_spec = ModuleType("no_spec")
+    no_spec.__spec__ = None
+    modules = {
+        "alias_of_json": json,  # sys.modules["alias_of_json"] is json: spec.name differs
+        "renamed": fake_module("renamed", str(tmp_path / "renamed.py"), spec_name="original"),
+        "__main__": fake_module("__main__", str(tmp_path / "main.py")),
+        "no_spec": no_spec,
+        "namespace": fake_module("namespace", None),
+        "blocked": None,  # what ``sys.modules[name] = None`` leaves
+        "json": json,
+    }
+    assert library_modules(modules, [library, STDLIB_DIR]) == ["json"]
+
+
+def test_library_modules_are_sorted(tmp_path: Path) -> None:
+    names = ["zeta", "alpha", "mid.inner", "mid"]
+    modules = {name: fake_module(name, str(tmp_path / f"{name}.py")) for name in names}
+    assert library_modules(modules, [str(tmp_path)]) == ["alpha", "mid", "mid.inner", "zeta"]
+
+
+def test_this_process_modules_from_the_standard_library_are_found() -> None:
+    """A smoke check on the real ``sys.modules``: ``json`` comes from the standard library."""
+    names = library_modules(dict(sys.modules), list(sys.path))
+    assert "json" in names and "sys" in names and "__main__" not in names
+
+
+# -- write_record / read_record --------------------------------------------------------------------
+
+
+def test_a_record_round_trips_and_its_directory_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "data" / RECORDS_DIR_NAME / "record.txt"
+    names = ["json", "numpy", "numpy.linalg"]
+    assert write_record(path, names) is True
+    assert read_record(path) == names
+    assert path.read_text() == "json\nnumpy\nnumpy.linalg\n"
+
+
+def test_writing_the_same_names_again_reports_no_change(tmp_path: Path) -> None:
+    path = tmp_path / "record.txt"
+    assert write_record(path, ["a", "b"]) is True
+    mtime = path.stat().st_mtime_ns
+    assert write_record(path, ["a", "b"]) is False
+    assert path.stat().st_mtime_ns == mtime
+    assert write_record(path, ["a", "b", "c"]) is True
+    assert read_record(path) == ["a", "b", "c"]
+
+
+def test_writing_leaves_only_the_record_behind(tmp_path: Path) -> None:
+    """The record is replaced through a temporary file that does not stay."""
+    path = tmp_path / "record.txt"
+    write_record(path, ["a"])
+    write_record(path, ["a", "b"])
+    assert [entry.name for entry in tmp_path.iterdir()] == ["record.txt"]
+
+
+def test_reading_a_missing_record_gives_no_names(tmp_path: Path) -> None:
+    assert read_record(tmp_path / "nothing-yet.txt") == []
+    assert read_record(tmp_path / "no-dir" / "nothing-yet.txt") == []
+
+
+def test_reading_skips_blank_lines(tmp_path: Path) -> None:
+    path = tmp_path / "record.txt"
+    path.write_text("a\n\nb\n\n")
+    assert read_record(path) == ["a", "b"]
+
+
+def test_an_empty_record_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "record.txt"
+    assert write_record(path, []) is True
+    assert read_record(path) == []
+    assert write_record(path, []) is False
+
+
+# -- record_path -----------------------------------------------------------------------------------
+
+
+def test_two_app_files_have_two_records(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = record_path(data, str(tmp_path / "one" / "app.py"))
+    second = record_path(data, str(tmp_path / "two" / "app.py"))
+    assert first != second
+    assert first.parent == second.parent == data / RECORDS_DIR_NAME
+
+
+def test_a_class_name_does_not_change_the_record(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    app = str(tmp_path / "app.py")
+    assert record_path(data, f"{app}::MyApp") == record_path(data, app)
+    assert record_path(data, f"{app}::Other") == record_path(data, app)
+
+
+def test_a_relative_and_an_absolute_reference_to_one_file_share_a_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    assert record_path(data, "app.py") == record_path(data, str(tmp_path / "app.py"))
+
+
+def test_a_record_path_is_stable(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    app = str(tmp_path / "app.py")
+    assert record_path(data, app) == record_path(data, app)
+    assert record_path(data, app).suffix == ".txt"
+
+
+# -- fork_server_enabled ---------------------------------------------------------------------------
+
+
+def test_the_fork_server_is_on_by_default() -> None:
+    assert fork_server_enabled({}) is True
+
+
+@pytest.mark.parametrize(("value", "enabled"), [("on", True), ("ON", True), ("off", False)])
+def test_the_fork_server_setting_is_read(value: str, enabled: bool) -> None:
+    assert fork_server_enabled({FORK_SERVER_ENV: value}) is enabled
+
+
+def test_the_fork_server_setting_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(FORK_SERVER_ENV, "off")
+    assert fork_server_enabled() is False
+    monkeypatch.delenv(FORK_SERVER_ENV)
+    assert fork_server_enabled() is True
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "true", ""])
+def test_a_bad_fork_server_setting_raises(value: str) -> None:
+    with pytest.raises(ValueError, match=FORK_SERVER_ENV):
+        fork_server_enabled({FORK_SERVER_ENV: value})
+
+
+# -- fork_hazards / preload ------------------------------------------------------------------------
+
+
+def test_a_running_python_thread_is_a_fork_hazard() -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, args=(10.0,), name="fork-hazard-probe")
+    thread.start()
+    try:
+        hazards = fork_hazards()
+        assert any("fork-hazard-probe" in hazard for hazard in hazards), hazards
+    finally:
+        stop.set()
+        thread.join(10.0)
+    assert not thread.is_alive()
+    assert not any("fork-hazard-probe" in hazard for hazard in fork_hazards())
+
+
+@pytest.fixture
+def import_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A directory on ``sys.path`` for modules written by the test; they leave ``sys.modules``
+    at its end."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        if name.startswith("fork_preload_"):
+            del sys.modules[name]
+
+
+def test_preload_imports_what_it_can_and_names_what_failed(import_dir: Path) -> None:
+    (import_dir / "fork_preload_ok.py").write_text("VALUE = 1\n")
+    (import_dir / "fork_preload_raises.py").write_text("raise RuntimeError('at import')\n")
+    (import_dir / "fork_preload_exits.py").write_text("raise SystemExit(2)\n")
+    names = [
+        "fork_preload_ok",
+        "fork_preload_raises",
+        "fork_preload_exits",
+        "fork_preload_missing",
+        "json",  # already imported: counts, not imported again
+    ]
+    imported, failed = preload(names)
+    assert imported == 2
+    assert failed == ["fork_preload_raises", "fork_preload_exits", "fork_preload_missing"]
+    assert "fork_preload_ok" in sys.modules
