@@ -88,22 +88,9 @@ def runner_socket_path(run_dir: Path, runner_id: str, port: int) -> Path | None:
     return path if len(str(path).encode()) <= UNIX_SOCKET_PATH_MAX else None
 
 
-def runner_command(
-    app_reference: str,
-    port: int,
-    data_dir: Path,
-    host: str = DEFAULT_HOST,
-    unix_socket: Path | None = None,
-) -> list[str]:
-    """``python -m minifal.runner APP --host H --port P --data-dir D [--unix-socket S] --fleet``
-    (``minifal/runner/__main__.py``); ``host``: the address the gateway reaches it at;
-    ``--fleet``: no access log (the gateway serves callers)."""
-    return [
-        sys.executable,
-        "-m",
-        "minifal.runner",
-        *runner_arguments(app_reference, port, data_dir, host, unix_socket),
-    ]
+def runner_command(arguments: list[str]) -> list[str]:
+    """``python -m minifal.runner ARGUMENTS`` (``minifal/runner/__main__.py``), as exec'd."""
+    return [sys.executable, "-m", "minifal.runner", *arguments]
 
 
 def runner_arguments(
@@ -113,7 +100,9 @@ def runner_arguments(
     host: str = DEFAULT_HOST,
     unix_socket: Path | None = None,
 ) -> list[str]:
-    """The arguments of ``python -m minifal.runner`` (what a fork server's child runs with)."""
+    """``APP --host H --port P --data-dir D [--unix-socket S] --fleet``: the arguments of
+    ``python -m minifal.runner``, exec'd or forked; ``host``: the address the gateway reaches it
+    at; ``--fleet``: no access log (the gateway serves callers)."""
     arguments = [
         app_reference,
         "--host",

@@ -40,6 +40,7 @@ from minifal.runner_contract import (
     LOCAL_NODE,
     READY_PATH,
     runner_arguments,
+    runner_command,
     runner_environment,
     runner_socket_path,
 )
@@ -130,10 +131,7 @@ class LocalRunnerBackend:
             except ForkServerUnavailable as error:
                 logger.warning("[%s] fork server: %s; starting it without", runner_id, error)
         return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "minifal.runner",
-            *arguments,
+            *runner_command(arguments),
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
