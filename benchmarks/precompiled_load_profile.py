@@ -1,48 +1,105 @@
-"""cProfile of loading precompiled artifacts in a fresh process: where a warm runner's load goes.
+"""Where a warm runner's artifact load goes, one step at a time, in one thread (CPU or GPU).
 
-    python benchmarks/precompiled_load_profile.py DIR    # DIR holds precompiled/<module>/<sig>.bin
+    python benchmarks/precompiled_load_profile.py DIR --preload RECORD --out PREFIX
 
-DIR is a private cache dir filled from the store (untar a segment of
-``DATA_DIR/inductor-caches/<GPU>/<key>/<fingerprint>/segments/``).
+DIR holds ``precompiled/<module>/<signature>.{bin,json}``: a private cache dir filled from the
+store (untar a segment of ``DATA_DIR/inductor-caches/<GPU>/<key>/<fingerprint>/segments/``).
+``--preload`` imports an import record first (``DATA_DIR/runner-imports/*.txt``), as the fork
+server does, so what is timed is what a forked runner pays. Inductor's cache dir is a fresh
+temp dir, as a runner's private dir is. Each artifact is loaded, then called once with
+placeholder inputs (``first_call.py``); the one-time costs torch pays on the first load are
+timed apart first. Prints a table; with ``--out``, writes ``PREFIX.json``, a cProfile of the
+whole (``PREFIX.pstats``) and its top functions (``PREFIX.txt``). Python 3.12's cProfile sees
+every thread, so everything here runs in the main thread.
 """
 
 from __future__ import annotations
 
+import argparse
 import cProfile
 import io
+import json
+import os
 import pstats
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def main() -> int:
-    root = Path(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("dir", type=Path)
+    parser.add_argument("--preload", type=Path, help="an import record to import first")
+    parser.add_argument("--out", type=Path, help="PREFIX for .json, .pstats and .txt")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="load-profile-")
+    steps: list[tuple[str, float]] = []
+
+    def timed(label: str, fn, *fn_args):
+        start = time.perf_counter()
+        result = fn(*fn_args)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        steps.append((label, time.perf_counter() - start))
+        return result
+
     start = time.perf_counter()
+    if args.preload:
+        from minifal.runner.fork_server import preload
+        from minifal.runner.import_record import read_record
+
+        imported, failed = preload(read_record(args.preload))
+        print(f"preloaded {imported} modules ({len(failed)} failed)")
+    steps.append(("imports", time.perf_counter() - start))
     import torch
 
-    if torch.cuda.is_available():
-        torch.cuda.init()
-    torch_done = time.perf_counter()
+    from minifal.toolkit.compile_cache.torch_source_key import prime_torch_key
+    from minifal.toolkit.precompiled.artifact_files import ArtifactDir, load_artifact
+    from minifal.toolkit.precompiled.first_call import run_first_call
+
     profile = cProfile.Profile()
     profile.enable()
-    from torch._inductor import CompiledArtifact
+    if torch.cuda.is_available():
+        timed("CUDA init", torch.cuda.init)
+    timed("torch_key (stored)", prime_torch_key)
+    if torch.cuda.is_available():
+        from torch._inductor.runtime.triton_compat import triton_key
+        from torch.utils._triton import triton_backend
 
-    inductor_done = time.perf_counter()
-    loads = []
-    for path in sorted(root.glob("precompiled/*/*.bin")):
-        begin = time.perf_counter()
-        CompiledArtifact.load(path=str(path), format="binary")
-        loads.append(round(time.perf_counter() - begin, 2))
+        timed("triton_key", triton_key)
+        backend = timed("triton backend", triton_backend)
+        timed("triton backend hash", backend.hash)
+    for meta, path in ArtifactDir(args.dir).listed():
+        name = f"{meta.module_class.rsplit('.', 1)[-1]} {meta.signature_label.split()[0]}"
+        artifact = timed(f"load {name}", load_artifact, path)
+        if meta.input_layouts:
+            timed(
+                f"first call {name}",
+                run_first_call,
+                artifact,
+                meta.input_layouts,
+                meta.input_plan,
+                meta.grad_enabled,
+            )
     profile.disable()
-    print(
-        f"import torch (+CUDA init) {torch_done - start:.2f} s; "
-        f"import torch._inductor {inductor_done - torch_done:.2f} s; artifact loads {loads} s"
-    )
-    out = io.StringIO()
-    pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(30)
-    pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(20)
-    print(out.getvalue())
+    print(f"{'step':64} {'seconds':>8}")
+    for label, seconds in steps:
+        print(f"{label[:64]:64} {seconds:8.3f}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(
+            json.dumps({"torch": torch.__version__, "steps": steps}, indent=1)
+        )
+        profile.dump_stats(str(args.out.with_suffix(".pstats")))
+        text = io.StringIO()
+        stats = pstats.Stats(profile, stream=text)
+        stats.sort_stats("cumulative").print_stats(120)
+        stats.sort_stats("tottime").print_stats(60)
+        args.out.with_suffix(".txt").write_text(text.getvalue())
     return 0
 
 

@@ -15,9 +15,12 @@ events (``events-LABEL.jsonl``) under ``--out``.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import logging
 import os
+import pstats
 import sys
 import threading
 import time
@@ -94,6 +97,24 @@ def time_calls(origin: float) -> list[tuple[str, str, float, float]]:
     return calls
 
 
+def profile_loader() -> cProfile.Profile:
+    """A cProfile of the artifact loader thread's load (store, artifacts, first calls)."""
+    from minifal.toolkit.precompiled.session import PrecompiledModules
+
+    profile = cProfile.Profile()
+    original = PrecompiledModules._load
+
+    def load(self: Any) -> None:
+        profile.enable()
+        try:
+            original(self)
+        finally:
+            profile.disable()
+
+    PrecompiledModules._load = load  # type: ignore[method-assign]
+    return profile
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", required=True, type=Path)
@@ -101,6 +122,14 @@ def main() -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--sample-ms", type=float, default=0.0, help="0: no stack samples")
     parser.add_argument("--calls", action="store_true", help="time module calls (a GPU only)")
+    parser.add_argument(
+        "--preload",
+        type=Path,
+        help="an import record (runner-imports/*.txt): import it first, like the fork server",
+    )
+    parser.add_argument(
+        "--profile-loader", action="store_true", help="cProfile the artifact loader thread"
+    )
     args = parser.parse_args()
     origin = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +147,15 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(relativeCreated)8.0f %(threadName)s %(message)s"
     )
+    if args.preload:
+        from minifal.runner.fork_server import preload
+        from minifal.runner.import_record import read_record
+
+        begin = time.time()
+        imported, failed = preload(read_record(args.preload))
+        print(f"preloaded {imported} modules in {time.time() - begin:.1f} s ({len(failed)} failed)")
     calls = time_calls(origin) if args.calls else []
+    loader_profile = profile_loader() if args.profile_loader else None
     import sd_turbo
 
     app = sd_turbo.SDTurbo.__new__(sd_turbo.SDTurbo)
@@ -128,6 +165,13 @@ def main() -> int:
     if sampler:
         (args.out / f"samples-{args.label}.json").write_text(json.dumps(sampler.stop()))
     result = {"label": args.label, "setup_s": setup_s, "ready_s": time.time() - origin}
+    if loader_profile is not None:
+        text = io.StringIO()
+        stats = pstats.Stats(loader_profile, stream=text)
+        stats.sort_stats("cumulative").print_stats(80)
+        stats.sort_stats("tottime").print_stats(50)
+        (args.out / f"loader-profile-{args.label}.txt").write_text(text.getvalue())
+        loader_profile.dump_stats(str(args.out / f"loader-profile-{args.label}.pstats"))
     (args.out / f"probe-{args.label}.json").write_text(json.dumps({**result, "calls": calls}))
     print(f"{'call':28} {'module':40} {'at s':>7} {'seconds':>8}")
     for what, label, at, seconds in calls:

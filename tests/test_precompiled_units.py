@@ -123,6 +123,7 @@ def test_only_artifacts_and_native_kernels_are_published() -> None:
     assert belongs_to_artifacts("inductor/x4/cx4abc.so")  # a CPU kernel library
     assert not belongs_to_artifacts("inductor/fxgraph/ab/entry")  # duplicated in the artifact
     assert not belongs_to_artifacts("triton/0/abc/kernel.cubin")
+    assert belongs_to_artifacts("triton/ABC/cuda_utils.cpython-312-x86_64-linux-gnu.so")
 
 
 def test_artifacts_without_their_meta_are_ignored(tmp_path: Path) -> None:

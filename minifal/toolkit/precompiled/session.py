@@ -77,6 +77,27 @@ class PendingCompile:
 
 
 @dataclass(frozen=True)
+class _ReadArtifact:
+    """An artifact as loaded from its file (``artifact`` is None when that failed)."""
+
+    meta: ArtifactMeta
+    path: Path
+    artifact: Any
+    started: float
+    loaded: float
+
+
+def _read_artifact(cache_key: str, meta: ArtifactMeta, path: Path) -> _ReadArtifact:
+    started = time.time()
+    try:
+        artifact = load_artifact(path)
+    except Exception as exc:
+        logger.warning("precompiled %r: cannot load %s (%s)", cache_key, path.name, exc)
+        artifact = None
+    return _ReadArtifact(meta, path, artifact, started, time.time())
+
+
+@dataclass(frozen=True)
 class LoadedArtifact:
     meta: ArtifactMeta
     artifact: Any  # torch._inductor.CompiledArtifact
@@ -100,6 +121,7 @@ class PrecompiledModules:
         self._load_lock = threading.Lock()
         self._artifacts_loaded = False
         self._thread: threading.Thread | None = None
+        self._reader: threading.Thread | None = None  # loads ahead of the first calls
         # From its first placeholder call on, a "first-calls" thread also runs what run_warmed()
         # hands it, until close().
         self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
@@ -222,8 +244,9 @@ class PrecompiledModules:
             )
             return
         self._finish_compiles()
-        if self._thread is not None:
-            self._thread.join(timeout=1.0)  # past the ready event it only returns
+        for thread in (self._thread, self._reader):
+            if thread is not None:
+                thread.join(timeout=1.0)  # past the ready event they only return
         # Nothing saved, nothing to publish: no scan of the private dir (0.5 s on a warm GPU
         # runner, whose dir holds every loaded artifact's unpacked cache entries).
         sync_inductor_cache(self.cache_key, self._dir_hash, scan=self._counts["compiled"] > 0)
@@ -417,38 +440,71 @@ class PrecompiledModules:
                 self._progress.notify_all()
 
     def _load_artifacts(self, artifact_dir: ArtifactDir) -> None:
+        """Load every artifact and, in "first-calls" mode, make its first call.
+
+        The first calls run here, in the thread that also runs ``run_warmed()``'s captures;
+        the loads, then, run ahead of them in a reader thread. A first call is mostly
+        GPU-library work that releases the GIL (cuDNN building its execution plans: 0.8 s of
+        the SD-Turbo UNet's 0.9 s first call on an H200), and a load is Python work that
+        needs it: each overlaps the other.
+        """
         self._artifacts_loaded = True
-        for meta, path in artifact_dir.listed():
-            start = time.time()
-            try:
-                artifact = load_artifact(path)
-            except Exception as exc:
-                logger.warning(
-                    "precompiled %r: cannot load %s (%s)", self.cache_key, path.name, exc
-                )
+        listed = artifact_dir.listed()
+        if self.preload == "first-calls" and len(listed) > 1:
+            reads: Iterator[_ReadArtifact | None] = self._reads_in_thread(listed)
+        else:
+            reads = (_read_artifact(self.cache_key, meta, path) for meta, path in listed)
+        for read in reads:
+            if read is None:  # the reader is late past the deadline: calls compile or fall back
+                logger.warning("precompiled %r: artifacts not loaded in time", self.cache_key)
+                return
+            if read.artifact is None:
                 continue
-            loaded_at = time.time()
+            meta = read.meta
             first_call = self.preload == "first-calls" and bool(meta.input_layouts)
-            first_called = first_call and self._first_call(artifact, meta)
+            first_call_start = time.time()
+            first_called = first_call and self._first_call(read.artifact, meta)
             if first_called:
                 self._start_serving()
             end = time.time()
             with self._progress:
                 key = (meta.module_digest, meta.signature_digest)
-                self._loaded[key] = LoadedArtifact(meta, artifact, first_called)
+                self._loaded[key] = LoadedArtifact(meta, read.artifact, first_called)
                 self._progress.notify_all()
             self._counts["loaded"] += 1
             record(
                 "precompiled.load",
-                start,
+                read.started,
                 end,
                 key=self.cache_key,
                 module=meta.module_class.rsplit(".", 1)[-1],
                 signature=meta.signature_label,
-                bytes=_size(path),
-                first_call_s=round(end - loaded_at, 3) if first_call else None,
+                bytes=_size(read.path),
+                load_s=round(read.loaded - read.started, 3),
+                first_call_s=round(end - first_call_start, 3) if first_call else None,
             )
             self._run_pending_tasks()  # a capture waiting for this thread goes before the next load
+
+    def _reads_in_thread(
+        self, listed: list[tuple[ArtifactMeta, Path]]
+    ) -> Iterator[_ReadArtifact | None]:
+        """The artifacts, loaded by a reader thread in order; None if one is not in by the
+        deadline. The reader stops after the last one."""
+        done: queue.SimpleQueue[_ReadArtifact] = queue.SimpleQueue()
+
+        def read_all() -> None:
+            for meta, path in listed:
+                done.put(_read_artifact(self.cache_key, meta, path))
+
+        reader = threading.Thread(target=read_all, name="minifal-precompiled-read", daemon=True)
+        self._reader = reader
+        reader.start()
+        for _ in listed:
+            try:
+                yield done.get(timeout=max(0.0, current_settings().deadline - time.time()))
+            except queue.Empty:
+                yield None
+                return
 
     def _first_call(self, artifact: Any, meta: ArtifactMeta) -> bool:
         """The artifact's one-time work, before the app calls it (first_call.py); True if done."""
