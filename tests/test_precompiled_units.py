@@ -141,6 +141,69 @@ def test_artifacts_without_their_meta_are_ignored(tmp_path: Path) -> None:
     assert [m.signature_digest for m, _ in artifacts.listed()] == ["sig"]
 
 
+class _SaveableBothForms:
+    """A stand-in for a CompiledArtifact's ``save``: a file, or a dir of entries (unpacked)."""
+
+    def __init__(self, unpacked_fails: bool = False) -> None:
+        self.unpacked_fails = unpacked_fails
+
+    def save(self, *, path: str, format: str) -> None:
+        if format == "binary":
+            Path(path).write_bytes(b"artifact")
+            return
+        Path(path, "aotautograd").mkdir(parents=True)
+        if self.unpacked_fails:
+            raise OSError("no space left on device")
+        Path(path, "aotautograd", "entry").write_bytes(b"entry")
+
+
+CUDA_LAYOUT = [[1, 4], [4, 1], "float16", "cuda:0"]
+
+
+@pytest.mark.parametrize("in_worker", [False, True])
+def test_a_cuda_artifact_is_kept_unpacked_and_listed_so(tmp_path: Path, in_worker: bool) -> None:
+    """Its entries are published as files: a warm runner reads them without deserializing and
+    writing them out first. The binary form, the same entries packed, is removed."""
+    artifacts = ArtifactDir(tmp_path / "cache")
+    meta = ArtifactMeta(
+        "m.M", "mod", "sig", "x", ["@0"], "[]", 1.0, 2.0, input_layouts=[CUDA_LAYOUT]
+    )
+    saved_at = None
+    if in_worker:  # a worker saved both forms next to each other (compile_workers.main)
+        saved_at = tmp_path / "job.bin"
+        _SaveableBothForms().save(path=str(saved_at), format="binary")
+        _SaveableBothForms().save(path=str(saved_at.with_suffix(".unpacked")), format="unpacked")
+    saved = artifacts.save(meta, _SaveableBothForms(), saved_at)
+    assert saved.is_dir() and saved.name == "sig.unpacked"
+    assert (saved / "aotautograd" / "entry").read_bytes() == b"entry"
+    assert not saved.with_suffix(".bin").exists()
+    assert artifacts.listed() == [(meta, saved)]
+    assert belongs_to_artifacts("precompiled/mod/sig.unpacked/fxgraph/ab/fabc/entry")
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["sig.json", "sig.unpacked"]
+
+
+def test_an_unpacked_form_that_cannot_be_saved_leaves_the_binary(tmp_path: Path) -> None:
+    artifacts = ArtifactDir(tmp_path)
+    meta = ArtifactMeta(
+        "m.M", "mod", "sig", "x", ["@0"], "[]", 1.0, 2.0, input_layouts=[CUDA_LAYOUT]
+    )
+    saved = artifacts.save(meta, _SaveableBothForms(unpacked_fails=True))
+    assert saved.name == "sig.bin" and saved.read_bytes() == b"artifact"
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["sig.bin", "sig.json"]
+    assert artifacts.listed() == [(meta, saved)]
+
+
+def test_a_cpu_artifact_stays_binary(tmp_path: Path) -> None:
+    """Its C++ libraries are not in its entries: loaded from another dir they would be rebuilt."""
+    cpu_layout = [[1, 4], [4, 1], "float32", "cpu"]
+    meta = ArtifactMeta(
+        "m.M", "mod", "sig", "x", ["@0"], "[]", 1.0, 2.0, input_layouts=[cpu_layout]
+    )
+    saved = ArtifactDir(tmp_path).save(meta, _SaveableBothForms())
+    assert saved.name == "sig.bin"
+    assert not saved.with_suffix(".unpacked").exists()
+
+
 def test_artifacts_are_listed_in_the_order_they_were_first_called(tmp_path: Path) -> None:
     """A warm runner loads them in that order and its first warmup call waits for its own."""
     artifacts = ArtifactDir(tmp_path)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +33,12 @@ from typing import Any
 import torch
 
 from minifal.parent_death import die_with_parent
-from minifal.toolkit.precompiled.artifact_files import load_artifact
+from minifal.toolkit.precompiled.artifact_files import (
+    UNPACKED_SUFFIX,
+    load_artifact,
+    save_unpacked,
+    unpacked_form_pays,
+)
 from minifal.toolkit.precompiled.graph_compile import CapturedCall, NotPrecompilable
 
 logger = logging.getLogger("minifal.precompiled")
@@ -123,6 +129,7 @@ class WorkerCompile:
         """Remove the job's files (the artifact too, unless it was adopted)."""
         for path in (self.job_path, self.artifact_path, self.log_path):
             path.unlink(missing_ok=True)
+        shutil.rmtree(self.artifact_path.with_suffix(UNPACKED_SUFFIX), ignore_errors=True)
 
     def _compile_seconds(self) -> float | None:
         """The worker's own Inductor seconds, from its last line (``compiled in N s``)."""
@@ -220,5 +227,8 @@ def main(argv: list[str]) -> int:
     temp = f"{artifact_path}.tmp"
     artifact.save(path=temp, format="binary")
     os.replace(temp, artifact_path)
+    # saved here, in the worker: saving it points the process's Inductor cache dir elsewhere
+    if unpacked_form_pays([str(spec[3]) for spec in job["inputs"]]):
+        save_unpacked(artifact, Path(artifact_path).with_suffix(UNPACKED_SUFFIX))
     print(f"compiled in {time.perf_counter() - start:.1f} s", flush=True)
     return 0

@@ -480,6 +480,7 @@ class PrecompiledModules:
                 module=meta.module_class.rsplit(".", 1)[-1],
                 signature=meta.signature_label,
                 bytes=_size(read.path),
+                form="unpacked" if read.path.is_dir() else "binary",
                 load_s=round(read.loaded - read.started, 3),
                 first_call_s=round(end - first_call_start, 3) if first_call else None,
             )
@@ -564,7 +565,10 @@ def _preload_mode() -> str:
 
 
 def _size(path: Path) -> int:
+    """A binary artifact's size, or an unpacked one's (its files')."""
     try:
+        if path.is_dir():
+            return sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file())
         return path.stat().st_size
     except OSError:
         return 0
