@@ -2,8 +2,13 @@
 
 ::
 
-    <private cache root>/precompiled/<module digest>/<signature digest>.bin    CompiledArtifact
-    <private cache root>/precompiled/<module digest>/<signature digest>.json   what it is for
+    <private cache root>/precompiled/<module digest>/<signature digest>.unpacked/  a CUDA graph
+    <private cache root>/precompiled/<module digest>/<signature digest>.bin        a CPU graph
+    <private cache root>/precompiled/<module digest>/<signature digest>.json       what it is for
+
+A ``CompiledArtifact`` is saved in one of torch's two forms: unpacked (the graph's AOTAutograd
+and Inductor cache entries as files) or binary (the same entries serialized into one file; a
+load deserializes them and writes them out as files first). See ``unpacked_form_pays``.
 
 The private root is the one ``load_inductor_cache``/``sync_inductor_cache`` fill and publish, so
 artifacts share the store's single flight, version-safe fingerprint directories and
@@ -13,9 +18,9 @@ libraries Inductor built for CPU graphs (the artifact carries their source only,
 them with gcc would cost more than the rest of the load), and the host modules Triton built with
 gcc (``triton/<hash>/cuda_utils*.so``, the driver's helpers: 0.34 s of gcc in every warm GPU
 runner otherwise; Triton names each by the hash of its source and the build's Python and
-compiler, so a runner that differs builds its own). Inductor's own cache entries, which
-duplicate the artifacts' contents (462 MB against 167 MB for the SD-Turbo UNet's two shapes),
-stay private. The ``.json`` is written last, by rename: an artifact without one is ignored.
+compiler, so a runner that differs builds its own). Inductor's own cache entries in the private
+root duplicate the artifacts' contents and stay private. The ``.json`` is written last, by
+rename: an artifact without one is ignored.
 """
 
 from __future__ import annotations
@@ -142,7 +147,7 @@ def unpacked_form_pays(devices: list[str]) -> bool:
     """Whether a graph whose inputs are on these devices is kept in torch's unpacked form.
 
     A binary artifact is torch's cache entries serialized into one file: every load
-    deserializes them and writes them out as files first (1.2 of the 2.9 s that the SD-Turbo
+    deserializes them and writes them out as files first (1.2 of the 2.9-3.1 s that the SD-Turbo
     UNet's and VAE decoder's four artifacts take to load on an H200). The unpacked form is
     those files, published as they are: a load reads its entries directly. A CUDA graph's
     kernels are in its entries (cubins). A CPU graph's C++ libraries are not: loaded from
