@@ -2,11 +2,12 @@
 
     python benchmarks/precompiled_load_profile.py DIR --preload RECORD --out PREFIX
 
-DIR holds ``precompiled/<module>/<signature>.{bin,json}``: a private cache dir filled from the
-store (untar a segment of ``DATA_DIR/inductor-caches/<GPU>/<key>/<fingerprint>/segments/``).
-``--preload`` imports an import record first (``DATA_DIR/runner-imports/*.txt``), as the fork
-server does, so what is timed is what a forked runner pays. Inductor's cache dir is a fresh
-temp dir, as a runner's private dir is. Each artifact is loaded, then called once with
+DIR holds ``precompiled/<module>/<signature>.{unpacked/,bin,json}``: a private cache dir filled
+from the store (untar a segment of ``DATA_DIR/inductor-caches/<GPU>/<key>/<fingerprint>/
+segments/``). ``--preload`` imports an import record first (``DATA_DIR/runner-imports/*.txt``),
+as the fork server does, so what is timed is what a forked runner pays; ``--freeze`` then
+freezes the collector's survivors, as a runner does before ``setup()``. Inductor's cache dir
+is a fresh temp dir, as a runner's private dir is. Each artifact is loaded, then called once with
 placeholder inputs (``first_call.py``); the one-time costs torch pays on the first load are
 timed apart first. Prints a table; with ``--out``, writes ``PREFIX.json``, a cProfile of the
 whole (``PREFIX.pstats``) and its top functions (``PREFIX.txt``). Python 3.12's cProfile sees
@@ -34,6 +35,9 @@ def main() -> int:
     parser.add_argument("dir", type=Path)
     parser.add_argument("--preload", type=Path, help="an import record to import first")
     parser.add_argument("--out", type=Path, help="PREFIX for .json, .pstats and .txt")
+    parser.add_argument(
+        "--freeze", action="store_true", help="gc.freeze() after the imports, as a runner does"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="load-profile-")
@@ -57,10 +61,15 @@ def main() -> int:
     steps.append(("imports", time.perf_counter() - start))
     import torch
 
+    from minifal.runner.collector import freeze_survivors, pauses_timed
     from minifal.toolkit.compile_cache.torch_source_key import prime_torch_key
     from minifal.toolkit.precompiled.artifact_files import ArtifactDir, load_artifact
     from minifal.toolkit.precompiled.first_call import run_first_call
 
+    if args.freeze:
+        print(f"froze {freeze_survivors()} objects")
+    collector = pauses_timed()
+    pauses = collector.__enter__()
     profile = cProfile.Profile()
     profile.enable()
     if torch.cuda.is_available():
@@ -86,13 +95,24 @@ def main() -> int:
                 meta.grad_enabled,
             )
     profile.disable()
+    collector.__exit__(None, None, None)
+    steps.append(("of which garbage collection", pauses.seconds))
+    print(f"collections: {pauses.details()}")
     print(f"{'step':64} {'seconds':>8}")
     for label, seconds in steps:
         print(f"{label[:64]:64} {seconds:8.3f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(
-            json.dumps({"torch": torch.__version__, "steps": steps}, indent=1)
+            json.dumps(
+                {
+                    "torch": torch.__version__,
+                    "freeze": args.freeze,
+                    "steps": steps,
+                    **pauses.details(),
+                },
+                indent=1,
+            )
         )
         profile.dump_stats(str(args.out.with_suffix(".pstats")))
         text = io.StringIO()

@@ -113,6 +113,7 @@ def summarize(report: dict[str, Any]) -> list[dict[str, Any]]:
 
         block = phases.get("precompiled") or phases.get("compile_cache.compile")
         details = block["details"][0] if block else {}
+        setup = (phases.get("setup") or {}).get("details") or [{}]
         shapes = []
         for name, how in (("precompiled.load", "loaded"), ("precompiled.compile", "compiled")):
             for item in phases.get(name, {}).get("details", []):
@@ -132,6 +133,8 @@ def summarize(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "waited_for_load_s": details.get("waited_for_load_s"),
                 "artifact_load_s": duration("precompiled.load"),
                 "artifact_compile_s": duration("precompiled.compile"),
+                "gc_s": setup[-1].get("gc_s"),
+                "gc_full_collections": setup[-1].get("gc_full_collections"),
                 "shapes": shapes,
             }
         )
@@ -169,6 +172,7 @@ def main() -> int:
         "autotune_s",
         "dynamo_graphs",
         "warmup_s",
+        "gc_s",
         "cache",
     )
     print("scenario".ljust(22) + "  ".join(c.rjust(10) for c in columns))

@@ -25,6 +25,7 @@ from minifal.app import App
 from minifal.body_limit import BodyLimitMiddleware, configured_max_body_bytes
 from minifal.endpoints import EndpointSpec, RealtimeOptions
 from minifal.request_context import RequestContext, reset_current_request, set_current_request
+from minifal.runner.collector import freeze_survivors, pauses_timed
 from minifal.runner.errors import INTERNAL_SERVER_ERROR, error_response, install_error_handlers
 from minifal.runner.openapi import WebsocketRoute, install_fal_openapi
 from minifal.runner.realtime import serve_realtime_session
@@ -84,8 +85,16 @@ def build_asgi_app(app: App) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        with startup_events.phase("setup", app=app_class.__name__):
-            await call_maybe_async(app.setup)
+        with (
+            startup_events.phase("setup", app=app_class.__name__) as details,
+            pauses_timed() as pauses,
+        ):
+            details["frozen_objects"] = freeze_survivors()  # the imports: see collector.py
+            try:
+                await call_maybe_async(app.setup)
+            finally:
+                details.update(pauses.details())
+        freeze_survivors()  # what setup() built lives as long as the runner
         yield
         with startup_events.phase("teardown"):
             try:

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from minifal.data_dir import activate_data_dir
 from minifal.parent_death import die_with_parent
+from minifal.runner.collector import freeze_survivors
 from minifal.runner.import_record import read_record
 from minifal.runner_contract import ENV_DATA_DIR
 
@@ -213,6 +214,7 @@ class ForkServer:
             # Python warns on fork with threads; fork_hazards() found none of Python's, and
             # native pools (OpenBLAS, OpenMP) re-create theirs in the child.
             warnings.simplefilter("ignore", DeprecationWarning)
+            freeze_survivors()  # a child's collections then leave the pages it shares alone
             pid = os.fork()
         if pid == 0:
             self.become_child(request, output)  # never returns
