@@ -6,4 +6,4 @@ bash scripts/setup-env.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/hadolint Dockerfile
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"

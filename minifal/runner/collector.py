@@ -12,8 +12,10 @@ The runner freezes before ``setup()`` (the imports: modules, classes, functions,
 and after it (the models and compiled graphs it built, which the runner keeps until it exits),
 so collections during ``setup()`` and while serving walk only what is young. The fork server
 freezes before each fork, as Python's documentation advises for a server that forks without
-exec, so a child's collections do not write to pages it shares with the server. The cost:
-cyclic garbage alive at a freeze is never collected, a one-time amount at startup.
+exec, so a child's collections do not write to pages it shares with the server. The cost: the
+cycle collector never frees a frozen object. Freed by its reference count it still is; held
+only by a reference cycle (garbage at the freeze, or dropped later), it stays until the process
+exits.
 """
 
 from __future__ import annotations
