@@ -79,7 +79,9 @@ class FirstRequestTimer:
             startup_events.record("first_request", start, time.time(), path=path, status=status)
 
 
-def build_asgi_app(app: App) -> FastAPI:
+def build_asgi_app(app: App, *, freeze_collector: bool = False) -> FastAPI:
+    """``freeze_collector``: this process is the app's server, so its lifespan may freeze the
+    garbage collector's survivors around ``setup()`` (process-wide: see collector.py)."""
     app_class = type(app)
     endpoints = app_class.endpoints()  # validates paths and health checks before serving
 
@@ -89,12 +91,14 @@ def build_asgi_app(app: App) -> FastAPI:
             startup_events.phase("setup", app=app_class.__name__) as details,
             pauses_timed() as pauses,
         ):
-            details["frozen_objects"] = freeze_survivors()  # the imports: see collector.py
+            if freeze_collector:
+                details["frozen_objects"] = freeze_survivors()  # the imports
             try:
                 await call_maybe_async(app.setup)
             finally:
                 details.update(pauses.details())
-        freeze_survivors()  # what setup() built lives as long as the runner
+        if freeze_collector:
+            freeze_survivors()  # what setup() built lives as long as the server
         yield
         with startup_events.phase("teardown"):
             try:

@@ -152,7 +152,7 @@ def serve(
         logger.warning("requirement not met (install it yourself): %s", problem)
 
     app = app_class()
-    api = build_asgi_app(app)
+    api = build_asgi_app(app, freeze_collector=True)
     grace = settings.termination_grace_period_seconds or DEFAULT_GRACE_SECONDS
     config = uvicorn.Config(
         api,
