@@ -61,7 +61,7 @@ def main() -> int:
     steps.append(("imports", time.perf_counter() - start))
     import torch
 
-    from minifal.runner.collector import freeze_survivors, pauses_timed
+    from minifal.collector import freeze_survivors, pauses_timed
     from minifal.toolkit.compile_cache.torch_source_key import prime_torch_key
     from minifal.toolkit.precompiled.artifact_files import ArtifactDir, load_artifact
     from minifal.toolkit.precompiled.first_call import run_first_call

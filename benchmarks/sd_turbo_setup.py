@@ -27,7 +27,7 @@ install_fal_alias()
 import sd_turbo
 app = sd_turbo.SDTurbo.__new__(sd_turbo.SDTurbo)
 if {freeze!r}:
-    from minifal.runner.collector import freeze_survivors
+    from minifal.collector import freeze_survivors
     freeze_survivors()  # as the runner does before setup()
 start = time.perf_counter()
 app.setup()

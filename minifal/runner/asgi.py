@@ -23,9 +23,9 @@ from starlette.concurrency import run_in_threadpool
 
 from minifal.app import App
 from minifal.body_limit import BodyLimitMiddleware, configured_max_body_bytes
+from minifal.collector import freeze_survivors, pauses_timed
 from minifal.endpoints import EndpointSpec, RealtimeOptions
 from minifal.request_context import RequestContext, reset_current_request, set_current_request
-from minifal.runner.collector import freeze_survivors, pauses_timed
 from minifal.runner.errors import INTERNAL_SERVER_ERROR, error_response, install_error_handlers
 from minifal.runner.openapi import WebsocketRoute, install_fal_openapi
 from minifal.runner.realtime import serve_realtime_session

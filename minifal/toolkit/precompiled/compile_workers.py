@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from minifal.collector import freeze_survivors, pauses_timed
 from minifal.parent_death import die_with_parent
 from minifal.toolkit.precompiled.artifact_files import (
     UNPACKED_SUFFIX,
@@ -111,6 +112,7 @@ class WorkerCompile:
                 raise NotPrecompilable(
                     f"the compile worker exited with {self._process.returncode}: {self._log_tail()}"
                 )
+            logger.info("compile worker %s: %s", self.job_path.stem, self._last_line())
             try:
                 return load_artifact(self.artifact_path), seconds
             except Exception as exc:
@@ -135,6 +137,10 @@ class WorkerCompile:
         """The worker's own Inductor seconds, from its last line (``compiled in N s``)."""
         match = re.search(r"compiled in ([0-9.]+) s", self._log_tail())
         return float(match.group(1)) if match else None
+
+    def _last_line(self) -> str:
+        lines = self._log_tail().splitlines()
+        return lines[-1] if lines else ""
 
     def _log_tail(self) -> str:
         try:
@@ -212,8 +218,10 @@ def _graph_module(job: dict[str, Any]) -> torch.fx.GraphModule:
 
 def main(argv: list[str]) -> int:
     """The worker process (``WORKER_CODE JOB ARTIFACT``): compile the job, save the artifact."""
-    from torch._inductor import standalone_compile
+    from torch._inductor import compile_fx, standalone_compile  # noqa: F401 (frozen below)
 
+    # What is imported now lives as long as the worker: a compile's full collections skip it.
+    freeze_survivors()
     job_path, artifact_path = argv
     job = torch.load(job_path, weights_only=False)
     inputs = [
@@ -221,7 +229,8 @@ def main(argv: list[str]) -> int:
         for shape, stride, dtype, device, grad in job["inputs"]
     ]
     start = time.perf_counter()
-    with torch.set_grad_enabled(job["grad"]):  # the graph was captured in this mode
+    # the graph was captured in this grad mode
+    with pauses_timed() as pauses, torch.set_grad_enabled(job["grad"]):
         gm = _graph_module(job)
         artifact = standalone_compile(gm, inputs, dynamic_shapes="from_example_inputs")
     temp = f"{artifact_path}.tmp"
@@ -230,5 +239,6 @@ def main(argv: list[str]) -> int:
     # saved here, in the worker: saving it points the process's Inductor cache dir elsewhere
     if unpacked_form_pays([str(spec[3]) for spec in job["inputs"]]):
         save_unpacked(artifact, Path(artifact_path).with_suffix(UNPACKED_SUFFIX))
-    print(f"compiled in {time.perf_counter() - start:.1f} s", flush=True)
+    seconds, collector = time.perf_counter() - start, pauses.seconds
+    print(f"compiled in {seconds:.1f} s (garbage collection {collector:.1f} s)", flush=True)
     return 0
