@@ -1,13 +1,14 @@
-"""A compile worker's time with and without its imports frozen out of the garbage collector.
+"""A compile worker's time as it is and with its imports frozen out of the garbage collector.
 
     python benchmarks/compile_worker_collector.py --config tiny --repeats 1 --out PREFIX
 
 Builds the SD-Turbo UNet (``apps/sd_turbo_configs/<config>``, random weights; fp16 on a GPU, fp32
 on CPU), captures one call at 512x512 as a runner does, saves the job, and runs the compile
 worker (``minifal/toolkit/precompiled/compile_workers.py``) on it in fresh processes, each with
-an empty Inductor cache dir: alternately as it is (imports frozen) and with the freeze turned
-off. Prints each worker's last line (compile seconds, of which garbage collection) and writes
-``PREFIX.json``.
+an empty Inductor cache dir: alternately as it is and with Inductor's imports frozen first
+(``gc.freeze()``, as a runner does before ``setup()``). Prints each worker's last line (compile
+seconds, of which garbage collection) and writes ``PREFIX.json``. The freeze saved 0.2-0.3 s, in
+the noise of a compile, so workers do not freeze (BENCHMARKS.md section 5).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-NOT_FROZEN = (
-    "import sys; import minifal.toolkit.precompiled.compile_workers as workers; "
-    "workers.freeze_survivors = lambda: 0; sys.exit(workers.main(sys.argv[1:]))"
+FROZEN = (
+    "import sys; from minifal.collector import freeze_survivors; "
+    "from minifal.toolkit.precompiled.compile_workers import main; "
+    "from torch._inductor import compile_fx, standalone_compile; "
+    "freeze_survivors(); sys.exit(main(sys.argv[1:]))"
 )
 
 
@@ -63,7 +66,7 @@ def run_worker(job: Path, frozen: bool) -> dict:
         "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor"),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
-    code = WORKER_CODE if frozen else NOT_FROZEN
+    code = FROZEN if frozen else WORKER_CODE
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", code, str(job), str(work / "artifact.bin")],

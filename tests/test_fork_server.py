@@ -45,10 +45,12 @@ so it is in the record, and it says whether the fork server had imported it befo
 
 APP_SOURCE = f'''"""Says which runner answered; setup() fails in a runner named "broken-*"."""
 
+import gc
 import os
 import sys
 
 PROBE_PRELOADED = {PRELOAD_PROBE!r} in sys.modules
+FROZEN_AT_IMPORT = gc.get_freeze_count()  # the fork server froze its survivors before the fork
 import {PRELOAD_PROBE}  # noqa: E402,F401
 
 import fal  # noqa: E402
@@ -67,6 +69,7 @@ class ForkProbeApp(fal.App):
             "runner_id": os.environ["MINIFAL_RUNNER_ID"],
             "pid": os.getpid(),
             "probe_preloaded": PROBE_PRELOADED,
+            "frozen_at_import": FROZEN_AT_IMPORT,
         }}
 '''
 
@@ -255,7 +258,9 @@ def test_runners_are_forked_from_the_fork_server_and_answer_with_their_own_runne
             assert parent_pid(server_pid) == os.getpid()  # the fleet's own child
             for runner in (first, second):
                 assert await runner.wait_ready(READY_TIMEOUT_S), log_of(runner)
-            assert await ask(first) == {
+            answer = await ask(first)
+            assert answer.pop("frozen_at_import") > 0  # frozen by the server, not the runner
+            assert answer == {
                 "runner_id": "runner-0",
                 "pid": first.pid,
                 "probe_preloaded": False,  # no record yet: the App imported it

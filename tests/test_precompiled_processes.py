@@ -168,6 +168,8 @@ def test_workers_compile_the_signatures_at_once_and_publish_them(tmp_path: Path)
     ]
     compiles = [e["details"] for e in events if e["phase"] == "precompiled.compile"]
     assert [(c["in_worker"], c["saved"]) for c in compiles] == [(True, True), (True, True)]
+    # each worker's last line, through the runner's log: its seconds and its collector's
+    assert cold["log"].count("(garbage collection ") == 2, cold["log"][-3000:]
     assert_equals_eager(cold)  # the calls in the block (eager) and the one after (compiled)
     warm = run(tmp_path, "block", 0, "2x8,4x8")
     assert warm["resolutions"] == ["loaded", "loaded"]

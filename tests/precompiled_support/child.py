@@ -12,6 +12,7 @@ the largest difference from eager, torch's own Dynamo counters and timings for t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ import torch
 
 from minifal.toolkit.compile_cache.torch_timings import compile_times
 from minifal.toolkit.precompiled import precompiled_modules
+
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from minifal.collector import freeze_survivors, pauses_timed
+from minifal.collector import pauses_timed
 from minifal.parent_death import die_with_parent
 from minifal.toolkit.precompiled.artifact_files import (
     UNPACKED_SUFFIX,
@@ -218,10 +218,8 @@ def _graph_module(job: dict[str, Any]) -> torch.fx.GraphModule:
 
 def main(argv: list[str]) -> int:
     """The worker process (``WORKER_CODE JOB ARTIFACT``): compile the job, save the artifact."""
-    from torch._inductor import compile_fx, standalone_compile  # noqa: F401 (frozen below)
+    from torch._inductor import standalone_compile
 
-    # What is imported now lives as long as the worker: a compile's full collections skip it.
-    freeze_survivors()
     job_path, artifact_path = argv
     job = torch.load(job_path, weights_only=False)
     inputs = [
