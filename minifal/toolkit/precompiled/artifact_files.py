@@ -41,9 +41,9 @@ ARTIFACTS_DIR_NAME = "precompiled"
 FORMAT_VERSION = 1
 UNPACKED_SUFFIX = ".unpacked"
 logger = logging.getLogger("minifal.precompiled")
-# torch's "unpacked" load points Inductor's cache dir (a process-wide setting) at the artifact's
-# dir while it loads: one such load at a time in this process.
-_unpacked_load_lock = threading.Lock()
+# torch's "unpacked" save and load point Inductor's cache dir (a process-wide setting) at the
+# artifact's dir while they run: one such save or load at a time in this process.
+_unpacked_form_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,8 @@ def save_unpacked(artifact: Any, target: Path) -> bool:
     with nothing left behind, if it cannot be (the binary form is used then)."""
     temp = target.with_name(f".tmp-{uuid.uuid4().hex}{UNPACKED_SUFFIX}")
     try:
-        artifact.save(path=str(temp), format="unpacked")
+        with _unpacked_form_lock:
+            artifact.save(path=str(temp), format="unpacked")
         os.replace(temp, target)
     except Exception as exc:  # an older torch, a full disk: the binary form serves
         logger.warning("precompiled: not saved unpacked (%s): the binary form is used", exc)
@@ -177,7 +178,7 @@ def load_artifact(path: Path) -> Any:
     from torch._inductor import CompiledArtifact
 
     if path.is_dir():
-        with _unpacked_load_lock:
+        with _unpacked_form_lock:
             return CompiledArtifact.load(path=str(path), format="unpacked")
     with _vec_isa_trusted():
         return CompiledArtifact.load(path=str(path), format="binary")
