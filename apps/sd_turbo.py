@@ -69,7 +69,7 @@ def model_name(source: str) -> str:
 def minifal_precompiled_modules():
     """minifal's precompiled-module path, or None when the app runs on fal itself."""
     try:
-        from minifal.toolkit.precompiled import precompiled_modules
+        from minifal.compiled.precompiled import precompiled_modules
     except ImportError:
         return None
     return precompiled_modules
@@ -78,7 +78,7 @@ def minifal_precompiled_modules():
 def minifal_cuda_graphed():
     """minifal's CUDA-graph wrapper, or None when the app runs on fal itself."""
     try:
-        from minifal.toolkit.cuda_graphs import cuda_graphed
+        from minifal.compiled.cuda_graphs import cuda_graphed
     except ImportError:
         return None
     return cuda_graphed

@@ -95,8 +95,8 @@ def _compile_and_warm(unet: Any, inputs: tuple[Any, ...], device: str) -> float:
 
 def _measure_formats(local_root: Path, scratch: Path) -> dict[str, Any]:
     """Pack the dir ``cold`` produced in each format, and unpack it into a fresh dir."""
-    from minifal.toolkit.compile_cache.manifest import DirScanner
-    from minifal.toolkit.compile_cache.pack_formats import ALL_FORMATS
+    from minifal.compiled.cache.manifest import DirScanner
+    from minifal.compiled.cache.pack_formats import ALL_FORMATS
 
     manifest = DirScanner(local_root).scan()
     raw = sum((local_root / p).stat().st_size for p in manifest)
@@ -208,7 +208,7 @@ def run_worker(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     fal_zip = data / "fal" / f"{CACHE_KEY.replace('/', '_')}.zip"
     blob = data / "megacache.bin"
     if mode in ("cold", "warm-minifal"):
-        from minifal.toolkit.compile_cache import load_inductor_cache, sync_inductor_cache
+        from minifal.compiled.cache import load_inductor_cache, sync_inductor_cache
 
         started = time.perf_counter()
         dir_hash = load_inductor_cache(CACHE_KEY)

@@ -4,7 +4,7 @@
 
 Builds the SD-Turbo UNet (``apps/sd_turbo_configs/<config>``, random weights; fp16 on a GPU, fp32
 on CPU), captures one call at 512x512 as a runner does, saves the job, and runs the compile
-worker (``minifal/toolkit/precompiled/compile_workers.py``) on it in fresh processes, each with
+worker (``minifal/compiled/precompiled/compile_workers.py``) on it in fresh processes, each with
 an empty Inductor cache dir: alternately as it is and with Inductor's imports frozen first
 (``gc.freeze()``, as a runner does before ``setup()``). Prints each worker's last line (compile
 seconds, of which garbage collection) and writes ``PREFIX.json``. The freeze saved 0.2-0.3 s, in
@@ -25,8 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FROZEN = (
-    "import sys; from minifal.collector import freeze_survivors; "
-    "from minifal.toolkit.precompiled.compile_workers import main; "
+    "import sys; from minifal.host.collector import freeze_survivors; "
+    "from minifal.compiled.precompiled.compile_workers import main; "
     "from torch._inductor import compile_fx, standalone_compile; "
     "freeze_survivors(); sys.exit(main(sys.argv[1:]))"
 )
@@ -36,9 +36,9 @@ def capture_job(config: str, job: Path) -> None:
     import torch
     from diffusers import UNet2DConditionModel
 
-    from minifal.toolkit.call_signature import flatten_call
-    from minifal.toolkit.precompiled.compile_workers import _save_job
-    from minifal.toolkit.precompiled.graph_compile import capture_call
+    from minifal.compiled.call_signature import flatten_call
+    from minifal.compiled.precompiled.compile_workers import _save_job
+    from minifal.compiled.precompiled.graph_compile import capture_call
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32
@@ -58,7 +58,7 @@ def capture_job(config: str, job: Path) -> None:
 
 
 def run_worker(job: Path, frozen: bool) -> dict:
-    from minifal.toolkit.precompiled.compile_workers import WORKER_CODE
+    from minifal.compiled.precompiled.compile_workers import WORKER_CODE
 
     work = Path(tempfile.mkdtemp(prefix="worker-gc-"))
     env = {

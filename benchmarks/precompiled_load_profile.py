@@ -61,10 +61,10 @@ def main() -> int:
     steps.append(("imports", time.perf_counter() - start))
     import torch
 
-    from minifal.collector import freeze_survivors, pauses_timed
-    from minifal.toolkit.compile_cache.torch_source_key import prime_torch_key
-    from minifal.toolkit.precompiled.artifact_files import ArtifactDir, load_artifact
-    from minifal.toolkit.precompiled.first_call import run_first_call
+    from minifal.compiled.cache.torch_source_key import prime_torch_key
+    from minifal.compiled.precompiled.artifact_files import ArtifactDir, load_artifact
+    from minifal.compiled.precompiled.first_call import run_first_call
+    from minifal.host.collector import freeze_survivors, pauses_timed
 
     if args.freeze:
         print(f"froze {freeze_survivors()} objects")

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, statistics, sys, time
 sys.path.insert(0, {apps!r})
-from minifal.fal_alias import install_fal_alias
+from minifal.compat.fal_alias import install_fal_alias
 install_fal_alias()
 import numpy as np
 import torch

@@ -22,12 +22,12 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import sys, time, json
 sys.path.insert(0, {apps!r})
-from minifal.fal_alias import install_fal_alias
+from minifal.compat.fal_alias import install_fal_alias
 install_fal_alias()
 import sd_turbo
 app = sd_turbo.SDTurbo.__new__(sd_turbo.SDTurbo)
 if {freeze!r}:
-    from minifal.collector import freeze_survivors
+    from minifal.host.collector import freeze_survivors
     freeze_survivors()  # as the runner does before setup()
 start = time.perf_counter()
 app.setup()

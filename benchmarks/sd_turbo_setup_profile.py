@@ -71,8 +71,8 @@ def time_calls(origin: float) -> list[tuple[str, str, float, float]]:
     """Wrap the module wrappers' calls and the graph captures with synchronized timers."""
     import torch
 
+    from minifal.compiled.precompiled import module as precompiled_module
     from minifal.toolkit import cuda_graphs
-    from minifal.toolkit.precompiled import module as precompiled_module
 
     calls: list[tuple[str, str, float, float]] = []
 
@@ -99,7 +99,7 @@ def time_calls(origin: float) -> list[tuple[str, str, float, float]]:
 
 def profile_loader() -> cProfile.Profile:
     """A cProfile of the artifact loader thread's load (store, artifacts, first calls)."""
-    from minifal.toolkit.precompiled.session import PrecompiledModules
+    from minifal.compiled.precompiled.session import PrecompiledModules
 
     profile = cProfile.Profile()
     original = PrecompiledModules._load
@@ -139,8 +139,8 @@ def main() -> int:
     if sampler:
         sampler.start()
     sys.path[:0] = [str(REPO), str(REPO / "apps")]
-    from minifal.fal_alias import install_fal_alias
-    from minifal.runner.bytecode_cache import enable_bytecode_cache
+    from minifal.compat.fal_alias import install_fal_alias
+    from minifal.compiled.bytecode_cache import enable_bytecode_cache
 
     enable_bytecode_cache(args.data_dir)
     install_fal_alias()

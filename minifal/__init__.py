@@ -3,20 +3,20 @@
 ``import minifal as fal`` gives the same names as ``import fal`` (fal's ``__all__``, plus
 ``wrap_app`` and the ``toolkit``, ``distributed``, ``container`` and ``exceptions`` modules).
 Inside an app file run by minifal, ``import fal`` itself resolves here when the real ``fal``
-package is not installed (see ``minifal.fal_alias``). What each name means locally:
+package is not installed (see ``minifal.compat.fal_alias``). What each name means locally:
 docs/running-apps.md and docs/containers.md.
 """
 
 from minifal import container, exceptions
 from minifal.app import App
 from minifal.billing import BillingComponents, BillingDeclaration
+from minifal.compat.functions import function, wrap_app
+from minifal.compat.result_cache import cached
+from minifal.compat.sync import sync_dir
 from minifal.container import ContainerImage
 from minifal.credentials import FalServerlessKeyCredentials
 from minifal.endpoints import HealthCheck, endpoint, realtime
-from minifal.functions import function, wrap_app
-from minifal.result_cache import cached
 from minifal.settings import AppSettingsError
-from minifal.sync import sync_dir
 
 __version__ = "0.1.0"
 version_tuple = (0, 1, 0)

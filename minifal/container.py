@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from minifal.ignore_patterns import pattern_to_regex
+from minifal.compat.ignore_patterns import pattern_to_regex
 
 Builder = Literal["depot", "service", "worker"]
 CommandOverride = str | list[str]

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from minifal.toolkit.compile_cache.autotune_lookup import (
+from minifal.compiled.cache.autotune_lookup import (
     redirect_autotune_lookups,
     redirected_dir,
     redirected_file,

@@ -12,7 +12,7 @@ import pytest
 from conftest import APPS_DIR, ServedApp, start_served_app
 from fleet_support import APPS_FLEET_DIR, Fleet, start_fleet
 
-from minifal.body_limit import DEFAULT_MAX_BODY_BYTES, configured_max_body_bytes, parse_size
+from minifal.host.body_limit import DEFAULT_MAX_BODY_BYTES, configured_max_body_bytes, parse_size
 
 SIXTY_MB = 60_000_000
 JSON = {"content-type": "application/json"}

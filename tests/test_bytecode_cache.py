@@ -1,4 +1,4 @@
-"""The runners' bytecode cache in the data dir (minifal/runner/bytecode_cache.py)."""
+"""The runners' bytecode cache in the data dir (minifal/compiled/bytecode_cache.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from minifal.runner.bytecode_cache import (
+from minifal.compiled.bytecode_cache import (
     bytecode_cache_dir,
     bytecode_installed,
     configure_environment,
@@ -55,7 +55,7 @@ def test_a_runner_process_keeps_the_bytecode_of_its_imports_in_the_data_dir(
     (module_dir / "heavy_module.py").write_text("VALUE = 42\n")
     script = (
         "import json, sys; from pathlib import Path;"
-        "from minifal.runner.bytecode_cache import enable_bytecode_cache;"
+        "from minifal.compiled.bytecode_cache import enable_bytecode_cache;"
         f"d = enable_bytecode_cache(Path({str(tmp_path / 'data')!r}));"
         "import heavy_module;"
         "print(json.dumps([str(d), sys.pycache_prefix, sys.dont_write_bytecode]))"

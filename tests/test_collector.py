@@ -1,10 +1,10 @@
-"""``minifal.collector``: the collector's pauses counted and timed, survivors frozen."""
+"""``minifal.host.collector``: the collector's pauses counted and timed, survivors frozen."""
 
 from __future__ import annotations
 
 import gc
 
-from minifal.collector import freeze_survivors, pauses_timed
+from minifal.host.collector import freeze_survivors, pauses_timed
 
 
 def test_collections_in_the_block_are_counted_and_the_callback_removed() -> None:

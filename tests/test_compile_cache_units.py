@@ -9,25 +9,25 @@ from pathlib import Path
 
 import pytest
 
-from minifal.toolkit.compile_cache.fingerprint import BuildFingerprint, describe_mismatch
-from minifal.toolkit.compile_cache.layout import CacheLocation, key_parts
-from minifal.toolkit.compile_cache.lease import (
+from minifal.compiled.cache.fingerprint import BuildFingerprint, describe_mismatch
+from minifal.compiled.cache.layout import CacheLocation, key_parts
+from minifal.compiled.cache.lease import (
     LeaseDir,
     LeaseRecord,
     LeaseState,
     LeaseWatch,
     assess_lease,
 )
-from minifal.toolkit.compile_cache.manifest import (
+from minifal.compiled.cache.manifest import (
     DirScanner,
     is_cache_file,
     manifest_digest,
     new_or_changed,
 )
-from minifal.toolkit.compile_cache.pack_formats import ALL_FORMATS, CorruptArchive
-from minifal.toolkit.compile_cache.segment_store import SegmentStore
-from minifal.toolkit.compile_cache.settings import DEFAULT_LEASE_TTL_S, CacheSettings
-from minifal.toolkit.gpu import GpuInfo, parse_nvidia_smi, select_visible, short_gpu_type
+from minifal.compiled.cache.pack_formats import ALL_FORMATS, CorruptArchive
+from minifal.compiled.cache.segment_store import SegmentStore
+from minifal.compiled.cache.settings import DEFAULT_LEASE_TTL_S, CacheSettings
+from minifal.host.gpu import GpuInfo, parse_nvidia_smi, select_visible, short_gpu_type
 
 
 def _record(**changes: object) -> LeaseRecord:
@@ -275,8 +275,5 @@ def test_select_visible_respects_cuda_visible_devices() -> None:
 def test_importing_the_toolkit_modules_does_not_import_torch() -> None:
     import subprocess
 
-    code = (
-        "import sys, minifal.toolkit.compile_cache, minifal.toolkit.gpu; "
-        "assert 'torch' not in sys.modules"
-    )
+    code = "import sys, minifal.compiled.cache, minifal.host.gpu; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

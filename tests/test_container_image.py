@@ -22,10 +22,10 @@ from fleet_support import start_fleet
 
 import minifal as fal
 from minifal import container
-from minifal.app_environment import describe_image, environment_summary
+from minifal.compat.app_environment import describe_image, environment_summary
+from minifal.compat.dockerfile_text import declared_args, final_base_image, with_build_args
+from minifal.compat.ignore_patterns import IgnoreRules, pattern_to_regex
 from minifal.container import ContainerImage, DockerfileParser, DockerignoreHandler
-from minifal.dockerfile_text import declared_args, final_base_image, with_build_args
-from minifal.ignore_patterns import IgnoreRules, pattern_to_regex
 
 APPS_FAL_DIR = Path(__file__).parent / "apps_fal"
 CONTAINER_APP = APPS_FAL_DIR / "container_app.py"
@@ -203,7 +203,7 @@ def test_minifal_dockerfile_writes_the_image_plus_minifal(tmp_path: Path) -> Non
         ' "--host", "0.0.0.0", "--port", "8080"]'
     )
     build_dir = tmp_path / ".minifal-build"
-    assert (build_dir / "minifal" / "cli.py").is_file()
+    assert (build_dir / "minifal" / "cli" / "main.py").is_file()
     assert not list(build_dir.rglob("__pycache__"))
     assert (build_dir / "app" / "container_app.py").read_text() == CONTAINER_APP.read_text()
     assert "docker build -f" in result.stdout

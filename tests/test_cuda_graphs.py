@@ -1,4 +1,4 @@
-"""``minifal.toolkit.cuda_graphs``: one CUDA graph per call signature, replayed.
+"""``minifal.compiled.cuda_graphs``: one CUDA graph per call signature, replayed.
 
 The CPU tests check what happens where no graph can be captured (the module runs as it is) and
 the weight-slot check. The GPU tests need a CUDA device (skipped here; run on the GPU host):
@@ -13,7 +13,7 @@ import threading
 import pytest
 import torch
 
-from minifal.toolkit.cuda_graphs import CudaGraphModule, WeightSlots, cuda_graphed
+from minifal.compiled.cuda_graphs import CudaGraphModule, WeightSlots, cuda_graphed
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -150,7 +150,7 @@ def test_threads_get_their_own_results() -> None:
 def test_a_capture_handed_to_another_thread_gives_the_same_results() -> None:
     """``capture_in``: the first capture runs in another thread (as the precompiled session's
     warmed thread does it); the caller's first result is the graph's first replay."""
-    from minifal.toolkit.cuda_graphs import GraphedCall
+    from minifal.compiled.cuda_graphs import GraphedCall
 
     torch.manual_seed(0)
     block = Block().cuda().eval()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minifal.data_dir import leave_marker, shared_dir_problem
+from minifal.host.data_dir import leave_marker, shared_dir_problem
 
 
 def test_a_runner_that_sees_the_gateways_data_dir_has_no_problem(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ def test_fal_alias_maps_fal_to_minifal() -> None:
         """
         import importlib.util
         assert importlib.util.find_spec("fal") is None, "the real fal is installed here"
-        from minifal.fal_alias import install_fal_alias
+        from minifal.compat.fal_alias import install_fal_alias
         assert install_fal_alias()
         assert install_fal_alias()  # idempotent
         import fal
@@ -53,7 +53,7 @@ def test_fal_alias_never_shadows_a_real_fal(tmp_path: Path) -> None:
     (real / "__init__.py").write_text("REAL = True\n")
     result = _run_python(
         """
-        from minifal.fal_alias import install_fal_alias, real_fal_installed
+        from minifal.compat.fal_alias import install_fal_alias, real_fal_installed
         assert real_fal_installed()
         assert install_fal_alias() is False
         import fal
@@ -70,3 +70,25 @@ def test_without_the_alias_fal_is_not_importable() -> None:
     result = _run_python("import minifal\nimport fal\n")
     assert result.returncode != 0
     assert "No module named 'fal'" in result.stderr
+
+
+def test_fal_alias_answers_only_fals_own_module_paths() -> None:
+    result = _run_python(
+        """
+        from minifal.compat.fal_alias import install_fal_alias
+        assert install_fal_alias()
+        import fal.sync, fal.project, fal.app, fal.container, fal.toolkit.compilation
+        import minifal.compat.sync
+        assert fal.sync is minifal.compat.sync
+        for internal in ("fal.fleet", "fal.compiled", "fal.host", "fal.runner", "fal.cli"):
+            try:
+                __import__(internal)
+            except ModuleNotFoundError as error:
+                assert error.name == internal, error
+            else:
+                raise AssertionError(internal + " imported")
+        print("ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -63,7 +63,7 @@ def test_every_fal_name_has_a_row_and_exists_in_minifal(table_script: ModuleType
 
 
 def test_rows_name_their_meaning() -> None:
-    from minifal.fal_compat import EXTRA_NAMES, ROWS
+    from minifal.compat.fal_compat import EXTRA_NAMES, ROWS
 
     for row in (*ROWS, *EXTRA_NAMES):
         assert row.status in ("implemented", "accepted", "not applicable"), row

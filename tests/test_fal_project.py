@@ -18,15 +18,15 @@ from fleet_support import start_fleet
 from prometheus_client.parser import text_string_to_metric_families
 
 import minifal as fal
-from minifal.app_loader import AppLoadError, load_app_class
-from minifal.container import ContainerImage
-from minifal.project import (
+from minifal.compat.project import (
     ProjectError,
     find_project_root,
     find_pyproject_toml,
     is_app_name,
     load_project_app,
 )
+from minifal.container import ContainerImage
+from minifal.runner.app_loader import AppLoadError, load_app_class
 
 PROJECT_FIXTURE = Path(__file__).parent / "apps_fal" / "project"
 
@@ -171,7 +171,7 @@ def test_bad_setting_value_names_the_class(tmp_path: Path, monkeypatch: pytest.M
 def test_manifest_child_resolves_from_a_subdirectory(project: Path) -> None:
     """The gateway inspects apps in a child process; it finds the project the same way."""
     completed = subprocess.run(
-        [sys.executable, "-m", "minifal.app_manifest", "priced-echo"],
+        [sys.executable, "-m", "minifal.runner.app_manifest", "priced-echo"],
         cwd=project / "src",
         env=clean_env(),
         capture_output=True,

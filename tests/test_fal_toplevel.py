@@ -21,10 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import minifal as fal
 from minifal import exceptions
-from minifal.app_loader import AppLoadError, load_app_class
 from minifal.billing import check_declaration, check_endpoint_billing, parse_billable_units
+from minifal.compat.functions import LocalFunction
 from minifal.fleet.metrics import GatewayMetrics
-from minifal.functions import LocalFunction
+from minifal.runner.app_loader import AppLoadError, load_app_class
 
 # fal 1.83: `python -c "import fal; print(fal.__all__)"`.
 FAL_ALL = [
@@ -83,7 +83,7 @@ def test_fal_names_through_the_alias() -> None:
     """In an app file, ``import fal`` gives all of them, and the submodules apps import."""
     result = run_python(
         f"""
-        from minifal.fal_alias import install_fal_alias
+        from minifal.compat.fal_alias import install_fal_alias
         assert install_fal_alias()
         import fal, minifal
         for name in {FAL_ALL!r} + ["wrap_app", "isolated"]:

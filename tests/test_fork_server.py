@@ -27,9 +27,9 @@ import httpx
 import pytest
 from conftest import clean_env
 
-from minifal.fleet.fork_client import UNKNOWN_EXIT_CODE
-from minifal.fleet.local_runners import LocalRunnerBackend, LocalRunnerProcess
-from minifal.fleet.runner_backend import RunnerLaunch
+from minifal.fleet.backends.base import RunnerLaunch
+from minifal.fleet.backends.fork_client import UNKNOWN_EXIT_CODE
+from minifal.fleet.backends.local import LocalRunnerBackend, LocalRunnerProcess
 from minifal.runner.import_record import read_record, record_path, write_record
 from minifal.runner_contract import EXIT_SETUP_FAILED
 
@@ -110,8 +110,8 @@ class CacheDirApp(fal.App):
 GATEWAY_SCRIPT = """import asyncio, json, sys
 from pathlib import Path
 
-from minifal.fleet.local_runners import LocalRunnerBackend
-from minifal.fleet.runner_backend import RunnerLaunch
+from minifal.fleet.backends.local import LocalRunnerBackend
+from minifal.fleet.backends.base import RunnerLaunch
 
 
 async def main() -> None:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from minifal.app_manifest import AppManifest
 from minifal.fleet.forwarding import (
     MAX_ATTEMPTS,
     Forwarder,
@@ -23,6 +22,7 @@ from minifal.fleet.jobs import Job
 from minifal.fleet.metrics import GatewayMetrics
 from minifal.fleet.runner_http import RunnerAddress, RunnerConnectionError
 from minifal.fleet.scheduler import Scheduler
+from minifal.runner.app_manifest import AppManifest
 from minifal.settings import AppSettings
 
 # -- resolve_endpoint ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from minifal.fleet.local_runners import FORK_SERVER_ENV, fork_server_enabled
+from minifal.fleet.backends.local import FORK_SERVER_ENV, fork_server_enabled
 from minifal.runner.fork_server import fork_hazards, preload
 from minifal.runner.import_record import (
     RECORDS_DIR_NAME,

@@ -12,16 +12,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from minifal.toolkit.call_signature import call_signature, flatten_call  # noqa: E402
-from minifal.toolkit.precompiled.artifact_files import (  # noqa: E402
+from minifal.compiled.call_signature import call_signature, flatten_call  # noqa: E402
+from minifal.compiled.precompiled.artifact_files import (  # noqa: E402
     ArtifactDir,
     ArtifactMeta,
     belongs_to_artifacts,
 )
-from minifal.toolkit.precompiled.graph_compile import NotPrecompilable, compile_call  # noqa: E402
-from minifal.toolkit.precompiled.module import InputBinder  # noqa: E402
-from minifal.toolkit.precompiled.session import LoadedArtifact, PrecompiledModules  # noqa: E402
-from minifal.toolkit.precompiled.structure import module_digest  # noqa: E402
+from minifal.compiled.precompiled.graph_compile import NotPrecompilable, compile_call  # noqa: E402
+from minifal.compiled.precompiled.module import InputBinder  # noqa: E402
+from minifal.compiled.precompiled.session import LoadedArtifact, PrecompiledModules  # noqa: E402
+from minifal.compiled.precompiled.structure import module_digest  # noqa: E402
 
 
 def digest(*args, grad: bool = False, training: bool = False, **kwargs) -> str:
@@ -259,7 +259,7 @@ def test_a_call_waits_for_its_own_artifact_not_for_the_whole_preload(
 
 
 def test_placeholder_parameters_share_one_zero_buffer_and_keep_their_layouts() -> None:
-    from minifal.toolkit.precompiled.first_call import input_layouts, placeholder_inputs
+    from minifal.compiled.precompiled.first_call import input_layouts, placeholder_inputs
 
     weight = torch.nn.Parameter(torch.randn(6, 4).t())  # a transposed (strided) parameter
     bias = torch.nn.Parameter(torch.randn(6))

@@ -18,7 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from minifal.toolkit.precompiled.artifact_files import (  # noqa: E402
+from minifal.compiled.precompiled.artifact_files import (  # noqa: E402
     load_artifact,
     save_unpacked,
 )
@@ -72,7 +72,7 @@ class ConvBlock(torch.nn.Module):
 LOAD_IN_FRESH_PROCESS = """
 import sys, torch
 from pathlib import Path
-from minifal.toolkit.precompiled.artifact_files import load_artifact
+from minifal.compiled.precompiled.artifact_files import load_artifact
 saved = torch.load(sys.argv[2])
 with torch.no_grad():
     (out,) = load_artifact(Path(sys.argv[1]))(*saved["inputs"])

@@ -6,7 +6,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from minifal.toolkit.compile_cache.local_dir import (
+from minifal.compiled.cache.local_dir import (
     OWNER_FILE,
     PREFIX,
     default_parent,

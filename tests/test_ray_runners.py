@@ -27,7 +27,7 @@ from fleet_support import APPS_FLEET_DIR, Fleet, poll_until, start_fleet
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from minifal.fleet.ray_runners import RunnerResources  # noqa: E402
+from minifal.fleet.backends.ray_actors import RunnerResources  # noqa: E402
 
 FLEET_APP = APPS_FLEET_DIR / "fleet_app.py"
 SCALING_APP = Path(__file__).parent / "apps_scaling" / "scaling_app.py"

@@ -22,8 +22,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 import minifal as fal
-from minifal.app_loader import load_app_class
 from minifal.endpoints import RealtimeOptions
+from minifal.runner.app_loader import load_app_class
 from minifal.runner.realtime_modes import realtime_shape
 
 STREAMS_APP = APPS_DIR / "realtime_streams_app.py"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from minifal.requirements_check import unmet_requirements
+from minifal.compat.requirements_check import unmet_requirements
 
 # -- requirements ------------------------------------------------------------------------------
 

@@ -152,7 +152,7 @@ def test_the_app_makes_the_pixels_diffusers_numpy_path_makes(tiny: LoadedPipelin
     """The app converts to 8 bits on the device (issue 11); the bytes are diffusers' own."""
     import threading
 
-    from minifal.fal_alias import install_fal_alias
+    from minifal.compat.fal_alias import install_fal_alias
 
     install_fal_alias()
     import sd_turbo

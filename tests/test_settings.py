@@ -14,8 +14,8 @@ from fleet_support import start_fleet
 
 import minifal as fal
 from minifal import AppSettingsError
-from minifal.app_loader import load_app_class
-from minifal.app_manifest import build_manifest
+from minifal.runner.app_loader import load_app_class
+from minifal.runner.app_manifest import build_manifest
 from minifal.settings import SETTING_NAMES, AppSettings, kebab_case
 
 # -- defaults and class keywords -------------------------------------------------------------

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from minifal.runners_table import format_duration, format_runners, main_runners
+from minifal.cli.runners_table import format_duration, format_runners, main_runners
+from minifal.cli.startup_report import main_startup_report
 from minifal.startup.report import (
     format_graphs,
     format_table,
@@ -25,7 +26,6 @@ from minifal.startup.report import (
     report_json,
     report_rows,
 )
-from minifal.startup.report_command import main_startup_report
 from minifal.startup.runs import RunNotFoundError, load_run
 from minifal.startup.timeline import render_timeline_png
 

@@ -11,11 +11,11 @@ import threading
 import pytest
 from fleet_fakes import FakeBackend, states, supervisor, until
 
-from minifal.fleet.cuda_checkpoint import describe_error, load_cuda_checkpoint
+from minifal.cli.runners_table import format_runners
+from minifal.fleet.backends.cuda_checkpoint import describe_error, load_cuda_checkpoint
 from minifal.fleet.gateway import PHASES, choose_suspender
 from minifal.fleet.runner import RunnerState
 from minifal.fleet.scaler import FleetSnapshot, Phase, RunnerView, ScalingSettings, decide
-from minifal.runners_table import format_runners
 
 GIB = 2**30
 

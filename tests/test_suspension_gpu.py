@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fleet_support import poll_until, start_fleet
 
-from minifal.fleet.cuda_checkpoint import load_cuda_checkpoint
+from minifal.fleet.backends.cuda_checkpoint import load_cuda_checkpoint
 
 APP = Path(__file__).parent / "apps_gpu" / "suspendable_app.py"
 MIB = 2**20

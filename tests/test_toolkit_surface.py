@@ -96,7 +96,7 @@ FAL_IMPORTS = [
 def test_fal_module_paths_import_through_the_alias(module: str, name: str) -> None:
     """Run in a fresh interpreter: ``import fal.X`` maps to ``minifal.X`` as in an app file."""
     code = (
-        "from minifal.fal_alias import install_fal_alias; install_fal_alias(); "
+        "from minifal.compat.fal_alias import install_fal_alias; install_fal_alias(); "
         f"import importlib; m = importlib.import_module({module!r}); getattr(m, {name!r}); "
         "print(m.__name__)"
     )
@@ -198,7 +198,7 @@ def test_schemas_match_real_fal() -> None:
     if reference is None:
         pytest.skip("no reference fal venv (.venv-fal): run scripts/setup-env.sh")
     under_fal = _schemas([str(reference), "-I", "-c", SCHEMA_MODELS], cwd="/")
-    alias = "from minifal.fal_alias import install_fal_alias\ninstall_fal_alias()\n"
+    alias = "from minifal.compat.fal_alias import install_fal_alias\ninstall_fal_alias()\n"
     under_minifal = _schemas([sys.executable, "-c", alias + SCHEMA_MODELS])
 
     assert under_minifal == under_fal

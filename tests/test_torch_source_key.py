@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from minifal.toolkit.compile_cache.torch_source_key import (
+from minifal.compiled.cache.torch_source_key import (
     DIR_NAME,
     install_digest,
     sources_digest,
@@ -19,7 +19,7 @@ from minifal.toolkit.compile_cache.torch_source_key import (
 
 REPO = Path(__file__).resolve().parents[1]
 PRIME = (
-    "from minifal.toolkit.compile_cache.torch_source_key import prime_torch_key; "
+    "from minifal.compiled.cache.torch_source_key import prime_torch_key; "
     "prime_torch_key(); from torch._inductor import codecache; print(codecache.torch_key().hex())"
 )
 

@@ -58,7 +58,7 @@ class ClassReference:
         return self._load_file(Path(self.file))
 
     def _load_file(self, path: Path) -> object:
-        from minifal.fal_alias import install_fal_alias
+        from minifal.compat.fal_alias import install_fal_alias
 
         install_fal_alias()  # the app file imports fal, as in the runner process
         if str(path.parent) not in sys.path:

@@ -43,7 +43,7 @@ from minifal.distributed.serialization import (
     encode_text_event,
 )
 from minifal.distributed.worker import DistributedWorker
-from minifal.parent_death import die_with_parent
+from minifal.host.parent_death import die_with_parent
 
 STREAM_POLL_SECONDS = 0.1
 

@@ -37,7 +37,6 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
-from minifal.app_manifest import AppManifest
 from minifal.billing import BILLABLE_UNITS_HEADER
 from minifal.fleet.jobs import Job
 from minifal.fleet.metrics import GatewayMetrics
@@ -48,6 +47,7 @@ from minifal.fleet.scheduler import Scheduler, ShuttingDown, StartTimeout, Withd
 from minifal.fleet.supervisor import Supervisor
 from minifal.fleet.webhooks import deliver_webhook
 from minifal.fleet.websocket_proxy import proxy_websocket
+from minifal.runner.app_manifest import AppManifest
 from minifal.runner_contract import ENDPOINT_HEADER, REQUEST_ID_HEADER
 
 logger = logging.getLogger("minifal.fleet")

@@ -19,18 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from minifal.app_environment import environment_summary
-from minifal.app_manifest import AppManifest
-from minifal.body_limit import DEFAULT_MAX_BODY_BYTES
+from minifal.compat.app_environment import environment_summary
+from minifal.fleet.backends.base import RunnerBackend, RunnerLaunch
+from minifal.fleet.backends.local import LocalRunnerBackend, fork_server_enabled
 from minifal.fleet.forwarding import Forwarder
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.health_monitor import HealthMonitor
 from minifal.fleet.jobs import Job
-from minifal.fleet.local_runners import LocalRunnerBackend, fork_server_enabled
 from minifal.fleet.metrics import GatewayMetrics
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.runner import RunnerState
-from minifal.fleet.runner_backend import RunnerBackend, RunnerLaunch
 from minifal.fleet.runner_http import RunnerClient
 from minifal.fleet.scaler import (
     FleetSnapshot,
@@ -43,10 +41,12 @@ from minifal.fleet.scaler import (
 from minifal.fleet.scheduler import Scheduler
 from minifal.fleet.supervisor import Supervisor, Suspender
 from minifal.fleet.webhook_policy import WebhookPolicy
+from minifal.host.body_limit import DEFAULT_MAX_BODY_BYTES
+from minifal.runner.app_manifest import AppManifest
 from minifal.runner_contract import DEFAULT_GRACE_SECONDS, DEFAULT_HOST
 
 if TYPE_CHECKING:
-    from minifal.fleet.ray_runners import RunnerResources
+    from minifal.fleet.backends.ray_actors import RunnerResources
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -108,7 +108,7 @@ def choose_suspender(mode: str, use_gpus: bool) -> Suspender | None:
         if mode == "on":
             logger.warning("suspend: the runners use no GPU; idle runners are stopped")
         return None
-    from minifal.fleet.cuda_checkpoint import load_cuda_checkpoint
+    from minifal.fleet.backends.cuda_checkpoint import load_cuda_checkpoint
 
     driver, why = load_cuda_checkpoint()
     if driver is None:
@@ -148,7 +148,7 @@ class Gateway:
             echo_output=options.echo_output,
         )
         if options.ray_resources is not None:
-            from minifal.fleet.ray_runners import RayRunnerBackend
+            from minifal.fleet.backends.ray_actors import RayRunnerBackend
 
             backend: RunnerBackend = RayRunnerBackend(launch, options.ray_resources)
             suspender = None  # a checkpoint of a process on another node: not here

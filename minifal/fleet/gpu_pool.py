@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-from minifal.nvidia_smi import list_gpus
+from minifal.host.nvidia_smi import list_gpus
 
 
 class GpuPool:

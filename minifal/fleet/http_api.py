@@ -28,7 +28,6 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from minifal.body_limit import BodyLimitMiddleware
 from minifal.fleet.auth import KeyAuthMiddleware
 from minifal.fleet.dashboard import dashboard_router
 from minifal.fleet.forwarding import Forwarder, json_error, queue_full
@@ -38,8 +37,9 @@ from minifal.fleet.queue_host import QueueHostMiddleware
 from minifal.fleet.queue_protocol import queue_urls, status_body, status_code
 from minifal.fleet.request_queue import QueueFull
 from minifal.fleet.webhook_policy import WebhookRefused
+from minifal.host.body_limit import BodyLimitMiddleware
+from minifal.runner.stored_files_route import STORED_FILES_PATH, stored_file
 from minifal.runner_contract import REQUEST_ID_HEADER
-from minifal.stored_files_route import STORED_FILES_PATH, stored_file
 
 QUEUE_STATUS_INTERVAL = 1.0
 REQUESTS_PATH = "/queue/{owner}/{app}/requests/{request_id}"

@@ -13,9 +13,6 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from minifal.app_manifest import AppManifest, ManifestError, inspect_app
-from minifal.body_limit import ENV_MAX_BODY_SIZE, configured_max_body_bytes
-from minifal.data_dir import activate_data_dir, resolve_data_dir
 from minifal.fleet.auth import ENV_AUTH_KEY
 from minifal.fleet.gateway import Gateway, GatewayOptions
 from minifal.fleet.gpu_pool import detect_gpus
@@ -23,12 +20,15 @@ from minifal.fleet.http_api import build_gateway_app
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.scaler import ScalingSettings
 from minifal.fleet.webhook_policy import WebhookPolicy
-from minifal.log_format import configure_logging
-from minifal.quiet_exit_server import QuietExitServer
+from minifal.host.body_limit import ENV_MAX_BODY_SIZE, configured_max_body_bytes
+from minifal.host.data_dir import activate_data_dir, resolve_data_dir
+from minifal.host.log_format import configure_logging
+from minifal.host.quiet_exit_server import QuietExitServer
+from minifal.runner.app_manifest import AppManifest, ManifestError, inspect_app
 from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:
-    from minifal.fleet.ray_runners import RayCluster
+    from minifal.fleet.backends.ray_actors import RayCluster
 
 logger = logging.getLogger("minifal.fleet")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from minifal.fleet.runner_backend import RunnerInstance
+from minifal.fleet.backends.base import RunnerInstance
 from minifal.fleet.runner_http import RunnerAddress
 from minifal.runner_contract import exit_reason
 

@@ -27,9 +27,9 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol
 
+from minifal.fleet.backends.base import RunnerBackend
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.runner import Runner, RunnerState
-from minifal.fleet.runner_backend import RunnerBackend
 from minifal.startup.events import record_for, runner_events_file
 
 logger = logging.getLogger("minifal.fleet")

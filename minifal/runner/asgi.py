@@ -22,9 +22,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from minifal.app import App
-from minifal.body_limit import BodyLimitMiddleware, configured_max_body_bytes
-from minifal.collector import freeze_survivors, pauses_timed
 from minifal.endpoints import EndpointSpec, RealtimeOptions
+from minifal.host.body_limit import BodyLimitMiddleware, configured_max_body_bytes
+from minifal.host.collector import freeze_survivors, pauses_timed
 from minifal.request_context import RequestContext, reset_current_request, set_current_request
 from minifal.runner.errors import INTERNAL_SERVER_ERROR, error_response, install_error_handlers
 from minifal.runner.openapi import WebsocketRoute, install_fal_openapi
@@ -33,9 +33,9 @@ from minifal.runner.realtime_frames import FrameCodec
 from minifal.runner.realtime_modes import RealtimeShape, realtime_shape
 from minifal.runner.request_id import RequestIdMiddleware
 from minifal.runner.signatures import resolved_signature
+from minifal.runner.stored_files_route import STORED_FILES_PATH, stored_file
 from minifal.runner_contract import ENDPOINT_HEADER, READY_PATH, REQUEST_ID_HEADER
 from minifal.startup import events as startup_events
-from minifal.stored_files_route import STORED_FILES_PATH, stored_file
 
 logger = logging.getLogger("minifal.runner")
 

@@ -45,9 +45,9 @@ import traceback
 import warnings
 from pathlib import Path
 
-from minifal.collector import freeze_survivors
-from minifal.data_dir import activate_data_dir
-from minifal.parent_death import die_with_parent
+from minifal.host.collector import freeze_survivors
+from minifal.host.data_dir import activate_data_dir
+from minifal.host.parent_death import die_with_parent
 from minifal.runner.import_record import read_record
 from minifal.runner_contract import ENV_DATA_DIR
 

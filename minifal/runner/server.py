@@ -20,13 +20,13 @@ from pathlib import Path
 import uvicorn
 
 from minifal.app import App
-from minifal.app_loader import load_app_class
-from minifal.data_dir import activate_data_dir, resolve_data_dir
-from minifal.log_format import configure_logging
-from minifal.quiet_exit_server import QuietExitServer
-from minifal.requirements_check import unmet_requirements
+from minifal.compat.requirements_check import unmet_requirements
+from minifal.compiled.bytecode_cache import enable_bytecode_cache
+from minifal.host.data_dir import activate_data_dir, resolve_data_dir
+from minifal.host.log_format import configure_logging
+from minifal.host.quiet_exit_server import QuietExitServer
+from minifal.runner.app_loader import load_app_class
 from minifal.runner.asgi import build_asgi_app
-from minifal.runner.bytecode_cache import enable_bytecode_cache
 from minifal.runner.import_record import library_modules, record_path, write_record
 from minifal.runner_contract import (
     DEFAULT_GRACE_SECONDS,

@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from minifal.cli.text_table import align_columns, short_node
 from minifal.runner_contract import LOCAL_NODE
 from minifal.startup.runs import PROCESS_START, Run, RunnerStart, StartupEvent, is_number
-from minifal.text_table import align_columns, short_node
 
 READY = "ready"
 CACHE_PREFIX = "compile_cache."

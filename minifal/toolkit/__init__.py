@@ -6,12 +6,13 @@ paths (``minifal.toolkit.image.safety_checker``, ``...file.providers.fal``,
 ``...utils.download_utils``...). What each means locally: docs/fal-compatibility.md.
 """
 
-from minifal.toolkit.audio import Audio, AudioField
-from minifal.toolkit.compile_cache import (
+from minifal.compiled.cache import (
     load_inductor_cache,
     sync_inductor_cache,
     synchronized_inductor_cache,
 )
+from minifal.host.gpu import get_gpu_type
+from minifal.toolkit.audio import Audio, AudioField
 from minifal.toolkit.constraints import (
     ImageSizeConstraints,
     ImageValidationConfig,
@@ -32,7 +33,6 @@ from minifal.toolkit.downloads import (
 )
 from minifal.toolkit.exceptions import FalTookitException, FileUploadException, KVStoreException
 from minifal.toolkit.file import CompressedFile, File, FileField
-from minifal.toolkit.gpu import get_gpu_type
 from minifal.toolkit.image import (
     Image,
     ImageField,

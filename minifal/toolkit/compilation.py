@@ -1,6 +1,6 @@
 """``fal.toolkit.compilation``: the compiled-kernel cache and the GPU type, at fal's path.
 
-The cache itself is :mod:`minifal.toolkit.compile_cache` (docs/compile-cache.md); the paths
+The cache itself is :mod:`minifal.compiled.cache` (docs/compile-cache.md); the paths
 below are fal's constants with their local meaning.
 """
 
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minifal.data_dir import data_dir
-from minifal.toolkit.compile_cache import (
+from minifal.compiled.cache import (
     load_inductor_cache,
     sync_inductor_cache,
     synchronized_inductor_cache,
 )
-from minifal.toolkit.gpu import get_gpu_type
+from minifal.host.data_dir import data_dir
+from minifal.host.gpu import get_gpu_type
 
 LOCAL_INDUCTOR_CACHE_DIR = Path("/tmp/inductor-cache/")
 """fal's one cache dir per host. Informational: each minifal runner gets a private dir of its

@@ -23,7 +23,7 @@ from contextlib import suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from minifal.data_dir import data_dir
+from minifal.host.data_dir import data_dir
 from minifal.toolkit.url_fetch import DownloadError, open_url
 
 __all__ = [

@@ -38,8 +38,8 @@ def main() -> None:
         torch.__version__ = args.torch_version  # type: ignore[misc]
     from torch._dynamo.utils import counters
 
+    from minifal.compiled.cache import synchronized_inductor_cache
     from minifal.startup.events import events_file, read_events
-    from minifal.toolkit.compile_cache import synchronized_inductor_cache
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16))

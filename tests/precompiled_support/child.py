@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from minifal.toolkit.compile_cache.torch_timings import compile_times
-from minifal.toolkit.precompiled import precompiled_modules
+from minifal.compiled.cache.torch_timings import compile_times
+from minifal.compiled.precompiled import precompiled_modules
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
 
@@ -77,7 +77,7 @@ def shapes(text: str) -> list[tuple[int, ...]]:
 
 def main() -> None:
     if os.environ.get("MINIFAL_TEST_BREAK_WORKERS"):  # a worker that fails (a test of failure)
-        from minifal.toolkit.precompiled import compile_workers
+        from minifal.compiled.precompiled import compile_workers
 
         compile_workers.WORKER_CODE = "import sys; sys.exit(3)"
     key, model, seed, warmup = sys.argv[1:5]

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from minifal.data_dir import data_dir
+from minifal.host.data_dir import data_dir
 from minifal.request_context import public_base_url
 from minifal.toolkit.downloads import write_atomically
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
-from minifal.data_dir import data_dir
+from minifal.host.data_dir import data_dir
 from minifal.toolkit.exceptions import KVStoreException
 
 ENV_REDIS_URL = "MINIFAL_KV_REDIS_URL"

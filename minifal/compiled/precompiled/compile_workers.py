@@ -1,0 +1,242 @@
+"""Compile captured graphs in worker processes, several at once.
+
+Inductor compiles one graph at a time per process, and most of it is single-threaded Python
+(lowering, scheduling, code generation): the SD-Turbo UNet takes ~40 s a shape on an H200 host
+while 15 of its 16 cores wait. A runner that must compile several graphs (two UNet shapes, two
+VAE decoder shapes) hands each captured graph to its own worker process instead: the call that
+was captured is answered eagerly, the runner goes on capturing the next one, and at the end of
+the ``precompiled_modules`` block it waits for the workers, loads their artifacts, checks each
+against eager on the call it was captured from, and publishes them as an inline compile would.
+
+A worker gets the graph (pickled, without Dynamo's metadata) and the inputs' shapes, strides,
+dtypes and devices; it compiles with uninitialized tensors of that layout (the graph's weights
+are inputs, so their values do not matter to the code) and saves the artifact. It shares the
+runner's private cache dir (C++ kernels built for a CPU graph land where they are published), its
+Triton compile threads are the host's cores divided among the workers, and it dies with the
+runner. ``MINIFAL_PRECOMPILED_WORKERS``: how many run at once; ``0`` compiles inline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from minifal.compiled.precompiled.artifact_files import (
+    UNPACKED_SUFFIX,
+    load_artifact,
+    save_unpacked,
+    unpacked_form_pays,
+)
+from minifal.compiled.precompiled.graph_compile import CapturedCall, NotPrecompilable
+from minifal.host.collector import pauses_timed
+from minifal.host.parent_death import die_with_parent
+
+logger = logging.getLogger("minifal.precompiled")
+
+ENV_WORKERS = "MINIFAL_PRECOMPILED_WORKERS"
+MIN_CORES_FOR_WORKERS = 8  # below this, parallel compiles only fight over the cores
+MAX_DEFAULT_WORKERS = 4
+LOG_TAIL_CHARS = 2000
+WORKER_CODE = (
+    "import sys; from minifal.compiled.precompiled.compile_workers import main; "
+    "sys.exit(main(sys.argv[1:]))"
+)
+
+
+def configured_workers() -> int:
+    """``$MINIFAL_PRECOMPILED_WORKERS``, else 0 below 8 cores and one per 4 cores up to 4."""
+    value = os.environ.get(ENV_WORKERS)
+    if value is not None:
+        try:
+            return max(0, int(value))
+        except ValueError:
+            logger.warning("%s=%r is not a number: compiling inline", ENV_WORKERS, value)
+            return 0
+    cores = os.cpu_count() or 1
+    return 0 if cores < MIN_CORES_FOR_WORKERS else min(MAX_DEFAULT_WORKERS, cores // 4)
+
+
+class WorkerCompile:
+    """One captured graph being compiled by a worker process; :meth:`result` collects it."""
+
+    def __init__(self, captured: CapturedCall, job_dir: Path, threads: int) -> None:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        name = uuid.uuid4().hex
+        self.job_path = job_dir / f"{name}.job"
+        self.artifact_path = job_dir / f"{name}.bin"
+        self.log_path = job_dir / f"{name}.log"
+        _save_job(captured, self.job_path)
+        environ = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": str(max(1, threads))}
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", WORKER_CODE, str(self.job_path), str(self.artifact_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environ,
+                preexec_fn=die_with_parent(signal.SIGKILL),
+            )
+        self.started = time.monotonic()
+
+    @property
+    def running(self) -> bool:
+        return self._process.poll() is None
+
+    def wait(self, deadline: float) -> None:
+        """Wait for the worker, at most until ``deadline`` (``time.time()``); kill it then."""
+        try:
+            self._process.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired as exc:
+            self.kill()
+            raise NotPrecompilable("the compile worker did not finish by the deadline") from exc
+
+    def result(self, deadline: float) -> tuple[Any, float]:
+        """The loaded artifact and the worker's seconds; :class:`NotPrecompilable` if it failed.
+
+        The artifact's file stays at ``artifact_path`` for the caller to adopt or
+        :meth:`discard`."""
+        self.wait(deadline)
+        seconds = self._compile_seconds() or time.monotonic() - self.started
+        try:
+            if self._process.returncode != 0:
+                raise NotPrecompilable(
+                    f"the compile worker exited with {self._process.returncode}: {self._log_tail()}"
+                )
+            logger.info("compile worker %s: %s", self.job_path.stem, self._last_line())
+            try:
+                return load_artifact(self.artifact_path), seconds
+            except Exception as exc:
+                raise NotPrecompilable(f"the worker's artifact does not load ({exc})") from exc
+        finally:
+            self.job_path.unlink(missing_ok=True)
+            self.log_path.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        if self.running:
+            self._process.kill()
+            self._process.wait(timeout=10)
+        self.discard()
+
+    def discard(self) -> None:
+        """Remove the job's files (the artifact too, unless it was adopted)."""
+        for path in (self.job_path, self.artifact_path, self.log_path):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.artifact_path.with_suffix(UNPACKED_SUFFIX), ignore_errors=True)
+
+    def _compile_seconds(self) -> float | None:
+        """The worker's own Inductor seconds, from its last line (``compiled in N s``)."""
+        match = re.search(r"compiled in ([0-9.]+) s", self._log_tail())
+        return float(match.group(1)) if match else None
+
+    def _last_line(self) -> str:
+        lines = self._log_tail().splitlines()
+        return lines[-1] if lines else ""
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:].strip()
+        except OSError:
+            return "(no log)"
+
+
+class _NodeRef:
+    """A node's name, standing for the node in another node's arguments."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _save_job(captured: CapturedCall, path: Path) -> None:
+    """The graph as a list of nodes (an FX graph does not pickle: its node list recurses, and
+    a GraphModule pickles as code that is traced again into another graph), its constants, the
+    inputs' layouts and the grad mode. Of Dynamo's node metadata only the tensor layouts
+    travel: Inductor's cache checks a method call's receiver by its ``example_value``."""
+    from torch.fx.node import map_arg
+
+    layouts = []
+    for value in captured.example_inputs:
+        if not isinstance(value, torch.Tensor):
+            raise NotPrecompilable(f"a graph input is a {type(value).__name__}, not a tensor")
+        device, grad = str(value.device), value.requires_grad
+        layouts.append((tuple(value.shape), value.stride(), value.dtype, device, grad))
+    gm = captured.gm
+    nodes = []
+    for node in gm.graph.nodes:
+        example = node.meta.get("example_value")
+        layout = _layout(example) if isinstance(example, torch.Tensor) else None
+        args = map_arg(node.args, lambda n: _NodeRef(n.name))
+        kwargs = map_arg(node.kwargs, lambda n: _NodeRef(n.name))
+        nodes.append((node.op, node.name, node.target, args, kwargs, layout))
+    constants = {n.target: getattr(gm, n.target) for n in gm.graph.nodes if n.op == "get_attr"}
+    job = {"nodes": nodes, "constants": constants, "inputs": layouts}
+    try:
+        torch.save({**job, "grad": captured.grad_enabled}, path)
+    except Exception as exc:
+        raise NotPrecompilable(f"the graph cannot be handed to a worker ({exc})") from exc
+
+
+def _layout(tensor: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...], torch.dtype]:
+    return tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype
+
+
+def _graph_module(job: dict[str, Any]) -> torch.fx.GraphModule:
+    from torch.fx.node import map_aggregate
+
+    graph = torch.fx.Graph()
+    made: dict[str, torch.fx.Node] = {}
+
+    def resolve(value: Any) -> Any:
+        return made[value.name] if isinstance(value, _NodeRef) else value
+
+    for op, name, target, args, kwargs, layout in job["nodes"]:
+        node = graph.create_node(
+            op, target, map_aggregate(args, resolve), map_aggregate(kwargs, resolve), name=name
+        )
+        if layout is not None:
+            shape, stride, dtype = layout
+            node.meta["example_value"] = torch.empty_strided(
+                shape, stride, dtype=dtype, device="meta"
+            )
+        made[name] = node
+    root = torch.nn.Module()
+    for name, value in job["constants"].items():
+        setattr(root, name, value)
+    return torch.fx.GraphModule(root, graph)
+
+
+def main(argv: list[str]) -> int:
+    """The worker process (``WORKER_CODE JOB ARTIFACT``): compile the job, save the artifact."""
+    from torch._inductor import standalone_compile
+
+    job_path, artifact_path = argv
+    job = torch.load(job_path, weights_only=False)
+    inputs = [
+        torch.empty_strided(shape, stride, dtype=dtype, device=device).requires_grad_(grad)
+        for shape, stride, dtype, device, grad in job["inputs"]
+    ]
+    start = time.perf_counter()
+    # the graph was captured in this grad mode
+    with pauses_timed() as pauses, torch.set_grad_enabled(job["grad"]):
+        gm = _graph_module(job)
+        artifact = standalone_compile(gm, inputs, dynamic_shapes="from_example_inputs")
+    temp = f"{artifact_path}.tmp"
+    artifact.save(path=temp, format="binary")
+    os.replace(temp, artifact_path)
+    # saved here, in the worker: saving it points the process's Inductor cache dir elsewhere
+    if unpacked_form_pays([str(spec[3]) for spec in job["inputs"]]):
+        save_unpacked(artifact, Path(artifact_path).with_suffix(UNPACKED_SUFFIX))
+    seconds, collector = time.perf_counter() - start, pauses.seconds
+    print(f"compiled in {seconds:.1f} s (garbage collection {collector:.1f} s)", flush=True)
+    return 0

@@ -1,0 +1,269 @@
+"""``PrecompiledModule``: a module whose calls dispatch to precompiled artifacts by signature.
+
+Each call is flattened and its signature computed (a few microseconds). A signature seen before
+goes straight to what served it last time: a loaded or freshly compiled artifact, called with the
+live module's parameters and buffers and the call's tensors, or the fallback. A new signature is
+resolved once, under a lock: a loaded artifact of this module and signature, else (while the
+``precompiled_modules`` block is open) a capture and compile that is saved for publishing, else
+the fallback: eager (the default) or plain ``torch.compile``. A call is never answered by an
+artifact made for another signature, so an uncovered call is slower, never wrong.
+
+With ``cuda_graphs=True`` each artifact's CUDA calls are also captured into a CUDA graph and
+replayed (``minifal.compiled.cuda_graphs``); the fallback is not.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils import _pytree as pytree
+
+from minifal.compiled.call_signature import (
+    CallSignature,
+    FlatCall,
+    call_signature,
+    flatten_call,
+)
+from minifal.compiled.cuda_graphs import GraphedCall, WeightSlots, capturable_call
+from minifal.compiled.precompiled.graph_compile import (
+    CompiledCall,
+    NotPrecompilable,
+    capture_call,
+    compile_captured,
+)
+from minifal.compiled.precompiled.structure import module_digest
+from minifal.compiled.wrapped_module import WrappedModule
+
+if TYPE_CHECKING:
+    from minifal.compiled.precompiled.session import PrecompiledModules
+
+logger = logging.getLogger("minifal.precompiled")
+
+FALLBACKS = ("eager", "compile")
+
+_Runner = Callable[[FlatCall], Any]
+_TensorsRunner = Callable[[list[torch.Tensor]], Any]
+_NOT_RUN = object()  # what _resolve returns when it did not run the call itself
+
+
+class InputBinder:
+    """Rebuilds a graph's flat inputs from an input plan: the call's tensors, the live weights.
+
+    Weights are looked up at every call (a few hundred dict lookups, tens of microseconds), so a
+    module whose parameters were replaced (``load_state_dict(assign=True)``, LoRA fusing) is
+    still called with what it holds now.
+    """
+
+    def __init__(self, module: torch.nn.Module, plan: list[str]) -> None:
+        self._slots: list[tuple[Any, str, str] | int] = []
+        for entry in plan:
+            if entry.startswith("@"):
+                self._slots.append(int(entry[1:]))
+                continue
+            kind, _, name = entry.partition(":")
+            owner_name, _, attr = name.rpartition(".")
+            table = "_parameters" if kind == "p" else "_buffers"
+            try:
+                owner = module.get_submodule(owner_name) if owner_name else module
+            except AttributeError:
+                owner = None
+            if owner is None or getattr(owner, table).get(attr) is None:
+                raise NotPrecompilable(f"the module has no {table[1:-1]} {name!r}")
+            self._slots.append((owner, table, attr))
+
+    def bind(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [
+            tensors[slot] if isinstance(slot, int) else getattr(slot[0], slot[1])[slot[2]]
+            for slot in self._slots
+        ]
+
+
+class PrecompiledModule(WrappedModule):
+    """Wraps ``module``; its calls dispatch by signature (see the module docstring)."""
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        modules: PrecompiledModules,
+        fallback: str = "eager",
+        cuda_graphs: bool = False,
+    ) -> None:
+        if fallback not in FALLBACKS:
+            raise ValueError(f"fallback={fallback!r}: expected one of {FALLBACKS}")
+        super().__init__(module)
+        self._modules_session = modules
+        self._fallback = fallback
+        self._cuda_graphs = cuda_graphs
+        self._digest = module_digest(module)
+        self._runners: dict[str, _Runner] = {}
+        self._lock = threading.Lock()
+        self._compiled_fallback: Callable[..., Any] | None = None
+        self.resolutions: dict[str, str] = {}  # signature label -> "loaded" | "compiled" | fallback
+
+    @property
+    def module_digest(self) -> str:
+        return self._digest
+
+    @property
+    def fallback(self) -> str:
+        return self._fallback
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        call = flatten_call(args, kwargs)
+        signature = call_signature(call, torch.is_grad_enabled(), self._orig_mod.training)
+        runner = self._runners.get(signature.digest)
+        if runner is not None:
+            return runner(call)
+        with self._lock:
+            runner = self._runners.get(signature.digest)
+            if runner is not None:
+                return runner(call)
+            runner, result = self._resolve(call, signature)
+            self._runners[signature.digest] = runner
+        return result if result is not _NOT_RUN else runner(call)
+
+    def _resolve(self, call: FlatCall, signature: CallSignature) -> tuple[_Runner, Any]:
+        session = self._modules_session
+        loaded = session.loaded_artifact(self._digest, signature.digest)
+        if loaded is not None:
+            try:
+                runner = self._graphed(
+                    _artifact_runner(
+                        loaded.artifact,
+                        InputBinder(self._orig_mod, loaded.meta.input_plan),
+                        loaded.meta.out_spec,
+                    ),
+                    call,
+                    signature,
+                    capture_in=session.run_warmed if loaded.first_called else None,
+                )
+            except NotPrecompilable as exc:
+                logger.warning(
+                    "precompiled %s: artifact for %s unusable (%s)",
+                    self._name,
+                    signature.label,
+                    exc,
+                )
+            else:
+                self.resolutions[signature.label] = "loaded"
+                return runner, _NOT_RUN
+        if session.compiling_allowed:
+            try:
+                return self._compile(call, signature)
+            except NotPrecompilable as exc:
+                logger.warning(
+                    "precompiled %s: %s cannot be precompiled (%s): runs %s",
+                    self._name,
+                    signature.label,
+                    exc,
+                    self._fallback,
+                )
+        else:
+            logger.warning(
+                "precompiled %s: %s was not covered by warmup: runs %s",
+                self._name,
+                signature.label,
+                self._fallback,
+            )
+        self.resolutions[signature.label] = self._fallback
+        return self._fallback_runner(), _NOT_RUN
+
+    def _compile(self, call: FlatCall, signature: CallSignature) -> tuple[_Runner, Any]:
+        """Capture ``call``; compile it here, or in a worker (answered eagerly meanwhile)."""
+        started = time.time()
+        session = self._modules_session
+        captured, result = capture_call(self._orig_mod, call)
+        if session.compile_workers:
+            try:
+                session.compile_later(self, call, signature, captured, started)
+            except NotPrecompilable as exc:
+                logger.info("precompiled %s: compiling here (%s)", self._name, exc)
+            else:
+                self.resolutions[signature.label] = "compiling"
+                return self._target_runner(self._orig_mod), result
+        return self._compiled_runner(call, signature, compile_captured(captured), started), result
+
+    def install(
+        self, call: FlatCall, signature: CallSignature, compiled: CompiledCall, started: float
+    ) -> _Runner:
+        """Serve ``signature`` from ``compiled`` (a worker's) from now on; publish it."""
+        runner = self._compiled_runner(call, signature, compiled, started)
+        with self._lock:
+            self._runners[signature.digest] = runner
+        return runner
+
+    def use_fallback(self, signature: CallSignature) -> None:
+        """Serve ``signature`` by the fallback from now on (its compile failed)."""
+        with self._lock:
+            self._runners[signature.digest] = self._fallback_runner()
+        self.resolutions[signature.label] = self._fallback
+
+    def _compiled_runner(
+        self, call: FlatCall, signature: CallSignature, compiled: CompiledCall, started: float
+    ) -> _Runner:
+        runner = self._graphed(
+            _artifact_runner(
+                compiled.artifact,
+                InputBinder(self._orig_mod, compiled.input_plan),
+                compiled.out_spec,
+            ),
+            call,
+            signature,
+        )
+        self._modules_session.publish_later(self, signature, compiled, started)
+        self.resolutions[signature.label] = "compiled"
+        return runner
+
+    def _graphed(
+        self,
+        run: _TensorsRunner,
+        call: FlatCall,
+        signature: CallSignature,
+        capture_in: Callable[[Callable[[], None]], None] | None = None,
+    ) -> _Runner:
+        """``run`` replayed from a CUDA graph when asked and the call allows it; ``capture_in``
+        runs the first capture in the thread that made the artifact's placeholder call."""
+        if not (self._cuda_graphs and capturable_call(call)):
+            return lambda flat: run(flat.tensors)
+        graphed = GraphedCall(
+            run,
+            WeightSlots(self._orig_mod),
+            f"{self._name} {signature.label}",
+            capturable=True,
+            capture_in=capture_in,
+        )
+        return lambda flat: graphed(flat.tensors)
+
+    def _fallback_runner(self) -> _Runner:
+        if self._fallback == "compile":
+            if self._compiled_fallback is None:
+                self._compiled_fallback = torch.compile(self._orig_mod, dynamic=False)
+            return self._target_runner(self._compiled_fallback)
+        return self._target_runner(self._orig_mod)
+
+    @staticmethod
+    def _target_runner(target: Callable[..., Any]) -> _Runner:
+        def run(call: FlatCall) -> Any:
+            args, kwargs = call.rebuild(tuple(call.tensors))
+            return target(*args, **kwargs)
+
+        return run
+
+    @property
+    def _name(self) -> str:
+        return type(self._orig_mod).__name__
+
+
+def _artifact_runner(artifact: Any, binder: InputBinder, out_spec_text: str) -> _TensorsRunner:
+    out_spec = pytree.treespec_loads(out_spec_text)
+
+    def run(tensors: list[torch.Tensor]) -> Any:
+        outputs = artifact(*binder.bind(tensors))
+        return pytree.tree_unflatten(list(outputs), out_spec)
+
+    return run

@@ -1,0 +1,254 @@
+"""The fleet's side of a fork server (``minifal/runner/fork_server.py``): start it, fork runners
+from it, hear of their exits, close it.
+
+A forked runner is a child of the fork server, not of the gateway, so ``ForkedProcess`` stands
+in for ``asyncio.subprocess.Process``: its pid, its output (a pipe the gateway made and the
+child writes to), signals sent by pid, and its exit, seen through a pidfd here and with the code
+the fork server reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from minifal.host.parent_death import die_with_parent
+
+logger = logging.getLogger("minifal.fleet")
+
+READY_TIMEOUT_SECONDS = 300.0
+"""How long the fork server may take to import what the App's runners import; past it, the
+fleet execs runners as before."""
+REPLY_TIMEOUT_SECONDS = 10.0
+EXIT_CODE_TIMEOUT_SECONDS = 5.0
+"""How long after a child is gone its exit code may take to arrive."""
+UNKNOWN_EXIT_CODE = 255
+"""A forked runner's code when its fork server died before it could report it."""
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+class ForkServerUnavailable(RuntimeError):
+    """The fork server cannot start runners (it failed, timed out or found forking unsafe)."""
+
+
+class ForkedProcess:
+    """A runner forked by the fork server, with the parts of ``asyncio.subprocess.Process``
+    that ``LocalRunnerProcess`` uses."""
+
+    def __init__(self, pid: int, stdout: asyncio.StreamReader, code: asyncio.Future[int]) -> None:
+        self.pid = pid
+        self.stdout = stdout
+        self._returncode: int | None = None
+        self._code = code
+        loop = asyncio.get_running_loop()
+        self._gone = loop.create_future()
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:  # exited (and reaped by the server) already
+            self._gone.set_result(None)
+        else:
+            loop.add_reader(self._pidfd, self._on_gone)
+
+    def _on_gone(self) -> None:
+        asyncio.get_running_loop().remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        if not self._gone.done():
+            self._gone.set_result(None)
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit code once it has exited (as ``asyncio.subprocess.Process`` sets it without
+        a ``wait()``), else None."""
+        if self._returncode is None and self._code.done() and not self._code.exception():
+            self._returncode = self._code.result()
+        if self._returncode is None and self._gone.done() and self._code.done():
+            self._returncode = UNKNOWN_EXIT_CODE  # the server died before it could say
+        return self._returncode
+
+    async def wait(self) -> int:
+        if self.returncode is None:
+            await asyncio.shield(self._gone)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._code), EXIT_CODE_TIMEOUT_SECONDS)
+            except (TimeoutError, ForkServerUnavailable):
+                logger.warning("runner pid %d: exit code unknown (fork server gone)", self.pid)
+                self._returncode = UNKNOWN_EXIT_CODE
+        code = self.returncode
+        assert code is not None
+        return code
+
+    def send_signal(self, signum: int) -> None:
+        if not self._gone.done():
+            os.kill(self.pid, signum)
+
+
+class ForkServerClient:
+    """One fork server for one fleet's runners (the same App, the same base environment)."""
+
+    def __init__(
+        self, imports_record: Path, env: dict[str, str], log_file: Path, death_signal: int
+    ) -> None:
+        self.imports_record = imports_record
+        self.env = env
+        self.log_file = log_file
+        self.death_signal = death_signal
+        self.process: asyncio.subprocess.Process | None = None
+        self._control: socket.socket | None = None
+        self._replies: dict[str, asyncio.Future[int]] = {}
+        self._exit_codes: dict[int, asyncio.Future[int]] = {}
+        self._ready: asyncio.Future[dict[str, Any]] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[bool] | None = None
+        self._next_id = 0
+
+    async def usable(self) -> bool:
+        """Start the server once (every caller waits for the same start); whether runners can
+        be forked from it."""
+        if self._starting is None:
+            self._starting = asyncio.create_task(self._start(), name="fork-server-start")
+        return await asyncio.shield(self._starting)
+
+    async def _start(self) -> bool:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with theirs, self.log_file.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "minifal.runner.fork_server",
+                "--control-fd",
+                str(theirs.fileno()),
+                "--imports",
+                str(self.imports_record),
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGKILL),
+            )
+        ours.setblocking(False)
+        self._control = ours
+        self._ready = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.create_task(self._read(), name="fork-server-reader")
+        try:
+            ready = await asyncio.wait_for(asyncio.shield(self._ready), READY_TIMEOUT_SECONDS)
+        except (TimeoutError, ForkServerUnavailable) as error:
+            reason = str(error) or "not ready in time"
+            logger.warning("fork server unavailable (%s): runners start without it", reason)
+            await self.close()
+            return False
+        if ready["hazards"]:
+            logger.warning(
+                "fork server: forking is unsafe here (%s): runners start without it",
+                "; ".join(ready["hazards"]),
+            )
+            await self.close()
+            return False
+        logger.info(
+            "fork server ready (pid %d): %d modules imported in %.1f s (%d failed)",
+            self.process.pid,
+            ready["imported"],
+            ready["seconds"],
+            ready["failed"],
+        )
+        return True
+
+    async def _read(self) -> None:
+        assert self._control is not None
+        loop = asyncio.get_running_loop()
+        error: BaseException = ForkServerUnavailable("the fork server exited")
+        try:
+            while data := await loop.sock_recv(self._control, MAX_MESSAGE_BYTES):
+                self._dispatch(json.loads(data))
+        except (OSError, ValueError) as exc:
+            error = ForkServerUnavailable(f"the fork server's connection failed: {exc}")
+        finally:
+            for future in (self._ready, *self._replies.values(), *self._exit_codes.values()):
+                if future is not None and not future.done():
+                    future.set_exception(error)
+                    future.exception()  # retrieved: nobody may be waiting for it
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if "ready" in message and self._ready is not None and not self._ready.done():
+            self._ready.set_result(message["ready"])
+        elif "started" in message:
+            future = self._replies.pop(message["started"], None)
+            if future is not None and not future.done():
+                future.set_result(message["pid"])
+        elif "failed" in message:
+            future = self._replies.pop(message["failed"], None)
+            if future is not None and not future.done():
+                future.set_exception(ForkServerUnavailable(message["error"]))
+        elif "exited" in message:
+            future = self._exit_code(message["exited"])
+            if not future.done():
+                future.set_result(message["code"])
+
+    def _exit_code(self, pid: int) -> asyncio.Future[int]:
+        if pid not in self._exit_codes:
+            self._exit_codes[pid] = asyncio.get_running_loop().create_future()
+        return self._exit_codes[pid]
+
+    async def spawn(self, args: list[str], env: dict[str, str], cwd: str) -> ForkedProcess:
+        """Fork a runner that runs ``python -m minifal.runner ARGS`` in ``env``."""
+        if self._control is None or self._reader is None or self._reader.done():
+            raise ForkServerUnavailable("the fork server is not running")
+        loop = asyncio.get_running_loop()
+        self._next_id += 1
+        request_id = str(self._next_id)
+        request = {
+            "start": request_id,
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            "death_signal": self.death_signal,
+        }
+        reply = self._replies[request_id] = loop.create_future()
+        read_end, write_end = os.pipe()
+        try:
+            socket.send_fds(self._control, [json.dumps(request).encode()], [write_end])
+        except OSError as error:
+            os.close(read_end)
+            self._replies.pop(request_id, None)
+            raise ForkServerUnavailable(f"cannot reach the fork server: {error}") from error
+        finally:
+            os.close(write_end)
+        try:
+            pid = await asyncio.wait_for(reply, REPLY_TIMEOUT_SECONDS)
+        except BaseException:
+            os.close(read_end)
+            raise
+        stdout = asyncio.StreamReader()
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(stdout), os.fdopen(read_end, "rb", 0)
+        )
+        return ForkedProcess(pid, stdout, self._exit_code(pid))
+
+    async def close(self) -> None:
+        """Hang up; the server waits a little for its children, then exits (bounded here too)."""
+        if self._control is not None:
+            with contextlib.suppress(OSError):
+                self._control.shutdown(socket.SHUT_RDWR)
+        if self.process is not None and self.process.returncode is None:
+            try:
+                await asyncio.wait_for(self.process.wait(), 10.0)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._control is not None:
+            self._control.close()
+            self._control = None

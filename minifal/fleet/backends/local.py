@@ -1,0 +1,295 @@
+"""The first runner backend: each runner is a child process of the gateway, on this machine.
+
+The Ray backend (``ray_runners.py``) reuses it on each node: there, the child is a Ray actor's,
+listening on the node's address, and it gets SIGKILL when the actor dies (its node was lost).
+
+A child runs ``python -m minifal.runner APP`` (``runner_contract``) in its own session, so Ctrl-C
+reaches only the gateway, which drains runners in order; with ``PR_SET_PDEATHSIG``, so a gateway
+that dies leaves no runner behind. Its output goes to ``DATA_DIR/runs/<run>/<runner>.log`` and,
+prefixed with ``[runner-id]``, to the gateway's console.
+
+With ``fork_server`` (the gateway's own backend, ``MINIFAL_FORK_SERVER``), runners are forked
+from one process per fleet that has already imported what the App's runners import
+(``minifal/runner/fork_server.py``, ``fork_client.py``); where that server cannot be used the
+backend execs runners as above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from minifal.compiled.bytecode_cache import configure_environment as configure_bytecode_cache
+from minifal.fleet.backends.base import RunnerLaunch
+from minifal.fleet.backends.fork_client import (
+    ForkedProcess,
+    ForkServerClient,
+    ForkServerUnavailable,
+)
+from minifal.host.parent_death import die_with_parent
+from minifal.runner.import_record import record_path
+from minifal.runner_contract import (
+    DEFAULT_HOST,
+    ENV_EVENTS_FILE,
+    ENV_RUNNER_ID,
+    LOCAL_NODE,
+    READY_PATH,
+    runner_arguments,
+    runner_command,
+    runner_environment,
+    runner_socket_path,
+)
+from minifal.startup.events import read_events, runner_events_file
+
+logger = logging.getLogger("minifal.fleet")
+
+PROGRESS_EVERY_SECONDS = 5.0
+READY_POLL_SECONDS = 0.2
+FORK_SERVER_ENV = "MINIFAL_FORK_SERVER"
+"""``on`` (the default) or ``off``: whether ``minifal run`` forks its local runners from a fork
+server."""
+PER_RUNNER_ENV = (ENV_RUNNER_ID, ENV_EVENTS_FILE, "CUDA_DEVICE_ORDER", "CUDA_VISIBLE_DEVICES")
+"""What differs between runners of one fleet; the fork server's environment has none of it."""
+
+
+def fork_server_enabled(environ: dict[str, str] | None = None) -> bool:
+    value = (os.environ if environ is None else environ).get(FORK_SERVER_ENV, "on").lower()
+    if value not in ("on", "off"):
+        raise ValueError(f"{FORK_SERVER_ENV}={value!r}: expected on or off")
+    return value == "on" and hasattr(os, "pidfd_open")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class LocalRunnerBackend:
+    """Runners as child processes of this one, reached at ``host``; ``node`` names the machine."""
+
+    def __init__(
+        self,
+        launch: RunnerLaunch,
+        host: str = DEFAULT_HOST,
+        node: str = LOCAL_NODE,
+        parent_death_signal: int = signal.SIGTERM,
+        unix_sockets: bool = True,
+        fork_server: bool = False,
+    ) -> None:
+        self.launch = launch
+        self.host = host
+        self.node = node
+        self.parent_death_signal = parent_death_signal
+        self.unix_sockets = unix_sockets
+        """Also listen on a unix socket in the run dir (the gateway's machine only)."""
+        self.fork_server = fork_server
+        self._fork_server: ForkServerClient | None = None
+
+    def _environment(self, runner_id: str, gpus: list[str]) -> dict[str, str]:
+        launch = self.launch
+        env = {
+            **os.environ,
+            **launch.extra_env,
+            **runner_environment(
+                data_dir=launch.data_dir,
+                run_id=launch.run_id,
+                runner_id=runner_id,
+                events_file=runner_events_file(launch.run_dir, runner_id),
+                public_url=launch.public_url,
+                gpus=gpus if launch.use_gpus else None,
+                node=self.node,
+            ),
+        }
+        configure_bytecode_cache(env, launch.data_dir)  # before the runner's first import
+        return env
+
+    def _fork_server_client(self, env: dict[str, str]) -> ForkServerClient:
+        if self._fork_server is None:
+            shared = {key: value for key, value in env.items() if key not in PER_RUNNER_ENV}
+            self._fork_server = ForkServerClient(
+                record_path(self.launch.data_dir, self.launch.app_reference),
+                shared,
+                self.launch.run_dir / "fork-server.log",
+                self.parent_death_signal,
+            )
+        return self._fork_server
+
+    async def _spawn(
+        self, runner_id: str, arguments: list[str], env: dict[str, str]
+    ) -> asyncio.subprocess.Process | ForkedProcess:
+        """Fork the runner from the fork server when it is up, else exec it."""
+        client = self._fork_server
+        if client is not None and await client.usable():
+            try:
+                return await client.spawn(arguments, env, os.getcwd())
+            except ForkServerUnavailable as error:
+                logger.warning("[%s] fork server: %s; starting it without", runner_id, error)
+        return await asyncio.create_subprocess_exec(
+            *runner_command(arguments),
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the gateway only; it drains runners in order
+            preexec_fn=die_with_parent(self.parent_death_signal),
+        )
+
+    async def close(self) -> None:
+        """Stop the fork server (after the runners: the supervisor stopped them)."""
+        if self._fork_server is not None:
+            await self._fork_server.close()
+
+    async def start(self, runner_id: str, gpus: list[str]) -> LocalRunnerProcess:
+        launch = self.launch
+        port = free_port(self.host)
+        env = self._environment(runner_id, gpus)
+        launch.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.fork_server:
+            await self._fork_server_client(env).usable()  # its imports are not the runner's time
+        unix_socket = (
+            runner_socket_path(launch.run_dir, runner_id, port) if self.unix_sockets else None
+        )
+        started_at = time.time()
+        arguments = runner_arguments(
+            launch.app_reference, port, launch.data_dir, self.host, unix_socket
+        )
+        process = await self._spawn(runner_id, arguments, env)
+        on_gpus = f" on GPU {','.join(gpus)}" if gpus else ""
+        logger.info("[%s] started (pid %s, port %s)%s", runner_id, process.pid, port, on_gpus)
+        return LocalRunnerProcess(
+            runner_id,
+            process,
+            port,
+            started_at,
+            runner_events_file(launch.run_dir, runner_id),
+            launch.run_dir / f"{runner_id}.log",
+            launch.echo_output,
+            self.host,
+            self.node,
+            None if unix_socket is None else str(unix_socket),
+        )
+
+
+class LocalRunnerProcess:
+    """One child process of a runner, from its start to its exit."""
+
+    def __init__(
+        self,
+        runner_id: str,
+        process: asyncio.subprocess.Process | ForkedProcess,
+        port: int,
+        started_at: float,
+        events_file: Path,
+        log_file: Path,
+        echo_output: bool,
+        host: str = DEFAULT_HOST,
+        node: str = LOCAL_NODE,
+        unix_path: str | None = None,
+    ) -> None:
+        self.runner_id = runner_id
+        self.process = process
+        self.port = port
+        self.started_at = started_at
+        self.events_file = events_file
+        self.log_file = log_file
+        self.echo_output = echo_output
+        self.host = host
+        self.node = node
+        self.unix_path = unix_path
+        """Where the gateway sends requests (``url`` stays for probes and websockets)."""
+        self._output_task = asyncio.create_task(self._copy_output(), name=f"{runner_id}-log")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def exited(self) -> bool:
+        return self.process.returncode is not None
+
+    async def _copy_output(self) -> None:
+        """Each line of the runner to the console with a ``[runner-id]`` prefix, and to its log."""
+        assert self.process.stdout is not None
+        with self.log_file.open("ab") as log:
+            while line := await self.process.stdout.readline():
+                log.write(line)
+                log.flush()
+                if self.echo_output:
+                    text = line.decode(errors="replace").rstrip()
+                    sys.stdout.write(f"[{self.runner_id}] {text}\n")
+                    sys.stdout.flush()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Poll the ready path until it answers (the port opens after ``setup()``).
+
+        Logs a progress line every few seconds with the last startup phase the runner finished.
+        """
+        deadline = self.started_at + timeout
+        next_progress = time.time() + PROGRESS_EVERY_SECONDS
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.time() < deadline:
+                if self.exited:
+                    return False
+                with contextlib.suppress(httpx.HTTPError):
+                    response = await client.get(f"{self.url}{READY_PATH}")
+                    if response.status_code == 200:
+                        return True
+                if time.time() >= next_progress:
+                    next_progress += PROGRESS_EVERY_SECONDS
+                    logger.info(
+                        "[%s] starting: %.0f s, %s",
+                        self.runner_id,
+                        time.time() - self.started_at,
+                        self.progress(),
+                    )
+                await asyncio.sleep(READY_POLL_SECONDS)
+        return False
+
+    async def answers(self, timeout: float) -> bool:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            try:
+                response = await client.get(f"{self.url}{READY_PATH}")
+            except httpx.HTTPError:
+                return False
+        return response.status_code == 200
+
+    def progress(self) -> str:
+        events = read_events(self.events_file, self.pid)
+        if not events:
+            return "importing"
+        last = events[-1]
+        error = (last.get("details") or {}).get("error")
+        if error:
+            return f"{last['phase']} failed: {error}"
+        return f"last finished phase: {last['phase']}"
+
+    async def wait_exit(self) -> int:
+        code = await self.process.wait()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._output_task
+        return code
+
+    def _signal(self, signum: int) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signum)
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)

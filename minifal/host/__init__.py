@@ -1,0 +1,7 @@
+"""Facts and hygiene of this machine: the data dir, GPUs (``nvidia-smi``, fal's GPU type),
+children that die with their parent, the log format, Python's collector, the body-size limit and
+the uvicorn server every process runs.
+
+Below everything: any part of minifal may import ``host``; ``host`` imports nothing of minifal
+but ``runner_contract`` and itself.
+"""
