@@ -71,7 +71,9 @@ def cluster() -> Iterator[Cluster]:
 
 
 def ray_fleet(cluster: Cluster, app: Path, work_dir: Path, **kwargs: Any) -> Any:
-    env = {**LOOPBACK_ENV, "MINIFAL_FAILURE_BACKOFF_SECONDS": "0.5", **kwargs.pop("env", {})}
+    # The gateway is given Linux's default ("1"): a loopback --ray address must work without it.
+    linux_default = dict.fromkeys(LOOPBACK_ENV, "1")
+    env = {**linux_default, "MINIFAL_FAILURE_BACKOFF_SECONDS": "0.5", **kwargs.pop("env", {})}
     extra = kwargs.pop("extra_args", ("--ray", cluster.address))
     return start_fleet(app, work_dir, env=env, extra_args=extra, **kwargs)
 

@@ -81,15 +81,30 @@ def scaling_settings(
     )
 
 
+def ray_environment(address: str) -> dict[str, str]:
+    """What Ray must read before it is imported to join the cluster at ``address``.
+
+    Ray turns a loopback address into this machine's external IP when it connects, unless it
+    believes it runs on one machine only (its Windows/macOS switch). A loopback address is only
+    reachable on this machine, so for one the switch is on: the driver stays on loopback too.
+    """
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    if host == "localhost" or host.startswith("127.") or host == "::1":
+        return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    return {}
+
+
 def join_ray_cluster(address: str, gpus_per_runner: int) -> RayCluster | None:
     """Connect to the cluster; None (said on stderr) when Ray is missing or there is none."""
+    # Ray reads its settings from the environment when it is first imported, just below.
+    os.environ.update(ray_environment(address))
     try:
-        from minifal.fleet import ray_runners
+        from minifal.fleet.backends import ray_actors
     except ImportError:
         print("minifal: --ray needs Ray: pip install 'minifal[ray]'", file=sys.stderr)
         return None
     try:
-        return ray_runners.join_cluster(address, gpus_per_runner)
+        return ray_actors.join_cluster(address, gpus_per_runner)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         print(f"minifal: cannot join the Ray cluster at {address}: {exc}", file=sys.stderr)
         return None

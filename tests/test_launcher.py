@@ -1,0 +1,21 @@
+"""The launcher's pure decisions (no processes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from minifal.fleet.launcher import ray_environment
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1:6379", "127.0.0.2:1", "localhost:6379", "[::1]:6379", "localhost"]
+)
+def test_a_loopback_ray_address_keeps_ray_on_loopback(address: str) -> None:
+    assert ray_environment(address) == {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+@pytest.mark.parametrize("address", ["auto", "10.0.0.5:6379", "ray-head:6379"])
+def test_other_ray_addresses_leave_ray_alone(address: str) -> None:
+    assert ray_environment(address) == {}
