@@ -22,6 +22,21 @@ KEY_COOKIE = "minifal_key"
 KEY_QUERY_PATH = "/dashboard"
 
 
+def is_loopback_host(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host.strip("[]") == "::1"
+
+
+def exposure_warning(host: str, port: int, auth_key: str | None) -> str | None:
+    """What to say loudly at start when the gateway listens beyond this machine with no key."""
+    if auth_key or is_loopback_host(host):
+        return None
+    return (
+        f"listening on {host}:{port} with no auth key: anyone who reaches this port can call "
+        "the app, read /runners and open the dashboard. Set one with --auth-key KEY (or "
+        f"${ENV_AUTH_KEY}); callers then send 'Authorization: Key KEY'."
+    )
+
+
 def key_matches(header: str | None, key: str) -> bool:
     if not header:
         return False

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from minifal.fleet.auth import ENV_AUTH_KEY
+from minifal.fleet.auth import ENV_AUTH_KEY, exposure_warning
 from minifal.fleet.gateway import Gateway, GatewayOptions
 from minifal.fleet.gpu_pool import detect_gpus
 from minifal.fleet.http_api import build_gateway_app
@@ -153,6 +153,9 @@ def run_fleet(arguments: FleetArguments) -> int:
     if settings.app_auth == "private" and not auth_key:
         auth_key = secrets.token_urlsafe(24)
         logger.warning("app_auth='private': requests need 'Authorization: Key %s'", auth_key)
+    warning = exposure_warning(arguments.host, arguments.port, auth_key)
+    if warning:
+        logger.warning("%s", warning)
     try:
         max_body_bytes = configured_max_body_bytes(arguments.max_body_size)
     except ValueError as exc:
