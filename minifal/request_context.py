@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from minifal.runner_contract import DEFAULT_PUBLIC_URL, ENV_PUBLIC_URL
+from minifal.host import envs
+from minifal.runner_contract import DEFAULT_PUBLIC_URL
 
 
 @dataclass(frozen=True)
@@ -38,4 +38,4 @@ def public_base_url() -> str:
     context = _current.get()
     if context is not None and context.base_url:
         return context.base_url
-    return os.environ.get(ENV_PUBLIC_URL, DEFAULT_PUBLIC_URL)
+    return envs.PUBLIC_URL.get() or DEFAULT_PUBLIC_URL

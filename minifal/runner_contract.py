@@ -8,32 +8,23 @@ the fleet and the gateway never pulls in the runner's server (uvicorn, the user'
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
-# -- the environment a runner gets (and the App sees) --------------------------------------------
+from minifal.host import envs
 
-ENV_DATA_DIR = "MINIFAL_DATA_DIR"
-"""The shared data dir ("/data" on fal)."""
-ENV_RUN_ID = "MINIFAL_RUN_ID"
-"""The fleet run this runner belongs to; set only when minifal serves the App."""
-ENV_RUNNER_ID = "MINIFAL_RUNNER_ID"
-ENV_EVENTS_FILE = "MINIFAL_EVENTS_FILE"
-"""Where the runner appends its startup events (``minifal.startup.events``)."""
-ENV_PUBLIC_URL = "MINIFAL_PUBLIC_URL"
-"""Where clients reach the App (file URLs are built from it)."""
-ENV_NODE = "MINIFAL_NODE"
-"""Which machine the runner runs on: ``local``, or its Ray node id (``minifal run --ray``)."""
-ENV_STARTUP_DEADLINE = "MINIFAL_STARTUP_DEADLINE"
-"""``time.time()`` after which ``startup_timeout`` stops the runner (the compiled cache's
-waits end before it)."""
+# -- the environment a runner gets (and the App sees): declared in minifal.host.envs --------------
+# DATA_DIR, RUN_ID, RUNNER_ID, EVENTS_FILE, PUBLIC_URL, NODE, STARTUP_DEADLINE, MAX_BODY_SIZE:
+# ``runner_environment`` below builds them for a child; ``export_to_process`` for this process.
 
 # -- defaults --------------------------------------------------------------------------------------
 
-DEFAULT_HOST = "127.0.0.1"
-LOCAL_NODE = "local"
+DEFAULT_HOST = envs.HOST.default
+LOCAL_NODE = envs.NODE.default
 """The node of a runner on the gateway's own machine."""
-DEFAULT_PORT = 8080
+DEFAULT_PORT = envs.PORT.default
 DEFAULT_PUBLIC_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/"
 RUNNER_KEEP_ALIVE_SECONDS = 120
 """How long a runner keeps an idle connection from the gateway open (the gateway reuses one for
@@ -127,23 +118,59 @@ def runner_environment(
     public_url: str,
     gpus: list[str] | None,
     node: str = LOCAL_NODE,
+    max_body_bytes: int | None = None,
 ) -> dict[str, str]:
     """The variables a fleet sets for one runner, on top of its own environment.
 
     ``gpus`` None leaves the GPUs as they are (a CPU fleet); a list pins the runner to those
     GPUs, numbered as ``nvidia-smi`` numbers them (what ``--gpus`` and ``get_gpu_type()`` use),
-    so that inside the runner its first GPU is ``cuda:0``.
+    so that inside the runner its first GPU is ``cuda:0``. ``max_body_bytes``: the gateway's
+    body limit, which its runners answer with too.
     """
     env = {
         "PYTHONUNBUFFERED": "1",
-        ENV_DATA_DIR: str(data_dir),
-        ENV_RUN_ID: run_id,
-        ENV_PUBLIC_URL: public_url,
-        ENV_RUNNER_ID: runner_id,
-        ENV_EVENTS_FILE: str(events_file),
-        ENV_NODE: node,
+        envs.DATA_DIR.name: str(data_dir),
+        envs.RUN_ID.name: run_id,
+        envs.PUBLIC_URL.name: public_url,
+        envs.RUNNER_ID.name: runner_id,
+        envs.EVENTS_FILE.name: str(events_file),
+        envs.NODE.name: node,
     }
+    if max_body_bytes is not None:
+        env[envs.MAX_BODY_SIZE.name] = str(max_body_bytes)
     if gpus is not None:
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     return env
+
+
+def data_dir_environment(
+    data_dir: Path, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The data dir, and fal's ``HF_HOME`` default under it (huggingface_hub reads it at
+    import) unless ``environ`` (this process's by default) sets its own."""
+    environ = os.environ if environ is None else environ
+    hf_home = environ.get("HF_HOME") or str(data_dir / ".cache" / "huggingface")
+    return {envs.DATA_DIR.name: str(data_dir), "HF_HOME": hf_home}
+
+
+def export_to_process(variables: Mapping[str, str]) -> None:
+    """Make ``variables`` this process's environment: what ``envs`` answers here, and what its
+    children inherit. The one place minifal writes ``os.environ``, for two kinds of values:
+
+    - minifal's own (built above): a runner's identity, data dir and deadline are process-wide
+      facts that fal's API (``File``, ``synchronized_inductor_cache``...) and the runner's
+      workers (distributed ranks, compile workers) read without being handed them;
+    - other libraries' that they read only from the environment (Inductor's and Triton's
+      cache dirs, torch's NVML check, torch.distributed's rank variables, OpenMP's threads):
+      each caller says which library reads it.
+    """
+    for name, value in variables.items():
+        os.environ[name] = value
+
+
+def adopt_environment(variables: Mapping[str, str]) -> None:
+    """Replace this process's environment with ``variables``: a runner forked from the fork
+    server takes the one its fleet built for it (``runner_environment``), nothing inherited."""
+    os.environ.clear()
+    export_to_process(variables)

@@ -16,7 +16,8 @@ from types import ModuleType
 
 import pytest
 
-from minifal.fleet.backends.local import FORK_SERVER_ENV, fork_server_enabled
+from minifal.fleet.backends.local import fork_server_enabled
+from minifal.host import envs
 from minifal.runner.fork_server import fork_hazards, preload
 from minifal.runner.import_record import (
     RECORDS_DIR_NAME,
@@ -191,9 +192,12 @@ def test_a_record_path_is_stable(tmp_path: Path) -> None:
 
 # -- fork_server_enabled ---------------------------------------------------------------------------
 
+FORK_SERVER_ENV = envs.FORK_SERVER.name
+
 
 def test_the_fork_server_is_on_by_default() -> None:
     assert fork_server_enabled({}) is True
+    assert fork_server_enabled({FORK_SERVER_ENV: ""}) is True  # empty: unset
 
 
 @pytest.mark.parametrize(("value", "enabled"), [("on", True), ("ON", True), ("off", False)])
@@ -210,7 +214,7 @@ def test_the_fork_server_setting_comes_from_the_environment(
     assert fork_server_enabled() is True
 
 
-@pytest.mark.parametrize("value", ["yes", "1", "true", ""])
+@pytest.mark.parametrize("value", ["yes", "1", "true"])
 def test_a_bad_fork_server_setting_raises(value: str) -> None:
     with pytest.raises(ValueError, match=FORK_SERVER_ENV):
         fork_server_enabled({FORK_SERVER_ENV: value})

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
+from minifal.host import envs
 from minifal.toolkit import KVStore, KVStoreException
-from minifal.toolkit.kv import ENV_REDIS_URL, MAX_TTL_S, SQLITE_FILE_NAME
+from minifal.toolkit.kv import MAX_TTL_S, SQLITE_FILE_NAME
 from minifal.toolkit.kv.sqlite_store import SQLiteKVBackend
 
 REDIS_START_TIMEOUT_S = 10.0
+ENV_REDIS_URL = envs.KV_REDIS_URL.name
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ import minifal
 from minifal.app import App
 from minifal.compat.dockerfile_text import declared_args, split_parser_directives, with_build_args
 from minifal.container import ContainerImage
+from minifal.host import envs
 
 BUILD_DIR_NAME = ".minifal-build"
 DEFAULT_DOCKERFILE_NAME = "Dockerfile.minifal"
@@ -101,7 +102,7 @@ def dockerfile_text(app_class: type[App], image: ContainerImage, app_file: str, 
         layer.append("# hadolint ignore=DL3013")
     layer.append(f"RUN python3 -m pip install --no-cache-dir {_quoted_words(packages)}")
     layer += [
-        f"ENV PYTHONPATH={INSTALL_ROOT} PYTHONUNBUFFERED=1 MINIFAL_DATA_DIR=/data",
+        f"ENV PYTHONPATH={INSTALL_ROOT} PYTHONUNBUFFERED=1 {envs.DATA_DIR.name}=/data",
         f"EXPOSE {PORT}",
         'VOLUME ["/data"]',
         "ENTRYPOINT []",

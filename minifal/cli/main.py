@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from minifal import __version__
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
+from minifal.host import envs
 from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
-
-ENV_SUSPEND = "MINIFAL_SUSPEND"
 
 MAX_BODY_HELP = (
     "the largest request body read; larger ones get 413 (50MB, 512KiB, bytes; "
-    "default $MINIFAL_MAX_BODY_SIZE or 50MiB)"
+    f"default ${envs.MAX_BODY_SIZE.name} or {envs.MAX_BODY_SIZE.default})"
 )
+DATA_DIR_HELP = f"shared data dir (default: ${envs.DATA_DIR.name}, /data, ./.minifal/data)"
 APP_HELP = (
     "path/to/app.py, path/to/app.py::ClassName, or an app name of the project's "
     "pyproject.toml ([tool.fal.apps.NAME])"
@@ -23,19 +22,24 @@ APP_HELP = (
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from minifal.host.body_limit import ENV_MAX_BODY_SIZE, parse_size
+    from minifal.host.body_limit import configured_max_body_bytes
     from minifal.runner.app_loader import AppLoadError
     from minifal.runner.server import serve
     from minifal.settings import AppSettingsError
 
-    if args.max_body_size:
-        try:
-            os.environ[ENV_MAX_BODY_SIZE] = str(parse_size(args.max_body_size))
-        except ValueError as exc:
-            print(f"minifal: --max-body-size: {exc}", file=sys.stderr)
-            return 2
     try:
-        return serve(args.app, host=args.host, port=args.port, data_dir=args.data_dir)
+        max_body_bytes = configured_max_body_bytes(args.max_body_size)
+    except ValueError as exc:
+        print(f"minifal: --max-body-size: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return serve(
+            args.app,
+            host=args.host,
+            port=args.port,
+            data_dir=args.data_dir,
+            max_body_bytes=max_body_bytes,
+        )
     except (AppLoadError, AppSettingsError) as exc:
         print(f"minifal: {exc}", file=sys.stderr)
         return 2
@@ -105,6 +109,15 @@ def _runners(args: argparse.Namespace) -> int:
     return main_runners(args)
 
 
+def _suspend_default() -> str:
+    """``$MINIFAL_SUSPEND``; a value that is none of the choices is said, and ``auto`` used."""
+    try:
+        return envs.SUSPEND.get()
+    except ValueError as exc:
+        print(f"minifal: {exc}; using {envs.SUSPEND.default}", file=sys.stderr)
+        return envs.SUSPEND.default
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minifal", description=__doc__)
     parser.add_argument("--version", action="version", version=f"minifal {__version__}")
@@ -114,9 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("app", help=APP_HELP)
     serve.add_argument("--host", default=DEFAULT_HOST)
     serve.add_argument("--port", type=int, default=DEFAULT_PORT)
-    serve.add_argument(
-        "--data-dir", help="shared data dir (default: $MINIFAL_DATA_DIR, /data, ./.minifal/data)"
-    )
+    serve.add_argument("--data-dir", help=DATA_DIR_HELP)
     serve.add_argument("--max-body-size", help=MAX_BODY_HELP)
     serve.set_defaults(handler=_serve)
 
@@ -133,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="shared data dir of every runner")
     run.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     run.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
-    run.add_argument("--auth-key", help="require 'Authorization: Key <key>' (or $MINIFAL_AUTH_KEY)")
+    run.add_argument(
+        "--auth-key", help=f"require 'Authorization: Key <key>' (or ${envs.AUTH_KEY.name})"
+    )
     run.add_argument(
         "--max-queue",
         type=int,
@@ -143,9 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--suspend",
         choices=("auto", "on", "off"),
-        default=os.environ.get(ENV_SUSPEND, "auto"),
+        default=_suspend_default(),
         help="suspend idle runners to host memory instead of stopping them (auto: where the "
-        "CUDA driver can; $MINIFAL_SUSPEND)",
+        f"CUDA driver can; ${envs.SUSPEND.name})",
     )
     run.add_argument(
         "--suspend-keep-alive",
@@ -211,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     runners.add_argument("--json", action="store_true", help="print the gateway's JSON as is")
     runners.add_argument(
-        "--auth-key", help="sent as 'Authorization: Key <key>' ($MINIFAL_AUTH_KEY)"
+        "--auth-key", help=f"sent as 'Authorization: Key <key>' (${envs.AUTH_KEY.name})"
     )
     runners.set_defaults(handler=_runners)
     return parser

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +17,7 @@ import httpx
 
 from minifal.cli.text_table import align_columns, short_node
 from minifal.compat.app_environment import environment_note
-from minifal.fleet.auth import ENV_AUTH_KEY
+from minifal.host import envs
 
 TIMEOUT_S = 10.0
 
@@ -112,7 +111,9 @@ def fetch_runners(url: str, auth_key: str | None = None) -> dict[str, Any]:
     except httpx.HTTPError as exc:
         raise GatewayError(f"cannot reach the gateway at {url}: {exc}") from exc
     if response.status_code == 401:
-        raise GatewayError(f"{endpoint}: 401 unauthorized (pass --auth-key or set {ENV_AUTH_KEY})")
+        raise GatewayError(
+            f"{endpoint}: 401 unauthorized (pass --auth-key or set {envs.AUTH_KEY.name})"
+        )
     if response.status_code != 200:
         raise GatewayError(f"{endpoint}: HTTP {response.status_code}: {response.text[:200]}")
     try:
@@ -127,7 +128,7 @@ def fetch_runners(url: str, auth_key: str | None = None) -> dict[str, Any]:
 def main_runners(args: argparse.Namespace) -> int:
     """``minifal runners [--url U] [--json] [--auth-key K]``."""
     try:
-        payload = fetch_runners(args.url, args.auth_key or os.environ.get(ENV_AUTH_KEY))
+        payload = fetch_runners(args.url, args.auth_key or envs.AUTH_KEY.get())
     except GatewayError as exc:
         print(f"minifal: {exc}", file=sys.stderr)
         return 1

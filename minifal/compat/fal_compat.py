@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from minifal.host import envs
+
 Status = Literal["implemented", "accepted", "not applicable"]
 IMPLEMENTED: Status = "implemented"
 ACCEPTED: Status = "accepted"
@@ -703,7 +705,7 @@ ROWS: tuple[Row, ...] = (
         "fal.toolkit fal.toolkit.kv",
         ACCEPTED,
         "a real store on your machines: SQLite in DATA_DIR/kv.sqlite3 (shared by a host's "
-        "runners, WAL, bounded lock waits), or Redis when MINIFAL_KV_REDIS_URL is set; fal's "
+        f"runners, WAL, bounded lock waits), or Redis when {envs.KV_REDIS_URL.name} is set; fal's "
         "rules (string values, ttl 60 s to 30 days, default 30 days)",
     ),
     _row("FAL_KV_HOST", "fal.toolkit.kv", ACCEPTED, "fal's service URL; unused here"),

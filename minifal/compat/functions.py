@@ -12,21 +12,17 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
-import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
+from minifal.host import envs
 
 if TYPE_CHECKING:
     from minifal.app import App
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-ENV_HOST = "MINIFAL_HOST"
-ENV_PORT = "MINIFAL_PORT"
 
 
 def check_requirements(requirements: object) -> None:
@@ -161,8 +157,7 @@ def wrap_app(cls: type[App], **kwargs: Any) -> LocalFunction[..., int]:
         """fal's keywords; the metrics port has no local meaning (the gateway serves /metrics)."""
         from minifal.runner.server import serve
 
-        port = exposed_port or int(os.environ.get(ENV_PORT) or DEFAULT_PORT)
-        return serve(reference, host=os.environ.get(ENV_HOST) or DEFAULT_HOST, port=port)
+        return serve(reference, host=envs.HOST.get(), port=exposed_port or envs.PORT.get())
 
     options = {
         "kind": settings.kind or "virtualenv",

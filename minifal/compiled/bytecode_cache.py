@@ -23,10 +23,10 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
+from minifal.host import envs
+
 logger = logging.getLogger("minifal.runner")
 
-ENV = "MINIFAL_BYTECODE_CACHE"
-MODES = ("auto", "on", "off")
 # Heavy packages whose bytecode tells how the environment was installed; the first found decides.
 PROBES = ("torch", "transformers", "diffusers", "fastapi", "pydantic")
 CACHE_DIR_NAME = "pycache"
@@ -60,9 +60,10 @@ def bytecode_cache_dir(
 
     ``installed`` is ``bytecode_installed()``'s answer, asked only in ``auto`` mode when not given.
     """
-    mode = environ.get(ENV, "auto").strip().lower() or "auto"
-    if mode not in MODES:
-        logger.warning("%s=%r: expected one of %s; using auto", ENV, mode, MODES)
+    try:
+        mode = envs.BYTECODE_CACHE.get(environ)
+    except ValueError as exc:
+        logger.warning("%s; using auto", exc)
         mode = "auto"
     if mode == "off" or environ.get("PYTHONPYCACHEPREFIX"):
         return None

@@ -11,6 +11,8 @@ import datetime
 import os
 from typing import Any
 
+from minifal.runner_contract import export_to_process
+
 NCCL = "nccl"
 GLOO = "gloo"
 STORE_CONNECT_TIMEOUT_S = 120.0
@@ -43,13 +45,15 @@ def choose_backend(world_size: int) -> str:
 
 def set_rank_environment(rank: int, world_size: int, master_addr: str, master_port: int) -> None:
     """The variables ``torchrun`` sets, which libraries built on torch.distributed read."""
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        LOCAL_WORLD_SIZE=str(world_size),
-        MASTER_ADDR=master_addr,
-        MASTER_PORT=str(master_port),
+    export_to_process(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "LOCAL_WORLD_SIZE": str(world_size),
+            "MASTER_ADDR": master_addr,
+            "MASTER_PORT": str(master_port),
+        }
     )
 
 

@@ -17,14 +17,15 @@ import os
 import signal
 import sys
 
-from minifal.runner_contract import ENV_RUN_ID, EXIT_DISTRIBUTED_WORKER_CRASHED
+from minifal.host import envs
+from minifal.runner_contract import EXIT_DISTRIBUTED_WORKER_CRASHED
 
 logger = logging.getLogger("minifal.distributed")
 
 
 def serving_an_app() -> bool:
     """Whether this process is a minifal runner (its server module runs, with a run id)."""
-    return "minifal.runner.server" in sys.modules and bool(os.environ.get(ENV_RUN_ID))
+    return "minifal.runner.server" in sys.modules and envs.RUN_ID.is_set()
 
 
 def fail_runner_process(error: Exception) -> None:

@@ -14,8 +14,8 @@ from urllib.parse import parse_qs
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-ENV_AUTH_KEY = "MINIFAL_AUTH_KEY"
-"""The key, when ``minifal run`` and ``minifal runners`` are given no ``--auth-key``."""
+from minifal.host import envs
+
 OPEN_PATHS = ("/health",)
 OPEN_PREFIXES = ("/files/",)
 KEY_COOKIE = "minifal_key"
@@ -33,7 +33,7 @@ def exposure_warning(host: str, port: int, auth_key: str | None) -> str | None:
     return (
         f"listening on {host}:{port} with no auth key: anyone who reaches this port can call "
         "the app, read /runners and open the dashboard. Set one with --auth-key KEY (or "
-        f"${ENV_AUTH_KEY}); callers then send 'Authorization: Key KEY'."
+        f"${envs.AUTH_KEY.name}); callers then send 'Authorization: Key KEY'."
     )
 
 

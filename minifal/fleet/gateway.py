@@ -146,6 +146,7 @@ class Gateway:
             public_url=options.public_url,
             use_gpus=bool(options.gpus) and settings.gpus_per_runner > 0,
             echo_output=options.echo_output,
+            max_body_bytes=options.max_body_bytes,
         )
         if options.ray_resources is not None:
             from minifal.fleet.backends.ray_actors import RayRunnerBackend

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -20,12 +19,12 @@ import httpx
 
 from minifal.endpoints import HealthCheck
 from minifal.fleet.runner import Runner
+from minifal.host import envs
 from minifal.runner_contract import ENDPOINT_HEADER
 
 logger = logging.getLogger("minifal.fleet")
 
-ENV_INTERVAL = "MINIFAL_HEALTH_CHECK_INTERVAL"
-DEFAULT_INTERVAL_SECONDS = 15.0
+DEFAULT_INTERVAL_SECONDS = envs.HEALTH_CHECK_INTERVAL.default
 TICK_SECONDS = 0.5
 
 
@@ -58,7 +57,7 @@ class HealthMonitor:
         self.threshold = check.failure_threshold
         self.call_regularly = check.call_regularly
         if interval is None:
-            interval = float(os.environ.get(ENV_INTERVAL, DEFAULT_INTERVAL_SECONDS))
+            interval = envs.HEALTH_CHECK_INTERVAL.get()
         self.interval = interval
         self.runners = runners
         self.replace = replace

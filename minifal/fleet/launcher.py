@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from minifal.fleet.auth import ENV_AUTH_KEY, exposure_warning
+from minifal.fleet.auth import exposure_warning
 from minifal.fleet.gateway import Gateway, GatewayOptions
 from minifal.fleet.gpu_pool import detect_gpus
 from minifal.fleet.http_api import build_gateway_app
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.scaler import ScalingSettings
 from minifal.fleet.webhook_policy import WebhookPolicy
-from minifal.host.body_limit import ENV_MAX_BODY_SIZE, configured_max_body_bytes
+from minifal.host import envs
+from minifal.host.body_limit import configured_max_body_bytes
 from minifal.host.data_dir import activate_data_dir, resolve_data_dir
 from minifal.host.log_format import configure_logging
 from minifal.host.quiet_exit_server import QuietExitServer
@@ -149,7 +150,7 @@ def run_fleet(arguments: FleetArguments) -> int:
     scaling = scaling_settings(
         manifest, arguments.workers, gpus, cluster.hard_cap if cluster else None
     )
-    auth_key = arguments.auth_key or os.environ.get(ENV_AUTH_KEY)
+    auth_key = arguments.auth_key or envs.AUTH_KEY.get()
     if settings.app_auth == "private" and not auth_key:
         auth_key = secrets.token_urlsafe(24)
         logger.warning("app_auth='private': requests need 'Authorization: Key %s'", auth_key)
@@ -166,7 +167,6 @@ def run_fleet(arguments: FleetArguments) -> int:
     except ValueError as exc:
         print(f"minifal: {exc}", file=sys.stderr)
         return 2
-    os.environ[ENV_MAX_BODY_SIZE] = str(max_body_bytes)  # the runners answer with the same limit
     scheme = "https" if arguments.tls_cert else "http"
     url_host = "127.0.0.1" if arguments.host in ("0.0.0.0", "::") else arguments.host
     public_url = f"{scheme}://{url_host}:{arguments.port}/"

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -30,14 +29,14 @@ from typing import Any, Protocol
 from minifal.fleet.backends.base import RunnerBackend
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.runner import Runner, RunnerState
+from minifal.host import envs
 from minifal.startup.events import record_for, runner_events_file
 
 logger = logging.getLogger("minifal.fleet")
 
 DEFAULT_STARTUP_TIMEOUT = 600.0  # fal's platform default when the App sets none
-BACKOFF_STEP_SECONDS = 30.0
+BACKOFF_STEP_SECONDS = envs.FAILURE_BACKOFF_SECONDS.default
 BACKOFF_MAX_SECONDS = 600.0
-ENV_BACKOFF_STEP = "MINIFAL_FAILURE_BACKOFF_SECONDS"
 REPLACE_GRACE_SECONDS = 5.0
 LOST_RUNNER_GRACE_SECONDS = 2.0
 """How long a runner whose connection broke may take to show it died (else it is hung)."""
@@ -93,7 +92,7 @@ class Supervisor:
         self.startup_timeout = startup_timeout or DEFAULT_STARTUP_TIMEOUT
         self.grace_seconds = grace_seconds
         if backoff_step is None:
-            backoff_step = float(os.environ.get(ENV_BACKOFF_STEP, BACKOFF_STEP_SECONDS))
+            backoff_step = envs.FAILURE_BACKOFF_SECONDS.get()
         self.backoff_step = backoff_step
         self.lost_runner_grace = lost_runner_grace
         self.on_ready = on_ready

@@ -9,17 +9,13 @@ fal-style inputs carry images as ``data:`` URIs, so the default leaves room for 
 
 from __future__ import annotations
 
-import os
 import re
 
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024
-ENV_MAX_BODY_SIZE = "MINIFAL_MAX_BODY_SIZE"
-"""The limit, as ``--max-body-size`` takes it (``50MB``, ``512KiB``, ``1000000``); the gateway
-passes its own to its runners through it."""
+from minifal.host import envs
 
 _UNITS = {
     "": 1,
@@ -49,10 +45,12 @@ def parse_size(text: str) -> int:
     return size
 
 
+DEFAULT_MAX_BODY_BYTES = parse_size(envs.MAX_BODY_SIZE.default)
+
+
 def configured_max_body_bytes(value: str | None = None) -> int:
     """``value`` (a command-line option), else ``$MINIFAL_MAX_BODY_SIZE``, else the default."""
-    text = value or os.environ.get(ENV_MAX_BODY_SIZE)
-    return parse_size(text) if text else DEFAULT_MAX_BODY_BYTES
+    return parse_size(value or envs.MAX_BODY_SIZE.get())
 
 
 class BodyTooLarge(HTTPException):

@@ -11,7 +11,8 @@ import os
 import secrets
 from pathlib import Path
 
-from minifal.runner_contract import ENV_DATA_DIR
+from minifal.host import envs
+from minifal.runner_contract import data_dir_environment, export_to_process
 
 FAL_DEFAULT = Path("/data")
 LOCAL_DEFAULT = Path(".minifal/data")
@@ -23,8 +24,9 @@ def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     """``--data-dir``, ``$MINIFAL_DATA_DIR``, a writable ``/data``, else ``./.minifal/data``."""
     if explicit:
         return Path(explicit).absolute()
-    if os.environ.get(ENV_DATA_DIR):
-        return Path(os.environ[ENV_DATA_DIR]).absolute()
+    configured = envs.DATA_DIR.get()
+    if configured is not None:
+        return configured.absolute()
     if FAL_DEFAULT.is_dir() and os.access(FAL_DEFAULT, os.W_OK | os.X_OK):
         return FAL_DEFAULT
     return LOCAL_DEFAULT.absolute()
@@ -38,8 +40,7 @@ def activate_data_dir(path: Path) -> Path:
     """
     with contextlib.suppress(OSError):
         path.mkdir(parents=True, exist_ok=True)
-    os.environ[ENV_DATA_DIR] = str(path)
-    os.environ.setdefault("HF_HOME", str(path / ".cache" / "huggingface"))
+    export_to_process(data_dir_environment(path))
     return path
 
 

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from minifal.app import App
 from minifal.endpoints import EndpointSpec, RealtimeOptions
-from minifal.host.body_limit import BodyLimitMiddleware, configured_max_body_bytes
+from minifal.host.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from minifal.host.collector import freeze_survivors, pauses_timed
 from minifal.request_context import RequestContext, reset_current_request, set_current_request
 from minifal.runner.errors import INTERNAL_SERVER_ERROR, error_response, install_error_handlers
@@ -79,9 +79,12 @@ class FirstRequestTimer:
             startup_events.record("first_request", start, time.time(), path=path, status=status)
 
 
-def build_asgi_app(app: App, *, freeze_collector: bool = False) -> FastAPI:
-    """``freeze_collector``: this process is the app's server, so its lifespan may freeze the
-    garbage collector's survivors around ``setup()`` (process-wide: see collector.py)."""
+def build_asgi_app(
+    app: App, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, freeze_collector: bool = False
+) -> FastAPI:
+    """``max_body_bytes``: larger request bodies get 413. ``freeze_collector``: this process is
+    the app's server, so its lifespan may freeze the garbage collector's survivors around
+    ``setup()`` (process-wide: see collector.py)."""
     app_class = type(app)
     endpoints = app_class.endpoints()  # validates paths and health checks before serving
 
@@ -114,7 +117,7 @@ def build_asgi_app(app: App, *, freeze_collector: bool = False) -> FastAPI:
         openapi_url="/openapi.json",
     )
     api.add_middleware(RequestIdMiddleware)
-    api.add_middleware(BodyLimitMiddleware, max_bytes=configured_max_body_bytes())
+    api.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     first_request = FirstRequestTimer()
 
     @api.get(READY_PATH, include_in_schema=False)

@@ -45,11 +45,12 @@ import traceback
 import warnings
 from pathlib import Path
 
+from minifal.host import envs
 from minifal.host.collector import freeze_survivors
 from minifal.host.data_dir import activate_data_dir
 from minifal.host.parent_death import die_with_parent
 from minifal.runner.import_record import read_record
-from minifal.runner_contract import ENV_DATA_DIR
+from minifal.runner_contract import adopt_environment, export_to_process
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 CUDA_DRIVER = "libcuda.so.1"
@@ -241,8 +242,7 @@ class ForkServer:
             os.dup2(output, 2)
             os.close(output)
             os.chdir(request.get("cwd") or os.getcwd())
-            os.environ.clear()
-            os.environ.update(request["env"])
+            adopt_environment(request["env"])
             args = list(request["args"])
             sys.argv = [sys.argv[0], *args]
             code = run_child(args)
@@ -275,13 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--imports", help="the record of modules to import before forking")
     args = parser.parse_args(argv)
     control = socket.socket(fileno=args.control_fd)
-    if os.environ.get(ENV_DATA_DIR):
+    data_dir = envs.DATA_DIR.get()
+    if data_dir is not None:
         # What a runner does before the App's imports (HF_HOME's default, read at import by
         # huggingface_hub), done before the imports it will inherit.
-        activate_data_dir(Path(os.environ[ENV_DATA_DIR]))
+        activate_data_dir(data_dir)
     # torch.cuda.is_available() asked at import time initializes the CUDA driver, which a
-    # child of fork cannot use; NVML answers it without. Children get their own environment.
-    os.environ[NVML_CUDA_CHECK] = "1"
+    # child of fork cannot use; NVML answers it without (torch reads this variable). Children
+    # get their own environment.
+    export_to_process({NVML_CUDA_CHECK: "1"})
     # The fleet's server side is loaded in every case: its imports are every runner's.
     names = ["minifal.runner.__main__", *(read_record(Path(args.imports)) if args.imports else [])]
     started = time.monotonic()

@@ -22,6 +22,8 @@ import uvicorn
 from minifal.app import App
 from minifal.compat.requirements_check import unmet_requirements
 from minifal.compiled.bytecode_cache import enable_bytecode_cache
+from minifal.host import envs
+from minifal.host.body_limit import configured_max_body_bytes
 from minifal.host.data_dir import activate_data_dir, resolve_data_dir
 from minifal.host.log_format import configure_logging
 from minifal.host.quiet_exit_server import QuietExitServer
@@ -32,16 +34,10 @@ from minifal.runner_contract import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_HOST,
     DEFAULT_PORT,
-    ENV_EVENTS_FILE,
-    ENV_NODE,
-    ENV_PUBLIC_URL,
-    ENV_RUN_ID,
-    ENV_RUNNER_ID,
-    ENV_STARTUP_DEADLINE,
     EXIT_SETUP_FAILED,
     EXIT_STARTUP_TIMEOUT,
-    LOCAL_NODE,
     RUNNER_KEEP_ALIVE_SECONDS,
+    export_to_process,
 )
 from minifal.startup import events as startup_events
 
@@ -75,15 +71,25 @@ class RunnerServer(QuietExitServer):
             logger.info("Uvicorn running on %s", where)
         if self.started:
             startup_events.record("ready", time.time())
-            logger.info("runner ready on %s", os.environ.get(ENV_PUBLIC_URL, ""))
+            logger.info("runner ready on %s", envs.PUBLIC_URL.get() or "")
             if self.on_ready is not None:
                 self.on_ready()
 
 
-def _default_events_file(data_dir: Path) -> Path:
-    run_id = os.environ.setdefault(ENV_RUN_ID, time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}")
-    runner_id = os.environ.setdefault(ENV_RUNNER_ID, "runner-0")
-    return startup_events.runner_events_file(data_dir / "runs" / run_id, runner_id)
+def _identity_environment(data_dir: Path, host: str, port: int) -> dict[str, str]:
+    """Who this runner is: what its fleet set (the runner contract), else, under ``minifal
+    serve``, the one runner of a run of its own."""
+    run_id = envs.RUN_ID.get() or time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    runner_id = envs.RUNNER_ID.raw() or "runner-0"
+    events_file = envs.EVENTS_FILE.get() or startup_events.runner_events_file(
+        data_dir / "runs" / run_id, runner_id
+    )
+    return {
+        envs.RUN_ID.name: run_id,
+        envs.RUNNER_ID.name: runner_id,
+        envs.EVENTS_FILE.name: str(events_file),
+        envs.PUBLIC_URL.name: envs.PUBLIC_URL.get() or f"http://{host}:{port}/",
+    }
 
 
 def _record_imports(data_dir: Path, reference: str, library_path: list[str]) -> None:
@@ -132,17 +138,22 @@ def serve(
     log_level: str = "info",
     unix_socket: str | None = None,
     behind_gateway: bool = False,
+    max_body_bytes: int | None = None,
 ) -> int:
-    """Serve the App in the foreground; the return value is the process exit code."""
+    """Serve the App in the foreground; the return value is the process exit code.
+
+    ``max_body_bytes`` None: ``$MINIFAL_MAX_BODY_SIZE`` (a fleet's runners get the gateway's
+    limit there), else the default."""
     process_start = startup_events.process_start_time()
     library_path = list(sys.path)  # before the App's directory goes first
     configure_logging()
     data = activate_data_dir(resolve_data_dir(data_dir))
     enable_bytecode_cache(data)  # before the app's imports
-    os.environ.setdefault(ENV_EVENTS_FILE, str(_default_events_file(data)))
-    os.environ.setdefault(ENV_PUBLIC_URL, f"http://{host}:{port}/")
+    export_to_process(_identity_environment(data, host, port))  # its workers inherit it
+    if max_body_bytes is None:
+        max_body_bytes = configured_max_body_bytes()
     logger.info("data dir: %s", data)
-    startup_events.record("process_start", process_start, node=os.environ.get(ENV_NODE, LOCAL_NODE))
+    startup_events.record("process_start", process_start, node=envs.NODE.get())
     startup_events.record("imports", process_start, time.time())
 
     with startup_events.phase("app_import", reference=reference):
@@ -152,7 +163,7 @@ def serve(
         logger.warning("requirement not met (install it yourself): %s", problem)
 
     app = app_class()
-    api = build_asgi_app(app, freeze_collector=True)
+    api = build_asgi_app(app, max_body_bytes=max_body_bytes, freeze_collector=True)
     grace = settings.termination_grace_period_seconds or DEFAULT_GRACE_SECONDS
     config = uvicorn.Config(
         api,
@@ -169,7 +180,8 @@ def serve(
     server = RunnerServer(config, app, on_ready)
     if settings.startup_timeout:
         deadline = process_start + settings.startup_timeout
-        os.environ[ENV_STARTUP_DEADLINE] = str(deadline)
+        # the compiled cache's waits (in this process and its workers) end before it
+        export_to_process({envs.STARTUP_DEADLINE.name: str(deadline)})
         _watch_startup_deadline(deadline, server, settings.startup_timeout)
     sockets = None if unix_socket is None else _listening_sockets(host, port, unix_socket)
     try:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from minifal.runner_contract import ENV_EVENTS_FILE, ENV_RUNNER_ID
+from minifal.host import envs
 
 logger = logging.getLogger("minifal.startup")
 
@@ -32,13 +32,12 @@ def runner_events_file(run_dir: Path, runner_id: str) -> Path:
 
 
 def events_file() -> Path | None:
-    value = os.environ.get(ENV_EVENTS_FILE)
-    return Path(value) if value else None
+    return envs.EVENTS_FILE.get()
 
 
 def record(phase: str, start: float, end: float | None = None, **details: Any) -> dict[str, Any]:
     """Append one event of this process; ``start``/``end`` are ``time.time()`` seconds."""
-    runner_id = os.environ.get(ENV_RUNNER_ID, "local")
+    runner_id = envs.RUNNER_ID.get()
     return record_for(events_file(), runner_id, os.getpid(), phase, start, end, **details)
 
 

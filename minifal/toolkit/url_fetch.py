@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from email.message import Message
@@ -21,9 +20,8 @@ from urllib.parse import unquote, unquote_to_bytes, urlsplit
 import httpx
 
 from minifal.exceptions import FileTooLargeError
+from minifal.host import envs
 
-ENV_MAX_DOWNLOAD_BYTES = "MINIFAL_MAX_DOWNLOAD_BYTES"
-DEFAULT_MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 30.0
 MAX_REDIRECTS = 5
 FETCHABLE_SCHEMES = ("http", "https", "data")
@@ -46,15 +44,7 @@ class DownloadError(Exception):
 
 def max_download_bytes() -> int:
     """The size cap for fetched inputs: ``$MINIFAL_MAX_DOWNLOAD_BYTES``, else 100 MB."""
-    configured = os.environ.get(ENV_MAX_DOWNLOAD_BYTES)
-    if not configured:
-        return DEFAULT_MAX_DOWNLOAD_BYTES
-    try:
-        return int(configured)
-    except ValueError:
-        raise ValueError(
-            f"${ENV_MAX_DOWNLOAD_BYTES} must be a number of bytes, got {configured!r}"
-        ) from None
+    return envs.MAX_DOWNLOAD_BYTES.get()
 
 
 def check_fetchable_url(url: str) -> str:

@@ -34,6 +34,8 @@ import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from minifal.host import envs
+
 logger = logging.getLogger("minifal.compile_cache")
 
 _LEASE_NAME = re.compile(r"^lease-(\d+)\.json$")
@@ -114,7 +116,7 @@ class LeaseWatch:
 
 
 def holder_identity() -> tuple[str, str, int]:
-    return (os.environ.get("MINIFAL_RUNNER_ID", "local"), socket.gethostname(), os.getpid())
+    return (envs.RUNNER_ID.get(), socket.gethostname(), os.getpid())
 
 
 def pid_exists(pid: int) -> bool:

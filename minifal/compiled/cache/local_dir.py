@@ -25,6 +25,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from minifal.runner_contract import export_to_process
+
 MEMORY_DIR = Path("/dev/shm")
 MEMORY_DIR_MIN_FREE = 8 << 30
 PREFIX = "minifal-inductor-"
@@ -45,8 +47,13 @@ def private_cache_root(parent: str | None = None) -> Path:
         _owner_fd = os.open(_root / OWNER_FILE, os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(_owner_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         atexit.register(shutil.rmtree, _root, ignore_errors=True)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(_root / "inductor")
-    os.environ["TRITON_CACHE_DIR"] = str(_root / "triton")
+    # Inductor and Triton read their cache dirs from the environment (compile workers inherit it)
+    export_to_process(
+        {
+            "TORCHINDUCTOR_CACHE_DIR": str(_root / "inductor"),
+            "TRITON_CACHE_DIR": str(_root / "triton"),
+        }
+    )
     return _root
 
 

@@ -6,14 +6,13 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
-from minifal.runner_contract import ENV_STARTUP_DEADLINE
+from minifal.host import envs
+from minifal.host.envs import Setting
 
-ENV_LEASE_TTL = "MINIFAL_CACHE_LEASE_TTL"
-ENV_LOCAL_ROOT = "MINIFAL_CACHE_LOCAL_ROOT"
-ENV_AUTOTUNE_REDIRECT = "MINIFAL_CACHE_AUTOTUNE_REDIRECT"  # "0": see autotune_lookup.py
-
-DEFAULT_LEASE_TTL_S = 30.0
+DEFAULT_LEASE_TTL_S = envs.CACHE_LEASE_TTL.default
+T = TypeVar("T")
 # fal's platform default startup_timeout: how long a runner may wait for another's compile when the
 # runner did not export its own deadline.
 DEFAULT_STARTUP_BUDGET_S = 600.0
@@ -26,17 +25,18 @@ class CacheSettings:
     lease_ttl_s: float
     deadline: float  # time.time() seconds after which nobody waits for another runner's compile
     local_root: str | None  # parent of the private per-process dir; None: local_dir.py decides
-    redirect_autotune: bool = True  # look up Triton tuning results in the private dir
+    redirect_autotune: bool = True  # look up Triton tuning results in the private dir (see
+    # autotune_lookup.py)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], now: float) -> CacheSettings:
+        """A value that does not parse is the default (the cache never fails a runner)."""
+        local_root = _or_default(envs.CACHE_LOCAL_ROOT, environ, None)
         return cls(
-            lease_ttl_s=_positive_float(environ.get(ENV_LEASE_TTL), DEFAULT_LEASE_TTL_S),
-            deadline=_positive_float(
-                environ.get(ENV_STARTUP_DEADLINE), now + DEFAULT_STARTUP_BUDGET_S
-            ),
-            local_root=environ.get(ENV_LOCAL_ROOT) or None,
-            redirect_autotune=environ.get(ENV_AUTOTUNE_REDIRECT, "1") != "0",
+            lease_ttl_s=_or_default(envs.CACHE_LEASE_TTL, environ, DEFAULT_LEASE_TTL_S),
+            deadline=_or_default(envs.STARTUP_DEADLINE, environ, now + DEFAULT_STARTUP_BUDGET_S),
+            local_root=str(local_root) if local_root is not None else None,
+            redirect_autotune=_or_default(envs.CACHE_AUTOTUNE_REDIRECT, environ, True),
         )
 
 
@@ -44,9 +44,9 @@ def current_settings() -> CacheSettings:
     return CacheSettings.from_env(os.environ, time.time())
 
 
-def _positive_float(value: str | None, default: float) -> float:
+def _or_default(setting: Setting[T], environ: Mapping[str, str], default: T) -> T:
     try:
-        parsed = float(value) if value else default
+        value = setting.get(environ)
     except ValueError:
         return default
-    return parsed if parsed > 0 else default
+    return default if value is None else value

@@ -39,12 +39,12 @@ from minifal.compiled.precompiled.artifact_files import (
     unpacked_form_pays,
 )
 from minifal.compiled.precompiled.graph_compile import CapturedCall, NotPrecompilable
+from minifal.host import envs
 from minifal.host.collector import pauses_timed
 from minifal.host.parent_death import die_with_parent
 
 logger = logging.getLogger("minifal.precompiled")
 
-ENV_WORKERS = "MINIFAL_PRECOMPILED_WORKERS"
 MIN_CORES_FOR_WORKERS = 8  # below this, parallel compiles only fight over the cores
 MAX_DEFAULT_WORKERS = 4
 LOG_TAIL_CHARS = 2000
@@ -56,13 +56,13 @@ WORKER_CODE = (
 
 def configured_workers() -> int:
     """``$MINIFAL_PRECOMPILED_WORKERS``, else 0 below 8 cores and one per 4 cores up to 4."""
-    value = os.environ.get(ENV_WORKERS)
-    if value is not None:
-        try:
-            return max(0, int(value))
-        except ValueError:
-            logger.warning("%s=%r is not a number: compiling inline", ENV_WORKERS, value)
-            return 0
+    try:
+        configured = envs.PRECOMPILED_WORKERS.get()
+    except ValueError as exc:
+        logger.warning("%s: compiling inline", exc)
+        return 0
+    if configured is not None:
+        return configured
     cores = os.cpu_count() or 1
     return 0 if cores < MIN_CORES_FOR_WORKERS else min(MAX_DEFAULT_WORKERS, cores // 4)
 

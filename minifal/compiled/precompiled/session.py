@@ -52,6 +52,7 @@ from minifal.compiled.precompiled.graph_compile import (
     checked_call,
 )
 from minifal.compiled.precompiled.module import FALLBACKS, PrecompiledModule
+from minifal.host import envs
 from minifal.startup.events import record
 
 logger = logging.getLogger("minifal.precompiled")
@@ -59,9 +60,8 @@ logger = logging.getLogger("minifal.precompiled")
 # What a background thread does while the app goes on (loading weights, typically):
 # "first-calls" loads the store and the artifacts and calls each once with placeholder inputs
 # (first_call.py), "artifacts" only loads them, "store" only fills the private dir, "none" starts
-# no thread (everything at the first call). Threads share the GIL: see docs/compile-cache.md.
-ENV_PRELOAD = "MINIFAL_PRECOMPILED_PRELOAD"
-PRELOAD_MODES = ("first-calls", "artifacts", "store", "none")
+# no thread (everything at the first call): ``envs.PRECOMPILED_PRELOAD``. Threads share the GIL:
+# see docs/compile-cache.md.
 
 
 @dataclass(frozen=True)
@@ -555,13 +555,11 @@ def _preload_mode() -> str:
     there is mostly kernel loading), else ``artifacts`` (on a CPU it is the whole computation,
     and it would take the cores the weight loading uses)."""
     default = "first-calls" if torch.cuda.is_available() else "artifacts"
-    mode = os.environ.get(ENV_PRELOAD, default)
-    if mode not in PRELOAD_MODES:
-        logger.warning(
-            "%s=%r: expected one of %s; using %s", ENV_PRELOAD, mode, PRELOAD_MODES, default
-        )
+    try:
+        return envs.PRECOMPILED_PRELOAD.get() or default
+    except ValueError as exc:
+        logger.warning("%s; using %s", exc, default)
         return default
-    return mode
 
 
 def _size(path: Path) -> int:

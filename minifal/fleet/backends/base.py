@@ -26,6 +26,8 @@ class RunnerLaunch:
     use_gpus: bool
     echo_output: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
+    max_body_bytes: int | None = None
+    """The gateway's body limit, which its runners answer with too (None: theirs)."""
 
 
 class RunnerInstance(Protocol):

@@ -8,7 +8,7 @@ reaches only the gateway, which drains runners in order; with ``PR_SET_PDEATHSIG
 that dies leaves no runner behind. Its output goes to ``DATA_DIR/runs/<run>/<runner>.log`` and,
 prefixed with ``[runner-id]``, to the gateway's console.
 
-With ``fork_server`` (the gateway's own backend, ``MINIFAL_FORK_SERVER``), runners are forked
+With ``fork_server`` (the gateway's own backend, ``$MINIFAL_FORK_SERVER``), runners are forked
 from one process per fleet that has already imported what the App's runners import
 (``minifal/runner/fork_server.py``, ``fork_client.py``); where that server cannot be used the
 backend execs runners as above.
@@ -35,12 +35,11 @@ from minifal.fleet.backends.fork_client import (
     ForkServerClient,
     ForkServerUnavailable,
 )
+from minifal.host import envs
 from minifal.host.parent_death import die_with_parent
 from minifal.runner.import_record import record_path
 from minifal.runner_contract import (
     DEFAULT_HOST,
-    ENV_EVENTS_FILE,
-    ENV_RUNNER_ID,
     LOCAL_NODE,
     READY_PATH,
     runner_arguments,
@@ -54,18 +53,18 @@ logger = logging.getLogger("minifal.fleet")
 
 PROGRESS_EVERY_SECONDS = 5.0
 READY_POLL_SECONDS = 0.2
-FORK_SERVER_ENV = "MINIFAL_FORK_SERVER"
-"""``on`` (the default) or ``off``: whether ``minifal run`` forks its local runners from a fork
-server."""
-PER_RUNNER_ENV = (ENV_RUNNER_ID, ENV_EVENTS_FILE, "CUDA_DEVICE_ORDER", "CUDA_VISIBLE_DEVICES")
+PER_RUNNER_ENV = (
+    envs.RUNNER_ID.name,
+    envs.EVENTS_FILE.name,
+    "CUDA_DEVICE_ORDER",
+    "CUDA_VISIBLE_DEVICES",
+)
 """What differs between runners of one fleet; the fork server's environment has none of it."""
 
 
 def fork_server_enabled(environ: dict[str, str] | None = None) -> bool:
-    value = (os.environ if environ is None else environ).get(FORK_SERVER_ENV, "on").lower()
-    if value not in ("on", "off"):
-        raise ValueError(f"{FORK_SERVER_ENV}={value!r}: expected on or off")
-    return value == "on" and hasattr(os, "pidfd_open")
+    """``$MINIFAL_FORK_SERVER`` (``on`` unless ``off``), where this kernel has pidfds."""
+    return envs.FORK_SERVER.get(environ) and hasattr(os, "pidfd_open")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -108,6 +107,7 @@ class LocalRunnerBackend:
                 public_url=launch.public_url,
                 gpus=gpus if launch.use_gpus else None,
                 node=self.node,
+                max_body_bytes=launch.max_body_bytes,
             ),
         }
         configure_bytecode_cache(env, launch.data_dir)  # before the runner's first import

@@ -14,13 +14,12 @@ fal's rules are kept: values are strings, ``ttl`` is 60 s to 30 days and default
 
 from __future__ import annotations
 
-import os
 from typing import Protocol
 
+from minifal.host import envs
 from minifal.host.data_dir import data_dir
 from minifal.toolkit.exceptions import KVStoreException
 
-ENV_REDIS_URL = "MINIFAL_KV_REDIS_URL"
 SQLITE_FILE_NAME = "kv.sqlite3"
 FAL_KV_HOST = "https://kv.fal.media"
 """fal's hosted service; unused here (kept for code that reads it)."""
@@ -40,7 +39,7 @@ class KVBackend(Protocol):
 
 def default_backend() -> KVBackend:
     """Redis when ``$MINIFAL_KV_REDIS_URL`` is set, else SQLite in the data dir."""
-    redis_url = os.environ.get(ENV_REDIS_URL)
+    redis_url = envs.KV_REDIS_URL.get()
     if redis_url:
         from minifal.toolkit.kv.redis_store import RedisKVBackend
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from minifal.host import envs
 from minifal.toolkit.exceptions import KVStoreException
 
 TIMEOUT_S = 5.0
@@ -22,7 +23,7 @@ class RedisKVBackend:
             import redis
         except ImportError:
             raise KVStoreException(
-                "MINIFAL_KV_REDIS_URL is set but redis-py is not installed (pip install redis)"
+                f"{envs.KV_REDIS_URL.name} is set but redis-py is not installed (pip install redis)"
             ) from None
         self._errors = (redis.RedisError,)
         self._where = _safe_location(url)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+from minifal.runner_contract import export_to_process
 
 
 def patch_onnx_runtime(
@@ -13,7 +13,7 @@ def patch_onnx_runtime(
     """Make every new ONNX Runtime session use these thread counts (call before creating one)."""
     import onnxruntime as ort
 
-    os.environ["OMP_NUM_THREADS"] = str(omp_num_threads)
+    export_to_process({"OMP_NUM_THREADS": str(omp_num_threads)})  # OpenMP reads it
     defaults = ort.capi._pybind_state.get_default_session_options()
 
     def patched_default_session_options():
