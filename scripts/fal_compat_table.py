@@ -22,7 +22,6 @@ import ast
 import importlib
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -31,7 +30,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "fal-compatibility.md"
 REFERENCE_PYTHON = ROOT / ".venv-fal" / "bin" / "python"
-ENV_REFERENCE_PYTHON = "MINIFAL_FAL_PYTHON"
 LIST_TIMEOUT_S = 120
 
 
@@ -121,7 +119,9 @@ def list_fal_names(scope: list[str], recursive: list[str]) -> dict:
 
 
 def reference_python() -> Path | None:
-    configured = os.environ.get(ENV_REFERENCE_PYTHON)
+    from minifal.host import envs
+
+    configured = envs.FAL_PYTHON.get()
     candidate = Path(configured) if configured else REFERENCE_PYTHON
     return candidate if candidate.exists() else None
 

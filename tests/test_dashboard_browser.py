@@ -1,13 +1,12 @@
 """The dashboard in a real browser (Debian's chromium, headless, driven by Playwright) against
 a real two-runner fleet of the SD-Turbo app (tiny random pipeline, eager): both runners appear
 as IDLE, the timeline has one lane per runner, and a playground request renders its image.
-A screenshot is saved with the test's files (``dashboard.png`` in its tmp dir, or in
-``$MINIFAL_TEST_ARTIFACTS``). Skipped where Playwright or chromium is not installed; `.ci/run`
-installs both."""
+A screenshot is saved with the test's files (``dashboard.png`` in its tmp dir: ``pytest
+--basetemp DIR`` keeps it where you want it). Skipped where Playwright or chromium is not
+installed; `.ci/run` installs both."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -24,8 +23,6 @@ TIMEOUT_MS = 120_000
 
 def test_runners_timeline_and_playground_in_a_browser(tmp_path: Path) -> None:
     env = {"MINIFAL_SD_COMPILE": "none", "MINIFAL_SD_WEIGHTS": "random-tiny"}
-    artifacts = Path(os.environ.get("MINIFAL_TEST_ARTIFACTS") or tmp_path)
-    artifacts.mkdir(parents=True, exist_ok=True)
     with (
         start_fleet(APP, tmp_path, workers=2, env=env) as fleet,
         playwright_api.sync_playwright() as playwright,
@@ -57,7 +54,7 @@ def test_runners_timeline_and_playground_in_a_browser(tmp_path: Path) -> None:
             image.wait_for()
             assert page.evaluate("(img) => img.naturalWidth", image.element_handle()) == 512
             assert "COMPLETED" in form.locator(".status").inner_text()
-            page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
+            page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
             # a 422 lands next to its field
             form.locator('[name="width"]').fill("104")
             form.locator('button[type="submit"]').click()
@@ -68,4 +65,4 @@ def test_runners_timeline_and_playground_in_a_browser(tmp_path: Path) -> None:
             assert "greater than or equal" in error.inner_text()
         finally:
             browser.close()
-    assert (artifacts / "dashboard.png").stat().st_size > 10_000
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000

@@ -32,7 +32,9 @@ def start(
     warmup: str,
     after: str = "",
     env_extra: dict[str, str] | None = None,
+    break_workers: bool = False,
 ) -> subprocess.Popen:
+    """``break_workers``: the child's compile workers exit with 3 at once."""
     env = {
         **os.environ,
         **(env_extra or {}),
@@ -42,6 +44,8 @@ def start(
         "PYTHONUNBUFFERED": "1",
     }
     command = [sys.executable, str(CHILD), KEY, model, str(seed), warmup, after]
+    if break_workers:
+        command.append("--break-workers")
     return subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -178,9 +182,9 @@ def test_workers_compile_the_signatures_at_once_and_publish_them(tmp_path: Path)
 
 
 def test_a_failed_worker_leaves_its_signature_to_the_fallback(tmp_path: Path) -> None:
-    """The worker is replaced by one that exits with 3 (child.py ``MINIFAL_TEST_BREAK_WORKERS``)."""
-    env = {"MINIFAL_PRECOMPILED_WORKERS": "1", "MINIFAL_TEST_BREAK_WORKERS": "1"}
-    outcome = run(tmp_path, "block", 0, "2x8", after="2x8", env_extra=env)
+    """The worker is replaced by one that exits with 3 (child.py ``--break-workers``)."""
+    env = {"MINIFAL_PRECOMPILED_WORKERS": "1"}
+    outcome = run(tmp_path, "block", 0, "2x8", after="2x8", env_extra=env, break_workers=True)
     assert outcome["resolutions"] == ["eager"]
     assert "was not compiled (the compile worker exited with 3" in outcome["log"]
     assert_equals_eager(outcome)

@@ -24,6 +24,7 @@ import pytest
 from PIL import Image as PILImage
 from pydantic import BaseModel, ValidationError
 
+from minifal.host import envs
 from minifal.toolkit import (
     CompressedFile,
     File,
@@ -180,7 +181,7 @@ SCHEMA_MODELS = textwrap.dedent(
 
 
 def _reference_python() -> Path | None:
-    configured = os.environ.get("MINIFAL_FAL_PYTHON")
+    configured = envs.FAL_PYTHON.get()
     candidate = Path(configured) if configured else ROOT / ".venv-fal" / "bin" / "python"
     return candidate if candidate.exists() else None
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from minifal.compiled.precompiled import precompiled_modules
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
 
 REPO = Path(__file__).resolve().parents[2]
+BREAK_WORKERS = "--break-workers"
+"""An argument: the compile workers are replaced by ones that exit with 3."""
 
 
 class AttentionBlock(torch.nn.Module):
@@ -76,12 +77,14 @@ def shapes(text: str) -> list[tuple[int, ...]]:
 
 
 def main() -> None:
-    if os.environ.get("MINIFAL_TEST_BREAK_WORKERS"):  # a worker that fails (a test of failure)
+    arguments = sys.argv[1:]
+    if BREAK_WORKERS in arguments:  # a worker that fails (a test of failure)
         from minifal.compiled.precompiled import compile_workers
 
+        arguments.remove(BREAK_WORKERS)
         compile_workers.WORKER_CODE = "import sys; sys.exit(3)"
-    key, model, seed, warmup = sys.argv[1:5]
-    after = shapes(sys.argv[5]) if len(sys.argv) > 5 else []
+    key, model, seed, warmup = arguments[:4]
+    after = shapes(arguments[4]) if len(arguments) > 4 else []
     module, call = build(model, int(seed))
     before = compile_times()
     served = []
