@@ -37,7 +37,7 @@ RECURSIVE_SCOPE = ("fal.toolkit", "fal.distributed", "fal.exceptions")
 FAL_VERSION = "1.83.0"
 """The fal release the table was written against (the reference venv installs it)."""
 
-NOTES = """\
+NOTES = f"""\
 ## Local meanings worth knowing
 
 - **Files.** There is no CDN: every fal-hosted repository (`"fal"`, `"fal_v3"`, `"cdn"`,
@@ -66,7 +66,7 @@ NOTES = """\
   an endpoint that knows its input's properties (minifal decodes no video itself).
 - **KVStore.** A real store on your machines. By default SQLite in `DATA_DIR/kv.sqlite3`,
   shared by every runner of the host (WAL, lock waits bounded at 5 s, then
-  `KVStoreException`); with `MINIFAL_KV_REDIS_URL=redis://host:6379/0` (and `pip install
+  `KVStoreException`); with `{envs.KV_REDIS_URL.name}=redis://host:6379/0` (and `pip install
   redis`), Redis, for runners on several hosts. fal's rules hold: string values, `ttl` from
   60 s to 30 days, 30 days by default, deleting a missing key succeeds.
 - **SSRF-safe fetching.** `fal.toolkit.utils.ssrf` refuses non-public addresses and pins each

@@ -28,7 +28,9 @@ class Scope(enum.Enum):
     """Who sets a variable and who reads it (the table's sections)."""
 
     USER = "Set by you, read by minifal"
-    RUNNER = "Set by the fleet for each runner (the runner contract), read inside the runner"
+    RUNNER = (
+        "Set for each runner by its fleet, or by the runner for its workers (the runner contract)"
+    )
     EXAMPLE_APPS = "Read by the example apps (apps/, which run on fal too)"
     TOOLING = "Read by the repository's scripts and tests"
 
@@ -182,6 +184,7 @@ MAX_DOWNLOAD_BYTES: Setting[int] = Setting(
     int,
     100 * 1024 * 1024,
     "The size cap of an input the toolkit fetches from a URL (File, Image...).",
+    default_text="104857600 (100 MiB)",
 )
 KV_REDIS_URL: Setting[str | None] = Setting(
     "MINIFAL_KV_REDIS_URL",
@@ -246,7 +249,7 @@ RUN_ID: Setting[str | None] = Setting(
     "text",
     _text,
     None,
-    "The fleet run the runner belongs to (DATA_DIR/runs/<run>/).",
+    "The fleet run the runner belongs to (DATA_DIR/runs/RUN_ID/).",
     Scope.RUNNER,
     default_text="a new one per `minifal serve`",
 )
@@ -266,7 +269,7 @@ EVENTS_FILE: Setting[Path | None] = Setting(
     None,
     "Where the runner appends its startup events (JSON lines).",
     Scope.RUNNER,
-    default_text="DATA_DIR/runs/<run>/<runner>.jsonl",
+    default_text="DATA_DIR/runs/RUN_ID/RUNNER_ID.jsonl",
 )
 PUBLIC_URL: Setting[str | None] = Setting(
     "MINIFAL_PUBLIC_URL",
@@ -275,7 +278,7 @@ PUBLIC_URL: Setting[str | None] = Setting(
     None,
     "Where clients reach the App; file URLs are built from it.",
     Scope.RUNNER,
-    default_text="http://<host>:<port>/ of the runner",
+    default_text="http://HOST:PORT/ of the runner",
 )
 NODE: Setting[str] = Setting(
     "MINIFAL_NODE",
