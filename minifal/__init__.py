@@ -10,16 +10,15 @@ docs/running-apps.md and docs/containers.md.
 from minifal import container, exceptions
 from minifal.app import App
 from minifal.billing import BillingComponents, BillingDeclaration
-from minifal.compat.functions import function, wrap_app
+from minifal.compat.functions import function
 from minifal.compat.result_cache import cached
 from minifal.compat.sync import sync_dir
 from minifal.container import ContainerImage
 from minifal.credentials import FalServerlessKeyCredentials
 from minifal.endpoints import HealthCheck, endpoint, realtime
+from minifal.runner.wrap_app import wrap_app
 from minifal.settings import AppSettingsError
-
-__version__ = "0.1.0"
-version_tuple = (0, 1, 0)
+from minifal.version import __version__, version_tuple
 
 isolated = function
 """fal's older name of ``function``."""

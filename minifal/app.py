@@ -19,6 +19,7 @@ from minifal.settings import (
     kebab_case,
     validate_settings,
 )
+from minifal.version import __version__
 
 logger = logging.getLogger("minifal.app")
 
@@ -158,8 +159,6 @@ class App:
 
     def health(self) -> dict[str, Any]:
         """Served at ``GET /health``."""
-        from minifal import __version__
-
         return {"version": __version__}
 
     # -- request context ----------------------------------------------------------------------

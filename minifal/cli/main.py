@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from minifal import __version__
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.host import envs
 from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
+from minifal.version import __version__
 
 MAX_BODY_HELP = (
     "the largest request body read; larger ones get 413 (50MB, 512KiB, bytes; "

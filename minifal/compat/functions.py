@@ -1,10 +1,10 @@
-"""``fal.function`` and ``fal.wrap_app``, with their nearest local meaning.
+"""``fal.function``, with its nearest local meaning.
 
 On fal, ``@fal.function(...)`` makes a function run remotely, in the environment its options
 describe, and ``fal.wrap_app(App)`` makes an App such a function (calling it serves the App).
 There is no remote side here: a ``LocalFunction`` runs in this process, as fal's own
 ``run_local()`` does, with its options accepted, checked as fal checks them, and recorded.
-``wrap_app(App)()`` serves the App in the foreground exactly as ``minifal serve`` does.
+``fal.wrap_app`` is the runner's (``minifal.runner.wrap_app``): its call serves the App.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import inspect
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
-
-from minifal.host import envs
 
 if TYPE_CHECKING:
     from minifal.app import App
@@ -136,41 +134,3 @@ def function(
         return LocalFunction(func, dict(options), app_name=getattr(func, "__name__", None))
 
     return decorate
-
-
-def wrap_app(cls: type[App], **kwargs: Any) -> LocalFunction[..., int]:
-    """``app = fal.wrap_app(MyApp); app()``: serve ``MyApp`` in the foreground like
-    ``minifal serve path/to/file.py::MyApp``, on ``$MINIFAL_HOST:$MINIFAL_PORT`` (default
-    127.0.0.1:8080) or the ``exposed_port`` given; returns the server's exit code."""
-    from minifal.app import App
-
-    if not (isinstance(cls, type) and issubclass(cls, App)):
-        raise TypeError(f"wrap_app() takes a fal.App subclass, got {cls!r}")
-    if "<locals>" in cls.__qualname__:
-        raise TypeError(f"{cls.__qualname__} must be defined at the top level of its file")
-    reference = f"{inspect.getfile(cls)}::{cls.__qualname__}"
-    settings = cls.settings()
-
-    def serve_app(
-        *, exposed_port: int | None = None, exposed_metrics_port: int | None = None
-    ) -> int:
-        """fal's keywords; the metrics port has no local meaning (the gateway serves /metrics)."""
-        from minifal.runner.server import serve
-
-        return serve(reference, host=envs.HOST.get(), port=exposed_port or envs.PORT.get())
-
-    options = {
-        "kind": settings.kind or "virtualenv",
-        "requirements": list(settings.requirements),
-        "machine_type": settings.machine_type,
-        "num_gpus": settings.num_gpus,
-        **kwargs,
-    }
-    serve_app.__name__ = cls.__name__
-    return LocalFunction(
-        serve_app,
-        options,
-        app_name=cls.resolved_app_name(),
-        app_auth=settings.app_auth,
-        app_class=cls,
-    )

@@ -21,6 +21,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+from minifal.distributed.distributed_worker import DistributedWorker
 from minifal.distributed.process_group import (
     join_process_group,
     leave_process_group,
@@ -42,7 +43,6 @@ from minifal.distributed.serialization import (
     distributed_serialize,
     encode_text_event,
 )
-from minifal.distributed.worker import DistributedWorker
 from minifal.host.parent_death import die_with_parent
 
 STREAM_POLL_SECONDS = 0.1
