@@ -29,12 +29,13 @@ from typing import Any, NoReturn
 from minifal.distributed.class_reference import ClassReference
 from minifal.distributed.distributed_worker import DistributedWorker
 from minifal.distributed.errors import DistributedWorkerCrashed
+from minifal.distributed.group_inbox import Crashed, Finished
 from minifal.distributed.keepalive import KeepAliveTimer
 from minifal.distributed.process_group import choose_backend, host_rendezvous_store
 from minifal.distributed.protocol import Result, StreamItem, WorkerPlan
 from minifal.distributed.runner_crash import fail_runner_process
 from minifal.distributed.serialization import distributed_deserialize, distributed_serialize
-from minifal.distributed.worker_group import Crashed, Finished, WorkerGroup
+from minifal.distributed.worker_group import WorkerGroup
 
 logger = logging.getLogger("minifal.distributed")
 

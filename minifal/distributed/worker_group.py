@@ -11,7 +11,8 @@ too: those ranks are stuck in a collective the failed rank will never join.
 Other threads ask and wait: ``open_call``/``send_call``, ``wait_ready``, ``stop``, ``kill``.
 Every wait is bounded.
 
-One module, over 400 lines: the owning thread's loop, the routing of messages and the crash
+What a waiting thread receives (its ``Inbox`` and the events put in it) is ``group_inbox.py``.
+Over 400 lines, long because the owning thread's loop, the routing of messages and the crash
 rules share one lock and one state; split apart, each part would reach into the others.
 """
 
@@ -29,13 +30,13 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from minifal.distributed import worker_process
 from minifal.distributed.errors import DistributedWorkerCrashed
+from minifal.distributed.group_inbox import AllReady, Crashed, Finished, Inbox, PendingCall
 from minifal.distributed.protocol import (
     Call,
     CallDone,
@@ -66,47 +67,6 @@ class GroupState(enum.Enum):
     STOPPING = "stopping"
     """Exits are expected from here on: a stop, a kill, or the aftermath of a crash."""
     CLOSED = "closed"
-
-
-@dataclass(frozen=True)
-class AllReady:
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Finished:
-    """Every rank said ``CallDone``; ``rank_errors``: the ranks whose ``__call__`` raised."""
-
-    rank_errors: dict[int, str]
-
-
-@dataclass(frozen=True)
-class Crashed:
-    error: DistributedWorkerCrashed
-
-
-class Inbox:
-    """Events for one waiter, put by the owner thread, awaited on the waiter's event loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._events: asyncio.Queue[Any] = asyncio.Queue()
-
-    def put(self, event: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the waiter's loop is closed: nobody waits
-            self._loop.call_soon_threadsafe(self._events.put_nowait, event)
-
-    async def get(self, timeout: float | None) -> Any:
-        return await asyncio.wait_for(self._events.get(), timeout)
-
-
-@dataclass
-class PendingCall:
-    call_id: int
-    inbox: Inbox
-    busy_ranks: set[int]
-    rank_errors: dict[int, str] = field(default_factory=dict)
-    out_of_step_at: float | None = None
 
 
 def describe_exit(code: int | None) -> str:

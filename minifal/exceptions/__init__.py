@@ -1,6 +1,9 @@
 """``fal.exceptions``: what an app raises to shape its HTTP answer, with fal's names and layout.
 
 The runner maps each to a status code and a JSON body (``minifal.runner.errors``).
+
+fal's module path: imported by the package root, the runner, the toolkit and ``distributed``;
+it imports nothing of minifal.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 children that die with their parent, the log format, Python's collector, the body-size limit and
 the uvicorn server every process runs.
 
-Below everything: any part of minifal may import ``host``; ``host`` imports nothing of minifal
-but ``runner_contract`` and itself.
+``envs`` declares every ``MINIFAL_*`` environment variable (a leaf: it imports nothing of
+minifal). Below everything: any part of minifal may import ``host``; ``host`` imports nothing of
+minifal but ``runner_contract`` and itself.
 """

@@ -4,6 +4,11 @@ constraints and schema helpers; the compiled-kernel cache.
 Every name of fal's ``fal.toolkit.__all__`` is here, and fal's submodules exist at the same
 paths (``minifal.toolkit.image.safety_checker``, ``...file.providers.fal``,
 ``...utils.download_utils``...). What each means locally: docs/fal-compatibility.md.
+
+fal's module paths: imported by the App's code, by the runner (a fetch error's status, stored
+files) and by the fleet (the SSRF check of webhooks). It imports ``compiled`` (fal's
+compilation names are re-exported from there), ``host``, ``exceptions`` and the request
+context; never the runner, the fleet or the CLI.
 """
 
 from minifal.compiled.cache import (

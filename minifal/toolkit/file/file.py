@@ -16,6 +16,10 @@ The JSON is fal's. ``file_data`` is a field as on fal (an input may carry it, an
 does) but is left out of the JSON schema: with it, the input and output schemas of a file differ
 and FastAPI splits every model holding one into ``X-Input`` / ``X-Output`` components (fal's
 OpenAPI does); without it, ``File``, ``Image``... stay one component each.
+
+A little over 400 lines, long because fal's ``fal.toolkit.file.file`` holds every one of these
+names (``File``, ``PendingFile``, ``CompressedFile``, ``FileField``...) at one path; storing and
+fetching live in ``storage.py`` and ``url_fetch.py``.
 """
 
 from __future__ import annotations
