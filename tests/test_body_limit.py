@@ -12,6 +12,9 @@ import pytest
 from conftest import APPS_DIR, ServedApp, start_served_app
 from fleet_support import APPS_FLEET_DIR, Fleet, start_fleet
 
+from minifal.fleet.backends.base import RunnerLaunch
+from minifal.fleet.backends.local import LocalRunnerBackend
+from minifal.host import envs
 from minifal.host.body_limit import DEFAULT_MAX_BODY_BYTES, configured_max_body_bytes, parse_size
 
 SIXTY_MB = 60_000_000
@@ -128,3 +131,19 @@ def test_gateway_passes_a_body_under_the_limit(limited_fleet: Fleet) -> None:
 def test_the_gateway_default_refuses_a_declared_60_mb_body(tmp_path: Path) -> None:
     with start_fleet(APPS_FLEET_DIR / "fleet_app.py", tmp_path, workers=1) as fleet:
         assert declared_too_large_status(fleet.port) == 413
+
+
+def test_a_fleets_runners_answer_with_the_gateways_limit(tmp_path: Path) -> None:
+    """The limit reaches each runner through the runner contract's environment (local and, on
+    its node, Ray), not through the gateway's own environment."""
+    launch = RunnerLaunch(
+        app_reference="app.py",
+        data_dir=tmp_path,
+        run_id="r",
+        run_dir=tmp_path / "runs" / "r",
+        public_url="http://127.0.0.1:8080/",
+        use_gpus=False,
+        max_body_bytes=100_000,
+    )
+    env = LocalRunnerBackend(launch)._environment("runner-0", [])
+    assert parse_size(envs.MAX_BODY_SIZE.get(env)) == 100_000
