@@ -26,7 +26,7 @@ from minifal.host.data_dir import activate_data_dir, resolve_data_dir
 from minifal.host.log_format import configure_logging
 from minifal.host.quiet_exit_server import QuietExitServer
 from minifal.runner.app_manifest import AppManifest, ManifestError, inspect_app
-from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
+from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT, export_to_process
 
 if TYPE_CHECKING:
     from minifal.fleet.backends.ray_actors import RayCluster
@@ -98,7 +98,7 @@ def ray_environment(address: str) -> dict[str, str]:
 def join_ray_cluster(address: str, gpus_per_runner: int) -> RayCluster | None:
     """Connect to the cluster; None (said on stderr) when Ray is missing or there is none."""
     # Ray reads its settings from the environment when it is first imported, just below.
-    os.environ.update(ray_environment(address))
+    export_to_process(ray_environment(address))
     try:
         from minifal.fleet.backends import ray_actors
     except ImportError:
