@@ -71,8 +71,8 @@ def time_calls(origin: float) -> list[tuple[str, str, float, float]]:
     """Wrap the module wrappers' calls and the graph captures with synchronized timers."""
     import torch
 
+    from minifal.compiled import cuda_graphs
     from minifal.compiled.precompiled import module as precompiled_module
-    from minifal.toolkit import cuda_graphs
 
     calls: list[tuple[str, str, float, float]] = []
 

@@ -165,6 +165,58 @@ def test_no_import_cycle_between_minifal_modules() -> None:
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
+def bound_names(path: Path) -> set[str] | None:
+    """The names a module binds at its top level (in ``if``/``try`` blocks too); None when it
+    may answer any name (a module ``__getattr__``, a star import)."""
+    names: set[str] = set()
+    body = list(ast.parse(path.read_text()).body)
+    while body:
+        node = body.pop()
+        if isinstance(node, (ast.If, ast.Try)):
+            body += node.body + node.orelse
+            body += getattr(node, "finalbody", [])
+            for handler in getattr(node, "handlers", []):
+                body += handler.body
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any(alias.name == "*" for alias in node.names):
+                return None  # ``from x import *``: whatever x has
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return None if "__getattr__" in names else names
+
+
+def test_every_import_of_minifal_names_something_that_exists() -> None:
+    """In the package and in tests, scripts, benchmarks and apps: a moved module or name is
+    an error here, not at the first run of the branch that imports it."""
+    modules = module_files()
+    problems = []
+    for folder in ("minifal", "tests", "scripts", "benchmarks", "apps"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    wanted = [(alias.name, None) for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                    wanted = [(node.module, alias.name) for alias in node.names]
+                else:
+                    continue
+                for module, name in wanted:
+                    if module.split(".")[0] != "minifal":
+                        continue
+                    where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                    if module not in modules:
+                        problems.append(f"{where}: no module {module}")
+                    elif name not in (None, "*") and f"{module}.{name}" not in modules:
+                        names = bound_names(modules[module])
+                        if names is not None and name not in names:
+                            problems.append(f"{where}: {module} has no {name}")
+    assert not problems, "\n".join(problems)
+
+
 def test_a_module_over_400_lines_says_why() -> None:
     unexplained = []
     for path in module_files().values():
