@@ -2,8 +2,9 @@
 
 How a runner is started (its command line and environment), where it answers readiness, the
 headers that carry a request's identity, the defaults both sides fall back on, and what its exit
-codes mean. Both sides import this module and it imports neither, so a runner never pulls in
-the fleet and the gateway never pulls in the runner's server (uvicorn, the user's App).
+codes mean. Both sides import this module and it imports neither (only ``minifal.host.envs``,
+where the variables are declared), so a runner never pulls in the fleet and the gateway never
+pulls in the runner's server (uvicorn, the user's App).
 """
 
 from __future__ import annotations
