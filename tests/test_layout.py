@@ -4,6 +4,7 @@ and a docstring on every top-level folder saying what lives there and what may i
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,11 @@ KNOWN_LONG = {
 }
 
 
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), str(path))
+
+
 def module_files() -> dict[str, Path]:
     """Every module of the package by its dotted name (a package by its ``__init__``)."""
     modules = {}
@@ -50,7 +56,7 @@ def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str
 
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Import):
             found.update(filter(None, (known(alias.name) for alias in node.names)))
         elif isinstance(node, ast.ImportFrom):
@@ -165,11 +171,12 @@ def test_no_import_cycle_between_minifal_modules() -> None:
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
+@functools.cache
 def bound_names(path: Path) -> set[str] | None:
     """The names a module binds at its top level (in ``if``/``try`` blocks too); None when it
     may answer any name (a module ``__getattr__``, a star import)."""
     names: set[str] = set()
-    body = list(ast.parse(path.read_text()).body)
+    body = list(parsed(path).body)
     while body:
         node = body.pop()
         if isinstance(node, (ast.If, ast.Try)):
@@ -197,7 +204,7 @@ def test_every_import_of_minifal_names_something_that_exists() -> None:
     problems = []
     for folder in ("minifal", "tests", "scripts", "benchmarks", "apps"):
         for path in sorted((ROOT / folder).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for node in ast.walk(parsed(path)):
                 if isinstance(node, ast.Import):
                     wanted = [(alias.name, None) for alias in node.names]
                 elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
@@ -224,7 +231,7 @@ def test_a_module_over_400_lines_says_why() -> None:
         lines = len(path.read_text().splitlines())
         if lines <= MAX_LINES or relative in KNOWN_LONG:
             continue
-        docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
+        docstring = ast.get_docstring(parsed(path)) or ""
         if LONG_REASON not in docstring.lower():
             unexplained.append(f"{relative}: {lines} lines")
     assert not unexplained, (
