@@ -17,6 +17,11 @@ def test_a_loopback_ray_address_keeps_ray_on_loopback(address: str) -> None:
     assert ray_environment(address) == {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
+def test_auto_is_rays_address_variable() -> None:
+    assert ray_environment("auto", "127.0.0.1:6379") == {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    assert ray_environment("auto", "10.0.0.5:6379") == {}
+
+
 @pytest.mark.parametrize("address", ["auto", "10.0.0.5:6379", "ray-head:6379"])
 def test_other_ray_addresses_leave_ray_alone(address: str) -> None:
     assert ray_environment(address) == {}

@@ -82,13 +82,16 @@ def scaling_settings(
     )
 
 
-def ray_environment(address: str) -> dict[str, str]:
-    """What Ray must read before it is imported to join the cluster at ``address``.
+def ray_environment(address: str, ray_address: str | None = None) -> dict[str, str]:
+    """What Ray must read before it is imported to join the cluster at ``address`` (``auto``
+    is ``ray_address``, Ray's ``RAY_ADDRESS``, when that is set).
 
     Ray turns a loopback address into this machine's external IP when it connects, unless it
     believes it runs on one machine only (its Windows/macOS switch). A loopback address is only
     reachable on this machine, so for one the switch is on: the driver stays on loopback too.
     """
+    if address == "auto" and ray_address:
+        address = ray_address
     host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
     if host == "localhost" or host.startswith("127.") or host == "::1":
         return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -98,7 +101,7 @@ def ray_environment(address: str) -> dict[str, str]:
 def join_ray_cluster(address: str, gpus_per_runner: int) -> RayCluster | None:
     """Connect to the cluster; None (said on stderr) when Ray is missing or there is none."""
     # Ray reads its settings from the environment when it is first imported, just below.
-    export_to_process(ray_environment(address))
+    export_to_process(ray_environment(address, os.environ.get("RAY_ADDRESS")))
     try:
         from minifal.fleet.backends import ray_actors
     except ImportError:
