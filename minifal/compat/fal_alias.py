@@ -23,6 +23,8 @@ FAL_MODULES = {
     "fal.app": "minifal.app",
     "fal.container": "minifal.container",
     "fal.project": "minifal.compat.project",
+    "fal.realtime": "minifal.realtime",
+    "fal.ref": "minifal.ref",
     "fal.sync": "minifal.compat.sync",
 }
 """fal's modules that minifal implements, each at the minifal module that does."""

@@ -1,0 +1,223 @@
+"""fal's ``fal.app`` and ``fal.ref`` surface, and the runner behaviours fal's own test apps rely
+on: extra routes, a health() that raises, a declared health check as the readiness probe,
+provide_hints, the current app and every RequestContext field. In-process (FastAPI's
+TestClient runs the runner's ASGI app with its lifespan)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from typing import Any
+
+import pytest
+from fastapi import HTTPException, Request
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+
+import minifal as fal
+from minifal import app as fal_app
+from minifal import ref
+from minifal.runner.asgi import build_asgi_app
+from minifal.runner.realtime import take_batch
+from minifal.runner.runner_hints import hints_header
+from minifal.runner_contract import READY_PATH
+
+pytestmark = pytest.mark.unit
+
+
+class Output(BaseModel):
+    result: int
+
+
+class HealthOverride(fal.App):
+    """fal's HealthOverrideApp shape: health at POST /ready, a GET /ready added, /health broken."""
+
+    @fal.endpoint("/")
+    def run(self) -> Output:
+        return Output(result=3)
+
+    @fal.endpoint("/ready", health_check=fal.HealthCheck(start_period_seconds=1))
+    def ready_post(self) -> Output:
+        return Output(result=0)
+
+    def _add_extra_routes(self, app: Any) -> None:
+        super()._add_extra_routes(app)
+
+        @app.get("/ready")
+        def ready_get() -> dict[str, str]:
+            return {"status": "ok"}
+
+    def health(self) -> dict[str, Any]:
+        raise HTTPException(status_code=502, detail="intentionally broken")
+
+
+def test_a_broken_health_is_its_own_status_and_the_declared_check_makes_the_runner_ready() -> None:
+    with TestClient(build_asgi_app(HealthOverride())) as client:
+        assert client.get(READY_PATH).status_code == 200
+        assert client.post("/", json={}).json() == {"result": 3}
+        assert client.get("/ready").json() == {"status": "ok"}
+        broken = client.get("/health")
+        assert broken.status_code == 502
+        assert broken.json() == {"detail": "intentionally broken"}
+
+
+class FailingCheck(fal.App):
+    ok = False
+
+    @fal.endpoint("/probe", health_check=fal.HealthCheck())
+    def probe(self) -> Output:
+        if not type(self).ok:
+            raise fal.exceptions.AppException("not yet", status_code=503)
+        return Output(result=0)
+
+
+def test_a_runner_whose_declared_check_fails_is_not_ready() -> None:
+    with TestClient(build_asgi_app(FailingCheck())) as client:
+        answer = client.get(READY_PATH)
+        assert answer.status_code == 503
+        assert "POST /probe answered 503" in answer.json()["reason"]
+        assert client.get("/health").status_code == 200  # health() is not the probe
+        FailingCheck.ok = True
+        assert client.get(READY_PATH).status_code == 200
+
+
+class AppExceptionHealth(fal.App):
+    def health(self) -> dict[str, Any]:
+        raise fal.exceptions.AppException("draining", status_code=409)
+
+
+def test_health_exceptions_are_mapped_like_an_endpoints() -> None:
+    with TestClient(build_asgi_app(AppExceptionHealth())) as client:
+        answer = client.get("/health")
+        assert (answer.status_code, answer.json()) == (409, {"detail": "draining"})
+        assert client.get(READY_PATH).status_code == 200  # no declared check: ready
+
+
+class Hinted(fal.App):
+    @fal.endpoint("/")
+    def run(self) -> Output:
+        return Output(result=1)
+
+    def provide_hints(self) -> list[str]:
+        return ["model-a", "b", "😀"]
+
+
+def test_hints_go_out_on_every_answer_without_what_latin1_cannot_carry(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING), TestClient(build_asgi_app(Hinted())) as client:
+        answer = client.post("/", json={})
+    assert answer.json() == {"result": 1}
+    assert answer.headers["x-fal-runner-hints"] == "model-a,b"
+    assert "😀" in caplog.text
+    # Latin-1 beyond ASCII goes out as such (Starlette's TestClient cannot read it back; the
+    # process suite's HintsApp does, through uvicorn).
+    assert hints_header(lambda: ["é", "x"]) == "é,x".encode("latin-1")
+
+
+def test_no_hints_header_unless_the_app_provides_hints() -> None:
+    with TestClient(build_asgi_app(AppExceptionHealth())) as client:
+        assert "x-fal-runner-hints" not in client.get("/health").headers
+    assert hints_header(lambda: []) == b""
+
+    def broken() -> list[str]:
+        raise RuntimeError("boom")
+
+    assert hints_header(broken) is None
+
+
+def _context_from_elsewhere() -> dict[str, Any]:
+    """What a helper without ``self`` sees (fal's test reads it the same way)."""
+    current = ref.get_current_app()
+    assert current is not None and current.current_request is not None
+    context = current.current_request
+    return {
+        "request_id": context.request_id,
+        "endpoint": context.endpoint,
+        "lifecycle_preference": context.lifecycle_preference,
+        "upload_policy": context.upload_policy,
+    }
+
+
+class ContextApp(fal.App):
+    @fal.endpoint("/")
+    def run(self, request: Request) -> dict[str, Any]:
+        return {**_context_from_elsewhere(), "header": request.headers["x-fal-request-id"]}
+
+
+def test_the_current_app_and_every_request_context_field() -> None:
+    served = ContextApp()
+    assert ref.get_current_app() is None
+    with TestClient(build_asgi_app(served)) as client:
+        assert ref.get_current_app() is served
+        preference = {"expiration_duration_seconds": "3600"}
+        answer = client.post(
+            "/",
+            json={},
+            headers={
+                "x-fal-request-id": "req-1",
+                "x-fal-object-lifecycle-preference": json.dumps(preference),
+            },
+        ).json()
+        plain = client.post("/", json={}).json()
+    assert ref.get_current_app() is None  # cleared after teardown
+    assert answer == {
+        "request_id": "req-1",
+        "endpoint": "/",
+        "lifecycle_preference": preference,
+        "upload_policy": None,
+        "header": "req-1",
+    }
+    assert plain["lifecycle_preference"] is None
+    assert plain["request_id"] == plain["header"]  # the runner made one up
+
+
+def test_one_app_per_process_as_on_fal() -> None:
+    first, second = ContextApp(), ContextApp()
+    ref.set_current_app(first)
+    try:
+        ref.set_current_app(first)  # the same one again is fine
+        with pytest.raises(RuntimeError, match="already set"):
+            ref.set_current_app(second)
+    finally:
+        ref.clear_current_app(first)
+    assert ref.get_current_app() is None
+
+
+class RTInput(BaseModel):
+    prompt: str
+
+    def can_batch(self, other: RTInput, current_batch_size: int = 1) -> bool:
+        return "don't batch" not in other.prompt
+
+
+def test_batches_take_waiting_inputs_up_to_the_size_while_can_batch_agrees() -> None:
+    pending = deque(RTInput(prompt=str(i)) for i in range(10))
+    sizes = []
+    while pending:
+        sizes.append(len(take_batch(pending, 4)))
+    assert sizes == [4, 4, 2]
+
+    pending = deque(RTInput(prompt=p) for p in ["a", "b", "don't batch", "c"])
+    assert [i.prompt for i in take_batch(pending, 4)] == ["a", "b"]
+    assert [i.prompt for i in take_batch(pending, 4)] == ["don't batch", "c"]
+    assert take_batch(deque([1, 2, 3]), 2) == [1, 2]  # no can_batch: any inputs batch
+
+
+def test_fal_app_module_names() -> None:
+    for name in fal_app.__all__:
+        assert hasattr(fal_app, name), name
+    assert fal_app.REQUEST_ID_KEY == "x-fal-request-id"
+    error = fal_app.AppClientError("boom", 401, {"a": "b"})
+    assert (str(error), error.status_code, error.headers) == ("boom", 401, {"a": "b"})
+    assert isinstance(error, fal.exceptions.FalServerlessException)
+
+
+def test_app_client_has_one_method_per_http_endpoint() -> None:
+    client = fal_app.AppClient(HealthOverride, "http://127.0.0.1:1/local/health-override/")
+    assert client.application == "local/health-override"
+    assert client.url == "http://127.0.0.1:1/local/health-override"
+    assert client.run.signature.path == "/"
+    assert client.ready_post.signature.path == "/ready"
+    assert client.run.return_type is Output
