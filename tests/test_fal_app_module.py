@@ -221,3 +221,74 @@ def test_app_client_has_one_method_per_http_endpoint() -> None:
     assert client.run.signature.path == "/"
     assert client.ready_post.signature.path == "/ready"
     assert client.run.return_type is Output
+
+
+# -- ports of fal's unit tests (projects/fal/tests/unit/test_app.py) -------------------------------
+
+
+def test_app_health_check_defaults_method_to_post() -> None:
+    class HealthCheckApp(fal.App):
+        @fal.endpoint("/", health_check=fal.HealthCheck())
+        def hello(self) -> str:
+            return "Hello, world!"
+
+    (_, spec), *_ = HealthCheckApp.endpoints()
+    assert spec.health_check is not None and spec.health_check.probe_method == "POST"
+    assert fal.HealthCheck(method="get").probe_method == "GET"
+    with pytest.raises(ValueError, match="method"):
+        fal.HealthCheck(method="DELETE")
+
+
+def test_app_kwargs_merge_into_host_kwargs_and_override_defaults() -> None:
+    """fal keeps every class keyword in host_kwargs; minifal keeps its settings apart (in
+    ``settings()``) and the rest in host_kwargs."""
+
+    class KwargsApp(fal.App, keep_alive=123, resolver="pip", _scheduler="nomad"):
+        pass
+
+    assert KwargsApp.host_kwargs == {"resolver": "pip", "_scheduler": "nomad"}
+    assert KwargsApp.settings().keep_alive == 123
+
+
+def test_non_host_classvars_do_not_leak_into_host_kwargs() -> None:
+    class LeakCheckApp(fal.App):
+        requirements = ["fastapi"]
+        local_python_modules = ["."]
+        machine_type = "M"
+        num_gpus = 1
+        app_auth = "private"
+
+    assert LeakCheckApp.host_kwargs == {}
+    assert LeakCheckApp.settings().machine_type == "M"
+
+
+def test_app_is_picklable_with_request_context() -> None:
+    import pickle
+
+    from minifal.request_context import (
+        RequestContext,
+        reset_current_request,
+        set_current_request,
+    )
+
+    app = ContextApp()
+    token = set_current_request(RequestContext("req-1", "/"))
+    try:
+        loaded = pickle.loads(pickle.dumps(app))
+    finally:
+        reset_current_request(token)
+    assert isinstance(loaded, ContextApp)
+    assert loaded.current_request is None  # outside any request
+
+
+def test_health_route_supports_async_health() -> None:
+    import fastapi
+
+    class AsyncHealthApp(fal.App):
+        async def health(self) -> dict[str, str]:
+            return {"status": "ok"}
+
+    api = fastapi.FastAPI()
+    AsyncHealthApp()._add_extra_routes(api)
+    response = TestClient(api).get("/health")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
