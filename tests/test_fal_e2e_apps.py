@@ -95,6 +95,12 @@ class TestAdditionApp:
         answer = client.run(self.app_id, arguments={"lhs": 2, "rhs": 3, "wait_time": 1})
         assert answer["result"] == 5
 
+    def test_app_openapi_spec_metadata(self, client: fal_client.SyncClient) -> None:
+        """fal stores the OpenAPI in the app's metadata; the gateway serves it."""
+        spec = client._client.get(fal_client_module.RUN_URL_FORMAT + "openapi.json").json()
+        for key in ("openapi", "info", "paths", "components"):
+            assert key in spec, key
+
     def test_404_response(self, client: fal_client.SyncClient) -> None:
         with pytest.raises(FalClientHTTPError, match=r"Path /.*other not found") as error:
             client.run(self.app_id, path="/other", arguments={"lhs": 1, "rhs": 2})
