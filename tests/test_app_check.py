@@ -173,3 +173,13 @@ def test_classify_without_processes(tmp_path: Path) -> None:
     assert classify(ImportError("cannot import name 'Z'", name="fal.toolkit"), app_file).kind == GAP
     assert classify(ValueError("bad"), app_file).kind == APP_ERROR
     assert fal_import_gaps("import os\nfrom fal.ref import get_current_app\n", "a.py") == []
+
+
+def test_a_misspelt_setting_loads_and_the_check_says_which_setting_it_may_mean(
+    tmp_path: Path,
+) -> None:
+    app = Path(__file__).parent / "apps" / "bad_setting_app.py"
+    done = check(tmp_path, str(app))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "note: TypoApp: class keyword 'keep_alvie' is not an App setting" in done.stdout
+    assert "did you mean 'keep_alive'?" in done.stdout

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import logging
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,24 @@ def classify(exc: BaseException, app_file: Path) -> Finding:
     return Finding(APP_ERROR, f"{type(exc).__name__}: {exc}", where)
 
 
+class _WarningsOf(logging.Handler):
+    """The warnings a logger emits inside a ``with`` block (a near-miss setting name...)."""
+
+    def __init__(self, logger_name: str) -> None:
+        super().__init__(logging.WARNING)
+        self.logger = logging.getLogger(logger_name)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> None:
+        self.logger.addHandler(self)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.logger.removeHandler(self)
+
+
 def check_app(reference: str) -> CheckReport:
     """Check ``path/to/app.py[::Class]`` (or a project app's name) without running setup()."""
     from minifal.runner.app_loader import split_app_reference
@@ -158,8 +177,10 @@ def check_app(reference: str) -> CheckReport:
     path, _ = split_app_reference(reference)
     if path.suffix == ".py" and path.is_file():
         report.findings += fal_import_gaps(path.read_text(), path.name)
+    warnings = _WarningsOf("minifal.app")
     try:
-        manifest = build_manifest(reference)
+        with warnings:
+            manifest = build_manifest(reference)
     except Exception as exc:
         finding = classify(exc, path.resolve())
         if finding not in report.findings and not (
@@ -172,6 +193,7 @@ def check_app(reference: str) -> CheckReport:
         for endpoint in manifest["endpoints"]
     )
     report.loaded = f"{manifest['class_name']} (app name {manifest['app_name']}); routes: {routes}"
+    report.notes += warnings.messages
     for problem in unmet_requirements(manifest["settings"]["requirements"]):
         report.notes.append(f"requirement not installed here (setup() may need it): {problem}")
     return report
