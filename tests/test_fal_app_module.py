@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections import deque
 from typing import Any
 
@@ -292,3 +293,59 @@ def test_health_route_supports_async_health() -> None:
     AsyncHealthApp()._add_extra_routes(api)
     response = TestClient(api).get("/health")
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+def test_a_batching_realtime_method_must_take_its_batch() -> None:
+    from minifal.endpoints import RealtimeOptions
+    from minifal.runner.realtime_modes import realtime_shape
+
+    class Batching(fal.App):
+        def one(self, input: RTInput) -> RTInput:
+            return input
+
+        def many(self, input: RTInput, *inputs: RTInput) -> RTInput:
+            return input
+
+    app = Batching()
+    with pytest.raises(TypeError, match=r"\(input, \*inputs\)"):
+        realtime_shape(app.one, RealtimeOptions(max_batch_size=4))
+    assert realtime_shape(app.many, RealtimeOptions(max_batch_size=4)).mode == "unary"
+
+
+RELEASED = threading.Event()
+STARTED = threading.Event()
+
+
+def _decode_and_release(message: bytes) -> Any:
+    """The session's reader decodes here: "release" frees the busy call, after the reader has
+    taken every frame sent before it (so the buffer's content is known, without timing)."""
+    value = json.loads(message)
+    if value["prompt"] == "release":
+        RELEASED.set()
+    return value
+
+
+class Buffered(fal.App):
+    @fal.realtime("/rt", buffering=2, decode_message=_decode_and_release)
+    def answer(self, input: RTInput) -> RTInput:
+        if input.prompt == "busy":
+            STARTED.set()
+            assert RELEASED.wait(10)
+        return input
+
+
+def test_a_full_buffer_drops_the_oldest_unanswered_input() -> None:
+    RELEASED.clear()
+    STARTED.clear()
+    with (
+        TestClient(build_asgi_app(Buffered())) as client,
+        client.websocket_connect("/rt") as ws,
+    ):
+        ws.send_bytes(json.dumps({"prompt": "busy"}).encode())
+        assert STARTED.wait(10)  # the call is running: what follows waits in the buffer
+        for prompt in ["1", "2", "3", "4", "release"]:
+            ws.send_bytes(json.dumps({"prompt": prompt}).encode())
+        answers = [ws.receive_bytes() for _ in range(3)]
+    from minifal.runner.realtime_frames import msgpack_decode
+
+    assert [msgpack_decode(a)["prompt"] for a in answers] == ["busy", "4", "release"]

@@ -124,9 +124,10 @@ def realtime_shape(method: Callable[..., Any], options: RealtimeOptions) -> Real
     else:
         mode = "unary"
 
-    if options.max_batch_size > 1 and not any(
+    takes_batches = any(
         parameter.kind is parameter.VAR_POSITIONAL for parameter in signature.parameters.values()
-    ):
+    )
+    if options.max_batch_size > 1 and input_item is None and not takes_batches:
         raise TypeError(
             f"realtime method {method.__name__}() has max_batch_size={options.max_batch_size}: "
             "it takes a batch as (input, *inputs)"

@@ -4,7 +4,7 @@
 assertions hold. Each class is served on its own: ``minifal run fal_e2e_apps.py::ClassName``.
 
 Deviations, each to keep the suite quick: fixed costs of seconds are fractions of one
-(``CancellableApp.request_timeout`` is 2 s, the batched realtime call costs 0.6 s, the
+(``CancellableApp.request_timeout`` is 2 s, the batched realtime call costs 1 s, the
 multiplexed apps sleep 1 s); fal's ``addition_app`` is a ``@fal.function(serve=True)``, here an
 App with the same endpoint (minifal serves App classes).
 """
@@ -241,7 +241,7 @@ def json_decode_message(message: bytes) -> Any:
     return json.loads(message.decode("utf-8"))
 
 
-BATCH_COST_SECONDS = 0.6
+BATCH_COST_SECONDS = 1.0
 
 
 class RealtimeApp(fal.App, keep_alive=300, max_concurrency=1):
