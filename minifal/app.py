@@ -186,6 +186,11 @@ class App:
         return collect_billing_components(cls.endpoints(), cls)
 
     @classmethod
+    def get_endpoints(cls) -> list[str]:
+        """fal's name: the paths of the App's routes."""
+        return [spec.path for _, spec in cls.endpoints()]
+
+    @classmethod
     def endpoints(cls) -> list[tuple[str, EndpointSpec]]:
         """``(method name, spec)`` of every decorated method, sorted by path as on fal."""
         found: dict[str, tuple[str, EndpointSpec]] = {}

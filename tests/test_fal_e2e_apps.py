@@ -25,7 +25,6 @@ from fal_client.client import FalClientHTTPError
 from fleet_support import Fleet, poll_until, start_fleet
 
 from minifal.compat.fal_alias import install_fal_alias
-from minifal.exceptions.gpu import CUDA_OOM_MESSAGE, GPU_ERROR_STATUS_CODE
 
 pytestmark = pytest.mark.process
 
@@ -45,7 +44,9 @@ def _load_apps() -> ModuleType:
 
 apps = _load_apps()
 
-from fal.app import AppClient, AppClientError  # noqa: E402 - after the alias is installed
+# fal's names, as fal's tests import them (after the alias is installed)
+from fal.app import AppClient, AppClientError  # noqa: E402
+from fal.exceptions.gpu import _CUDA_OOM_MESSAGE, _GPU_ERROR_STATUS_CODE  # noqa: E402
 
 
 @contextmanager
@@ -184,8 +185,8 @@ def test_app_exceptions(exception_app: AppClient) -> None:
     for method in ("cuda_exception", "cuda_exception_2", "cuda_exception_3"):
         with pytest.raises(AppClientError) as cuda_exc:
             getattr(exception_app, method)({})
-        assert cuda_exc.value.status_code == GPU_ERROR_STATUS_CODE, method
-        assert CUDA_OOM_MESSAGE in cuda_exc.value.message, method
+        assert cuda_exc.value.status_code == _GPU_ERROR_STATUS_CODE, method
+        assert _CUDA_OOM_MESSAGE in cuda_exc.value.message, method
 
 
 def test_traceback_of_a_failing_endpoint_is_a_500(exception_app: AppClient) -> None:

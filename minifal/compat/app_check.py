@@ -111,7 +111,10 @@ def fal_import_gaps(source: str, filename: str) -> list[Finding]:
             if name is not None and not _minifal_has(module, None):
                 what = f"module {module}"
             findings.append(Finding(GAP, f"{what} is not in minifal", f"{filename}:{node.lineno}"))
-    return list(dict.fromkeys(findings))
+    first_of_each: dict[str, Finding] = {}
+    for finding in findings:  # a module imported in several places: its first line
+        first_of_each.setdefault(finding.message, finding)
+    return list(first_of_each.values())
 
 
 # -- the load, as the gateway does it ----------------------------------------------------------

@@ -869,6 +869,18 @@ ROWS: tuple[Row, ...] = (
 
 EXTRA_NAMES: tuple[Row, ...] = (
     _row(
+        "_CUDA_OOM_MESSAGE",
+        "fal.exceptions.gpu",
+        IMPLEMENTED,
+        'private in fal, imported by its tests: "CUDA error: out of memory"',
+    ),
+    _row(
+        "_GPU_ERROR_STATUS_CODE",
+        "fal.exceptions.gpu",
+        IMPLEMENTED,
+        "private in fal, imported by its tests: 503",
+    ),
+    _row(
         "File._from_url",
         FILE,
         IMPLEMENTED,
@@ -881,4 +893,4 @@ EXTRA_NAMES: tuple[Row, ...] = (
         "private in fal, used by its examples: sha256 of a URL, where its download goes",
     ),
 )
-"""Private names fal's own examples use; checked like public ones."""
+"""Private names fal's own examples and tests use; checked like public ones."""
