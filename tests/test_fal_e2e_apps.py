@@ -166,9 +166,19 @@ class TestStatefulAdditionApp:
 # -- ExceptionApp, through AppClient.connect as fal's tests do ------------------------------------
 
 
+@contextmanager
+def connected(app_class: type, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppClient]:
+    """``AppClient.connect``, its runner's data dir in the test's temporary directory."""
+    data_dir = tmp_path_factory.mktemp(app_class.__name__) / "data"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINIFAL_DATA_DIR", str(data_dir))
+        with AppClient.connect(app_class) as client:
+            yield client
+
+
 @pytest.fixture(scope="module")
-def exception_app() -> Iterator[AppClient]:
-    with AppClient.connect(apps.ExceptionApp) as client:
+def exception_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppClient]:
+    with connected(apps.ExceptionApp, tmp_path_factory) as client:
         yield client
 
 
@@ -243,9 +253,9 @@ def test_field_exception_default_billable_units(exception_app: AppClient) -> Non
 # -- HintsApp --------------------------------------------------------------------------------------
 
 
-def test_hints_encoding() -> None:
+def test_hints_encoding(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Hints that latin-1 cannot carry do not break the app; those it can are sent."""
-    with AppClient.connect(apps.HintsApp) as client:
+    with connected(apps.HintsApp, tmp_path_factory) as client:
         response = httpx.post(client.url + "/add", json={"lhs": 1, "rhs": 2}, timeout=30)
     assert response.is_success
     assert response.json()["result"] == 3
