@@ -79,8 +79,11 @@ def test_a_runner_whose_declared_check_fails_is_not_ready() -> None:
         assert answer.status_code == 503
         assert "POST /probe answered 503" in answer.json()["reason"]
         assert client.get("/health").status_code == 200  # health() is not the probe
+        assert client.get("/probe").status_code == 503  # the declared path answers GET too
         FailingCheck.ok = True
         assert client.get(READY_PATH).status_code == 200
+        assert client.get("/probe").json() == {"result": 0}
+        assert "get" not in client.get("/openapi.json").json()["paths"]["/probe"]
 
 
 class AppExceptionHealth(fal.App):

@@ -156,6 +156,10 @@ def build_asgi_app(app: App, *, freeze_collector: bool = False) -> FastAPI:
                 name=method_name,
                 response_class=_documented_response_class(method),
             )
+            if spec.health_check is not None:
+                # The declared health path answers GET too (probes and people use GET); a GET
+                # route the App added itself (``_add_extra_routes``) came first and wins.
+                api.add_api_route(spec.path, handler, methods=["GET"], include_in_schema=False)
             continue
         shape = None
         if spec.kind == "websocket":
