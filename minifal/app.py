@@ -74,6 +74,9 @@ __all__ = [
 ]
 
 _logged_extra_keywords: set[str] = set()
+HOST_ATTRIBUTES = frozenset({"_scheduler", "_scheduler_options", "resolver"})
+"""fal's own ``host_kwargs`` (its platform's scheduler options): as class attributes too, they
+are kept in ``host_kwargs``."""
 
 
 async def open_isolate_channel(address: str) -> None:
@@ -139,6 +142,9 @@ class App:
             )
         given = {}
         extra = dict(cls.host_kwargs)
+        for name in HOST_ATTRIBUTES | extra.keys():  # fal copies these class attributes too
+            if name in cls.__dict__ and not _is_method(cls.__dict__[name]):
+                extra[name] = cls.__dict__[name]
         for keyword, value in keywords.items():
             setting = CLASS_KEYWORD_ALIASES.get(keyword, keyword)
             if setting in SETTING_NAMES:

@@ -254,6 +254,18 @@ def test_app_kwargs_merge_into_host_kwargs_and_override_defaults() -> None:
     assert KwargsApp.settings().keep_alive == 123
 
 
+def test_fals_scheduler_options_as_class_attributes_are_host_kwargs_too() -> None:
+    class Scheduled(fal.App):
+        _scheduler_options = {"storage_region": "us-east"}
+        resolver = "pip"
+        my_own = 1
+
+    assert Scheduled.host_kwargs == {
+        "_scheduler_options": {"storage_region": "us-east"},
+        "resolver": "pip",
+    }
+
+
 def test_non_host_classvars_do_not_leak_into_host_kwargs() -> None:
     class LeakCheckApp(fal.App):
         requirements = ["fastapi"]
