@@ -1,16 +1,23 @@
-"""``App``: the class users subclass, exactly as they would ``fal.App``."""
+"""``App``: the class users subclass, exactly as they would ``fal.App``, and fal's ``fal.app``
+constants. ``import fal.app`` reaches ``minifal.compat.fal_app``, which adds ``wrap_app`` (it
+serves an App, so it lives with the runner) to the names of this module."""
 
 from __future__ import annotations
 
 import difflib
 import inspect
 import logging
+import re
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from starlette.concurrency import run_in_threadpool
+
+from minifal.app_client import AppClient, AppClientError, AppSpawnInfo, EndpointClient, spawn_app
 from minifal.billing import BillingComponents, collect_billing_components
-from minifal.endpoints import EndpointSpec, endpoint_spec
+from minifal.endpoints import EndpointSpec, endpoint, endpoint_spec
 from minifal.request_context import RequestContext, current_request
+from minifal.runner_contract import ENDPOINT_HEADER, REQUEST_ID_HEADER
 from minifal.settings import (
     CLASS_KEYWORD_ALIASES,
     SETTING_NAMES,
@@ -21,9 +28,61 @@ from minifal.settings import (
 )
 from minifal.version import __version__
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 logger = logging.getLogger("minifal.app")
 
 _DEFAULTS = AppSettings()
+
+# fal.app's constants, with their local meaning.
+REQUEST_ID_KEY = REQUEST_ID_HEADER
+REQUEST_ENDPOINT_KEY = ENDPOINT_HEADER
+CDN_TOKEN_KEY = "x-fal-cdn-token"
+"""fal's CDN token header; minifal has no CDN and never sends it."""
+REALTIME_APP_REQUIREMENTS = ["websockets", "msgpack"]
+"""What fal adds to a realtime App's requirements; minifal's own install has both."""
+WMA_APP_REQUIREMENTS = ["aiortc>=1.9,<2"]
+"""What fal adds to a ``fal.wma`` App's requirements (fal.wma is not part of minifal)."""
+DEFAULT_PLATFORM_STARTUP_TIMEOUT = 600
+"""fal's ``startup_timeout`` when an App sets none."""
+DEFAULT_APP_FILES_IGNORE = [r"\.pyc$", r"__pycache__/", r"\.git/", r"\.DS_Store$"]
+"""fal's default ``app_files_ignore`` regexes (minifal serves an App's files where they are)."""
+PART_FINDER_RE = re.compile(r"[A-Z][a-z]*")
+"""fal's pattern for an App's default name; minifal's ``kebab_case`` also keeps digits and
+acronyms whole (``SDTurbo`` -> ``sd-turbo``)."""
+
+__all__ = [
+    "CDN_TOKEN_KEY",
+    "DEFAULT_APP_FILES_IGNORE",
+    "DEFAULT_PLATFORM_STARTUP_TIMEOUT",
+    "PART_FINDER_RE",
+    "REALTIME_APP_REQUIREMENTS",
+    "REQUEST_ENDPOINT_KEY",
+    "REQUEST_ID_KEY",
+    "WMA_APP_REQUIREMENTS",
+    "App",
+    "AppClient",
+    "AppClientError",
+    "AppSpawnInfo",
+    "EndpointClient",
+    "RequestContext",
+    "endpoint",
+    "logger",
+    "open_isolate_channel",
+]
+
+_logged_extra_keywords: set[str] = set()
+HOST_ATTRIBUTES = frozenset({"_scheduler", "_scheduler_options", "resolver"})
+"""fal's own ``host_kwargs`` (its platform's scheduler options): as class attributes too, they
+are kept in ``host_kwargs``."""
+
+
+async def open_isolate_channel(address: str) -> None:
+    """fal's gRPC channel to its isolate agent (request-scoped log labels). minifal runs no
+    agent: there is none to open, so it returns None, which fal's own callers treat as
+    "no agent here"."""
+    return None
 
 
 class App:
@@ -65,6 +124,11 @@ class App:
     retry_config: ClassVar[Any] = None
     data_mounts: ClassVar[list[str] | None] = None
 
+    host_kwargs: ClassVar[dict[str, Any]] = {}
+    """Class keywords that are not settings minifal knows (fal's private ``_scheduler``,
+    ``_scheduler_options``..., or a newer fal's): kept here as fal keeps them, and unused."""
+    local_file_path: ClassVar[str | None] = None
+
     _settings: ClassVar[AppSettings] = _DEFAULTS
     _given_settings: ClassVar[dict[str, Any]] = {}
 
@@ -76,15 +140,18 @@ class App:
                 "do one-time initialisation in setup() instead"
             )
         given = {}
+        extra = dict(cls.host_kwargs)
+        for name in HOST_ATTRIBUTES | extra.keys():  # fal copies these class attributes too
+            if name in cls.__dict__ and not _is_method(cls.__dict__[name]):
+                extra[name] = cls.__dict__[name]
         for keyword, value in keywords.items():
             setting = CLASS_KEYWORD_ALIASES.get(keyword, keyword)
-            if setting not in SETTING_NAMES:
-                hint = difflib.get_close_matches(setting, SETTING_NAMES, n=1)
-                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-                raise AppSettingsError(
-                    f"unknown App setting {keyword!r} in class {cls.__name__}{suggestion}"
-                )
-            given[setting] = value
+            if setting in SETTING_NAMES:
+                given[setting] = value
+            else:
+                extra[keyword] = value
+                _note_extra_keyword(cls.__name__, keyword)
+        cls.host_kwargs = extra
         _warn_near_miss_attributes(cls)
         cls._given_settings = {}
         cls._set_settings(given)
@@ -124,6 +191,11 @@ class App:
         return collect_billing_components(cls.endpoints(), cls)
 
     @classmethod
+    def get_endpoints(cls) -> list[str]:
+        """fal's name: the paths of the App's routes."""
+        return [spec.path for _, spec in cls.endpoints()]
+
+    @classmethod
     def endpoints(cls) -> list[tuple[str, EndpointSpec]]:
         """``(method name, spec)`` of every decorated method, sorted by path as on fal."""
         found: dict[str, tuple[str, EndpointSpec]] = {}
@@ -161,12 +233,59 @@ class App:
         """Served at ``GET /health``."""
         return {"version": __version__}
 
+    def provide_hints(self) -> list[str]:
+        """Routing hints sent with every answer (``X-Fal-Runner-Hints``); an App that does
+        not override this sends none."""
+        raise NotImplementedError
+
+    def _add_extra_routes(self, app: FastAPI) -> None:
+        """fal's hook for routes beside the endpoints, called when the runner builds its
+        FastAPI app: ``GET /health`` answers ``health()``. An App may override it, calling
+        ``super()``, to add its own (a ``GET /ready`` beside a POST health check, say).
+        Exceptions escaping these routes are answered as an endpoint's are."""
+
+        @app.get("/health", include_in_schema=False)
+        async def health() -> Any:
+            return await _call(self.health)
+
+    @classmethod
+    def spawn(cls) -> AppSpawnInfo:
+        """Serve this App in a runner process of its own (``minifal serve``) on a free
+        loopback port; ``.wait()`` until ready, ``.stop()`` it. fal's ``AppClient.connect``
+        uses it."""
+        return spawn_app(cls)
+
     # -- request context ----------------------------------------------------------------------
 
     @property
     def current_request(self) -> RequestContext | None:
         """The request being served by this task or thread: id, endpoint path, headers."""
         return current_request()
+
+
+async def _call(function: Callable[[], Any]) -> Any:
+    """A plain function in a worker thread (the loop stays free), a coroutine awaited."""
+    if inspect.iscoroutinefunction(function):
+        return await function()
+    result = await run_in_threadpool(function)
+    return await result if inspect.isawaitable(result) else result
+
+
+def _note_extra_keyword(class_name: str, keyword: str) -> None:
+    """Once per keyword and process: at debug, as fal takes such keywords silently; a near miss
+    of a setting (``keep_alvie``) at warning, since it is most likely a typo."""
+    close = difflib.get_close_matches(keyword, SETTING_NAMES, n=1, cutoff=0.85)
+    if close:
+        logger.warning(
+            "%s: class keyword %r is not an App setting (did you mean %r?); kept in host_kwargs",
+            class_name,
+            keyword,
+            close[0],
+        )
+        return
+    if keyword not in _logged_extra_keywords:
+        _logged_extra_keywords.add(keyword)
+        logger.debug("%s: class keyword %r kept in host_kwargs, unused here", class_name, keyword)
 
 
 def _is_method(value: Any) -> bool:

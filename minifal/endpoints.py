@@ -18,6 +18,7 @@ SPEC_ATTRIBUTE = "__minifal_endpoint__"
 EndpointKind = Literal["http", "websocket", "realtime"]
 
 MSGPACK = "application/msgpack"
+PROBE_METHODS = ("GET", "POST", "HEAD")
 
 
 class _Inferred:
@@ -38,6 +39,8 @@ class HealthCheck:
     timeout_seconds: int = 5
     failure_threshold: int = 3
     call_regularly: bool = True
+    method: str | None = None
+    """The HTTP method of the probe (fal's default: POST, the endpoint's own)."""
 
     def __post_init__(self) -> None:
         for name in ("start_period_seconds", "timeout_seconds", "failure_threshold"):
@@ -46,6 +49,14 @@ class HealthCheck:
                 raise ValueError(
                     f"HealthCheck.{name} must be a non-negative integer, got {value!r}"
                 )
+        if self.method is not None and (
+            not isinstance(self.method, str) or self.method.upper() not in PROBE_METHODS
+        ):
+            raise ValueError(f"HealthCheck.method must be one of {PROBE_METHODS}")
+
+    @property
+    def probe_method(self) -> str:
+        return (self.method or "POST").upper()
 
 
 @dataclass(frozen=True)

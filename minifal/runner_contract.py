@@ -38,8 +38,10 @@ drain its requests (and the gateway its queue) before it is killed."""
 
 # -- HTTP ------------------------------------------------------------------------------------------
 
-READY_PATH = "/health"
-"""Answers 200 once ``setup()`` has run (the port opens after it)."""
+READY_PATH = "/_minifal/ready"
+"""Answers 200 once ``setup()`` has run (the port opens after it) and the App's declared
+``HealthCheck`` endpoint, if it has one, answers 2xx (``minifal.runner.readiness``). Not the
+App's ``GET /health``: that is its ``health()``, which may fail without the runner being unready."""
 REQUEST_ID_HEADER = "x-fal-request-id"
 ENDPOINT_HEADER = "x-fal-endpoint"
 """The endpoint the caller asked for (a health check names the App's health endpoint)."""

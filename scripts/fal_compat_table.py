@@ -2,6 +2,13 @@
 
     .venv/bin/python scripts/fal_compat_table.py           # write docs/fal-compatibility.md
     .venv/bin/python scripts/fal_compat_table.py --check   # exit 1 on a gap or a stale doc
+    .venv/bin/python scripts/fal_compat_table.py --fal-source PATH [--fal-source-ref main]
+        # also compare a fal source tree (a checkout, or a git dir read with git archive) with
+        # the installed release: docs/fal-source-diff.json, rendered into the doc
+
+``--fal-source`` reads the tree without importing it (its dependencies may not be installed):
+every public module of its ``fal`` package, each module's ``__all__`` or its top-level names,
+parsed; the installed release is parsed the same way, so the two lists compare like for like.
 
 fal's public names come from fal's own installed package, read by fal's interpreter (the reference
 venv ``./.venv-fal``, made by scripts/setup-env.sh; ``$MINIFAL_FAL_PYTHON`` overrides): this
@@ -24,11 +31,17 @@ import importlib.util
 import json
 import subprocess
 import sys
+import tarfile
+import tempfile
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "fal-compatibility.md"
+SOURCE_DIFF = ROOT / "docs" / "fal-source-diff.json"
+"""What ``--fal-source`` found, kept so the doc renders without the source tree."""
+PORTED_TESTS = ROOT / "docs" / "fal-ported-tests.md"
+"""The table of fal's own tests (ported or why not), included in the doc as written."""
 REFERENCE_PYTHON = ROOT / ".venv-fal" / "bin" / "python"
 LIST_TIMEOUT_S = 120
 
@@ -115,6 +128,152 @@ def list_fal_names(scope: list[str], recursive: list[str]) -> dict:
     return {"version": fal.__version__, "modules": modules}
 
 
+# -- a fal source tree, parsed (no imports) -----------------------------------------------------
+
+
+def _literal_all(tree: ast.Module) -> list[str] | None:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            try:
+                return [str(name) for name in ast.literal_eval(node.value)]
+            except ValueError:
+                return None
+    return None
+
+
+def parsed_public_names(package_dir: Path) -> dict[str, list[str]]:
+    """Every public module of the ``fal`` package at ``package_dir`` (its ``__init__.py``'s
+    directory) and its public names: ``__all__`` when literal, else the names it binds at top
+    level and, for a package, those it imports from its own submodules."""
+    modules: dict[str, list[str]] = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        parts = list(path.relative_to(package_dir).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        if any(part.startswith("_") for part in parts):
+            continue
+        name = ".".join(["fal", *parts])
+        tree = ast.parse(path.read_text(errors="replace"))
+        names = _literal_all(tree)
+        if names is None:
+            names = _defined_names(tree)
+            if path.name == "__init__.py":
+                for node in tree.body:
+                    if isinstance(node, ast.ImportFrom) and (
+                        node.level or (node.module or "").startswith(name + ".")
+                    ):
+                        names += [a.asname or a.name for a in node.names if a.name != "*"]
+        modules[name] = sorted({n for n in names if not n.startswith("_")})
+    return modules
+
+
+def installed_package_dir(python: Path) -> Path:
+    done = subprocess.run(
+        [str(python), "-I", "-c", "import fal, os; print(os.path.dirname(fal.__file__))"],
+        capture_output=True,
+        text=True,
+        timeout=LIST_TIMEOUT_S,
+        cwd="/",
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"finding fal's package with {python} failed:\n{done.stderr}")
+    return Path(done.stdout.strip())
+
+
+def source_package_dir(source: Path, ref: str, scratch: Path) -> tuple[Path, str]:
+    """The ``fal`` package of a source tree (fal's repository or a copy of its package), and
+    what it is (the git description of ``ref`` for a git dir). A git dir (a bare mirror) is
+    read with ``git archive`` into ``scratch``."""
+    if (source / "HEAD").is_file() and (source / "objects").is_dir():
+        git = ["git", f"--git-dir={source}"]
+        archive = subprocess.run(
+            [*git, "archive", ref, "projects/fal/src/fal"], capture_output=True, timeout=120
+        )
+        if archive.returncode != 0:
+            raise SystemExit(f"git archive {ref} failed: {archive.stderr.decode()}")
+        archive_path = scratch / "fal.tar"
+        archive_path.write_bytes(archive.stdout)
+        with tarfile.open(archive_path) as tar:
+            tar.extractall(scratch, filter="data")
+        described = subprocess.run(
+            [*git, "describe", "--tags", "--match", "fal_v*", ref],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+        commit = subprocess.run(
+            [*git, "log", "-1", "--format=%h %cs", ref], capture_output=True, text=True
+        ).stdout.strip()
+        return scratch / "projects" / "fal" / "src" / "fal", f"{ref} ({described}, {commit})"
+    for candidate in (source / "projects/fal/src/fal", source / "src/fal", source / "fal", source):
+        if (candidate / "__init__.py").is_file() and (candidate / "app.py").is_file():
+            return candidate, str(source)
+    raise SystemExit(f"no fal package found in {source}")
+
+
+def compare_names(base: dict[str, list[str]], other: dict[str, list[str]]) -> dict:
+    """What ``other`` has beyond ``base`` and lacks of it, module by module."""
+    added = {m: names for m, names in other.items() if m not in base}
+    removed = {m: names for m, names in base.items() if m not in other}
+    added_names = {m: sorted(set(other[m]) - set(base[m])) for m in other.keys() & base.keys()}
+    removed_names = {m: sorted(set(base[m]) - set(other[m])) for m in other.keys() & base.keys()}
+    return {
+        "modules_added": dict(sorted(added.items())),
+        "modules_removed": sorted(removed),
+        "names_added": {m: n for m, n in sorted(added_names.items()) if n},
+        "names_removed": {m: n for m, n in sorted(removed_names.items()) if n},
+    }
+
+
+def write_source_diff(python: Path, source: Path, ref: str) -> None:
+    base = parsed_public_names(installed_package_dir(python))
+    version = read_fal_names(python)["version"]
+    with tempfile.TemporaryDirectory(prefix="fal-source-") as scratch:
+        package_dir, described = source_package_dir(source, ref, Path(scratch))
+        other = parsed_public_names(package_dir)
+    diff = {"release": version, "source": described, **compare_names(base, other)}
+    SOURCE_DIFF.write_text(json.dumps(diff, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {SOURCE_DIFF.relative_to(ROOT)}")
+
+
+def render_source_diff(diff: dict) -> list[str]:
+    """The doc's section on a fal source tree against the installed release."""
+    release, source = diff["release"], diff["source"]
+    lines = [
+        f"## fal's source ({source}) against {release}",
+        "",
+        f"Written by `scripts/fal_compat_table.py --fal-source`: the public modules and names "
+        f"of that tree's `fal` package, parsed, against fal {release}'s, parsed the same way. "
+        "A name the tree adds is checked in minifal (at its `minifal` path); the table above "
+        "covers the release. To refresh it: `scripts/fal_compat_table.py --fal-source PATH "
+        "[--fal-source-ref REF]` (a checkout of fal's repository, or a git dir of it).",
+        "",
+    ]
+    added = [(m, n) for m, names in diff["names_added"].items() for n in names]
+    added += [(m, n) for m, names in diff["modules_added"].items() for n in names]
+    if diff["modules_added"] or added:
+        lines += ["| what the source adds | in minifal |", "| --- | --- |"]
+        for module in diff["modules_added"]:
+            lines.append(f"| module `{module}` | {'yes' if minifal_has(module, '') else 'no'} |")
+        for module, name in added:
+            lines.append(f"| `{module}.{name}` | {'yes' if minifal_has(module, name) else 'no'} |")
+    else:
+        lines.append(f"The source adds no public module or name over {release}.")
+    lines.append("")
+    if diff["modules_removed"] or diff["names_removed"]:
+        lines.append(f"What {release} has and the source does not (it is older, or removed them):")
+        lines.append("")
+        if diff["modules_removed"]:
+            modules = ", ".join(f"`{m}`" for m in diff["modules_removed"])
+            lines.append(f"- modules: {modules}")
+        for module, names in diff["names_removed"].items():
+            lines.append(f"- `{module}`: " + ", ".join(f"`{n}`" for n in names))
+        lines.append("")
+    return lines
+
+
 # -- run in minifal's venv: check the rows, render the doc ---------------------------------------
 
 
@@ -149,12 +308,14 @@ def read_fal_names(python: Path) -> dict:
 
 def minifal_has(fal_module: str, dotted_name: str) -> bool:
     """Whether ``dotted_name`` resolves in the minifal module ``fal_module`` maps to."""
-    target = "minifal" + fal_module[len("fal") :]
+    from minifal.compat.fal_alias import target_module
+
+    target = target_module(fal_module) or "minifal" + fal_module[len("fal") :]
     try:
         obj = importlib.import_module(target)
     except ImportError:
         return False
-    for part in dotted_name.split("."):
+    for part in filter(None, dotted_name.split(".")):
         if not hasattr(obj, part):
             return False
         obj = getattr(obj, part)
@@ -230,6 +391,10 @@ def render(fal_version: str) -> str:
             meaning = row.meaning.replace("|", "\\|")
             lines.append(f"| `{row.name}` | {row.status} | {meaning} |")
         lines.append("")
+    if PORTED_TESTS.exists():
+        lines += [PORTED_TESTS.read_text().rstrip(), ""]
+    if SOURCE_DIFF.exists():
+        lines += render_source_diff(json.loads(SOURCE_DIFF.read_text()))
     return "\n".join(lines)
 
 
@@ -237,6 +402,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="check only; exit 1 on a problem")
     parser.add_argument("--list-fal-names", metavar="SCOPE_JSON", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--fal-source",
+        type=Path,
+        metavar="PATH",
+        help="a fal source tree or git dir to compare with the installed release",
+    )
+    parser.add_argument(
+        "--fal-source-ref", default="HEAD", help="the commit of a git dir to read (default HEAD)"
+    )
     args = parser.parse_args(argv)
     if args.list_fal_names:
         scope = json.loads(args.list_fal_names)
@@ -248,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     if python is None:
         print(f"no reference fal venv at {REFERENCE_PYTHON}: run scripts/setup-env.sh")
         return 2
+    if args.fal_source is not None:
+        write_source_diff(python, args.fal_source, args.fal_source_ref)
     fal_names = read_fal_names(python)
     problems = find_problems(fal_names)
     text = render(fal_names["version"])

@@ -623,7 +623,6 @@ def test_non_app_class_name_exits_non_zero(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("app_file", "expected"),
     [
-        ("bad_setting_app.py", ["keep_alvie", "TypoApp", "keep_alive"]),
         ("bad_value_app.py", ["NegativeApp.keep_alive"]),
     ],
 )

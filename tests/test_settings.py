@@ -107,23 +107,37 @@ def test_settings_are_inherited_and_overridable() -> None:
     assert Base.settings().max_concurrency is None
 
 
-def test_unknown_class_keyword_names_the_setting_and_suggests_one() -> None:
-    with pytest.raises(AppSettingsError) as error:
+def test_a_near_miss_class_keyword_is_kept_and_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """fal takes any class keyword (into ``host_kwargs``); minifal too, warning of a typo."""
+    with caplog.at_level(logging.WARNING, logger="minifal.app"):
 
         class Typo(fal.App, keep_alvie=300):
             pass
 
-    message = str(error.value)
-    assert "keep_alvie" in message
-    assert "Typo" in message
-    assert "keep_alive" in message  # the suggestion
+    assert Typo.host_kwargs == {"keep_alvie": 300}
+    assert Typo.settings().keep_alive == 60
+    assert "Typo" in caplog.text and "keep_alvie" in caplog.text
+    assert "keep_alive" in caplog.text  # the suggestion
 
 
-def test_unknown_class_keyword_without_a_close_match() -> None:
-    with pytest.raises(AppSettingsError, match="zzz_unrelated"):
+def test_unknown_and_private_class_keywords_are_kept_and_logged_once_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="minifal.app"):
 
-        class Odd(fal.App, zzz_unrelated=1):
+        class Odd(fal.App, zzz_unrelated=1, _scheduler_options={"storage_region": "x"}):
             pass
+
+        class Odder(Odd, zzz_unrelated=2):
+            pass
+
+    assert Odd.host_kwargs == {"zzz_unrelated": 1, "_scheduler_options": {"storage_region": "x"}}
+    assert Odder.host_kwargs["zzz_unrelated"] == 2
+    assert Odder.host_kwargs["_scheduler_options"] == {"storage_region": "x"}
+    records = [r for r in caplog.records if "zzz_unrelated" in r.getMessage()]
+    assert [r.levelno for r in records] == [logging.DEBUG]
 
 
 def test_near_miss_class_attribute_is_logged(caplog: pytest.LogCaptureFixture) -> None:

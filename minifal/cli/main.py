@@ -97,6 +97,14 @@ def _dockerfile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from minifal.compat.app_check import check_app
+
+    report = check_app(args.app)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
 def _startup_report(args: argparse.Namespace) -> int:
     from minifal.cli.startup_report import main_startup_report
 
@@ -204,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", help="where to write it (default: <image context dir>/Dockerfile.minifal)"
     )
     dockerfile.set_defaults(handler=_dockerfile)
+
+    check = commands.add_parser(
+        "check",
+        help="load an App as the gateway does (no setup()) and say what would stop it: "
+        "minifal's gaps apart from the app's own missing dependencies; exit 1 if anything",
+    )
+    check.add_argument("app", help=APP_HELP)
+    check.set_defaults(handler=_check)
 
     report = commands.add_parser(
         "startup-report", help="startup phases of a run's runners, side by side"

@@ -20,9 +20,11 @@ ALIAS = "fal"
 
 FAL_MODULES = {
     "fal": "minifal",
-    "fal.app": "minifal.app",
+    "fal.app": "minifal.compat.fal_app",
     "fal.container": "minifal.container",
     "fal.project": "minifal.compat.project",
+    "fal.realtime": "minifal.realtime",
+    "fal.ref": "minifal.ref",
     "fal.sync": "minifal.compat.sync",
 }
 """fal's modules that minifal implements, each at the minifal module that does."""

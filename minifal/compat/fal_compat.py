@@ -30,7 +30,16 @@ IMPLEMENTED: Status = "implemented"
 ACCEPTED: Status = "accepted"
 NOT_APPLICABLE: Status = "not applicable"
 
-SCOPE = ("fal", "fal.toolkit", "fal.container", "fal.distributed", "fal.exceptions")
+SCOPE = (
+    "fal",
+    "fal.app",
+    "fal.ref",
+    "fal.realtime",
+    "fal.toolkit",
+    "fal.container",
+    "fal.distributed",
+    "fal.exceptions",
+)
 """The fal modules the table covers; those in ``RECURSIVE_SCOPE`` with all their public
 submodules, as fal's installed package has them."""
 RECURSIVE_SCOPE = ("fal.toolkit", "fal.distributed", "fal.exceptions")
@@ -106,10 +115,118 @@ POLICY_IGNORED = (
 
 ROWS: tuple[Row, ...] = (
     # -- fal ---------------------------------------------------------------------------------
-    _row("App", "fal", IMPLEMENTED, "the App model: settings, setup/teardown, endpoints"),
-    _row("endpoint", "fal", IMPLEMENTED, "a POST route (or websocket) on the runner"),
-    _row("realtime", "fal", IMPLEMENTED, "msgpack websocket sessions, modes inferred from hints"),
-    _row("HealthCheck", "fal", IMPLEMENTED, "called every 15 s; failures replace the runner"),
+    _row(
+        "App",
+        "fal fal.app",
+        IMPLEMENTED,
+        "the App model: settings, setup/teardown, endpoints; class keywords minifal does not "
+        "know (fal's private _scheduler_options...) are kept in host_kwargs, logged once at "
+        "debug; _add_extra_routes and provide_hints (X-Fal-Runner-Hints on every answer) as on "
+        "fal; spawn() serves it in a runner process of its own",
+    ),
+    _row("endpoint", "fal fal.app", IMPLEMENTED, "a POST route (or websocket) on the runner"),
+    _row(
+        "realtime",
+        "fal fal.realtime",
+        IMPLEMENTED,
+        "msgpack websocket sessions, modes inferred from hints; buffering and max_batch_size "
+        "(with can_batch) as on fal",
+    ),
+    _row(
+        "HealthCheck",
+        "fal",
+        IMPLEMENTED,
+        "its endpoint is the runner's readiness probe, then called every 15 s (POST, or its "
+        "method); failures replace the runner",
+    ),
+    # -- fal.app -----------------------------------------------------------------------------
+    _row(
+        "AppClient",
+        "fal.app",
+        IMPLEMENTED,
+        "one method per HTTP endpoint against a runner's or gateway's URL; connect() serves the "
+        "App in a local runner process (minifal serve) for the block",
+    ),
+    _row(
+        "AppClientError",
+        "fal.app",
+        IMPLEMENTED,
+        "a non-2xx answer: message, status_code, headers",
+    ),
+    _row(
+        "EndpointClient",
+        "fal.app",
+        IMPLEMENTED,
+        "POSTs one endpoint's input, returns its output model",
+    ),
+    _row(
+        "AppSpawnInfo",
+        "fal.app",
+        ACCEPTED,
+        "a local runner process: url, application, wait(), stop(); its output goes to stderr "
+        "(fal's logs/stream/future belong to its remote run)",
+    ),
+    _row(
+        "wrap_app",
+        "fal.app",
+        ACCEPTED,
+        "calling it serves the App in the foreground, as minifal serve does",
+    ),
+    _row(
+        "RequestContext",
+        "fal.app",
+        IMPLEMENTED,
+        "request_id, endpoint, headers, lifecycle_preference (the caller's "
+        "x-fal-object-lifecycle-preference; fal's gateway always sends one) and upload_policy "
+        "(always None: outputs go to the data dir), plus base_url",
+    ),
+    _row("REQUEST_ID_KEY", "fal.app", IMPLEMENTED, "x-fal-request-id"),
+    _row("REQUEST_ENDPOINT_KEY", "fal.app", IMPLEMENTED, "x-fal-endpoint"),
+    _row("CDN_TOKEN_KEY", "fal.app", ACCEPTED, "fal's CDN token header; never sent (no CDN)"),
+    _row(
+        "REALTIME_APP_REQUIREMENTS",
+        "fal.app",
+        ACCEPTED,
+        "what fal adds to a realtime App's requirements; minifal's install has both",
+    ),
+    _row(
+        "WMA_APP_REQUIREMENTS",
+        "fal.app",
+        ACCEPTED,
+        "what fal adds for fal.wma Apps (fal.wma is not part of minifal)",
+    ),
+    _row("DEFAULT_APP_FILES_IGNORE", "fal.app", ACCEPTED, "fal's default app_files_ignore"),
+    _row(
+        "DEFAULT_PLATFORM_STARTUP_TIMEOUT",
+        "fal.app",
+        ACCEPTED,
+        "600; minifal enforces startup_timeout only when the App sets one",
+    ),
+    _row("PART_FINDER_RE", "fal.app", ACCEPTED, "fal's default-name pattern"),
+    _row(
+        "open_isolate_channel",
+        "fal.app",
+        ACCEPTED,
+        "returns None: no isolate agent runs here",
+    ),
+    _row("logger", "fal.app fal.realtime", ACCEPTED, "a logging.Logger"),
+    # -- fal.ref -----------------------------------------------------------------------------
+    _row(
+        "get_current_app",
+        "fal.ref",
+        IMPLEMENTED,
+        "the App instance the runner serves (set before setup(), cleared after teardown())",
+    ),
+    _row(
+        "set_current_app",
+        "fal.ref",
+        IMPLEMENTED,
+        "set by the runner; a second App in the same process is an error, as on fal",
+    ),
+    _row("current_app", "fal.ref", IMPLEMENTED, "the module attribute get_current_app() reads"),
+    # -- fal.realtime ------------------------------------------------------------------------
+    _row("msgpack_encode_message", "fal.realtime", IMPLEMENTED, "the default realtime encoder"),
+    _row("msgpack_decode_message", "fal.realtime", IMPLEMENTED, "the default realtime decoder"),
     _row(
         "function",
         "fal",
@@ -754,6 +871,18 @@ ROWS: tuple[Row, ...] = (
 
 EXTRA_NAMES: tuple[Row, ...] = (
     _row(
+        "_CUDA_OOM_MESSAGE",
+        "fal.exceptions.gpu",
+        IMPLEMENTED,
+        'private in fal, imported by its tests: "CUDA error: out of memory"',
+    ),
+    _row(
+        "_GPU_ERROR_STATUS_CODE",
+        "fal.exceptions.gpu",
+        IMPLEMENTED,
+        "private in fal, imported by its tests: 503",
+    ),
+    _row(
         "File._from_url",
         FILE,
         IMPLEMENTED,
@@ -766,4 +895,4 @@ EXTRA_NAMES: tuple[Row, ...] = (
         "private in fal, used by its examples: sha256 of a URL, where its download goes",
     ),
 )
-"""Private names fal's own examples use; checked like public ones."""
+"""Private names fal's own examples and tests use; checked like public ones."""

@@ -10,6 +10,8 @@ from minifal.exceptions._base import AppException
 
 GPU_ERROR_STATUS_CODE = 503
 CUDA_OOM_MESSAGE = "CUDA error: out of memory"
+_CUDA_OOM_MESSAGE = CUDA_OOM_MESSAGE  # fal's private names, which its tests import
+_GPU_ERROR_STATUS_CODE = GPU_ERROR_STATUS_CODE
 GPU_ERROR_MARKERS = (
     "cuda",
     "cudnn",

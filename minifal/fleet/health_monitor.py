@@ -1,10 +1,11 @@
 """fal's ``HealthCheck``: the gateway calls the app's health-check endpoint on every ready runner.
 
 After ``start_period_seconds`` from ready, every ``interval`` seconds (fal: 15; once only when
-``call_regularly`` is false), a POST with ``timeout_seconds``; a non-2xx answer or a timeout is a
-failure, and ``failure_threshold`` failures in a row replace the runner. The monitor keeps its
-own bookkeeping (last check, failures in a row of each start); it changes a runner only by
-asking the supervisor to replace it.
+``call_regularly`` is false), a request (POST, or the check's ``method``) with
+``timeout_seconds``; a non-2xx answer or a timeout is a failure, and ``failure_threshold``
+failures in a row replace the runner. The monitor keeps its own bookkeeping (last check,
+failures in a row of each start); it changes a runner only by asking the supervisor to replace
+it.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class HealthMonitor:
         self.timeout = float(check.timeout_seconds)
         self.threshold = check.failure_threshold
         self.call_regularly = check.call_regularly
+        self.method = check.probe_method
         if interval is None:
             interval = envs.HEALTH_CHECK_INTERVAL.get()
         self.interval = interval
@@ -116,9 +118,10 @@ class HealthMonitor:
 
     async def _check(self, runner: Runner) -> None:
         try:
-            response = await self.client.post(
+            response = await self.client.request(
+                self.method,
                 f"{runner.url}{self.path}",
-                json={},
+                json={} if self.method == "POST" else None,
                 headers={ENDPOINT_HEADER: self.path},
                 timeout=self.timeout,
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -83,6 +84,7 @@ def _load_from_file(reference: str) -> type[App]:
     directory = str(path.parent)
     if directory not in sys.path:
         sys.path.insert(0, directory)
+    _append_working_directory()
     module_name = f"minifal_app_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
@@ -111,6 +113,15 @@ def _load_from_file(reference: str) -> type[App]:
         raise AppLoadError(f"{path} defines no App subclass")
     names = ", ".join(sorted(app.__name__ for app in apps))
     raise AppLoadError(f"{path} defines several Apps ({names}): name one as {path}::ClassName")
+
+
+def _append_working_directory() -> None:
+    """fal's CLI appends the working directory to ``sys.path``: an app that imports a package
+    beside where it is started from loads under every command (``python -m`` puts it first
+    anyway; a console script such as ``minifal serve`` does not)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
 
 
 def _as_app_class(path: Path, name: str, value: object) -> type[App]:

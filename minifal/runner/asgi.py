@@ -1,10 +1,13 @@
 """Build the FastAPI application that serves one App instance.
 
-Routes: the App's endpoints (POST, websockets, realtime; docs/endpoints.md), ``GET /health``,
-``GET /files/...`` (outputs stored under the data dir), OpenAPI with fal's additions
-(``runner/openapi.py``) at ``/openapi.json`` and docs at ``/docs``.
-The lifespan runs ``setup()`` before the server accepts connections and ``teardown()`` after it
-drained them.
+Routes: the App's endpoints (POST, websockets, realtime; docs/endpoints.md), the App's extra
+routes (``App._add_extra_routes``: ``GET /health`` answering ``health()``, and whatever an App
+adds there, as on fal), the fleet's readiness probe (``runner/readiness.py``), ``GET /files/...``
+(outputs stored under the data dir), OpenAPI with fal's additions (``runner/openapi.py``) at
+``/openapi.json`` and docs at ``/docs``. Every HTTP answer carries the App's
+``provide_hints()`` (``runner/runner_hints.py``).
+The lifespan makes the App ``fal.ref``'s current app, runs ``setup()`` before the server accepts
+connections and ``teardown()`` after it drained them.
 """
 
 from __future__ import annotations
@@ -23,19 +26,24 @@ from starlette.concurrency import run_in_threadpool
 
 from minifal.app import App
 from minifal.endpoints import EndpointSpec, RealtimeOptions
+from minifal.exceptions import FalServerlessException
 from minifal.host.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from minifal.host.collector import freeze_survivors, pauses_timed
+from minifal.ref import clear_current_app, set_current_app
 from minifal.request_context import RequestContext, reset_current_request, set_current_request
 from minifal.runner.errors import INTERNAL_SERVER_ERROR, error_response, install_error_handlers
 from minifal.runner.openapi import WebsocketRoute, install_fal_openapi
+from minifal.runner.readiness import probe, readiness_answer
 from minifal.runner.realtime import serve_realtime_session
 from minifal.runner.realtime_frames import FrameCodec
 from minifal.runner.realtime_modes import RealtimeShape, realtime_shape
 from minifal.runner.request_id import RequestIdMiddleware
+from minifal.runner.runner_hints import RunnerHintsMiddleware
 from minifal.runner.signatures import resolved_signature
 from minifal.runner.stored_files_route import STORED_FILES_PATH, stored_file
 from minifal.runner_contract import ENDPOINT_HEADER, READY_PATH, REQUEST_ID_HEADER
 from minifal.startup import events as startup_events
+from minifal.toolkit.file.file import request_lifecycle_preference
 
 logger = logging.getLogger("minifal.runner")
 
@@ -64,6 +72,7 @@ def request_context(request: Request | WebSocket, endpoint_path: str) -> Request
         endpoint=headers.get(ENDPOINT_HEADER, endpoint_path),
         headers=headers,
         base_url=base_url,
+        lifecycle_preference=request_lifecycle_preference(request),
     )
 
 
@@ -90,24 +99,28 @@ def build_asgi_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        with (
-            startup_events.phase("setup", app=app_class.__name__) as details,
-            pauses_timed() as pauses,
-        ):
+        set_current_app(app)
+        try:
+            with (
+                startup_events.phase("setup", app=app_class.__name__) as details,
+                pauses_timed() as pauses,
+            ):
+                if freeze_collector:
+                    details["frozen_objects"] = freeze_survivors()  # the imports
+                try:
+                    await call_maybe_async(app.setup)
+                finally:
+                    details.update(pauses.details())
             if freeze_collector:
-                details["frozen_objects"] = freeze_survivors()  # the imports
-            try:
-                await call_maybe_async(app.setup)
-            finally:
-                details.update(pauses.details())
-        if freeze_collector:
-            freeze_survivors()  # what setup() built lives as long as the server
-        yield
-        with startup_events.phase("teardown"):
-            try:
-                await call_maybe_async(app.teardown)
-            except Exception:
-                logger.exception("teardown() failed")
+                freeze_survivors()  # what setup() built lives as long as the server
+            yield
+            with startup_events.phase("teardown"):
+                try:
+                    await call_maybe_async(app.teardown)
+                except Exception:
+                    logger.exception("teardown() failed")
+        finally:
+            clear_current_app(app)
 
     api = FastAPI(
         title=app_class.resolved_app_name(),
@@ -116,17 +129,22 @@ def build_asgi_app(
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
+    api.add_middleware(RunnerHintsMiddleware, provide_hints=app.provide_hints)
     api.add_middleware(RequestIdMiddleware)
     api.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     first_request = FirstRequestTimer()
 
-    @api.get(READY_PATH, include_in_schema=False)
-    async def health(request: Request) -> Any:
-        try:
-            return await call_maybe_async(app.health)
-        except Exception as exc:
-            return error_response(exc, request.headers.get(REQUEST_ID_HEADER))
+    health_check = next(
+        ((spec.path, spec.health_check) for _, spec in endpoints if spec.health_check), None
+    )
 
+    @api.get(READY_PATH, include_in_schema=False)
+    async def ready() -> Response:
+        if health_check is None:
+            return readiness_answer(200, "")
+        return readiness_answer(*await probe(api, *health_check))
+
+    app._add_extra_routes(api)
     api.add_api_route(STORED_FILES_PATH, stored_file, methods=["GET"], include_in_schema=False)
 
     websocket_routes: list[WebsocketRoute] = []
@@ -141,6 +159,10 @@ def build_asgi_app(
                 name=method_name,
                 response_class=_documented_response_class(method),
             )
+            if spec.health_check is not None:
+                # The declared health path answers GET too (probes and people use GET); a GET
+                # route the App added itself (``_add_extra_routes``) came first and wins.
+                api.add_api_route(spec.path, handler, methods=["GET"], include_in_schema=False)
             continue
         shape = None
         if spec.kind == "websocket":
@@ -164,10 +186,15 @@ def build_asgi_app(
         logger.error("%s returned an invalid output: %s", request.url.path, exc.errors())
         return JSONResponse({"detail": INTERNAL_SERVER_ERROR}, 500)
 
-    @api.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        # Anything else that escaped (uvicorn logs its traceback): the same JSON 500 body.
-        return JSONResponse({"detail": INTERNAL_SERVER_ERROR}, 500)
+    async def escaped(request: Request, exc: Exception) -> Response:
+        # An exception that escaped a route that is not an endpoint (the App's extra routes,
+        # its health()): mapped as an endpoint's is (fal's AppException, GPU errors...).
+        return error_response(exc, request.headers.get(REQUEST_ID_HEADER))
+
+    # fal's exceptions are answers, handled where HTTPException is; anything else also reaches
+    # the server's error layer, which logs it as uvicorn does.
+    api.add_exception_handler(FalServerlessException, escaped)
+    api.add_exception_handler(Exception, escaped)
 
     return api
 
@@ -279,7 +306,7 @@ def realtime_handler(
     async def handle(websocket: WebSocket) -> None:
         token = set_current_request(request_context(websocket, spec.path))
         try:
-            await serve_realtime_session(websocket, method, shape, codec, options.session_timeout)
+            await serve_realtime_session(websocket, method, shape, codec, options)
         finally:
             reset_current_request(token)
 

@@ -73,6 +73,10 @@ def error_response(exc: Exception, request_id: str | None = None) -> JSONRespons
         return JSONResponse({"detail": str(exc)}, exc.status_code, headers)
     if isinstance(exc, FileTooLargeError):
         return JSONResponse({"detail": exc.message}, exc.status_code, headers)
+    if isinstance(exc, StarletteHTTPException):
+        # FastAPI's own HTTPException, raised by the app: its status and detail, as on fal.
+        headers = {**headers, **(exc.headers or {})}
+        return JSONResponse({"detail": exc.detail}, exc.status_code, headers)
     gpu_exception = gpu_exception_for(exc)
     if gpu_exception is not None:
         return _gpu_error_response(gpu_exception, request_id, headers)

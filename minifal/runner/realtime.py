@@ -1,9 +1,13 @@
 """``@fal.realtime`` sessions on a websocket, in fal's four shapes (``realtime_modes``).
 
-Unary and server streaming: each input message is answered (one output, or one per item the
-method yields) before the next is read; the session lasts until the client leaves or sends
-nothing for ``session_timeout`` seconds. A bad input or an app error is an error frame, and the
-session goes on.
+Unary and server streaming, as fal serves them: inputs are read as they arrive into a buffer of
+``buffering`` inputs (the oldest is dropped when a new one finds it full; unbounded when None),
+while the method answers them in order, one output (or one per item it yields) per call. With
+``max_batch_size`` > 1, a call takes up to that many waiting inputs at once,
+``method(first, *others)``, as long as ``first.can_batch(next, batch_size)`` agrees when the
+input type defines it; the method returns one output for the batch. The session lasts until the
+client leaves or sends nothing for ``session_timeout`` seconds (inputs already read are answered
+first). A bad input or an app error is an error frame, and the session goes on.
 
 Client streaming and bidirectional: the method is called once with an ``InputStream`` of the
 session's inputs; it ends when the client disconnects or goes idle for ``session_timeout``. A bad
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import suppress
 from typing import Any
@@ -25,6 +30,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from minifal.endpoints import RealtimeOptions
 from minifal.exceptions import AppException, FieldException
 from minifal.runner.realtime_frames import (
     APP_ERROR,
@@ -141,33 +147,74 @@ async def serve_realtime_session(
     method: Callable[..., Any],
     shape: RealtimeShape,
     codec: FrameCodec,
-    session_timeout: float | None,
+    options: RealtimeOptions,
 ) -> None:
-    session = RealtimeSession(websocket, codec, session_timeout)
+    session = RealtimeSession(websocket, codec, options.session_timeout)
     await websocket.accept()
     try:
         if shape.streams_inputs:
             await _serve_input_stream(session, method, shape)
         else:
-            await _serve_each_input(session, method)
+            await _serve_buffered_inputs(session, method, options)
     except WebSocketDisconnect:
         session.client_gone = True
     await session.close()
 
 
-async def _serve_each_input(session: RealtimeSession, method: Callable[..., Any]) -> None:
-    while True:
-        try:
-            value = await session.next_input()
-        except InputsEnded:
-            return
-        try:
-            async for output in _outputs(method, value):
-                await session.send_output(output)
-        except WebSocketDisconnect:
-            raise
-        except Exception as exc:
-            await session.send_failure(exc)
+def take_batch(pending: deque[Any], max_batch_size: int) -> list[Any]:
+    """The next call's inputs: the oldest waiting one, and after it as many of the next ones
+    (up to ``max_batch_size`` in all) as its ``can_batch(other, current_batch_size)`` accepts
+    (all of them when its type has no ``can_batch``), as fal batches them."""
+    first = pending.popleft()
+    batch = [first]
+    can_batch = getattr(first, "can_batch", None)
+    while pending and len(batch) < max_batch_size:
+        if can_batch is not None and not can_batch(pending[0], len(batch)):
+            break
+        batch.append(pending.popleft())
+    return batch
+
+
+async def _read_inputs(
+    session: RealtimeSession, pending: deque[Any], arrived: asyncio.Event
+) -> None:
+    """Into ``pending`` as they come, until the inputs end; ``arrived`` tells the server."""
+    try:
+        while True:
+            pending.append(await session.next_input())
+            arrived.set()
+    except InputsEnded:
+        return
+    finally:
+        arrived.set()
+
+
+async def _serve_buffered_inputs(
+    session: RealtimeSession, method: Callable[..., Any], options: RealtimeOptions
+) -> None:
+    pending: deque[Any] = deque(maxlen=options.buffering)
+    arrived = asyncio.Event()
+    reader = asyncio.create_task(_read_inputs(session, pending, arrived))
+    try:
+        while True:
+            while not pending and not reader.done():
+                arrived.clear()
+                await arrived.wait()
+            if not pending:
+                reader.result()  # the reader's own failure (a dropped socket), if any
+                return
+            batch = take_batch(pending, options.max_batch_size)
+            try:
+                async for output in _outputs(method, *batch):
+                    await session.send_output(output)
+            except WebSocketDisconnect:
+                raise
+            except Exception as exc:
+                await session.send_failure(exc)
+    finally:
+        reader.cancel()
+        with suppress(asyncio.CancelledError, WebSocketDisconnect):
+            await reader
 
 
 async def _serve_input_stream(
@@ -199,14 +246,15 @@ async def _serve_input_stream(
         await session.send_failure(exc)
 
 
-async def _outputs(method: Callable[..., Any], value: Any) -> AsyncIterator[Any]:
-    """The outputs for one input: one for a plain result, each item for an iterator."""
+async def _outputs(method: Callable[..., Any], *inputs: Any) -> AsyncIterator[Any]:
+    """The outputs for one call (one input, or a batch): one for a plain result, each item
+    for an iterator."""
     if inspect.iscoroutinefunction(method):
-        result = await method(value)
+        result = await method(*inputs)
     elif inspect.isasyncgenfunction(method):
-        result = method(value)
+        result = method(*inputs)
     else:
-        result = await run_in_threadpool(method, value)
+        result = await run_in_threadpool(method, *inputs)
     if inspect.isasyncgen(result) or hasattr(result, "__aiter__"):
         async for item in result:
             yield item

@@ -124,6 +124,14 @@ def realtime_shape(method: Callable[..., Any], options: RealtimeOptions) -> Real
     else:
         mode = "unary"
 
+    takes_batches = any(
+        parameter.kind is parameter.VAR_POSITIONAL for parameter in signature.parameters.values()
+    )
+    if options.max_batch_size > 1 and input_item is None and not takes_batches:
+        raise TypeError(
+            f"realtime method {method.__name__}() has max_batch_size={options.max_batch_size}: "
+            "it takes a batch as (input, *inputs)"
+        )
     item_in = input_item if input_item is not None else input_hint
     item_out = next(
         (item for item in (output_item, sync_output_item) if item is not None), output_hint

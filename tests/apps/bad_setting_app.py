@@ -1,4 +1,5 @@
-"""An App with a misspelt setting: ``minifal serve`` must name it and exit non-zero."""
+"""An App with a misspelt setting: it loads, as on fal (which takes any class keyword), and
+minifal warns which setting it may mean (``minifal check`` shows it)."""
 
 import fal
 
