@@ -24,6 +24,8 @@ ENV_PUBLIC_URL = "MINIFAL_PUBLIC_URL"
 """Where clients reach the App (file URLs are built from it)."""
 ENV_NODE = "MINIFAL_NODE"
 """Which machine the runner runs on: ``local``, or its Ray node id (``minifal run --ray``)."""
+ENV_REVISION = "MINIFAL_REVISION"
+"""The revision of the app a fleet's runner serves (``fleet/revisions.py``), in its events."""
 ENV_STARTUP_DEADLINE = "MINIFAL_STARTUP_DEADLINE"
 """``time.time()`` after which ``startup_timeout`` stops the runner (the compiled cache's
 waits end before it)."""

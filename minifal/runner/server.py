@@ -35,6 +35,7 @@ from minifal.runner_contract import (
     ENV_EVENTS_FILE,
     ENV_NODE,
     ENV_PUBLIC_URL,
+    ENV_REVISION,
     ENV_RUN_ID,
     ENV_RUNNER_ID,
     ENV_STARTUP_DEADLINE,
@@ -142,7 +143,12 @@ def serve(
     os.environ.setdefault(ENV_EVENTS_FILE, str(_default_events_file(data)))
     os.environ.setdefault(ENV_PUBLIC_URL, f"http://{host}:{port}/")
     logger.info("data dir: %s", data)
-    startup_events.record("process_start", process_start, node=os.environ.get(ENV_NODE, LOCAL_NODE))
+    startup_events.record(
+        "process_start",
+        process_start,
+        node=os.environ.get(ENV_NODE, LOCAL_NODE),
+        revision=os.environ.get(ENV_REVISION),
+    )
     startup_events.record("imports", process_start, time.time())
 
     with startup_events.phase("app_import", reference=reference):

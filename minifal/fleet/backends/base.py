@@ -9,9 +9,11 @@ instance reports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
+
+from minifal.runner_contract import ENV_REVISION
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,19 @@ class RunnerLaunch:
     use_gpus: bool
     echo_output: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunnerRevision:
+    """Which revision of the app a runner serves (``fleet/revisions.py``): the app it loads
+    and the id it reports."""
+
+    revision_id: str
+    app_reference: str
+
+    def applied_to(self, launch: RunnerLaunch) -> RunnerLaunch:
+        env = {**launch.extra_env, ENV_REVISION: self.revision_id}
+        return replace(launch, app_reference=self.app_reference, extra_env=env)
 
 
 class RunnerInstance(Protocol):
@@ -79,9 +94,11 @@ class RunnerInstance(Protocol):
 
 
 class RunnerBackend(Protocol):
-    async def start(self, runner_id: str, gpus: list[str]) -> RunnerInstance:
-        """Start runner ``runner_id`` (again, after an exit) on ``gpus``; returns once it runs,
-        not once it is ready."""
+    async def start(
+        self, runner_id: str, gpus: list[str], revision: RunnerRevision | None = None
+    ) -> RunnerInstance:
+        """Start runner ``runner_id`` (again, after an exit) on ``gpus``, serving ``revision``
+        (None: the fleet's app as launched); returns once it runs, not once it is ready."""
         ...
 
     async def close(self) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from minifal.compiled.bytecode_cache import configure_environment as configure_bytecode_cache
-from minifal.fleet.backends.base import RunnerLaunch
+from minifal.fleet.backends.base import RunnerLaunch, RunnerRevision
 from minifal.fleet.backends.fork_client import (
     ForkedProcess,
     ForkServerClient,
@@ -40,6 +40,7 @@ from minifal.runner.import_record import record_path
 from minifal.runner_contract import (
     DEFAULT_HOST,
     ENV_EVENTS_FILE,
+    ENV_REVISION,
     ENV_RUNNER_ID,
     LOCAL_NODE,
     READY_PATH,
@@ -57,7 +58,13 @@ READY_POLL_SECONDS = 0.2
 FORK_SERVER_ENV = "MINIFAL_FORK_SERVER"
 """``on`` (the default) or ``off``: whether ``minifal run`` forks its local runners from a fork
 server."""
-PER_RUNNER_ENV = (ENV_RUNNER_ID, ENV_EVENTS_FILE, "CUDA_DEVICE_ORDER", "CUDA_VISIBLE_DEVICES")
+PER_RUNNER_ENV = (
+    ENV_RUNNER_ID,
+    ENV_EVENTS_FILE,
+    ENV_REVISION,
+    "CUDA_DEVICE_ORDER",
+    "CUDA_VISIBLE_DEVICES",
+)
 """What differs between runners of one fleet; the fork server's environment has none of it."""
 
 
@@ -95,8 +102,7 @@ class LocalRunnerBackend:
         self.fork_server = fork_server
         self._fork_server: ForkServerClient | None = None
 
-    def _environment(self, runner_id: str, gpus: list[str]) -> dict[str, str]:
-        launch = self.launch
+    def _environment(self, launch: RunnerLaunch, runner_id: str, gpus: list[str]) -> dict[str, str]:
         env = {
             **os.environ,
             **launch.extra_env,
@@ -149,10 +155,12 @@ class LocalRunnerBackend:
         if self._fork_server is not None:
             await self._fork_server.close()
 
-    async def start(self, runner_id: str, gpus: list[str]) -> LocalRunnerProcess:
-        launch = self.launch
+    async def start(
+        self, runner_id: str, gpus: list[str], revision: RunnerRevision | None = None
+    ) -> LocalRunnerProcess:
+        launch = self.launch if revision is None else revision.applied_to(self.launch)
         port = free_port(self.host)
-        env = self._environment(runner_id, gpus)
+        env = self._environment(launch, runner_id, gpus)
         launch.run_dir.mkdir(parents=True, exist_ok=True)
         if self.fork_server:
             await self._fork_server_client(env).usable()  # its imports are not the runner's time
