@@ -8,25 +8,16 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from minifal.compat.project import is_app_name
 from minifal.fleet.auth import ENV_AUTH_KEY
+from minifal.fleet.deployer import absolute_reference
 
 POLL_SECONDS = 0.5
 REQUEST_TIMEOUT_S = 300.0
 """The gateway answers a deploy after it has imported the app in a child process."""
-
-
-def absolute_reference(reference: str) -> str:
-    """A file reference made absolute (the gateway may run in another directory)."""
-    if is_app_name(reference):
-        return reference
-    file_part, separator, class_name = reference.partition("::")
-    return str(Path(file_part).resolve()) + separator + class_name
 
 
 def describe(revision: dict[str, Any]) -> str:

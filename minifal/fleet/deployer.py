@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,15 @@ class DeployRejected(Exception):
         self.status = status
         self.detail = detail
         self.problems = problems
+
+
+def absolute_reference(reference: str) -> str:
+    """A file reference made absolute (``minifal deploy`` may run in another directory than
+    the gateway); a project app's name as it is."""
+    if is_app_name(reference):
+        return reference
+    file_part, separator, class_name = reference.partition("::")
+    return os.path.abspath(file_part) + separator + class_name
 
 
 def app_source_file(reference: str) -> Path | None:
@@ -150,7 +160,9 @@ class Deployer:
                 new_hash = await asyncio.to_thread(source_hash, reference)
             except OSError as exc:
                 raise DeployRejected(422, f"cannot read {reference}: {exc}") from None
-            same_app = reference == self.serving.app_reference
+            same_app = absolute_reference(reference) == absolute_reference(
+                self.serving.app_reference
+            )
             if same_app and new_hash == self.serving.source_hash:
                 return self.serving
             try:
