@@ -26,6 +26,9 @@ ENV_NODE = "MINIFAL_NODE"
 """Which machine the runner runs on: ``local``, or its Ray node id (``minifal run --ray``)."""
 ENV_REVISION = "MINIFAL_REVISION"
 """The revision of the app a fleet's runner serves (``fleet/revisions.py``), in its events."""
+ENV_APP_SOURCE = "MINIFAL_APP_SOURCE"
+"""A copy of the app file to import instead of the file (a revision's content, kept by the
+gateway); the module keeps the file's own path as ``__file__`` and its directory on the path."""
 ENV_STARTUP_DEADLINE = "MINIFAL_STARTUP_DEADLINE"
 """``time.time()`` after which ``startup_timeout`` stops the runner (the compiled cache's
 waits end before it)."""

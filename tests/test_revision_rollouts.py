@@ -7,6 +7,7 @@ replaced by a function returning a manifest (the process tests run the real one)
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from minifal.fleet.deployer import Deployer, DeployRejected
 from minifal.fleet.revisions import RevisionStatus, Strategy
 from minifal.fleet.runner import RunnerState
 from minifal.fleet.supervisor import Supervisor
+from minifal.runner.app_loader import load_app_class
 from minifal.runner.app_manifest import AppManifest, ManifestEndpoint, ManifestError
+from minifal.runner_contract import ENV_APP_SOURCE
 from minifal.settings import AppSettings
 
 pytestmark = pytest.mark.unit
@@ -112,6 +115,29 @@ def test_a_runner_drained_in_its_failure_delay_ends_without_waiting_for_it() -> 
     asyncio.run(scenario())
 
 
+# -- a revision's copy of the app file ----------------------------------------------------------
+
+
+def test_a_runner_imports_its_revisions_copy_of_the_app_file_under_the_files_own_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = tmp_path / "copied_app.py"
+    template = "import fal\n\nclass Copied(fal.App):\n    label = {label!r}\n"
+    app.write_text(template.format(label="edited since"))
+    kept = tmp_path / "run" / "revisions" / "abc" / "copied_app.py"
+    kept.parent.mkdir(parents=True)
+    kept.write_text(template.format(label="deployed"))
+    monkeypatch.setenv(ENV_APP_SOURCE, str(kept))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+    app_class = load_app_class(str(app))
+    module = sys.modules.pop(app_class.__module__)
+
+    assert app_class.label == "deployed"  # type: ignore[attr-defined]
+    assert module.__file__ == str(app.resolve())
+    assert sys.path[0] == str(tmp_path.resolve())
+
+
 # -- the deployer ----------------------------------------------------------------------------------
 
 
@@ -119,13 +145,15 @@ def deployer_for(
     app: Path, fleet: Supervisor, capacity: int | None = None
 ) -> tuple[Deployer, list[AppManifest]]:
     promoted: list[AppManifest] = []
-    return Deployer(fleet, manifest(), str(app), capacity, promoted.append), promoted
+    deployer = Deployer(fleet, manifest(), str(app), app.parent / "run", capacity, promoted.append)
+    return deployer, promoted
 
 
 @pytest.fixture
 def app_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    def inspect(reference: str) -> AppManifest:
-        text = Path(reference).read_text()
+    def inspect(reference: str, source: str | None = None) -> AppManifest:
+        assert source is not None and Path(source).parent.parent == tmp_path / "run/revisions"
+        text = Path(source).read_text()
         if "raise" in text:
             raise ManifestError("SyntaxError: invalid syntax")
         return manifest("other" if "other" in text else "echo")
@@ -166,6 +194,9 @@ def test_rolling_new_runners_take_over_old_ones_drain_and_the_revision_serves(
         new = [r for r in fleet.live_runners if r.revision_id == revision.revision_id]
         assert len(new) == 2 and all(r.accepts_requests for r in new)
         assert deployer.runner_revision().revision_id == revision.revision_id
+        app_file.write_text("v3, not deployed")
+        kept = backend.instances[-1].revision.source  # type: ignore[union-attr]
+        assert kept is not None and Path(kept).read_text() == "v2"
         await fleet.stop()
 
     asyncio.run(scenario())

@@ -37,6 +37,8 @@ from minifal.runner.app_manifest import AppManifest, ManifestError, inspect_app
 logger = logging.getLogger("minifal.fleet")
 
 REVISIONS_KEPT = 50
+SOURCES_DIR = "revisions"
+"""Under the run dir: each revision's copy of the app file, by content hash."""
 WATCH_EVERY_SECONDS = 1.0
 
 
@@ -73,12 +75,24 @@ def app_source_file(reference: str) -> Path | None:
     return Path(reference.partition("::")[0])
 
 
-def source_hash(reference: str) -> str:
-    """The content hash of what a reference loads (raises ``OSError`` if it cannot be read)."""
+def keep_source(reference: str, run_dir: Path) -> tuple[str, Path | None]:
+    """Read the app file once: its content hash, and a copy of it that the revision's runners
+    import whatever happens to the file later (``run_dir/revisions/<hash>/<name>``). A project
+    app given as an entry point has no file to keep: its hash is the reference's. Raises
+    ``OSError`` when the file cannot be read or kept."""
     path = app_source_file(reference)
     class_name = reference.partition("::")[2] or None
-    source = reference.encode() if path is None else path.read_bytes()
-    return content_hash(source, class_name)
+    if path is None:
+        return content_hash(reference.encode(), class_name), None
+    source = path.read_bytes()
+    digest = content_hash(source, class_name)
+    kept = run_dir / SOURCES_DIR / digest / path.name
+    if not kept.is_file():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        partial = kept.with_name(kept.name + ".partial")
+        partial.write_bytes(source)
+        partial.replace(kept)
+    return digest, kept
 
 
 def standing(runner: Runner) -> Standing:
@@ -110,13 +124,15 @@ class Deployer:
         supervisor: Supervisor,
         manifest: AppManifest,
         app_reference: str,
+        run_dir: Path,
         capacity: int | None,
         on_promoted: Callable[[AppManifest], None],
     ) -> None:
         self.supervisor = supervisor
+        self.run_dir = run_dir
         self.capacity = capacity
         self.on_promoted = on_promoted
-        first_hash = source_hash(app_reference)
+        first_hash, kept = keep_source(app_reference, run_dir)
         first = Revision(
             revision_id(1, first_hash),
             1,
@@ -124,6 +140,7 @@ class Deployer:
             app_reference,
             time.time(),
             RevisionStatus.SERVING,
+            source=None if kept is None else str(kept),
             promoted_at=time.time(),
         )
         self.revisions: list[Revision] = [first]
@@ -140,7 +157,7 @@ class Deployer:
     def runner_revision(self, revision: Revision | None = None) -> RunnerRevision:
         """What a runner of ``revision`` (default: the serving one) starts with."""
         revision = revision or self.serving
-        return RunnerRevision(revision.revision_id, revision.app_reference)
+        return RunnerRevision(revision.revision_id, revision.app_reference, revision.source)
 
     def find(self, revision_id: str) -> Revision | None:
         return next((r for r in self.revisions if r.revision_id == revision_id), None)
@@ -157,7 +174,7 @@ class Deployer:
         async with self._deploying:
             reference = reference or self.serving.app_reference
             try:
-                new_hash = await asyncio.to_thread(source_hash, reference)
+                new_hash, kept = await asyncio.to_thread(keep_source, reference, self.run_dir)
             except OSError as exc:
                 raise DeployRejected(422, f"cannot read {reference}: {exc}") from None
             same_app = absolute_reference(reference) == absolute_reference(
@@ -166,7 +183,8 @@ class Deployer:
             if same_app and new_hash == self.serving.source_hash:
                 return self.serving
             try:
-                manifest = await asyncio.to_thread(inspect_app, reference)
+                source = None if kept is None else str(kept)
+                manifest = await asyncio.to_thread(inspect_app, reference, source=source)
             except ManifestError as exc:
                 raise DeployRejected(422, f"{reference} does not load", (str(exc),)) from None
             check = compare_manifests(self._manifests[self.serving.revision_id], manifest)
@@ -183,6 +201,7 @@ class Deployer:
                 time.time(),
                 RevisionStatus.DEPLOYING,
                 strategy=strategy,
+                source=source,
             )
             self._manifests[revision.revision_id] = manifest
             self.revisions.append(revision)

@@ -77,6 +77,8 @@ class Revision:
     status: RevisionStatus
     strategy: Strategy | None = None
     """How it was rolled out; None for the revision the gateway started with."""
+    source: str | None = None
+    """Its copy of the app file, which its runners import (None: the file itself)."""
     reason: str | None = None
     """Why it failed."""
     promoted_at: float | None = None
@@ -88,6 +90,7 @@ class Revision:
             "number": self.number,
             "source_hash": self.source_hash,
             "app": self.app_reference,
+            "source": self.source,
             "status": self.status.value,
             "strategy": None if self.strategy is None else self.strategy.value,
             "reason": self.reason,

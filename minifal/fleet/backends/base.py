@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from minifal.runner_contract import ENV_REVISION
+from minifal.runner_contract import ENV_APP_SOURCE, ENV_REVISION
 
 
 @dataclass(frozen=True)
@@ -32,14 +32,18 @@ class RunnerLaunch:
 
 @dataclass(frozen=True)
 class RunnerRevision:
-    """Which revision of the app a runner serves (``fleet/revisions.py``): the app it loads
-    and the id it reports."""
+    """Which revision of the app a runner serves (``fleet/revisions.py``): the app it loads,
+    the copy of its file it imports, and the id it reports."""
 
     revision_id: str
     app_reference: str
+    source: str | None = None
+    """The revision's copy of the app file (None: the file as it is when the runner starts)."""
 
     def applied_to(self, launch: RunnerLaunch) -> RunnerLaunch:
         env = {**launch.extra_env, ENV_REVISION: self.revision_id}
+        if self.source is not None:
+            env[ENV_APP_SOURCE] = self.source
         return replace(launch, app_reference=self.app_reference, extra_env=env)
 
 

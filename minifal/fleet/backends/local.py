@@ -39,6 +39,7 @@ from minifal.host.parent_death import die_with_parent
 from minifal.runner.import_record import record_path
 from minifal.runner_contract import (
     DEFAULT_HOST,
+    ENV_APP_SOURCE,
     ENV_EVENTS_FILE,
     ENV_REVISION,
     ENV_RUNNER_ID,
@@ -62,6 +63,7 @@ PER_RUNNER_ENV = (
     ENV_RUNNER_ID,
     ENV_EVENTS_FILE,
     ENV_REVISION,
+    ENV_APP_SOURCE,
     "CUDA_DEVICE_ORDER",
     "CUDA_VISIBLE_DEVICES",
 )
