@@ -125,11 +125,18 @@ def test_a_revision_whose_setup_fails_never_serves_then_recreate_replaces_the_ol
         broken = revisions["revisions"][1]  # type: ignore[index]
         assert broken["status"] == "failed" and "setup() failed" in broken["reason"]
 
+        # Recreate: the old runners are gone before the broken ones fail; the old revision
+        # comes back from its own copy of the app file (the file itself is broken now).
+        failed = deploy(fleet, app, "recreate")
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert re.search(r"r3-\w+: failed \(runner-\d+: setup\(\) failed", failed.stdout)
+        answered_since(load, time.time(), 20, fleet)
+
         revise(app, "v3")
         done = deploy(fleet, app, "recreate")
         serving_at = time.time()
         assert done.returncode == 0, done.stdout + done.stderr
-        assert re.search(r"revision r3-\w+: serving", done.stdout), done.stdout
+        assert re.search(r"revision r4-\w+: serving", done.stdout), done.stdout
         answered_since(load, serving_at, 20, fleet)
         answers = load.stop()
         runners = fleet.runners()
@@ -138,9 +145,14 @@ def test_a_revision_whose_setup_fails_never_serves_then_recreate_replaces_the_ol
     result = assert_every_call_answered_once(answers, load.sent)
     assert set(result["by_revision"]) == {"v1", "v3"}  # type: ignore[arg-type]
     assert all(a.revision == "v3" for a in answers if a.sent_at > serving_at)
-    tried = [r for r in runners if r["revision"].startswith("r2-")]
-    assert len(tried) == 2, runners  # one start each: not retried
-    assert all("setup() failed" in (r["last_exit_reason"] or "") for r in tried)
+    for broken in ("r2-", "r3-"):
+        tried = [r for r in runners if r["revision"].startswith(broken)]
+        assert len(tried) == 2, runners  # one start each: not retried
+        assert all(r["state"] == "TERMINATED" for r in tried), tried
+        # The first to fail fails the revision; the other may be stopped before it fails.
+        reasons = [r["last_exit_reason"] or "" for r in tried]
+        assert any("setup() failed" in reason for reason in reasons), reasons
+        assert all("setup() failed" in why or f"{broken}" in why for why in reasons), reasons
     assert re.search(r"revision r2-\w+ failed .* r1-\w+ keeps serving", log), log[-3000:]
 
 
