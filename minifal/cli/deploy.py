@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
+from minifal.compat.project import absolute_reference
 from minifal.fleet.auth import ENV_AUTH_KEY
-from minifal.fleet.deployer import absolute_reference
 
 POLL_SECONDS = 0.5
 REQUEST_TIMEOUT_S = 300.0

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from minifal.compat.project import ProjectError, is_app_name, load_project_app
+from minifal.compat.project import (
+    ProjectError,
+    absolute_reference,
+    is_app_name,
+    load_project_app,
+)
 from minifal.fleet.backends.base import RunnerRevision
 from minifal.fleet.revisions import (
     Revision,
@@ -50,15 +54,6 @@ class DeployRejected(Exception):
         self.status = status
         self.detail = detail
         self.problems = problems
-
-
-def absolute_reference(reference: str) -> str:
-    """A file reference made absolute (``minifal deploy`` may run in another directory than
-    the gateway); a project app's name as it is."""
-    if is_app_name(reference):
-        return reference
-    file_part, separator, class_name = reference.partition("::")
-    return os.path.abspath(file_part) + separator + class_name
 
 
 def app_source_file(reference: str) -> Path | None:
