@@ -12,9 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from fleet_fakes import FakeBackend, supervisor, until
 
 from minifal.fleet import deployer as deployer_module
+from minifal.fleet.admin_api import build_admin_app
 from minifal.fleet.backends.base import RunnerRevision
 from minifal.fleet.deployer import Deployer, DeployRejected
 from minifal.fleet.revisions import RevisionStatus, Strategy
@@ -279,3 +281,26 @@ def test_a_deploy_is_refused_when_the_app_does_not_load_or_changed_incompatibly(
         await fleet.stop()
 
     asyncio.run(scenario())
+
+
+# -- the routes ------------------------------------------------------------------------------------
+
+
+def test_a_deploy_from_another_machine_needs_the_gateways_auth_key(app_file: Path) -> None:
+    fleet, _ = supervisor(FakeBackend())
+    deployer, _ = deployer_for(app_file, fleet)
+    app_file.write_text("v2")
+    # TestClient's peer is "testclient", not a loopback address.
+    with TestClient(build_admin_app(deployer, auth_key_required=False)) as client:
+        refused = client.post("/_minifal/deploy", json={"strategy": "rolling"})
+        assert refused.status_code == 403 and "loopback" in refused.json()["detail"]
+        assert client.post("/_minifal/deploy", json={"strategy": "blue"}).status_code == 422
+    with TestClient(build_admin_app(deployer, auth_key_required=True)) as client:
+        accepted = client.post("/_minifal/deploy", json={"strategy": "recreate"})
+        assert accepted.status_code == 202, accepted.text
+        revision = accepted.json()
+        assert revision["revision"].startswith("r2-") and revision["status"] == "deploying"
+        assert client.get("/_minifal/revisions").json()["rollout"] == revision["revision"]
+        one = client.get(f"/_minifal/revisions/{revision['revision']}").json()
+        assert one == {key: value for key, value in revision.items() if key != "unchanged"}
+        assert client.get("/_minifal/revisions/r9-nothing").status_code == 404

@@ -130,12 +130,14 @@ def compare_manifests(serving: AppManifest, new: AppManifest) -> Compatibility:
         before, after = getattr(old_settings, name), getattr(new_settings, name)
         if before != after:
             problems.append(f"{name} changed ({before} -> {after}): restart the gateway")
-    kept = tuple(
+    kept = [
         f"{name} ({_shown(getattr(old_settings, name))} -> {_shown(getattr(new_settings, name))})"
         for name in SETTINGS_KEPT_UNTIL_RESTART
         if getattr(old_settings, name) != getattr(new_settings, name)
-    )
-    return Compatibility(tuple(problems), kept)
+    ]
+    if serving.health_endpoint != new.health_endpoint:
+        kept.append("the HealthCheck")
+    return Compatibility(tuple(problems), tuple(kept))
 
 
 def _shown(value: object) -> str:
