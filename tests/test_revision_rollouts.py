@@ -194,7 +194,7 @@ def test_rolling_new_runners_take_over_old_ones_drain_and_the_revision_serves(
         assert deployer.revisions[0].status is RevisionStatus.RETIRED
         await until(lambda: all(r.state is RunnerState.TERMINATED for r in old), "old gone")
         new = [r for r in fleet.live_runners if r.revision_id == revision.revision_id]
-        assert len(new) == 2 and all(r.accepts_requests for r in new)
+        assert len(new) == 2 and all(r.accepts_requests and not r.trial for r in new)
         assert deployer.runner_revision().revision_id == revision.revision_id
         app_file.write_text("v3, not deployed")
         kept = backend.instances[-1].revision.source  # type: ignore[union-attr]
@@ -304,3 +304,27 @@ def test_a_deploy_from_another_machine_needs_the_gateways_auth_key(app_file: Pat
         one = client.get(f"/_minifal/revisions/{revision['revision']}").json()
         assert one == {key: value for key, value in revision.items() if key != "unchanged"}
         assert client.get("/_minifal/revisions/r9-nothing").status_code == 404
+
+
+def test_a_suspended_runner_drained_for_a_new_revision_is_stopped_without_teardown() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend(obeys_terminate=False)
+        fleet, _ = supervisor(backend, grace_seconds=30.0, suspender=InstantSuspender())
+        runner = fleet.add_runner()
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE")
+        assert fleet.suspend(runner)
+        await until(lambda: runner.state is RunnerState.SUSPENDED, "SUSPENDED")
+        fleet.drain(runner, "revision r2 replaces it")
+        await until(lambda: runner.state is RunnerState.TERMINATED, "TERMINATED")
+        assert backend.instances[0].killed and len(backend.instances) == 1
+        await fleet.stop()
+
+    asyncio.run(scenario())
+
+
+class InstantSuspender:
+    def suspend(self, pid: int, lock_timeout_s: float) -> object:
+        return None
+
+    def resume(self, pid: int) -> object:
+        return None

@@ -251,6 +251,7 @@ class Deployer:
         old.status, old.retired_at = RevisionStatus.RETIRED, now
         target.status, target.promoted_at = RevisionStatus.SERVING, now
         self.serving, self.target = target, None
+        self.supervisor.end_trial(target.revision_id)
         self.on_promoted(self._manifests[target.revision_id])
         for revision in self.revisions:
             if revision.status is not RevisionStatus.SERVING:

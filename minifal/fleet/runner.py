@@ -196,6 +196,10 @@ class Runner:
         """Its first start failed while its revision was on trial: it ends here."""
         self.trial_failure = self.last_exit_reason or "ended before it was ready"
 
+    def trusted(self) -> None:
+        """Its revision serves: no longer on trial."""
+        self.trial = False
+
     def restart_now(self) -> None:
         """After a replacement: start again at once (PENDING)."""
         self.replace_reason = None

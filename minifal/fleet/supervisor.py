@@ -158,9 +158,18 @@ class Supervisor:
         period): from now on it gets none."""
         if runner.retiring:
             return
+        if runner.state in SUSPENSION_STATES:  # it holds no request; its GPU state is off
+            self.retire(runner, reason)
+            return
         runner.draining(reason)
         logger.info("[%s] draining: %s", runner.runner_id, reason)
         self._spawn(self._drain(runner, reason), f"{runner.runner_id}-drain")
+
+    def end_trial(self, revision_id: str) -> None:
+        """The revision serves: its runners' failures are crashes like any (back-off, restart)."""
+        for runner in self.runners:
+            if runner.revision_id == revision_id:
+                runner.trusted()
 
     async def _drain(self, runner: Runner, reason: str) -> None:
         deadline = time.time() + self.grace_seconds
