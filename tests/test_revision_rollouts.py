@@ -147,14 +147,14 @@ def deployer_for(
     app: Path, fleet: Supervisor, capacity: int | None = None
 ) -> tuple[Deployer, list[AppManifest]]:
     promoted: list[AppManifest] = []
-    deployer = Deployer(fleet, manifest(), str(app), app.parent / "run", capacity, promoted.append)
+    deployer = Deployer(fleet, manifest(), str(app), app.parent / "data", capacity, promoted.append)
     return deployer, promoted
 
 
 @pytest.fixture
 def app_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def inspect(reference: str, source: str | None = None) -> AppManifest:
-        assert source is not None and Path(source).parent.parent == tmp_path / "run/revisions"
+        assert source is not None and Path(source).parent.parent == tmp_path / "data/app-revisions"
         text = Path(source).read_text()
         if "raise" in text:
             raise ManifestError("SyntaxError: invalid syntax")

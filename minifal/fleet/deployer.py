@@ -41,8 +41,10 @@ from minifal.runner.app_manifest import AppManifest, ManifestError, inspect_app
 logger = logging.getLogger("minifal.fleet")
 
 REVISIONS_KEPT = 50
-SOURCES_DIR = "revisions"
-"""Under the run dir: each revision's copy of the app file, by content hash."""
+SOURCES_DIR = "app-revisions"
+"""Under the data dir: each revision's copy of the app file, by content hash. The same
+content keeps the same path across runs, so what keys on a code object's file name (Python's
+bytecode cache, tracebacks, compiled caches) stays stable."""
 WATCH_EVERY_SECONDS = 1.0
 
 
@@ -70,9 +72,9 @@ def app_source_file(reference: str) -> Path | None:
     return Path(reference.partition("::")[0])
 
 
-def keep_source(reference: str, run_dir: Path) -> tuple[str, Path | None]:
+def keep_source(reference: str, data_dir: Path) -> tuple[str, Path | None]:
     """Read the app file once: its content hash, and a copy of it that the revision's runners
-    import whatever happens to the file later (``run_dir/revisions/<hash>/<name>``). A project
+    import whatever happens to the file later (``DATA_DIR/app-revisions/<hash>/<name>``). A project
     app given as an entry point has no file to keep: its hash is the reference's. Raises
     ``OSError`` when the file cannot be read or kept."""
     path = app_source_file(reference)
@@ -81,7 +83,7 @@ def keep_source(reference: str, run_dir: Path) -> tuple[str, Path | None]:
         return content_hash(reference.encode(), class_name), None
     source = path.read_bytes()
     digest = content_hash(source, class_name)
-    kept = run_dir / SOURCES_DIR / digest / path.name
+    kept = data_dir / SOURCES_DIR / digest / path.name
     if not kept.is_file():
         kept.parent.mkdir(parents=True, exist_ok=True)
         partial = kept.with_name(kept.name + ".partial")
@@ -119,15 +121,15 @@ class Deployer:
         supervisor: Supervisor,
         manifest: AppManifest,
         app_reference: str,
-        run_dir: Path,
+        data_dir: Path,
         capacity: int | None,
         on_promoted: Callable[[AppManifest], None],
     ) -> None:
         self.supervisor = supervisor
-        self.run_dir = run_dir
+        self.data_dir = data_dir
         self.capacity = capacity
         self.on_promoted = on_promoted
-        first_hash, kept = keep_source(app_reference, run_dir)
+        first_hash, kept = keep_source(app_reference, data_dir)
         first = Revision(
             revision_id(1, first_hash),
             1,
@@ -169,7 +171,7 @@ class Deployer:
         async with self._deploying:
             reference = reference or self.serving.app_reference
             try:
-                new_hash, kept = await asyncio.to_thread(keep_source, reference, self.run_dir)
+                new_hash, kept = await asyncio.to_thread(keep_source, reference, self.data_dir)
             except OSError as exc:
                 raise DeployRejected(422, f"cannot read {reference}: {exc}") from None
             same_app = absolute_reference(reference) == absolute_reference(

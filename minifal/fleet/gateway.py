@@ -179,7 +179,7 @@ class Gateway:
             self.supervisor,
             manifest,
             options.app_reference,
-            launch.run_dir,
+            options.data_dir,
             self.scaling.hard_cap,
             self._revision_promoted,
         )
