@@ -65,6 +65,14 @@ def assert_every_call_answered_once(answers: list[Answer], sent: int) -> dict[st
     return result
 
 
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def command_line(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
 def revisions_of(fleet: Fleet) -> dict[str, object]:
     with fleet.client() as client:
         return client.get("/runners").json()["revisions"]
@@ -87,12 +95,18 @@ def test_a_rolling_revision_under_load_fails_no_call_and_takes_all_traffic(
         answers = load.stop()
         runners = fleet.runners()
         log = fleet.log()
+        forked = [
+            "minifal.runner.fork_server" in command_line(parent_pid(r["pid"]))
+            for r in runners
+            if r["state"] != "TERMINATED"
+        ]
 
     result = assert_every_call_answered_once(answers, load.sent)
     assert set(result["by_revision"]) == {"v1", "v2"}  # type: ignore[arg-type]
     assert all(a.revision == "v2" for a in answers if a.sent_at > serving_at)
     live = [r for r in runners if r["state"] != "TERMINATED"]
     assert len(live) == 2 and all(r["revision"].startswith("r2-") for r in live)
+    assert forked == [True, True]  # warm, as any runner of the fleet: from its fork server
     old = [r for r in runners if r["revision"].startswith("r1-")]
     assert len(old) == 2 and all(r["state"] == "TERMINATED" for r in old)
     rolled = re.search(r"revision r2-\w+ serves \(rolled out in ([\d.]+) s\)", log)
