@@ -156,7 +156,8 @@ function timelineSvg(report, legend) {
     const group = svg("g", { class: "lane", "data-runner": lane.runner_id });
     group.append(svg("rect", { x: 0, y: top, width: LANE.width, height: laneHeight, fill: "#f4f4f6" }));
     const ready = lane.ready_at_s === null ? "not ready" : `ready at ${lane.ready_at_s.toFixed(1)}s`;
-    group.append(svg("text", { x: 4, y: top + 16 }, lane.runner));
+    const revision = lane.revision ? ` · ${lane.revision}` : "";
+    group.append(svg("text", { x: 4, y: top + 16 }, `${lane.runner}${revision}`));
     group.append(svg("text", { x: 4, y: top + 30, fill: "#6e6e6e" }, `${ready}, ${lane.cache || ""}`));
     for (const { phase, timing, level } of placed[index]) {
       const start = lane.started_at_s + timing.start_s;
