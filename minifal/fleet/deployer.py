@@ -292,7 +292,7 @@ class Deployer:
         while True:
             await asyncio.sleep(every)
             mtime = _mtime(path)
-            if mtime == seen or self.rolling_out:
+            if mtime == seen or self.rolling_out or self._deploying.locked():
                 continue
             seen = mtime
             try:
