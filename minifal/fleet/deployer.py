@@ -202,7 +202,8 @@ class Deployer:
             )
             self._manifests[revision.revision_id] = manifest
             self.revisions.append(revision)
-            del self.revisions[:-REVISIONS_KEPT]
+            dropped = self.revisions[:-REVISIONS_KEPT]
+            self.revisions[: len(dropped)] = [r for r in dropped if r is self.serving]
             self.target = revision
         kept = f"; kept until the gateway restarts: {', '.join(check.kept)}" if check.kept else ""
         logger.info(
