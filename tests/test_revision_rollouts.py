@@ -236,7 +236,7 @@ def test_a_revision_whose_setup_fails_is_marked_failed_and_the_old_one_serves_on
 def test_recreate_stops_the_old_runners_before_the_new_ones_start(app_file: Path) -> None:
     async def scenario() -> None:
         backend = FakeBackend()
-        fleet, _ = supervisor(backend)
+        fleet, _ = supervisor(backend, grace_seconds=30.0)  # the drain waits for the request
         deployer, _ = deployer_for(app_file, fleet)
         old = fleet.add_runner(deployer.runner_revision())
         await until(lambda: old.accepts_requests, "old ready")
