@@ -204,6 +204,31 @@ def test_rolling_new_runners_take_over_old_ones_drain_and_the_revision_serves(
     asyncio.run(scenario())
 
 
+def test_rolling_on_a_full_gpu_machine_never_puts_two_runners_on_one_gpu(app_file: Path) -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        fleet, _ = supervisor(backend, gpus=["0", "1"])
+        deployer, _ = deployer_for(app_file, fleet, capacity=None)
+        old = [fleet.add_runner(deployer.runner_revision()) for _ in range(2)]
+        await until(lambda: all(r.accepts_requests for r in old), "old ready")
+        app_file.write_text("v2")
+        revision = await deployer.deploy(None, Strategy.ROLLING)
+        most_users = 0
+
+        def promoted() -> bool:
+            nonlocal most_users
+            most_users = max(most_users, *fleet.gpu_pool.users.values())
+            return not deployer.rolling_out
+
+        await step_until(deployer, 2, promoted, "promotion")
+        assert revision.status is RevisionStatus.SERVING and most_users == 1
+        new = [r for r in fleet.live_runners if r.revision_id == revision.revision_id]
+        assert sorted(gpu for r in new for gpu in r.gpus) == ["0", "1"]
+        await fleet.stop()
+
+    asyncio.run(scenario())
+
+
 def test_a_revision_whose_setup_fails_is_marked_failed_and_the_old_one_serves_on(
     app_file: Path,
 ) -> None:

@@ -31,9 +31,13 @@ def side(runner_id: str, revision: str, standing: Standing, in_flight: int = 0) 
 
 
 def plan(
-    strategy: Strategy, runners: list[RunnerSide], wanted: int, capacity: int | None = None
+    strategy: Strategy,
+    runners: list[RunnerSide],
+    wanted: int,
+    capacity: int | None = None,
+    surge: bool = True,
 ) -> RolloutStep:
-    return plan_rollout(RolloutView(NEW, strategy, tuple(runners), wanted, capacity))
+    return plan_rollout(RolloutView(NEW, strategy, tuple(runners), wanted, capacity, surge))
 
 
 # -- ids -------------------------------------------------------------------------------------------
@@ -124,6 +128,31 @@ def test_rolling_on_a_full_machine_goes_one_runner_beyond_it_at_a_time() -> None
     assert plan(Strategy.ROLLING, one_starting, wanted=2, capacity=2).start == 0
     one_ready = [side("runner-0", OLD, L), side("runner-1", OLD, R), side("runner-2", NEW, R)]
     step = plan(Strategy.ROLLING, one_ready, wanted=2, capacity=2)
+    assert step.start == 1 and step.drain == ()
+
+
+def test_rolling_gpu_runners_on_a_full_machine_replace_one_old_runner_at_a_time() -> None:
+    def gpu_plan(runners: list[RunnerSide]) -> RolloutStep:
+        return plan(Strategy.ROLLING, runners, wanted=2, capacity=2, surge=False)
+
+    both_old = [side("runner-0", OLD, R, in_flight=1), side("runner-1", OLD, R)]
+    assert gpu_plan(both_old) == RolloutStep(drain=("runner-1",), reason="rolling")
+    one_leaving = [side("runner-0", OLD, R, in_flight=1), side("runner-1", OLD, L)]
+    assert gpu_plan(one_leaving).start == 0 and gpu_plan(one_leaving).drain == ()
+    one_gone = [side("runner-0", OLD, R, in_flight=1)]
+    assert gpu_plan(one_gone).start == 1
+    one_new_ready = [side("runner-0", OLD, R, in_flight=1), side("runner-2", NEW, R)]
+    assert gpu_plan(one_new_ready) == RolloutStep(drain=("runner-0",), reason="rolling")
+    last = [side("runner-0", OLD, L), side("runner-2", NEW, R)]
+    assert gpu_plan(last).start == 0
+    assert gpu_plan([side("runner-2", NEW, R)]).start == 1
+
+
+def test_rolling_gpu_runners_already_sharing_gpus_keep_the_fleets_size() -> None:
+    old = [side(f"runner-{i}", OLD, R) for i in range(4)]
+    step = plan(Strategy.ROLLING, old, wanted=4, capacity=2, surge=False)
+    assert step.start == 0 and step.drain == ("runner-0",)
+    step = plan(Strategy.ROLLING, old[1:], wanted=4, capacity=2, surge=False)
     assert step.start == 1 and step.drain == ()
 
 

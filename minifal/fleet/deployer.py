@@ -116,6 +116,9 @@ def runner_side(runner: Runner) -> RunnerSide:
 
 
 class Deployer:
+    """``capacity``: how many CPU runners the machine holds (the scaler's hard cap; a GPU
+    fleet's comes from its GPU pool)."""
+
     def __init__(
         self,
         supervisor: Supervisor,
@@ -127,7 +130,10 @@ class Deployer:
     ) -> None:
         self.supervisor = supervisor
         self.data_dir = data_dir
-        self.capacity = capacity
+        pool = supervisor.gpu_pool
+        self.surge = pool.per_runner == 0
+        """GPU runners never share a GPU for a rollout; CPU runners may share a core."""
+        self.capacity = capacity if self.surge else max(1, len(pool.gpus) // pool.per_runner)
         self.on_promoted = on_promoted
         first_hash, kept = keep_source(app_reference, data_dir)
         first = Revision(
@@ -229,6 +235,7 @@ class Deployer:
             tuple(runner_side(runner) for runner in self.supervisor.runners),
             wanted,
             self.capacity,
+            self.surge,
         )
         plan = plan_rollout(view)
         for runner_id in plan.drain:

@@ -5,10 +5,11 @@ A revision is one content of the app: its id is a counter and a short hash of th
 class (``r2-3fa9c1d2``). One revision serves; a deploy makes another the target of a rollout,
 which ``plan_rollout`` steps through from a view of the runners:
 
-- rolling: the target's runners start (at most one beyond what the machine holds, or all at
-  once where it holds any number), each takes requests once ready, and an old runner drains
-  for each new one ready; once ``wanted`` new runners are ready the target is promoted and the
-  old runners left drain.
+- rolling: the target's runners start (all at once where the machine has room; on a full
+  machine one at a time: CPU runners one beyond what it holds, GPU runners each after an old
+  runner left), each takes requests once ready, and an old runner drains for each new one
+  ready; once ``wanted`` new runners are ready the target is promoted and the old runners
+  left drain.
 - recreate: every old runner drains; once none is left the target's runners start; requests
   wait in the queue meanwhile.
 - either way, a target runner that ends before it was ever ready (``setup()`` raised, startup
@@ -177,6 +178,10 @@ class RolloutView:
     """How many runners the fleet should have now (the scaler's count; at least one)."""
     capacity: int | None = None
     """How many runners the machine holds at once (None: as many as wanted twice)."""
+    surge: bool = True
+    """Whether a rollout on a full machine may start one runner beyond it (CPU runners share
+    cores); False for GPU runners, which would share a GPU's memory: an old runner leaves
+    first."""
 
 
 @dataclass(frozen=True)
@@ -239,7 +244,7 @@ def plan_rollout(view: RolloutView) -> RolloutStep:
     wanted = max(1, view.wanted)
     if view.strategy is Strategy.RECREATE:
         return _recreate(sides, wanted)
-    return _rolling(sides, wanted, view.capacity)
+    return _rolling(sides, wanted, view.capacity, view.surge)
 
 
 def _recreate(sides: _Sides, wanted: int) -> RolloutStep:
@@ -253,7 +258,15 @@ def _recreate(sides: _Sides, wanted: int) -> RolloutStep:
     return RolloutStep(start=max(0, wanted - len(sides.new)), reason="recreate: starting")
 
 
-def _rolling(sides: _Sides, wanted: int, capacity: int | None) -> RolloutStep:
+def _runner_limit(wanted: int, capacity: int | None, surge: bool) -> int:
+    """How many runners, old and new, a rolling rollout may have at once."""
+    if capacity is None:
+        return 2 * wanted
+    # A GPU fleet already beyond what the machine holds (shared GPUs) keeps its size.
+    return capacity if surge else max(capacity, wanted)
+
+
+def _rolling(sides: _Sides, wanted: int, capacity: int | None, surge: bool) -> RolloutStep:
     ready = len(sides.new_ready)
     if ready >= wanted:
         drain = tuple(r.runner_id for r in drain_order(sides.old_active))
@@ -265,9 +278,12 @@ def _rolling(sides: _Sides, wanted: int, capacity: int | None) -> RolloutStep:
     if missing <= 0:
         return RolloutStep(drain=drain, reason="rolling: waiting for new runners")
     total = len(sides.old_active) + sides.leaving + len(sides.new)  # drained ones hold on too
-    limit = 2 * wanted if capacity is None else capacity
+    limit = _runner_limit(wanted, capacity, surge)
     starting = len(sides.new) - ready
     room = limit - total
-    if room <= 0 and starting == 0:
-        room = 1  # the machine is full: one runner beyond it, so the rollout moves on
+    if room <= 0 and starting == 0:  # the machine is full: the rollout must make a move
+        if surge:
+            room = 1  # one runner beyond it
+        elif not sides.leaving and not drain:
+            drain = tuple(r.runner_id for r in drain_order(sides.old_active)[:1])
     return RolloutStep(start=max(0, min(missing, room)), drain=drain, reason="rolling")
