@@ -298,9 +298,10 @@ class Supervisor:
             while not self.stopping and not runner.retiring:
                 started_at = time.time()
                 instance = await self.backend.start(runner.runner_id, runner.gpus, runner.revision)
+                why = runner.stop_reason or "stopped while starting"
                 runner.started(instance, started_at)
                 if runner.retiring or self.stopping:  # stopped while its instance started
-                    await self._stop(runner, REPLACE_GRACE_SECONDS, "stopped while starting")
+                    await self._stop(runner, REPLACE_GRACE_SECONDS, why)
                 elif await self._wait_ready(runner):
                     failures = 0
                 code = await instance.wait_exit()
