@@ -17,8 +17,10 @@ from pathlib import Path
 from minifal.host import envs
 
 # -- the environment a runner gets (and the App sees): declared in minifal.host.envs --------------
-# DATA_DIR, RUN_ID, RUNNER_ID, EVENTS_FILE, PUBLIC_URL, NODE, STARTUP_DEADLINE, MAX_BODY_SIZE:
+# DATA_DIR, RUN_ID, RUNNER_ID, EVENTS_FILE, PUBLIC_URL, NODE, REVISION, APP_SOURCE,
+# STARTUP_DEADLINE, MAX_BODY_SIZE:
 # ``runner_environment`` below builds them for a child; ``export_to_process`` for this process.
+
 
 # -- defaults --------------------------------------------------------------------------------------
 
@@ -144,6 +146,15 @@ def runner_environment(
     if gpus is not None:
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    return env
+
+
+def revision_environment(revision_id: str, source: str | None) -> dict[str, str]:
+    """The variables that tell a fleet's runner which revision of its app it serves, and the
+    copy of the app file to import (None: the file as it is when the runner starts)."""
+    env = {envs.REVISION.name: revision_id}
+    if source is not None:
+        env[envs.APP_SOURCE.name] = source
     return env
 
 

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+from minifal.fleet.backends.base import RunnerRevision
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.runner import Runner, RunnerState
 from minifal.fleet.supervisor import Supervisor, Suspender
@@ -26,6 +27,7 @@ class FakeInstance:
         self.terminated = False
         self.killed = False
         self.healthy = True
+        self.revision: RunnerRevision | None = None
         self._ready = asyncio.Event()
         self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
@@ -70,8 +72,11 @@ class FakeBackend:
         self.obeys_terminate = obeys_terminate
         self.instances: list[FakeInstance] = []
 
-    async def start(self, runner_id: str, gpus: list[str]) -> FakeInstance:
+    async def start(
+        self, runner_id: str, gpus: list[str], revision: RunnerRevision | None = None
+    ) -> FakeInstance:
         instance = FakeInstance(runner_id, len(self.instances), self.obeys_terminate)
+        instance.revision = revision
         self.instances.append(instance)
         if self.ready_at_once:
             instance.become_ready()
@@ -93,6 +98,7 @@ def supervisor(
     startup_timeout: float = 5.0,
     gpus: list[str] | None = None,
     suspender: Suspender | None = None,
+    grace_seconds: float = 0.05,
 ) -> tuple[Supervisor, list[str]]:
     """A supervisor with back-off steps and grace periods of milliseconds; its ready calls."""
     readies: list[str] = []
@@ -101,7 +107,7 @@ def supervisor(
         GpuPool(gpus or [], 1),
         Path("/nonexistent/run"),
         startup_timeout,
-        grace_seconds=0.05,
+        grace_seconds=grace_seconds,
         on_ready=lambda: readies.append("ready"),
         backoff_step=0.01,
         lost_runner_grace=0.01,

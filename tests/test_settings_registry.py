@@ -94,6 +94,7 @@ def test_the_runner_contract_builds_a_runner_environment_of_declared_names() -> 
         gpus=None,
         max_body_bytes=1000,
     )
+    env |= runner_contract.revision_environment("r2-0123abcd", "/data/app-revisions/x/app.py")
     ours = {name for name in env if name.startswith("MINIFAL_")}
     assert ours <= DECLARED
     runner_scope = {setting.name for setting in SETTINGS if setting.scope is Scope.RUNNER}

@@ -241,6 +241,21 @@ def test_runners_on_ray_nodes_get_a_node_column(tmp_path: Path) -> None:
     assert [row.node for row in rows] == ["a" * 56, "b" * 56]
 
 
+def test_runners_of_several_revisions_get_a_revision_column(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "r"
+    for runner, revision in (("runner-0", "r1-aaaaaaaa"), ("runner-1", "r2-bbbbbbbb")):
+        e = lambda *a, runner=runner, **k: _event(runner, 7, *a, **k)  # noqa: E731
+        events = [e("process_start", 5.0, node="local", revision=revision), e("ready", 6.0)]
+        _write_events(run_dir / f"{runner}.jsonl", events)
+
+    rows = report_rows(load_run(tmp_path))
+    header, *lines = format_table(rows).splitlines()
+
+    assert header.split()[:3] == ["runner", "revision", "pid"]
+    assert [line.split()[1] for line in lines] == ["r1-aaaaaaaa", "r2-bbbbbbbb"]
+    assert [row.revision for row in rows] == ["r1-aaaaaaaa", "r2-bbbbbbbb"]
+
+
 def test_json_report_keys(data_dir: Path) -> None:
     run = load_run(data_dir)
     report = report_json(run, report_rows(run))
@@ -253,6 +268,7 @@ def test_json_report_keys(data_dir: Path) -> None:
         "start_number",
         "pid",
         "node",
+        "revision",
         "started_at_s",
         "ready_at_s",
         "cache",
@@ -424,6 +440,30 @@ def test_format_runners_from_a_dict() -> None:
     ]
     assert header.index("State") == first.index("RUNNING") == second.index("SETUP")
     assert note == "runner-1: last exit: startup timeout"
+
+
+def test_format_runners_lists_the_last_revisions() -> None:
+    revisions = {
+        "serving": "r2-bbbbbbbb",
+        "rollout": None,
+        "revisions": [
+            {"revision": "r1-aaaaaaaa", "status": "retired", "strategy": None, "reason": None},
+            {"revision": "r2-bbbbbbbb", "status": "serving", "strategy": "rolling"},
+            {
+                "revision": "r3-cccccccc",
+                "status": "failed",
+                "strategy": "recreate",
+                "reason": "runner-4: setup() failed",
+            },
+        ],
+    }
+    lines = format_runners({**RUNNERS, "revisions": revisions}).splitlines()
+
+    assert lines[-3:] == [
+        "revision r1-aaaaaaaa: retired",
+        "revision r2-bbbbbbbb: serving (rolling)",
+        "revision r3-cccccccc: failed (recreate): runner-4: setup() failed",
+    ]
 
 
 def test_format_duration() -> None:

@@ -67,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
             webhook_allow=tuple(args.webhook_allow or ()),
             ray=args.ray,
             access_log=args.access_log,
+            watch=args.watch,
         )
     )
 
@@ -109,6 +110,12 @@ def _startup_report(args: argparse.Namespace) -> int:
     from minifal.cli.startup_report import main_startup_report
 
     return main_startup_report(args)
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from minifal.cli.deploy import main_deploy
+
+    return main_deploy(args)
 
 
 def _runners(args: argparse.Namespace) -> int:
@@ -201,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log a line per request (off by default: it costs the gateway ~5%% of a request)",
     )
+    run.add_argument(
+        "--watch",
+        action="store_true",
+        help="deploy a new revision (rolling) when the app file changes (development)",
+    )
     run.set_defaults(handler=_run)
 
     dockerfile = commands.add_parser(
@@ -243,6 +255,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--auth-key", help=f"sent as 'Authorization: Key <key>' (${envs.AUTH_KEY.name})"
     )
     runners.set_defaults(handler=_runners)
+
+    deploy = commands.add_parser(
+        "deploy", help="a running gateway takes a new revision of its app, as fal deploy"
+    )
+    deploy.add_argument("app", help=APP_HELP + "; read on the gateway's machine")
+    deploy.add_argument(
+        "--url", default=f"http://{DEFAULT_HOST}:{DEFAULT_PORT}", help="the gateway's base URL"
+    )
+    deploy.add_argument(
+        "--strategy",
+        choices=("rolling", "recreate"),
+        default="rolling",
+        help="rolling: new runners take traffic as they get ready, old ones drain (default); "
+        "recreate: old runners drain first, requests wait in the queue",
+    )
+    deploy.add_argument(
+        "--auth-key", help=f"sent as 'Authorization: Key <key>' (${envs.AUTH_KEY.name})"
+    )
+    deploy.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="seconds to follow the rollout before giving up waiting (default 900)",
+    )
+    deploy.set_defaults(handler=_deploy)
     return parser
 
 

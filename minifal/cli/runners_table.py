@@ -2,7 +2,8 @@
 
 A title, where the runners run (this environment, and the container image the App declared),
 fal's columns (Alias, Machine Type, Runner ID, In Flight Requests, Expires In, Uptime, Revision,
-State), then minifal's own: how long the runner took to become ready, and its GPUs.
+State), then minifal's own: how long the runner took to become ready, and its GPUs; below it,
+the app's last revisions (which serves, which rolls out, which failed and why).
 """
 
 from __future__ import annotations
@@ -80,7 +81,23 @@ def format_runners(payload: dict[str, Any]) -> str:
         if runner.get("last_exit_reason")
     ]
     suspensions = [line for runner in runners if (line := suspension_note(runner))]
-    return "\n".join([title, *where, *table, *exits, *suspensions])
+    revisions = revision_notes(payload.get("revisions"))
+    return "\n".join([title, *where, *table, *exits, *suspensions, *revisions])
+
+
+REVISIONS_SHOWN = 5
+
+
+def revision_notes(revisions: Any) -> list[str]:
+    """``revision r2-3fa9c1d2: serving (rolling)`` for each of the last few revisions."""
+    if not isinstance(revisions, dict):
+        return []
+    notes = []
+    for revision in (revisions.get("revisions") or [])[-REVISIONS_SHOWN:]:
+        how = f" ({revision['strategy']})" if revision.get("strategy") else ""
+        why = f": {revision['reason']}" if revision.get("reason") else ""
+        notes.append(f"revision {revision.get('revision')}: {revision.get('status')}{how}{why}")
+    return notes
 
 
 def suspension_note(runner: dict[str, Any]) -> str | None:

@@ -17,6 +17,7 @@ something to fal's platform are accepted and listed in the log.
 from __future__ import annotations
 
 import logging
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,15 @@ class ProjectError(ValueError):
 def is_app_name(reference: str) -> bool:
     """fal's rule: a reference without ``::`` that is not a ``.py`` file names a project app."""
     return "::" not in reference and not reference.endswith(".py")
+
+
+def absolute_reference(reference: str) -> str:
+    """A file reference made absolute (``minifal deploy`` may run in another directory than
+    the gateway); a project app's name as it is."""
+    if is_app_name(reference):
+        return reference
+    file_part, separator, class_name = reference.partition("::")
+    return os.path.abspath(file_part) + separator + class_name
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import httpx
 from minifal.compat.app_environment import environment_summary
 from minifal.fleet.backends.base import RunnerBackend, RunnerLaunch
 from minifal.fleet.backends.local import LocalRunnerBackend, fork_server_enabled
+from minifal.fleet.deployer import Deployer
 from minifal.fleet.forwarding import Forwarder
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.health_monitor import HealthMonitor
@@ -97,6 +98,8 @@ class GatewayOptions:
     ray_resources: RunnerResources | None = None
     """Runners as Ray actors asking for these (``minifal run --ray``; the driver is connected
     already); None: child processes of the gateway."""
+    watch: bool = False
+    """Deploy a new revision when the app file changes (``minifal run --watch``)."""
 
 
 def choose_suspender(mode: str, use_gpus: bool) -> Suspender | None:
@@ -173,6 +176,14 @@ class Gateway:
             on_ready=self._runner_ready,
             suspender=suspender,
         )
+        self.deployer = Deployer(
+            self.supervisor,
+            manifest,
+            options.app_reference,
+            options.data_dir,
+            self.scaling.hard_cap,
+            self._revision_promoted,
+        )
         self.scheduler = Scheduler(
             lambda: self.supervisor.runners, settings.max_multiplexing, options.max_queue
         )
@@ -202,6 +213,8 @@ class Gateway:
         self._loop = asyncio.get_running_loop()
         self.scale_once()
         self._loops.append(asyncio.create_task(self._scale_forever(), name="autoscaler"))
+        if self.options.watch:
+            self._loops.append(asyncio.create_task(self.deployer.watch(), name="watch"))
         health = self.manifest.health_endpoint
         if health is not None and health.health_check is not None:
             monitor = HealthMonitor(
@@ -253,6 +266,10 @@ class Gateway:
     def _runner_ready(self) -> None:
         self.scheduler.pump()
 
+    def _revision_promoted(self, manifest: AppManifest) -> None:
+        self.manifest = manifest
+        self.forwarder.manifest = manifest
+
     # -- scaling -----------------------------------------------------------------------------------
 
     def snapshot(self) -> FleetSnapshot:
@@ -275,6 +292,9 @@ class Gateway:
     def scale_once(self) -> None:
         """Apply the scaler's decision: start runners, retire idle ones past keep_alive."""
         decision = decide(self.snapshot(), self.scaling)
+        if self.deployer.rolling_out:  # the rollout starts and stops runners meanwhile
+            self.deployer.step(decision.desired)
+            return
         for runner_id in decision.resume:
             runner = self.supervisor.find(runner_id)
             if runner is not None and self.supervisor.resume(runner):
@@ -284,7 +304,7 @@ class Gateway:
             if runner is not None and self.supervisor.suspend(runner):
                 logger.info("[%s] suspending: %s", runner_id, decision.reason)
         for _ in range(decision.start):
-            runner = self.supervisor.add_runner()
+            runner = self.supervisor.add_runner(self.deployer.runner_revision())
             logger.info(
                 "[%s] starting: %s (want %d)", runner.runner_id, decision.reason, decision.desired
             )
@@ -336,7 +356,7 @@ class Gateway:
                     "in_flight_requests": runner.in_flight,
                     "expires_in": None if expiry is None else round(expiry, 1),
                     "uptime": round(now - runner.started_at, 3) if runner.started_at else 0.0,
-                    "revision": self.options.run_id,
+                    "revision": runner.revision_id,
                     "state": runner.state.value,
                     "startup_seconds": runner.startup_seconds,
                     "gpus": ",".join(runner.gpus),
@@ -355,6 +375,7 @@ class Gateway:
             "app": self.manifest.app_name,
             "run_id": self.options.run_id,
             "environment": self.environment,
+            "revisions": self.deployer.to_json(),
             "runners": rows,
         }
 

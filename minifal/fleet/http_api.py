@@ -9,6 +9,7 @@ Routes (``<app-path>`` is ``<owner>/<app-name>/<endpoint>`` as on fal, or the en
   WS   /<app-path>                        websocket and realtime pass-through
   GET  /health /runners /metrics /files/... /openapi.json /docs
   GET  /dashboard (+ /dashboard/static/..., /dashboard/api/runs[/ID]): the web page (``dashboard``)
+  POST /_minifal/deploy, GET /_minifal/revisions[/ID]: new revisions (``admin_api``)
 
 How a request reaches a runner and comes back: ``forwarding``. The queue's bodies:
 ``queue_protocol``. The gateway's state: ``gateway``.
@@ -28,6 +29,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from minifal.fleet.admin_api import AdminRoutes
 from minifal.fleet.auth import KeyAuthMiddleware
 from minifal.fleet.dashboard import dashboard_router
 from minifal.fleet.forwarding import Forwarder, json_error, queue_full
@@ -80,6 +82,7 @@ def build_gateway_app(gateway: Gateway) -> ASGIApp:
     """The gateway's ASGI app: queue host, key check and body limit, then sync calls or the
     other routes."""
     app: ASGIApp = SyncCalls(gateway.forwarder, build_routes(gateway))
+    app = AdminRoutes(app, gateway.deployer, auth_key_required=bool(gateway.options.auth_key))
     app = BodyLimitMiddleware(app, max_bytes=gateway.options.max_body_bytes)
     if gateway.options.auth_key:
         app = KeyAuthMiddleware(app, key=gateway.options.auth_key)
@@ -125,7 +128,7 @@ def build_routes(gateway: Gateway) -> FastAPI:
 
     @api.get("/openapi.json")
     async def openapi() -> dict[str, Any]:
-        return manifest.openapi
+        return gateway.manifest.openapi  # the serving revision's
 
     @api.get("/docs")
     async def docs() -> Response:

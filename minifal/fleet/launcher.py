@@ -54,6 +54,8 @@ class FleetArguments:
     ray: str | None = None
     """A Ray cluster's address (``auto``: ``RAY_ADDRESS`` or a local one) to place runners on."""
     access_log: bool = False
+    watch: bool = False
+    """Deploy a new revision when the app file changes (``fleet/deployer.py``)."""
 
 
 def scaling_settings(
@@ -190,6 +192,7 @@ def run_fleet(arguments: FleetArguments) -> int:
         max_body_bytes=max_body_bytes,
         webhook_policy=webhook_policy,
         ray_resources=cluster.resources if cluster else None,
+        watch=arguments.watch,
     )
     run_dir = data_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from minifal.fleet.backends.base import RunnerInstance
+from minifal.fleet.backends.base import RunnerInstance, RunnerRevision
 from minifal.fleet.runner_http import RunnerAddress
 from minifal.runner_contract import exit_reason
 
@@ -56,10 +56,24 @@ class Suspensions:
 
 
 class Runner:
-    def __init__(self, runner_id: str, gpus: list[str], events_file: Path) -> None:
+    def __init__(
+        self,
+        runner_id: str,
+        gpus: list[str],
+        events_file: Path,
+        revision: RunnerRevision | None = None,
+        trial: bool = False,
+    ) -> None:
         self.runner_id = runner_id
         self.gpus = gpus
         self.events_file = events_file
+        self.revision = revision
+        """The revision of the app it serves (None: the fleet's app as launched)."""
+        self.trial = trial
+        """Its revision is on trial: a first start that fails ends it (no back-off, no retry)."""
+        self.trial_failure: str | None = None
+        """Why its first start failed, when it was on trial."""
+        self.ever_ready = False
         self.instance: RunnerInstance | None = None
         self._address: tuple[RunnerInstance, RunnerAddress] | None = None
         self.state_history: list[tuple[float, RunnerState]] = []
@@ -92,6 +106,15 @@ class Runner:
     @property
     def accepts_requests(self) -> bool:
         return self.state in (RunnerState.IDLE, RunnerState.RUNNING) and not self.withheld
+
+    @property
+    def on_trial(self) -> bool:
+        """On trial and never ready yet: a failure now fails its revision."""
+        return self.trial and not self.ever_ready
+
+    @property
+    def revision_id(self) -> str | None:
+        return None if self.revision is None else self.revision.revision_id
 
     @property
     def exited(self) -> bool:
@@ -147,6 +170,7 @@ class Runner:
 
     def became_ready(self, at: float) -> None:
         self.ready_at = at
+        self.ever_ready = True
         self.idle_since = at
         self._record(RunnerState.IDLE)
         logger.info("[%s] ready after %.1f s", self.runner_id, self.startup_seconds or 0)
@@ -167,6 +191,14 @@ class Runner:
         """Its instance ended (by itself, or stopped for a replacement): its requests are gone."""
         self.in_flight = 0
         self.last_exit_reason = self.stop_reason or exit_reason(code)
+
+    def failed_trial(self) -> None:
+        """Its first start failed while its revision was on trial: it ends here."""
+        self.trial_failure = self.last_exit_reason or "ended before it was ready"
+
+    def trusted(self) -> None:
+        """Its revision serves: no longer on trial."""
+        self.trial = False
 
     def restart_now(self) -> None:
         """After a replacement: start again at once (PENDING)."""
@@ -214,6 +246,13 @@ class Runner:
 
     def retire(self) -> None:
         self.retiring = True
+
+    def draining(self, reason: str) -> None:
+        """Stopped for good, after the requests it holds (a new revision took its place): no
+        new requests from now on (DRAINING)."""
+        self.retiring = True
+        self.stop_reason = reason
+        self._record(RunnerState.DRAINING)
 
     def terminated(self) -> None:
         """Its lifecycle is over: it holds no GPUs any more."""

@@ -8,6 +8,10 @@ Each runner has one lifecycle task: start -> SETUP -> ready (IDLE/RUNNING) -> ..
 - ``connection_lost()``: a runner the gateway lost touch with gets no more requests; if it is
   still alive a moment later it is hung and replaced, else its lifecycle sees the crash.
 - ``retire()`` (keep_alive expired, fleet shutdown) drains it and lets it go.
+- ``drain()`` (a new revision took its place) sends it no new request, waits for those it
+  holds, then stops it.
+- A runner started on trial (a new revision's, ``fleet/revisions.py``) whose first start fails
+  ends there, with the reason in ``trial_failure``: its revision fails, it is not retried.
 - ``suspend()`` moves an idle runner's GPU state into its host memory (SUSPENDING ->
   SUSPENDED) through a ``Suspender`` (``cuda_checkpoint.py``); ``resume()`` moves it back and
   health-checks it (RESUMING -> IDLE). A step that fails is a crash: the instance is killed and
@@ -26,7 +30,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol
 
-from minifal.fleet.backends.base import RunnerBackend
+from minifal.fleet.backends.base import RunnerBackend, RunnerRevision
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.runner import Runner, RunnerState
 from minifal.host import envs
@@ -44,6 +48,9 @@ TERMINATED_KEPT = 20  # finished runners still listed in /runners, with their ex
 SUSPEND_LOCK_TIMEOUT_SECONDS = 10.0
 """How long a suspend waits for the runner's GPU work to finish before it gives up."""
 RESUME_PROBE_TIMEOUT_SECONDS = 10.0
+DRAIN_POLL_SECONDS = 0.05
+BACK_OFF_POLL_SECONDS = 0.25
+"""How often a runner in FAILURE_DELAY looks whether it was retired meanwhile."""
 
 
 class Suspender(Protocol):
@@ -120,7 +127,8 @@ class Supervisor:
 
     # -- what the gateway asks for ---------------------------------------------------------------
 
-    def add_runner(self) -> Runner:
+    def add_runner(self, revision: RunnerRevision | None = None, trial: bool = False) -> Runner:
+        """A new runner serving ``revision``; on ``trial``, a first start that fails ends it."""
         gpus, shared = self.gpu_pool.acquire()
         runner_id = f"runner-{self._next_index}"
         self._next_index += 1
@@ -130,7 +138,8 @@ class Supervisor:
                 runner_id,
                 ",".join(gpus),
             )
-        runner = Runner(runner_id, gpus, runner_events_file(self.run_dir, runner_id))
+        events_file = runner_events_file(self.run_dir, runner_id)
+        runner = Runner(runner_id, gpus, events_file, revision, trial)
         self.runners.append(runner)
         self._spawn(self._lifecycle(runner), f"{runner_id}-lifecycle")
         return runner
@@ -142,6 +151,30 @@ class Supervisor:
         runner.retire()
         logger.info("[%s] stopping: %s", runner.runner_id, reason)
         self._spawn(self._stop(runner, self.grace_seconds, reason), f"{runner.runner_id}-retire")
+
+    def drain(self, runner: Runner, reason: str) -> None:
+        """Stop a runner for good once the requests it holds are done (at most the grace
+        period): from now on it gets none."""
+        if runner.retiring:
+            return
+        if runner.state in SUSPENSION_STATES:  # it holds no request; its GPU state is off
+            self.retire(runner, reason)
+            return
+        runner.draining(reason)
+        logger.info("[%s] draining: %s", runner.runner_id, reason)
+        self._spawn(self._drain(runner, reason), f"{runner.runner_id}-drain")
+
+    def end_trial(self, revision_id: str) -> None:
+        """The revision serves: its runners' failures are crashes like any (back-off, restart)."""
+        for runner in self.runners:
+            if runner.revision_id == revision_id:
+                runner.trusted()
+
+    async def _drain(self, runner: Runner, reason: str) -> None:
+        deadline = time.time() + self.grace_seconds
+        while runner.in_flight and not runner.exited and time.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+        await self._stop(runner, self.grace_seconds, reason)
 
     def replace(self, runner: Runner, reason: str) -> None:
         """Stop an unhealthy runner now and start it afresh, without the crash back-off.
@@ -263,9 +296,12 @@ class Supervisor:
         try:
             while not self.stopping and not runner.retiring:
                 started_at = time.time()
-                instance = await self.backend.start(runner.runner_id, runner.gpus)
+                instance = await self.backend.start(runner.runner_id, runner.gpus, runner.revision)
+                why = runner.stop_reason or "stopped while starting"
                 runner.started(instance, started_at)
-                if await self._wait_ready(runner):
+                if runner.retiring or self.stopping:  # stopped while its instance started
+                    await self._stop(runner, REPLACE_GRACE_SECONDS, why)
+                elif await self._wait_ready(runner):
                     failures = 0
                 code = await instance.wait_exit()
                 if self.stopping or runner.retiring:
@@ -274,6 +310,15 @@ class Supervisor:
                 if runner.replace_reason is not None:
                     runner.restart_now()
                     continue
+                if runner.on_trial:
+                    runner.failed_trial()
+                    logger.error(
+                        "[%s] revision %s failed to start (%s): not retried",
+                        runner.runner_id,
+                        runner.revision_id,
+                        runner.trial_failure,
+                    )
+                    break
                 failures += 1
                 await self._back_off(runner, failures)
         finally:
@@ -302,8 +347,11 @@ class Supervisor:
             runner.last_exit_reason,
             delay,
         )
-        runner.backing_off(asyncio.get_running_loop().time() + delay)
-        await asyncio.sleep(delay)
+        loop = asyncio.get_running_loop()
+        restart_at = loop.time() + delay
+        runner.backing_off(restart_at)
+        while not runner.retiring and not self.stopping and loop.time() < restart_at:
+            await asyncio.sleep(min(BACK_OFF_POLL_SECONDS, restart_at - loop.time()))
         runner.back_off_over()
 
     async def _stop(self, runner: Runner, grace: float, reason: str) -> None:

@@ -288,6 +288,23 @@ NODE: Setting[str] = Setting(
     "Which machine the runner runs on: local, or its Ray node id.",
     Scope.RUNNER,
 )
+REVISION: Setting[str | None] = Setting(
+    "MINIFAL_REVISION",
+    "text",
+    _text,
+    None,
+    "The revision of the app a fleet's runner serves (fleet/revisions.py), in its events.",
+    Scope.RUNNER,
+)
+APP_SOURCE: Setting[Path | None] = Setting(
+    "MINIFAL_APP_SOURCE",
+    "path",
+    Path,
+    None,
+    "A copy of the app file to import instead (a revision's content, kept by the gateway); "
+    "the module keeps the file's own path as __file__.",
+    Scope.RUNNER,
+)
 STARTUP_DEADLINE: Setting[float | None] = Setting(
     "MINIFAL_STARTUP_DEADLINE",
     "time.time() seconds",

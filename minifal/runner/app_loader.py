@@ -7,6 +7,7 @@ A reference that is not a ``.py`` file and has no ``::`` names an app of the pro
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import logging
 import os
@@ -18,6 +19,7 @@ from minifal.compat.app_environment import environment_note, environment_summary
 from minifal.compat.fal_alias import install_fal_alias
 from minifal.compat.functions import LocalFunction
 from minifal.compat.project import ProjectApp, ProjectError, is_app_name, load_project_app
+from minifal.host import envs
 
 logger = logging.getLogger("minifal.runner.app_loader")
 
@@ -74,7 +76,10 @@ def _load_entry_point(project_app: ProjectApp) -> type[App]:
 
 
 def _load_from_file(reference: str) -> type[App]:
-    """Import the file as a module (its directory goes first on ``sys.path``) and pick the App."""
+    """Import the file as a module (its directory goes first on ``sys.path``) and pick the App.
+
+    With ``MINIFAL_APP_SOURCE`` the module's code comes from that copy of the file (the
+    revision a fleet's runner serves), its ``__file__`` and directory stay the file's."""
     path, class_name = split_app_reference(reference)
     if not path.is_file():
         raise AppLoadError(f"app file not found: {path}")
@@ -86,7 +91,9 @@ def _load_from_file(reference: str) -> type[App]:
         sys.path.insert(0, directory)
     _append_working_directory()
     module_name = f"minifal_app_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    source = envs.APP_SOURCE.raw()
+    loader = importlib.machinery.SourceFileLoader(module_name, source) if source else None
+    spec = importlib.util.spec_from_file_location(module_name, path, loader=loader)
     if spec is None or spec.loader is None:
         raise AppLoadError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)

@@ -7,6 +7,7 @@ imports the app's heavy dependencies itself (fal apps import torch inside ``setu
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 
 from minifal.compat.app_environment import describe_image
 from minifal.endpoints import EndpointKind, HealthCheck
+from minifal.host import envs
 from minifal.settings import AppSettings
 
 
@@ -80,14 +82,17 @@ def build_manifest(reference: str) -> dict[str, Any]:
     }
 
 
-def inspect_app(reference: str, timeout: float = 180.0) -> AppManifest:
-    """Import the app in a fresh interpreter and return its manifest."""
+def inspect_app(reference: str, timeout: float = 180.0, source: str | None = None) -> AppManifest:
+    """Import the app in a fresh interpreter and return its manifest; ``source``: a copy of
+    the app file to import instead (``MINIFAL_APP_SOURCE``)."""
+    env = None if source is None else {**os.environ, envs.APP_SOURCE.name: source}
     try:
         completed = subprocess.run(
             [sys.executable, "-m", "minifal.runner.app_manifest", reference],
             capture_output=True,
             text=True,
             timeout=timeout,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         raise ManifestError(f"importing {reference} took over {timeout:.0f} s") from None

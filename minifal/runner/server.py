@@ -153,7 +153,9 @@ def serve(
     if max_body_bytes is None:
         max_body_bytes = configured_max_body_bytes()
     logger.info("data dir: %s", data)
-    startup_events.record("process_start", process_start, node=envs.NODE.get())
+    startup_events.record(
+        "process_start", process_start, node=envs.NODE.get(), revision=envs.REVISION.get()
+    )
     startup_events.record("imports", process_start, time.time())
 
     with startup_events.phase("app_import", reference=reference):

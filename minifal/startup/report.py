@@ -83,6 +83,7 @@ class RunnerRow:
     graphs: tuple[CompiledGraph, ...] = ()
     dynamo_s: float | None = None  # Dynamo seconds of this start (compiled caches); None: none
     node: str | None = None  # where it ran: "local" or a Ray node id; None: not recorded
+    revision: str | None = None  # the app revision it served; None: not recorded
 
 
 # --- rows ----------------------------------------------------------------------------------------
@@ -120,6 +121,7 @@ def _row(start: RunnerStart, run_origin: float) -> RunnerRow:
         graphs=compiled_graphs(start.events),
         dynamo_s=dynamo_seconds(start.events),
         node=start.node,
+        revision=start.revision,
     )
 
 
@@ -216,9 +218,11 @@ def format_table(rows: list[RunnerRow]) -> str:
     phases = [name for name in phase_names(rows) if name not in COVERED_BY_OTHER_COLUMNS]
     instants = instant_phases(rows)
     nodes = any(row.node not in (None, LOCAL_NODE) for row in rows)  # a column on a cluster
+    revisions = len({row.revision for row in rows}) > 1  # a column once a deploy happened
     header = [
         "runner",
         *(["node"] if nodes else []),
+        *(["revision"] if revisions else []),
         "pid",
         "started",
         *(f"@{name}" if name in instants else name for name in phases),
@@ -234,6 +238,7 @@ def format_table(rows: list[RunnerRow]) -> str:
             [
                 row.label,
                 *([short_node(row.node)] if nodes else []),
+                *([row.revision or "-"] if revisions else []),
                 "-" if row.pid is None else str(row.pid),
                 f"+{row.started_at_s:.2f}",
                 *cells,
@@ -241,8 +246,8 @@ def format_table(rows: list[RunnerRow]) -> str:
                 "-" if row.ready_at_s is None else _seconds(row.ready_at_s),
             ]
         )
-    # runner, node and cache read left to right; numbers align right
-    text_columns = {0, len(header) - 2, *([1] if nodes else [])}
+    # runner, node, revision and cache read left to right; numbers align right
+    text_columns = {0, len(header) - 2, *range(1, 1 + int(nodes) + int(revisions))}
     return align_columns(
         lines, right_aligned={i for i in range(len(header)) if i not in text_columns}
     )
@@ -294,6 +299,7 @@ def report_json(run: Run, rows: list[RunnerRow]) -> dict[str, Any]:
                 "start_number": row.number,
                 "pid": row.pid,
                 "node": row.node,
+                "revision": row.revision,
                 "started_at_s": round(row.started_at_s, 6),
                 "ready_at_s": None if row.ready_at_s is None else round(row.ready_at_s, 6),
                 "cache": row.cache,

@@ -80,6 +80,16 @@ class RunnerStart:
         node = first.details.get("node")
         return node if isinstance(node, str) else None
 
+    @property
+    def revision(self) -> str | None:
+        """The revision of the app it served (``minifal deploy``), as its ``process_start``
+        says; None when not recorded."""
+        first = self.events[0] if self.events else None
+        if first is None or first.phase != PROCESS_START:
+            return None
+        revision = first.details.get("revision")
+        return revision if isinstance(revision, str) else None
+
 
 @dataclass(frozen=True)
 class Run:

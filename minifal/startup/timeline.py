@@ -162,7 +162,8 @@ def _draw_lane(
     first = axis.x(start.origin - run_origin)
     last = axis.x(max(event.end for event in start.events) - run_origin)
     draw.rectangle([first, bars_top, max(last, first + 2), bars_bottom], fill=LANE)
-    draw.text((MARGIN, bars_top), row.label, fill=INK, font=big)
+    title = row.label if row.revision is None else f"{row.label}  {row.revision}"
+    draw.text((MARGIN, bars_top), title, fill=INK, font=big)
     ready = "not ready" if row.ready_at_s is None else f"ready at {row.ready_at_s:.1f}s"
     draw.text((MARGIN, bars_top + 24), f"{ready}, cache: {row.cache}", fill=MUTED, font=font)
 

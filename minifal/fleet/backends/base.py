@@ -9,9 +9,11 @@ instance reports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
+
+from minifal.runner_contract import revision_environment
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,21 @@ class RunnerLaunch:
     extra_env: dict[str, str] = field(default_factory=dict)
     max_body_bytes: int | None = None
     """The gateway's body limit, which its runners answer with too (None: theirs)."""
+
+
+@dataclass(frozen=True)
+class RunnerRevision:
+    """Which revision of the app a runner serves (``fleet/revisions.py``): the app it loads,
+    the copy of its file it imports, and the id it reports."""
+
+    revision_id: str
+    app_reference: str
+    source: str | None = None
+    """The revision's copy of the app file (None: the file as it is when the runner starts)."""
+
+    def applied_to(self, launch: RunnerLaunch) -> RunnerLaunch:
+        env = {**launch.extra_env, **revision_environment(self.revision_id, self.source)}
+        return replace(launch, app_reference=self.app_reference, extra_env=env)
 
 
 class RunnerInstance(Protocol):
@@ -81,9 +98,11 @@ class RunnerInstance(Protocol):
 
 
 class RunnerBackend(Protocol):
-    async def start(self, runner_id: str, gpus: list[str]) -> RunnerInstance:
-        """Start runner ``runner_id`` (again, after an exit) on ``gpus``; returns once it runs,
-        not once it is ready."""
+    async def start(
+        self, runner_id: str, gpus: list[str], revision: RunnerRevision | None = None
+    ) -> RunnerInstance:
+        """Start runner ``runner_id`` (again, after an exit) on ``gpus``, serving ``revision``
+        (None: the fleet's app as launched); returns once it runs, not once it is ready."""
         ...
 
     async def close(self) -> None:

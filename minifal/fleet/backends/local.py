@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from minifal.compiled.bytecode_cache import configure_environment as configure_bytecode_cache
-from minifal.fleet.backends.base import RunnerLaunch
+from minifal.fleet.backends.base import RunnerLaunch, RunnerRevision
 from minifal.fleet.backends.fork_client import (
     ForkedProcess,
     ForkServerClient,
@@ -56,6 +56,8 @@ READY_POLL_SECONDS = 0.2
 PER_RUNNER_ENV = (
     envs.RUNNER_ID.name,
     envs.EVENTS_FILE.name,
+    envs.REVISION.name,
+    envs.APP_SOURCE.name,
     "CUDA_DEVICE_ORDER",
     "CUDA_VISIBLE_DEVICES",
 )
@@ -94,8 +96,7 @@ class LocalRunnerBackend:
         self.fork_server = fork_server
         self._fork_server: ForkServerClient | None = None
 
-    def _environment(self, runner_id: str, gpus: list[str]) -> dict[str, str]:
-        launch = self.launch
+    def _environment(self, launch: RunnerLaunch, runner_id: str, gpus: list[str]) -> dict[str, str]:
         env = {
             **os.environ,
             **launch.extra_env,
@@ -149,10 +150,12 @@ class LocalRunnerBackend:
         if self._fork_server is not None:
             await self._fork_server.close()
 
-    async def start(self, runner_id: str, gpus: list[str]) -> LocalRunnerProcess:
-        launch = self.launch
+    async def start(
+        self, runner_id: str, gpus: list[str], revision: RunnerRevision | None = None
+    ) -> LocalRunnerProcess:
+        launch = self.launch if revision is None else revision.applied_to(self.launch)
         port = free_port(self.host)
-        env = self._environment(runner_id, gpus)
+        env = self._environment(launch, runner_id, gpus)
         launch.run_dir.mkdir(parents=True, exist_ok=True)
         if self.fork_server:
             await self._fork_server_client(env).usable()  # its imports are not the runner's time

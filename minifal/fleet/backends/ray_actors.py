@@ -27,7 +27,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayError
 
-from minifal.fleet.backends.base import RunnerLaunch
+from minifal.fleet.backends.base import RunnerLaunch, RunnerRevision
 from minifal.fleet.backends.local import LocalRunnerBackend, LocalRunnerProcess
 from minifal.host.data_dir import leave_marker, shared_dir_problem
 from minifal.runner_contract import EXIT_NODE_LOST
@@ -176,9 +176,12 @@ class RayRunnerBackend:
         self.marker = leave_marker(launch.data_dir, launch.run_id)
         self._warned_nodes: set[str] = set()
 
-    async def start(self, runner_id: str, gpus: list[str]) -> RayRunnerInstance:
+    async def start(
+        self, runner_id: str, gpus: list[str], revision: RunnerRevision | None = None
+    ) -> RayRunnerInstance:
         """An actor placed by Ray (SPREAD), then its runner process; ``gpus`` is unused: Ray
         gives the actor its GPUs on its node."""
+        launch = self.launch if revision is None else revision.applied_to(self.launch)
         actor = (
             _actor_class()
             .options(
@@ -190,7 +193,7 @@ class RayRunnerBackend:
         )
         try:
             placement: Placement = await actor.start.remote(
-                self.launch, runner_id, self.resources.num_gpus > 0, self.marker
+                launch, runner_id, self.resources.num_gpus > 0, self.marker
             )
         except BaseException as exc:  # cancelled at shutdown, or the actor died placing it
             ray.kill(actor)

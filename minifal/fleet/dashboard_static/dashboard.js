@@ -52,13 +52,19 @@ const openHistories = new Set();
 
 function renderRunners(data) {
   document.getElementById("app-name").textContent = data.app;
-  document.getElementById("run-id").textContent = `run ${data.run_id}`;
+  const revisions = data.revisions || {};
+  const rollout = revisions.rollout ? `, rolling out ${revisions.rollout}` : "";
+  const failed = (revisions.revisions || []).filter((r) => r.status === "failed").slice(-1)
+    .map((r) => `, ${r.revision} failed: ${r.reason}`).join("");
+  document.getElementById("run-id").textContent =
+    `run ${data.run_id}, revision ${revisions.serving || "-"}${rollout}${failed}`;
   const body = document.querySelector("#runners tbody");
   body.replaceChildren();
   for (const runner of data.runners) {
     const row = el("tr", { class: "runner", "data-runner": runner.runner_id },
       el("td", { text: runner.runner_id }),
       el("td", { text: runner.machine_type || "-" }),
+      el("td", { text: runner.revision || "-" }),
       el("td", {}, el("span", { class: `state state-${runner.state}`, text: runner.state })),
       el("td", { text: runner.node || "-" }),
       el("td", { text: runner.gpus || "-" }),
@@ -80,7 +86,7 @@ function renderRunners(data) {
       const held = runner.suspensions && runner.suspensions.host_memory_bytes;
       const note = held ? ` (suspended, holds ${(held / 2 ** 30).toFixed(1)} GiB)` : "";
       body.append(el("tr", { class: "history" },
-        el("td", { colspan: "10", text: steps.join(" → ") + note })));
+        el("td", { colspan: "11", text: steps.join(" → ") + note })));
     }
   }
 }
@@ -150,7 +156,8 @@ function timelineSvg(report, legend) {
     const group = svg("g", { class: "lane", "data-runner": lane.runner_id });
     group.append(svg("rect", { x: 0, y: top, width: LANE.width, height: laneHeight, fill: "#f4f4f6" }));
     const ready = lane.ready_at_s === null ? "not ready" : `ready at ${lane.ready_at_s.toFixed(1)}s`;
-    group.append(svg("text", { x: 4, y: top + 16 }, lane.runner));
+    const revision = lane.revision ? ` · ${lane.revision}` : "";
+    group.append(svg("text", { x: 4, y: top + 16 }, `${lane.runner}${revision}`));
     group.append(svg("text", { x: 4, y: top + 30, fill: "#6e6e6e" }, `${ready}, ${lane.cache || ""}`));
     for (const { phase, timing, level } of placed[index]) {
       const start = lane.started_at_s + timing.start_s;
