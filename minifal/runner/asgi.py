@@ -32,6 +32,7 @@ from minifal.runner.realtime import serve_realtime_session
 from minifal.runner.realtime_frames import FrameCodec
 from minifal.runner.realtime_modes import RealtimeShape, realtime_shape
 from minifal.runner.request_id import RequestIdMiddleware
+from minifal.runner.request_logs import RequestLines
 from minifal.runner.signatures import resolved_signature
 from minifal.runner.stored_files_route import STORED_FILES_PATH, stored_file
 from minifal.runner_contract import ENDPOINT_HEADER, READY_PATH, REQUEST_ID_HEADER
@@ -79,9 +80,12 @@ class FirstRequestTimer:
             startup_events.record("first_request", start, time.time(), path=path, status=status)
 
 
-def build_asgi_app(app: App, *, freeze_collector: bool = False) -> FastAPI:
+def build_asgi_app(
+    app: App, *, freeze_collector: bool = False, lines: RequestLines | None = None
+) -> FastAPI:
     """``freeze_collector``: this process is the app's server, so its lifespan may freeze the
-    garbage collector's survivors around ``setup()`` (process-wide: see collector.py)."""
+    garbage collector's survivors around ``setup()`` (process-wide: see collector.py).
+    ``lines``: tag each request's log lines for the gateway (``request_logs``)."""
     app_class = type(app)
     endpoints = app_class.endpoints()  # validates paths and health checks before serving
 
@@ -113,7 +117,7 @@ def build_asgi_app(app: App, *, freeze_collector: bool = False) -> FastAPI:
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
-    api.add_middleware(RequestIdMiddleware)
+    api.add_middleware(RequestIdMiddleware, lines=lines)
     api.add_middleware(BodyLimitMiddleware, max_bytes=configured_max_body_bytes())
     first_request = FirstRequestTimer()
 
