@@ -1,8 +1,8 @@
 """What per-request log capture costs, in process, per request and per line: the runner's
 request-id middleware with and without tagging (no line written), a printed line and a
 ``logging`` record inside a request against the same line outside one, and the gateway's work
-for one marked line (decode, keep). Lines go to ``/dev/null``, unbuffered as a runner's output
-is (system calls as to the gateway's pipe).
+for one marked line (decode, keep) and for each request (``track``). Lines go to
+``/dev/null``, unbuffered as a runner's output is (system calls as to the gateway's pipe).
 Each figure is the best of ``--repeat`` timings of ``--number`` calls, in microseconds: a
 shared machine's load lengthens some timings, the best is the code's own cost.
 
@@ -108,6 +108,13 @@ def main() -> int:
         store.add("runner-0", entry)
 
     rows.append(("gateway: decode and keep a line", best_us(gateway_line, number, repeat)))
+    full = RequestLogs()  # at its 10,000 requests: each new one drops the oldest
+    ids = iter(range(10**9))
+    for _ in range(full.max_requests):
+        full.track(str(next(ids)))
+    rows.append(
+        ("gateway: track a request", best_us(lambda: full.track(str(next(ids))), number, repeat))
+    )
     for name, micros in rows:
         print(f"{name:<34} {micros:8.2f} us")
     return 0
