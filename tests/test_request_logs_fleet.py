@@ -186,7 +186,7 @@ def test_a_sync_requests_logs_by_the_id_of_its_answer(client: httpx.Client) -> N
 
 def test_status_and_its_stream_with_logs(client: httpx.Client) -> None:
     """``status?logs=1`` has every line so far; the stream sends each line once, as it comes."""
-    submitted = client.post("/queue/local/logs-app", json={"tag": "Z", "lines": 6, "pause": 0.1})
+    submitted = client.post("/queue/local/logs-app", json={"tag": "Z", "lines": 10, "pause": 0.1})
     request_id = submitted.json()["request_id"]
     base = f"/queue/local/logs-app/requests/{request_id}"
     events: list[dict[str, Any]] = []
@@ -198,6 +198,6 @@ def test_status_and_its_stream_with_logs(client: httpx.Client) -> None:
     streamed = [log["message"] for event in events for log in event.get("logs") or ()]
     status = client.get(f"{base}/status", params={"logs": "1"}).json()
     assert [log["message"] for log in status["logs"]] == streamed
-    assert set(streamed) == expected_messages("Z", 6)
+    assert set(streamed) == expected_messages("Z", 10)
     assert sum(1 for event in events if event.get("logs")) > 1  # lines came while it ran
     assert client.get(f"{base}/status").json().get("logs") is None  # no ?logs=1: none
