@@ -61,7 +61,7 @@ def test_runners_timeline_and_playground_in_a_browser(tmp_path: Path) -> None:
             # the request's own log lines, beside its result (its status with ?logs=1)
             logs = form.locator("pre.logs")
             assert "INFO 512x512, seed 7:" in logs.inner_text()
-            assert "setup" not in logs.inner_text()
+            assert "pipeline:" not in logs.inner_text()  # setup()'s line: the runner's, not its
             page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
             # a 422 lands next to its field
             form.locator('[name="width"]').fill("104")

@@ -18,7 +18,8 @@ What carries the request's id:
 What does not (those lines stay in the runner's log only, shown per runner): threads started
 before the request that work for it (a worker from ``setup()`` fed through a queue); native
 threads, and C code or libraries writing to file descriptors 1 and 2 directly (CUDA, Triton's
-compiler, a ``print`` in a C extension); child processes (``subprocess``, ``multiprocessing``).
+compiler, a ``print`` in a C extension) or to ``sys.stdout.buffer``; child processes
+(``subprocess``, ``multiprocessing``).
 """
 
 from __future__ import annotations
