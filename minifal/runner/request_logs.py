@@ -50,7 +50,8 @@ class RequestLines:
     def __init__(self, output: IO[str], clock: Any = time.time) -> None:
         self.output = output
         self.clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        """Re-entrant: a signal handler that logs may interrupt a write (uvicorn's does)."""
         self._written: dict[str, int] = {}
         self._pending: dict[tuple[str, str], str] = {}
 
