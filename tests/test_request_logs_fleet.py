@@ -35,6 +35,7 @@ import fal_client
 
 rounds = int(sys.argv[1])
 out = {}
+printing = threading.Lock()  # two subscribers print: one line at a time
 
 def subscribe(tag):
     seen = []
@@ -42,7 +43,8 @@ def subscribe(tag):
         # fal's status carries every line so far: print the new ones, as a user would.
         if isinstance(status, (fal_client.InProgress, fal_client.Completed)) and status.logs:
             for log in status.logs[len(seen):]:
-                print(f"{tag}| {log['message']}", flush=True)
+                with printing:
+                    print(f"{tag}| {log['message']}", flush=True)
                 seen.append(log)
     result = fal_client.subscribe(
         "local/logs-app",
