@@ -29,6 +29,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar, Token
 from typing import IO, Any
@@ -47,7 +48,7 @@ class RequestLines:
     """Writes a request's lines, marked, to the runner's output; counts them per request (the
     answer's ``LOG_LINES_HEADER``) and holds printed text until its newline."""
 
-    def __init__(self, output: IO[str], clock: Any = time.time) -> None:
+    def __init__(self, output: IO[str], clock: Callable[[], float] = time.time) -> None:
         self.output = output
         self.clock = clock
         self._lock = threading.RLock()
