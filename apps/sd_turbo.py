@@ -242,4 +242,5 @@ class SDTurbo(fal.App):
         start = time.perf_counter()
         picture = self.generate_image(input.prompt, input.width, input.height, seed)
         inference = time.perf_counter() - start
+        logger.info("%dx%d, seed %d: %.2f s", input.width, input.height, seed, inference)
         return Output(image=Image.from_pil(picture), seed=seed, timings={"inference": inference})

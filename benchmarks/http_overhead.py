@@ -8,7 +8,8 @@ different order each round, so that a busy moment of a shared machine hits them 
 and server: 20 warm-up requests, ``--requests`` sequential requests (p50, p95), then
 ``--requests`` from ``--concurrency`` client threads (requests/s). The table shows each figure's
 median over the rounds. ``--baseline SRC`` adds ``minifal run`` from another source tree (say, a
-``git worktree`` of the commit before a change) to the same run.
+``git worktree`` of the commit before a change) to the same run; ``--logging-echo`` adds an echo
+that logs and prints one line per request (``minifal run logging``, and its baseline).
 
     python benchmarks/http_overhead.py --requests 300 --concurrency 8 --rounds 5 --out overhead.json
 """
@@ -51,9 +52,10 @@ class Server:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
 
-def servers(data_dir: str, baseline: str | None) -> list[Server]:
+def servers(data_dir: str, baseline: str | None, logging_echo: bool = False) -> list[Server]:
     python = sys.executable
     fal_app = str(PEERS / "echo_fal_app.py")
+    logging_app = str(PEERS / "echo_fal_app_logging.py")
     multiplexed_app = str(PEERS / "echo_fal_app_multiplexed.py")
     minifal = [python, "-m", "minifal.cli"]
 
@@ -93,6 +95,10 @@ def servers(data_dir: str, baseline: str | None) -> list[Server]:
         server.command += ["--log-level", "warning"]
     if baseline:
         found.append(gateway("minifal run (baseline)", fal_app, baseline))
+    if logging_echo:
+        found.append(gateway("minifal run logging", logging_app))
+        if baseline:
+            found.append(gateway("minifal run logging (baseline)", logging_app, baseline))
     return found
 
 
@@ -164,12 +170,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--baseline", help="a source tree whose `minifal run` is measured too")
     parser.add_argument("--only", nargs="*", help="server names to measure (default: all)")
+    parser.add_argument(
+        "--logging-echo",
+        action="store_true",
+        help="add `minifal run` of an echo that logs and prints a line per request (and its "
+        "baseline): the cost of per-request log capture",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     rounds: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as data_dir, httpx.Client(timeout=2.0) as client:
         chosen = [
-            s for s in servers(data_dir, args.baseline) if not args.only or s.name in args.only
+            s
+            for s in servers(data_dir, args.baseline, args.logging_echo)
+            if not args.only or s.name in args.only
         ]
         try:
             for server in chosen:

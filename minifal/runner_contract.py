@@ -47,6 +47,12 @@ App's ``GET /health``: that is its ``health()``, which may fail without the runn
 REQUEST_ID_HEADER = "x-fal-request-id"
 ENDPOINT_HEADER = "x-fal-endpoint"
 """The endpoint the caller asked for (a health check names the App's health endpoint)."""
+LOG_LINES_HEADER = "x-minifal-log-lines"
+"""On a runner's answer: how many log lines of the request it wrote before answering, so that
+the gateway can wait for them (bounded) before it calls the request complete; never passed on."""
+REQUEST_LOG_MARKER = "\x1fminifal-log "
+"""Starts a line of a runner's output that belongs to a request (``runner/log_lines.py``); the
+unit separator, which no ``splitlines`` takes for a line's end (``\x1e`` would be)."""
 
 # -- exit codes ------------------------------------------------------------------------------------
 

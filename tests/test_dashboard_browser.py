@@ -1,6 +1,7 @@
 """The dashboard in a real browser (Debian's chromium, headless, driven by Playwright) against
 a real two-runner fleet of the SD-Turbo app (tiny random pipeline, eager): both runners appear
-as IDLE, the timeline has one lane per runner, and a playground request renders its image.
+as IDLE, the timeline has one lane per runner, and a playground request renders its image and
+shows its own log lines.
 A screenshot is saved with the test's files (``dashboard.png`` in its tmp dir: ``pytest
 --basetemp DIR`` keeps it where you want it). Skipped where Playwright or chromium is not
 installed; `.ci/run` installs both."""
@@ -54,6 +55,10 @@ def test_runners_timeline_and_playground_in_a_browser(tmp_path: Path) -> None:
             image.wait_for()
             assert page.evaluate("(img) => img.naturalWidth", image.element_handle()) == 512
             assert "COMPLETED" in form.locator(".status").inner_text()
+            # the request's own log lines, beside its result (its status with ?logs=1)
+            logs = form.locator("pre.logs")
+            assert "INFO 512x512, seed 7:" in logs.inner_text()
+            assert "pipeline:" not in logs.inner_text()  # setup()'s line: the runner's, not its
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
             # a 422 lands next to its field
             form.locator('[name="width"]').fill("104")

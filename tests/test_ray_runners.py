@@ -30,6 +30,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from minifal.fleet.backends.ray_actors import RunnerResources  # noqa: E402
 
 FLEET_APP = APPS_FLEET_DIR / "fleet_app.py"
+LOGS_APP = APPS_FLEET_DIR / "logs_app.py"
 SCALING_APP = Path(__file__).parent / "apps_scaling" / "scaling_app.py"
 COMPILED_APP = Path(__file__).parent / "apps" / "compiled_mlp_app.py"
 SCALING_APP_NAME = "scaling-app"
@@ -140,6 +141,23 @@ def run_cli(fleet: Fleet, *arguments: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_a_requests_log_lines_come_through_its_actor(cluster: Cluster, tmp_path: Path) -> None:
+    """A Ray runner's output is read on its node: its actor holds the request's lines until
+    the gateway pulls them; a queued request's status has them all once COMPLETED."""
+    with ray_fleet(cluster, LOGS_APP, tmp_path, workers=1) as fleet, fleet.client() as client:
+        ticket = client.post("/queue/local/logs-app", json={"tag": "R", "lines": 2}).json()
+        status_url = f"/queue/local/logs-app/requests/{ticket['request_id']}/status"
+
+        def completed() -> dict[str, Any] | None:
+            status = client.get(status_url, params={"logs": "1"}).json()
+            return status if status["status"] == "COMPLETED" else None
+
+        status = poll_until(completed, WAIT_S, "the request to complete", fleet)
+        messages = {log["message"] for log in status["logs"]}
+        kinds = ("logged", "printed", "stderr", "thread")
+        assert messages == {f"R {kind} {i}" for kind in kinds for i in range(2)} | {"R pool task"}
 
 
 def test_scales_from_zero_to_two_nodes_and_back(cluster: Cluster, tmp_path: Path) -> None:

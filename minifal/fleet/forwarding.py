@@ -40,6 +40,7 @@ from starlette.websockets import WebSocketDisconnect
 from minifal.billing import BILLABLE_UNITS_HEADER
 from minifal.fleet.jobs import Job
 from minifal.fleet.metrics import GatewayMetrics
+from minifal.fleet.request_logs import RequestLogs
 from minifal.fleet.request_queue import PRIORITIES, QueueFull
 from minifal.fleet.runner import Runner
 from minifal.fleet.runner_http import RunnerClient, RunnerConnectionError, RunnerResponse
@@ -48,7 +49,7 @@ from minifal.fleet.supervisor import Supervisor
 from minifal.fleet.webhooks import deliver_webhook
 from minifal.fleet.websocket_proxy import proxy_websocket
 from minifal.runner.app_manifest import AppManifest
-from minifal.runner_contract import ENDPOINT_HEADER, REQUEST_ID_HEADER
+from minifal.runner_contract import ENDPOINT_HEADER, LOG_LINES_HEADER, REQUEST_ID_HEADER
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -66,10 +67,12 @@ HOP_BY_HOP = frozenset(
     }
 )
 NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "authorization", "expect"}
-NOT_ANSWERED = HOP_BY_HOP | {"date", "server"}
-"""Not passed back to the caller: the gateway's server sets its own ``date`` and ``server``."""
+NOT_ANSWERED = HOP_BY_HOP | {"date", "server", LOG_LINES_HEADER}
+"""Not passed back to the caller: the gateway's server sets its own ``date`` and ``server``;
+the runner's count of log lines is the gateway's (``request_logs``)."""
 NOT_ANSWERED_RAW = frozenset(name.encode() for name in NOT_ANSWERED)
 BILLABLE_UNITS_RAW = BILLABLE_UNITS_HEADER.encode()
+LOG_LINES_RAW = LOG_LINES_HEADER.encode()
 DEFAULT_START_TIMEOUT_SECONDS = 1800.0
 """A request without ``X-Fal-Request-Timeout`` waits at most this long for a runner."""
 MAX_ATTEMPTS = 10  # fal retries queue requests up to 10 times on 503, 504 and lost connections
@@ -213,6 +216,12 @@ class Answer:
     body: bytes
 
 
+def log_lines(answer: Answer) -> int:
+    """How many log lines the runner wrote for the request before answering."""
+    value = next((v for name, v in answer.headers if name == LOG_LINES_RAW), b"0")
+    return int(value) if value.isdigit() else 0
+
+
 def worth_retrying(status: int, attempt: int) -> bool:
     """Whether a queue request answered ``status`` on attempt ``attempt`` (1-based) goes to
     another runner: 503 and 504 (lost connections and timeouts included), attempts left."""
@@ -228,8 +237,11 @@ class Forwarder:
         metrics: GatewayMetrics,
         runners: RunnerClient,
         client: httpx.AsyncClient,
+        request_logs: RequestLogs | None = None,
     ) -> None:
         self.manifest = manifest
+        self.request_logs = request_logs or RequestLogs()
+        """Each request's log lines (``status?logs=1``)."""
         self.scheduler = scheduler
         self.supervisor = supervisor
         self.metrics = metrics
@@ -331,6 +343,8 @@ class Forwarder:
                 break
             try:
                 outcome = await self._attempt(job, runner, stream=False)
+                if isinstance(outcome, Answer):  # its lines first: COMPLETED shows them all
+                    await self.request_logs.settle(job.id, runner.runner_id, log_lines(outcome))
                 status = outcome.status
                 retry = worth_retrying(status, attempt)
                 if not retry:
@@ -394,6 +408,7 @@ class Forwarder:
         """POST the job to ``runner``: its answer (the body still arriving, when ``stream``),
         or the failure."""
         job.start(runner.runner_id)
+        self.request_logs.track(job.id)
         upstream: RunnerResponse | None = None
         try:
             async with asyncio.timeout(self.request_timeout):

@@ -4,7 +4,8 @@
 It owns the supervisor (runners, through a backend), the scheduler (queue + dispatch), the
 forwarder, the table of queue requests, the HTTP client to runners, the metrics, and every
 background task it starts (the autoscaler, health checks, queue requests); it applies the
-scaler's decisions and builds the ``/runners`` table.
+scaler's decisions and builds the ``/runners`` table. It is long because it is where those parts
+are wired together and started and stopped in order; each part's logic lives in its own module.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.health_monitor import HealthMonitor
 from minifal.fleet.jobs import Job
 from minifal.fleet.metrics import GatewayMetrics
+from minifal.fleet.request_logs import RequestLogs
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.runner import RunnerState
 from minifal.fleet.runner_http import RunnerClient
@@ -151,15 +153,21 @@ class Gateway:
             echo_output=options.echo_output,
             max_body_bytes=options.max_body_bytes,
         )
+        self.request_logs = RequestLogs()
+        """Each request's log lines, from its runner's output."""
         if options.ray_resources is not None:
             from minifal.fleet.backends.ray_actors import RayRunnerBackend
 
-            backend: RunnerBackend = RayRunnerBackend(launch, options.ray_resources)
+            backend: RunnerBackend = RayRunnerBackend(
+                launch, options.ray_resources, self.request_logs.add
+            )
             suspender = None  # a checkpoint of a process on another node: not here
             if options.suspend == "on":
                 logger.warning("suspend: local runners only; idle runners on Ray are stopped")
         else:
-            backend = LocalRunnerBackend(launch, fork_server=fork_server_enabled())
+            backend = LocalRunnerBackend(
+                launch, fork_server=fork_server_enabled(), on_request_log=self.request_logs.add
+            )
             suspender = choose_suspender(options.suspend, launch.use_gpus)
         self.scaling = dataclasses.replace(
             options.scaling,
@@ -199,7 +207,13 @@ class Gateway:
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
         self.runner_client = RunnerClient()
         self.forwarder = Forwarder(
-            manifest, self.scheduler, self.supervisor, self.metrics, self.runner_client, self.client
+            manifest,
+            self.scheduler,
+            self.supervisor,
+            self.metrics,
+            self.runner_client,
+            self.client,
+            self.request_logs,
         )
         self._job_tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
@@ -335,6 +349,7 @@ class Gateway:
             return
         for job_id in [j.id for j in self.jobs.values() if j.status == "COMPLETED"][:1000]:
             del self.jobs[job_id]
+            self.request_logs.forget(job_id)
 
     # -- observability ---------------------------------------------------------------------------
 

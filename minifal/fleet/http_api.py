@@ -18,7 +18,6 @@ How a request reaches a runner and comes back: ``forwarding``. The queue's bodie
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,6 +36,7 @@ from minifal.fleet.gateway import Gateway
 from minifal.fleet.jobs import Job
 from minifal.fleet.queue_host import QueueHostMiddleware
 from minifal.fleet.queue_protocol import queue_urls, status_body, status_code
+from minifal.fleet.request_logs_route import request_logs_router
 from minifal.fleet.request_queue import QueueFull
 from minifal.fleet.webhook_policy import WebhookRefused
 from minifal.host.body_limit import BodyLimitMiddleware
@@ -105,8 +105,9 @@ def build_routes(gateway: Gateway) -> FastAPI:
         job = gateway.jobs.get(request_id)
         return job if job is not None else json_error(404, "Request not found")
 
-    def status_of(job: Job, request: Request) -> dict[str, Any]:
-        return status_body(job, gateway.queue_position(job), wants_logs(request))
+    def status_of(job: Job, request: Request, logs_from: int = 0) -> dict[str, Any]:
+        logs = gateway.request_logs.fal_logs(job.id, logs_from) if wants_logs(request) else None
+        return status_body(job, gateway.queue_position(job), logs)
 
     # -- observability and files -----------------------------------------------------------------
 
@@ -125,6 +126,7 @@ def build_routes(gateway: Gateway) -> FastAPI:
     api.add_api_route(STORED_FILES_PATH, stored_file, methods=["GET"])
 
     api.include_router(dashboard_router(gateway))
+    api.include_router(request_logs_router(gateway.request_logs))
 
     @api.get("/openapi.json")
     async def openapi() -> dict[str, Any]:
@@ -151,16 +153,19 @@ def build_routes(gateway: Gateway) -> FastAPI:
 
         async def events() -> AsyncIterator[bytes]:
             last = None
+            logs_sent = 0  # as fal's stream does, each event has the log lines not sent yet
             while True:
-                body = status_of(job, request)
-                if body != last:
-                    last = body
+                body = status_of(job, request, logs_sent)
+                state = {key: value for key, value in body.items() if key != "logs"}
+                if state != last or body.get("logs"):
+                    last = state
+                    logs_sent += len(body.get("logs") or ())
                     yield f"data: {json.dumps(body)}\n\n".encode()
                 if job.status == "COMPLETED":
                     return
                 # Queue positions move without an event of this job: look again every second.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(job.changed.wait(), QUEUE_STATUS_INTERVAL)
+                watched = job.id if wants_logs(request) else None
+                await gateway.request_logs.wait(job.changed, watched, QUEUE_STATUS_INTERVAL)
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

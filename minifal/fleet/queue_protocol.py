@@ -24,12 +24,12 @@ def queue_urls(base_url: str, owner: str, app_name: str, job: Job) -> dict[str, 
     }
 
 
-def status_body(job: Job, queue_position: int | None, with_logs: bool) -> dict[str, Any]:
+def status_body(
+    job: Job, queue_position: int | None, logs: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """``logs``: fal's log entries (``?logs=1``; ``fleet/request_logs.py``), else None."""
     if job.status == "IN_QUEUE":
         return {"status": "IN_QUEUE", "queue_position": queue_position or 0}
-    # Per-request log lines are not collected (each runner's whole log is in
-    # DATA_DIR/runs/<run>/<runner>.log): ``?logs=1`` gets fal's field, empty.
-    logs: list[Any] | None = [] if with_logs else None
     if job.status == "IN_PROGRESS":
         return {"status": "IN_PROGRESS", "logs": logs}
     body: dict[str, Any] = {

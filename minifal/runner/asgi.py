@@ -38,6 +38,7 @@ from minifal.runner.realtime import serve_realtime_session
 from minifal.runner.realtime_frames import FrameCodec
 from minifal.runner.realtime_modes import RealtimeShape, realtime_shape
 from minifal.runner.request_id import RequestIdMiddleware
+from minifal.runner.request_logs import RequestLines
 from minifal.runner.runner_hints import RunnerHintsMiddleware
 from minifal.runner.signatures import resolved_signature
 from minifal.runner.stored_files_route import STORED_FILES_PATH, stored_file
@@ -89,11 +90,16 @@ class FirstRequestTimer:
 
 
 def build_asgi_app(
-    app: App, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, freeze_collector: bool = False
+    app: App,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    freeze_collector: bool = False,
+    lines: RequestLines | None = None,
 ) -> FastAPI:
     """``max_body_bytes``: larger request bodies get 413. ``freeze_collector``: this process is
     the app's server, so its lifespan may freeze the garbage collector's survivors around
-    ``setup()`` (process-wide: see collector.py)."""
+    ``setup()`` (process-wide: see collector.py). ``lines``: tag each request's log lines for
+    the gateway (``request_logs``)."""
     app_class = type(app)
     endpoints = app_class.endpoints()  # validates paths and health checks before serving
 
@@ -130,7 +136,7 @@ def build_asgi_app(
         openapi_url="/openapi.json",
     )
     api.add_middleware(RunnerHintsMiddleware, provide_hints=app.provide_hints)
-    api.add_middleware(RequestIdMiddleware)
+    api.add_middleware(RequestIdMiddleware, lines=lines)
     api.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     first_request = FirstRequestTimer()
 

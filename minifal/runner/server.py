@@ -27,6 +27,7 @@ from minifal.host.body_limit import configured_max_body_bytes
 from minifal.host.data_dir import activate_data_dir, resolve_data_dir
 from minifal.host.log_format import configure_logging
 from minifal.host.quiet_exit_server import QuietExitServer
+from minifal.runner import request_logs
 from minifal.runner.app_loader import load_app_class
 from minifal.runner.asgi import build_asgi_app
 from minifal.runner.import_record import library_modules, record_path, write_record
@@ -147,6 +148,9 @@ def serve(
     process_start = startup_events.process_start_time()
     library_path = list(sys.path)  # before the App's directory goes first
     configure_logging()
+    # Behind a gateway, each request's lines go to it marked (request_logs.py), from before the
+    # app's import (its own stream handlers write to the tagged streams); alone, as printed.
+    lines = request_logs.install() if behind_gateway else None
     data = activate_data_dir(resolve_data_dir(data_dir))
     enable_bytecode_cache(data)  # before the app's imports
     export_to_process(_identity_environment(data, host, port))  # its workers inherit it
@@ -165,7 +169,7 @@ def serve(
         logger.warning("requirement not met (install it yourself): %s", problem)
 
     app = app_class()
-    api = build_asgi_app(app, max_body_bytes=max_body_bytes, freeze_collector=True)
+    api = build_asgi_app(app, max_body_bytes=max_body_bytes, freeze_collector=True, lines=lines)
     grace = settings.termination_grace_period_seconds or DEFAULT_GRACE_SECONDS
     config = uvicorn.Config(
         api,

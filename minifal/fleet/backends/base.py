@@ -9,11 +9,16 @@ instance reports.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
+from minifal.runner.log_lines import LogEntry
 from minifal.runner_contract import revision_environment
+
+RequestLogSink = Callable[[str, LogEntry], None]
+"""Takes a request's log line from runner ``runner_id`` (``fleet/request_logs.RequestLogs.add``)."""
 
 
 @dataclass(frozen=True)

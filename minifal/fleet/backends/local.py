@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from minifal.compiled.bytecode_cache import configure_environment as configure_bytecode_cache
-from minifal.fleet.backends.base import RunnerLaunch, RunnerRevision
+from minifal.fleet.backends.base import RequestLogSink, RunnerLaunch, RunnerRevision
 from minifal.fleet.backends.fork_client import (
     ForkedProcess,
     ForkServerClient,
@@ -38,6 +38,7 @@ from minifal.fleet.backends.fork_client import (
 from minifal.host import envs
 from minifal.host.parent_death import die_with_parent
 from minifal.runner.import_record import record_path
+from minifal.runner.log_lines import MARKER_BYTES, decode
 from minifal.runner_contract import (
     DEFAULT_HOST,
     LOCAL_NODE,
@@ -86,8 +87,11 @@ class LocalRunnerBackend:
         parent_death_signal: int = signal.SIGTERM,
         unix_sockets: bool = True,
         fork_server: bool = False,
+        on_request_log: RequestLogSink | None = None,
     ) -> None:
         self.launch = launch
+        self.on_request_log = on_request_log
+        """Where the runners' request log lines go (else only to their logs)."""
         self.host = host
         self.node = node
         self.parent_death_signal = parent_death_signal
@@ -180,6 +184,7 @@ class LocalRunnerBackend:
             self.host,
             self.node,
             None if unix_socket is None else str(unix_socket),
+            self.on_request_log,
         )
 
 
@@ -198,8 +203,10 @@ class LocalRunnerProcess:
         host: str = DEFAULT_HOST,
         node: str = LOCAL_NODE,
         unix_path: str | None = None,
+        on_request_log: RequestLogSink | None = None,
     ) -> None:
         self.runner_id = runner_id
+        self.on_request_log = on_request_log
         self.process = process
         self.port = port
         self.started_at = started_at
@@ -225,16 +232,36 @@ class LocalRunnerProcess:
         return self.process.returncode is not None
 
     async def _copy_output(self) -> None:
-        """Each line of the runner to the console with a ``[runner-id]`` prefix, and to its log."""
+        """Each line of the runner to the console with a ``[runner-id]`` prefix, and to its log;
+        a request's line (``log_lines``) to ``on_request_log`` too, readable in both."""
         assert self.process.stdout is not None
         with self.log_file.open("ab") as log:
-            while line := await self.process.stdout.readline():
+            while True:
+                try:
+                    line = await self.process.stdout.readline()
+                except ValueError:  # over the reader's limit (64 KiB): dropped, not fatal
+                    line = b"[minifal] a line over 64 KiB was dropped\n"
+                if not line:
+                    break
+                if MARKER_BYTES in line:
+                    line = self._request_line(line)
                 log.write(line)
                 log.flush()
                 if self.echo_output:
                     text = line.decode(errors="replace").rstrip()
-                    sys.stdout.write(f"[{self.runner_id}] {text}\n")
+                    for part in text.split("\n"):  # a request's traceback: each line prefixed
+                        sys.stdout.write(f"[{self.runner_id}] {part}\n")
                     sys.stdout.flush()
+
+    def _request_line(self, line: bytes) -> bytes:
+        """A request's line: to ``on_request_log``; the readable line it stands for."""
+        plain, entry = decode(line.decode(errors="replace").rstrip("\n"))
+        if entry is None:
+            return line
+        if self.on_request_log is not None:
+            self.on_request_log(self.runner_id, entry)
+        readable = f"[{entry.request_id}] {entry.text}"
+        return f"{plain}\n{readable}\n".encode() if plain else f"{readable}\n".encode()
 
     async def wait_ready(self, timeout: float) -> bool:
         """Poll the ready path until it answers (the port opens after ``setup()``).

@@ -8,6 +8,10 @@ the same runner process as the local backend (``LocalRunnerBackend``: command li
 environment, log file, bytecode cache), listening on the node's address, and reports where
 it is: the gateway then forwards to ``http://<node ip>:<port>`` as to any runner.
 
+A runner's request log lines (``runner/log_lines.py``) reach the gateway through its actor: the
+actor keeps them (at most ``ACTOR_LOG_BACKLOG``, oldest dropped first) and the gateway pulls
+them in batches (``RunnerHost.request_logs``, a call that waits for lines, as long polling).
+
 A runner's process dies with its actor (SIGKILL on parent death), and its actor with the
 gateway (Ray's ownership). An actor that dies, or whose node leaves the cluster, is a crash:
 its exit code is ``EXIT_NODE_LOST`` and the supervisor restarts it after the back-off, on a
@@ -21,19 +25,25 @@ import contextlib
 import dataclasses
 import logging
 import signal
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.exceptions import RayError
 
-from minifal.fleet.backends.base import RunnerLaunch, RunnerRevision
+from minifal.fleet.backends.base import RequestLogSink, RunnerLaunch, RunnerRevision
 from minifal.fleet.backends.local import LocalRunnerBackend, LocalRunnerProcess
 from minifal.host.data_dir import leave_marker, shared_dir_problem
+from minifal.runner.log_lines import LogEntry
 from minifal.runner_contract import EXIT_NODE_LOST
 
 logger = logging.getLogger("minifal.fleet")
 
+ACTOR_LOG_BACKLOG = 10_000
+"""Request log lines an actor holds for the gateway before it drops the oldest."""
+LOG_PULL_WAIT_SECONDS = 5.0
+"""How long one pull of request log lines waits on the actor for a line."""
 AUTO_ADDRESS = "auto"
 NAMESPACE = "minifal"
 
@@ -116,6 +126,23 @@ class RunnerHost:
 
         configure_logging()
         self.process: LocalRunnerProcess | None = None
+        self._lines: deque[tuple[str, LogEntry]] = deque(maxlen=ACTOR_LOG_BACKLOG)
+        self._line_came: asyncio.Event | None = None
+
+    def _keep_line(self, runner_id: str, entry: LogEntry) -> None:
+        self._lines.append((runner_id, entry))
+        if self._line_came is not None:
+            self._line_came.set()
+
+    async def request_logs(self, wait: float) -> list[tuple[str, LogEntry]]:
+        """The request log lines since the last call; waits up to ``wait`` s for one."""
+        if not self._lines:
+            self._line_came = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._line_came.wait(), wait)
+        lines = list(self._lines)
+        self._lines.clear()
+        return lines
 
     async def start(
         self, launch: RunnerLaunch, runner_id: str, use_gpus: bool, marker: str
@@ -131,6 +158,7 @@ class RunnerHost:
             node=node_id,
             parent_death_signal=signal.SIGKILL,
             unix_sockets=False,  # the gateway is on another machine: it comes over TCP
+            on_request_log=self._keep_line,
         )
         self.process = await backend.start(runner_id, gpus)
         process = self.process
@@ -170,9 +198,15 @@ def _actor_class() -> Any:
 
 
 class RayRunnerBackend:
-    def __init__(self, launch: RunnerLaunch, resources: RunnerResources) -> None:
+    def __init__(
+        self,
+        launch: RunnerLaunch,
+        resources: RunnerResources,
+        on_request_log: RequestLogSink | None = None,
+    ) -> None:
         self.launch = launch
         self.resources = resources
+        self.on_request_log = on_request_log
         self.marker = leave_marker(launch.data_dir, launch.run_id)
         self._warned_nodes: set[str] = set()
 
@@ -214,7 +248,7 @@ class RayRunnerBackend:
             placement.pid,
             f", GPU {','.join(placement.gpus)}" if placement.gpus else "",
         )
-        return RayRunnerInstance(runner_id, actor, placement)
+        return RayRunnerInstance(runner_id, actor, placement, self.on_request_log)
 
     async def close(self) -> None:
         """Nothing to release: each runner's actor goes with its runner."""
@@ -226,12 +260,34 @@ class RayRunnerInstance:
     unix_path = None
     """Reached over TCP only (``url``): a unix socket is the gateway's machine's."""
 
-    def __init__(self, runner_id: str, actor: Any, placement: Placement | None) -> None:
+    def __init__(
+        self,
+        runner_id: str,
+        actor: Any,
+        placement: Placement | None,
+        on_request_log: RequestLogSink | None = None,
+    ) -> None:
         self.runner_id = runner_id
         self.actor = actor
         self.placement = placement
         self._calls: set[asyncio.Task[Any]] = set()
         self._exit = asyncio.create_task(self._watch_exit(), name=f"{runner_id}-ray-exit")
+        self._pulling: asyncio.Task[None] | None = None
+        if actor is not None and on_request_log is not None:
+            self._pulling = asyncio.create_task(
+                self._pull_logs(on_request_log), name=f"{runner_id}-logs"
+            )
+            self._exit.add_done_callback(lambda _: self._pulling and self._pulling.cancel())
+
+    async def _pull_logs(self, sink: RequestLogSink) -> None:
+        """The runner's request log lines from its actor, until it exits (cancelled then)."""
+        while True:
+            try:
+                lines = await self.actor.request_logs.remote(LOG_PULL_WAIT_SECONDS)
+            except RayError:
+                return  # the actor is gone: its exit is _watch_exit's to report
+            for runner_id, entry in lines:
+                sink(runner_id, entry)
 
     @classmethod
     def failed(cls, runner_id: str) -> RayRunnerInstance:

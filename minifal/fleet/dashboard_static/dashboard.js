@@ -316,10 +316,17 @@ function showErrors(form, body, result) {
   if (general.length) result.append(el("div", { class: "error-box", text: general.join("\n") }));
 }
 
+// The request's own log lines (fal's fields), as its status returns them while it runs.
+function showLogs(pre, logs) {
+  pre.textContent = logs.map((l) => `${(l.timestamp || "").slice(11, 23)} ${l.level} ${l.message}`).join("\n");
+  pre.hidden = logs.length === 0;
+}
+
 async function submit(form, path) {
   const status = form.querySelector(".status");
   const result = form.querySelector(".result");
   result.replaceChildren();
+  showLogs(form.querySelector(".logs"), []);
   form.querySelectorAll(".error").forEach((slot) => { slot.textContent = ""; });
   let body;
   try { body = formValues(form); } catch (error) { status.textContent = `bad JSON: ${error.message}`; return; }
@@ -335,9 +342,7 @@ async function submit(form, path) {
     const state = await getJSON(`${new URL(ticket.status_url).pathname}?logs=1`);
     const position = state.status === "IN_QUEUE" ? ` (position ${state.queue_position})` : "";
     status.textContent = `${state.status}${position}, ${((performance.now() - started) / 1000).toFixed(1)} s`;
-    if (state.logs && state.logs.length) {
-      result.replaceChildren(el("pre", { class: "logs", text: state.logs.map((l) => l.message || JSON.stringify(l)).join("\n") }));
-    }
+    if (state.logs) showLogs(form.querySelector(".logs"), state.logs);
     if (state.status === "COMPLETED") break;
     await new Promise((done) => setTimeout(done, STATUS_EVERY_MS));
   }
@@ -368,7 +373,7 @@ function endpointForm(spec, path, operation) {
       el("div", { class: "error", "data-field": name })));
   }
   form.append(el("button", { type: "submit", text: "Run" }), el("div", { class: "status" }),
-    el("div", { class: "result" }));
+    el("pre", { class: "logs", hidden: true }), el("div", { class: "result" }));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     submit(form, path).catch((error) => { form.querySelector(".status").textContent = error.message; });
