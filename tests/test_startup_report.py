@@ -442,6 +442,16 @@ def test_format_runners_from_a_dict() -> None:
     assert note == "runner-1: last exit: startup timeout"
 
 
+def test_format_runners_says_which_gpu_runners_run_on_cpu() -> None:
+    runners = [{**runner, "gpus": ""} for runner in RUNNERS["runners"]]
+    lines = format_runners({**RUNNERS, "runners": runners}).splitlines()
+    assert lines[2].split()[-2] == "CPU"  # runner-0, on this machine
+    assert lines[3].split()[-2] == "-"  # runner-1, on a Ray node: its GPUs are Ray's
+    assert lines[4] == (
+        "runner-0: on CPU here (no GPU was visible), though the app asks for GPU-H100"
+    )
+
+
 def test_format_runners_lists_the_last_revisions() -> None:
     revisions = {
         "serving": "r2-bbbbbbbb",

@@ -67,7 +67,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
 
 def format_runners(payload: dict[str, Any]) -> str:
     """A title line, the table, then the last exit reason of each runner that has one."""
-    runners = payload.get("runners") or []
+    runners = [_with_cpu_shown(runner) for runner in payload.get("runners") or []]
     lines = [[header for header, _, _ in COLUMNS]]
     lines += [[show(runner.get(key)) for _, key, show in COLUMNS] for runner in runners]
     table = align_columns(lines).splitlines()
@@ -80,9 +80,35 @@ def format_runners(payload: dict[str, Any]) -> str:
         for runner in runners
         if runner.get("last_exit_reason")
     ]
+    on_cpu = cpu_notes(payload.get("runners") or [])
     suspensions = [line for runner in runners if (line := suspension_note(runner))]
     revisions = revision_notes(payload.get("revisions"))
-    return "\n".join([title, *where, *table, *exits, *suspensions, *revisions])
+    return "\n".join([title, *where, *table, *on_cpu, *exits, *suspensions, *revisions])
+
+
+def _runs_on_cpu(runner: dict[str, Any]) -> bool:
+    """A runner on the gateway's machine with no GPU (a Ray node's GPUs are Ray's to assign,
+    and not reported)."""
+    return runner.get("node") in (None, "local") and not runner.get("gpus")
+
+
+def _with_cpu_shown(runner: dict[str, Any]) -> dict[str, Any]:
+    return {**runner, "gpus": "CPU"} if _runs_on_cpu(runner) else runner
+
+
+def cpu_notes(runners: list[dict[str, Any]]) -> list[str]:
+    """One line naming the runners of a GPU machine type that run on CPU here (no GPU visible
+    when they started), so that ``GPU-H100`` in the table is not read as where they run."""
+    on_cpu = [
+        runner
+        for runner in runners
+        if str(runner.get("machine_type") or "").upper().startswith("GPU") and _runs_on_cpu(runner)
+    ]
+    if not on_cpu:
+        return []
+    names = ", ".join(str(runner.get("runner_id")) for runner in on_cpu)
+    machine_type = on_cpu[0].get("machine_type")
+    return [f"{names}: on CPU here (no GPU was visible), though the app asks for {machine_type}"]
 
 
 REVISIONS_SHOWN = 5
