@@ -18,6 +18,8 @@ from fleet_support import APPS_FLEET_DIR, start_fleet
 pytest.importorskip("diffusers")
 pytest.importorskip("torch")
 
+pytestmark = pytest.mark.process
+
 PROBE_APP = APPS_FLEET_DIR / "sd_turbo_probe_app.py"
 READY_TIMEOUT_S = 300.0
 
