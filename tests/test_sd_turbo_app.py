@@ -23,7 +23,8 @@ SD_TURBO_APP = Path(__file__).resolve().parents[1] / "apps" / "sd_turbo.py"
 # UNet's two graphs took ~80 s. What is proved stays: one runner compiles and publishes, the
 # other loads without Dynamo, behind a real gateway. The UNet's own precompile on CPU is
 # test_precompiled_processes.py::test_the_sd_turbo_unet_warm_start_skips_dynamo.
-PRECOMPILED = {"MINIFAL_SD_PRECOMPILE": "text"}
+# One intra-op thread per runner: two runners share two cores (speed only, the same bytes).
+FLEET_ENV = {"MINIFAL_SD_PRECOMPILE": "text", "OMP_NUM_THREADS": "1"}
 READY_TIMEOUT_S = 500.0
 
 pytestmark = pytest.mark.compile
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.compile
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     work_dir = tmp_path_factory.mktemp("sd-turbo")
     with start_fleet(
-        SD_TURBO_APP, work_dir, workers=2, env=PRECOMPILED, ready_timeout=READY_TIMEOUT_S
+        SD_TURBO_APP, work_dir, workers=2, env=FLEET_ENV, ready_timeout=READY_TIMEOUT_S
     ) as fleet:
         yield fleet
 
