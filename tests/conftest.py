@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tiers import tier_problem
 
 APPS_DIR = Path(__file__).parent / "apps"
 READY_TIMEOUT_S = 60.0
@@ -149,3 +150,15 @@ def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApp]
     """One server of ``tests/apps/echo_app.py`` shared by a module's read-only tests."""
     with start_served_app(str(APPS_DIR / "echo_app.py"), tmp_path_factory.mktemp("echo")) as served:
         yield served
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects: a selected tier still sees them all
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a run whose tests lack a tier or carry two (``tests/tiers.py``)."""
+    problems = [
+        problem
+        for item in items
+        if (problem := tier_problem(item.nodeid, (mark.name for mark in item.iter_markers())))
+    ]
+    if problems:
+        raise pytest.UsageError("tests without exactly one tier:\n  " + "\n  ".join(problems))

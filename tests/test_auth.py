@@ -6,6 +6,8 @@ import pytest
 
 from minifal.fleet.auth import key_matches
 
+pytestmark = pytest.mark.unit
+
 # -- key_matches -----------------------------------------------------------------------------------
 
 

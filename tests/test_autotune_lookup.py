@@ -12,6 +12,8 @@ from minifal.compiled.cache.autotune_lookup import (
     redirected_file,
 )
 
+pytestmark = pytest.mark.unit
+
 OWN = "/tmp/minifal-inductor-222-bbb/inductor"
 
 

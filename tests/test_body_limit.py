@@ -21,6 +21,7 @@ SIXTY_MB = 60_000_000
 JSON = {"content-type": "application/json"}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("123", 123), ("50MB", 50_000_000), ("1MiB", 1024 * 1024), ("1.5kb", 1500), ("2 GiB", 2**31)],
@@ -29,12 +30,14 @@ def test_parse_size(text: str, expected: int) -> None:
     assert parse_size(text) == expected
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text", ["", "ten", "5 parsecs", "0", "-1MB"])
 def test_parse_size_refuses_what_is_not_a_size(text: str) -> None:
     with pytest.raises(ValueError):
         parse_size(text)
 
 
+@pytest.mark.unit
 def test_the_default_leaves_room_for_a_data_uri_image_and_refuses_60_mb(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -77,16 +80,19 @@ def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedA
         yield served
 
 
+@pytest.mark.process
 def test_serve_refuses_a_declared_60_mb_body_without_reading_it(echo_server: ServedApp) -> None:
     assert declared_too_large_status(echo_server.port) == 413
 
 
+@pytest.mark.process
 def test_serve_refuses_a_chunked_body_once_it_passes_the_limit(limited_server: ServedApp) -> None:
     response = httpx.post(limited_server.url("/"), content=chunked_body(300_000), timeout=30)
     assert response.status_code == 413
     assert "100000 bytes" in response.json()["detail"]
 
 
+@pytest.mark.process
 def test_serve_takes_a_body_under_the_limit(limited_server: ServedApp) -> None:
     body = json.dumps({"prompt": "a" * 90_000}).encode()
     response = httpx.post(limited_server.url("/"), content=body, headers=JSON, timeout=30)
@@ -105,6 +111,7 @@ def limited_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         yield fleet
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("path", ["/", "/queue/"])
 def test_gateway_refuses_a_declared_60_mb_body_without_reading_it(
     limited_fleet: Fleet, path: str
@@ -112,6 +119,7 @@ def test_gateway_refuses_a_declared_60_mb_body_without_reading_it(
     assert declared_too_large_status(limited_fleet.port, path) == 413
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("path", ["/", "/queue/"])
 def test_gateway_refuses_a_chunked_body_once_it_passes_the_limit(
     limited_fleet: Fleet, path: str
@@ -122,17 +130,20 @@ def test_gateway_refuses_a_chunked_body_once_it_passes_the_limit(
     assert "100000 bytes" in response.json()["detail"]
 
 
+@pytest.mark.process
 def test_gateway_passes_a_body_under_the_limit(limited_fleet: Fleet) -> None:
     with limited_fleet.client() as client:
         response = client.post("/", content=chunked_body(90_000), headers=JSON)
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.process
 def test_the_gateway_default_refuses_a_declared_60_mb_body(tmp_path: Path) -> None:
     with start_fleet(APPS_FLEET_DIR / "fleet_app.py", tmp_path, workers=1) as fleet:
         assert declared_too_large_status(fleet.port) == 413
 
 
+@pytest.mark.process
 def test_a_fleets_runners_answer_with_the_gateways_limit(tmp_path: Path) -> None:
     """The limit reaches each runner through the runner contract's environment (local and, on
     its node, Ray), not through the gateway's own environment."""

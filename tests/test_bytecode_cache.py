@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from minifal.compiled.bytecode_cache import (
     bytecode_cache_dir,
     bytecode_installed,
@@ -15,12 +17,14 @@ from minifal.compiled.bytecode_cache import (
 )
 
 
+@pytest.mark.unit
 def test_auto_turns_on_only_when_packages_ship_no_bytecode(tmp_path: Path) -> None:
     assert bytecode_cache_dir(tmp_path, {}, installed=False) == tmp_path / "pycache"
     assert bytecode_cache_dir(tmp_path, {}, installed=True) is None
     assert bytecode_cache_dir(tmp_path, {}, installed=None) is None  # nothing to judge by
 
 
+@pytest.mark.unit
 def test_on_off_and_the_users_own_prefix(tmp_path: Path) -> None:
     on = {"MINIFAL_BYTECODE_CACHE": "on"}
     assert bytecode_cache_dir(tmp_path, on, installed=True) == tmp_path / "pycache"
@@ -31,6 +35,7 @@ def test_on_off_and_the_users_own_prefix(tmp_path: Path) -> None:
     assert bytecode_cache_dir(tmp_path, {"MINIFAL_BYTECODE_CACHE": "yes"}, False) is not None
 
 
+@pytest.mark.unit
 def test_a_childs_environment_writes_bytecode_even_where_the_image_said_not_to(
     tmp_path: Path,
 ) -> None:
@@ -40,12 +45,14 @@ def test_a_childs_environment_writes_bytecode_even_where_the_image_said_not_to(
     assert env == {"MINIFAL_BYTECODE_CACHE": "on", "PYTHONPYCACHEPREFIX": str(cache_dir)}
 
 
+@pytest.mark.unit
 def test_this_environment_is_judged_by_a_real_package() -> None:
     # pip wrote bytecode for the test venv's packages: auto leaves it alone
     assert bytecode_installed(("pydantic",)) is True
     assert bytecode_installed(("no_such_package_here",)) is None
 
 
+@pytest.mark.process
 def test_a_runner_process_keeps_the_bytecode_of_its_imports_in_the_data_dir(
     tmp_path: Path,
 ) -> None:

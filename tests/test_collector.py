@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import gc
 
+import pytest
+
 from minifal.host.collector import freeze_survivors, pauses_timed
+
+pytestmark = pytest.mark.unit
 
 
 def test_collections_in_the_block_are_counted_and_the_callback_removed() -> None:

@@ -38,42 +38,50 @@ def _record(**changes: object) -> LeaseRecord:
 # ---------------------------------------------------------------- lease decisions
 
 
+@pytest.mark.unit
 def test_no_lease_is_claimable() -> None:
     verdict = assess_lease(None, 0, 100, 30, holder_gone_locally=False)
     assert verdict.state is LeaseState.ABSENT and verdict.claimable
 
 
+@pytest.mark.unit
 def test_fresh_lease_is_held() -> None:
     verdict = assess_lease(_record(), 5, 105, 30, holder_gone_locally=False)
     assert verdict.state is LeaseState.HELD and not verdict.claimable
 
 
+@pytest.mark.unit
 def test_released_lease_is_claimable() -> None:
     verdict = assess_lease(_record(released=True), 0, 100, 30, holder_gone_locally=False)
     assert verdict.state is LeaseState.RELEASED and verdict.claimable
 
 
+@pytest.mark.unit
 def test_lease_without_heartbeat_for_ttl_expires() -> None:
     verdict = assess_lease(_record(), 30, 130, 30, holder_gone_locally=False)
     assert verdict.state is LeaseState.EXPIRED and "no heartbeat" in verdict.reason
 
 
+@pytest.mark.unit
 def test_dead_local_holder_expires_at_once() -> None:
     verdict = assess_lease(_record(), 0, 100, 30, holder_gone_locally=True)
     assert verdict.state is LeaseState.EXPIRED and "exited" in verdict.reason
 
 
+@pytest.mark.unit
 def test_ancient_wall_clock_stamp_expires_at_first_sight() -> None:
     verdict = assess_lease(_record(wall_time=0.0), 0, 1000, 30, holder_gone_locally=False)
     assert verdict.state is LeaseState.EXPIRED
 
 
+@pytest.mark.unit
 def test_skewed_clock_within_ttl_does_not_expire() -> None:
     # the holder's clock is 40 s behind ours: under 2*TTL, so the observed beats decide
     verdict = assess_lease(_record(wall_time=60.0), 1, 100, 30, holder_gone_locally=False)
     assert verdict.state is LeaseState.HELD
 
 
+@pytest.mark.unit
 def test_watch_measures_time_unchanged_and_resets_on_beat() -> None:
     watch = LeaseWatch()
     assert watch.observe(_record(beat=0), 10.0) == 0
@@ -85,6 +93,7 @@ def test_watch_measures_time_unchanged_and_resets_on_beat() -> None:
 # ---------------------------------------------------------------- lease files
 
 
+@pytest.mark.unit
 def test_only_one_of_many_racers_acquires_a_generation(tmp_path: Path) -> None:
     leases = LeaseDir(tmp_path / "leases")
     winners: list[LeaseRecord] = []
@@ -104,6 +113,7 @@ def test_only_one_of_many_racers_acquires_a_generation(tmp_path: Path) -> None:
     assert leases.current() == winners[0]
 
 
+@pytest.mark.unit
 def test_beat_release_and_takeover(tmp_path: Path) -> None:
     leases = LeaseDir(tmp_path)
     first = leases.try_acquire(1)
@@ -122,12 +132,14 @@ def test_beat_release_and_takeover(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- keys, manifests, fingerprints
 
 
+@pytest.mark.unit
 def test_key_parts_keep_slashes_and_drop_escapes() -> None:
     assert key_parts("sd-turbo/v1") == ["sd-turbo", "v1"]
     assert key_parts("/../a//b c") == ["_..", "a", "b_c"]
     assert key_parts("") == ["_"]
 
 
+@pytest.mark.unit
 def test_location_layout(tmp_path: Path) -> None:
     location = CacheLocation(tmp_path, "H100", "sd-turbo/v1", "torch-2.11.0-abc")
     assert location.segments_dir == (
@@ -135,11 +147,13 @@ def test_location_layout(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_manifest_digest_covers_contents_not_only_names() -> None:
     assert manifest_digest({"a": "1"}) != manifest_digest({"a": "2"})
     assert manifest_digest({"a": "1", "b": "2"}) == manifest_digest({"b": "2", "a": "1"})
 
 
+@pytest.mark.unit
 def test_new_or_changed() -> None:
     assert new_or_changed({"a": "1", "b": "2", "c": "3"}, {"a": "1", "b": "x"}) == {
         "b": "2",
@@ -147,6 +161,7 @@ def test_new_or_changed() -> None:
     }
 
 
+@pytest.mark.unit
 def test_lock_and_temp_files_are_not_shared() -> None:
     assert is_cache_file("inductor/fxgraph/ab/fab/entry")
     assert not is_cache_file("inductor/locks/c5m.lock")
@@ -154,6 +169,7 @@ def test_lock_and_temp_files_are_not_shared() -> None:
     assert not is_cache_file("inductor/ab/.tmp123")
 
 
+@pytest.mark.unit
 def test_scanner_hashes_contents_and_sees_rewrites(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d/k.py").write_text("one")
@@ -178,6 +194,7 @@ def _fingerprint(**changes: object) -> BuildFingerprint:
     return BuildFingerprint(**{**base, **changes})  # type: ignore[arg-type]
 
 
+@pytest.mark.unit
 def test_fingerprint_separates_gpu_memory_variants_and_versions() -> None:
     a100_40 = _fingerprint()
     assert a100_40.dir_name != _fingerprint(device="NVIDIA A100-SXM4-80GB").dir_name
@@ -186,6 +203,7 @@ def test_fingerprint_separates_gpu_memory_variants_and_versions() -> None:
     assert BuildFingerprint.from_dict(a100_40.as_dict()) == a100_40
 
 
+@pytest.mark.unit
 def test_mismatch_names_each_differing_field() -> None:
     differences = describe_mismatch(
         _fingerprint(torch="2.13.0").as_dict(), _fingerprint().as_dict()
@@ -193,6 +211,7 @@ def test_mismatch_names_each_differing_field() -> None:
     assert differences == ["torch: 2.11.0 (artifact) != 2.13.0 (here)"]
 
 
+@pytest.mark.unit
 def test_settings_from_env() -> None:
     settings = CacheSettings.from_env(
         {"MINIFAL_CACHE_LEASE_TTL": "2.5", "MINIFAL_STARTUP_DEADLINE": "1234"}, now=1000
@@ -213,6 +232,7 @@ def _tree(root: Path) -> dict[str, str]:
     return DirScanner(root).scan()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(ALL_FORMATS))
 def test_formats_round_trip(tmp_path: Path, name: str) -> None:
     manifest = _tree(tmp_path / "src")
@@ -222,6 +242,7 @@ def test_formats_round_trip(tmp_path: Path, name: str) -> None:
     assert DirScanner(tmp_path / "dst").scan() == manifest
 
 
+@pytest.mark.unit
 def test_store_publishes_content_addressed_segments_and_merges(tmp_path: Path) -> None:
     manifest = _tree(tmp_path / "src")
     store = SegmentStore(tmp_path / "segments")
@@ -238,6 +259,7 @@ def test_store_publishes_content_addressed_segments_and_merges(tmp_path: Path) -
     assert store.read_manifest(two.name) == two.manifest
 
 
+@pytest.mark.unit
 def test_store_detects_truncation_and_quarantines(tmp_path: Path) -> None:
     manifest = _tree(tmp_path / "src")
     store = SegmentStore(tmp_path / "segments")
@@ -253,6 +275,7 @@ def test_store_detects_truncation_and_quarantines(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- GPU names
 
 
+@pytest.mark.unit
 def test_short_gpu_type_matches_fal_one_word() -> None:
     assert short_gpu_type("NVIDIA H100 80GB HBM3") == "H100"
     assert short_gpu_type("NVIDIA A100-SXM4-80GB") == "A100"
@@ -260,6 +283,7 @@ def test_short_gpu_type_matches_fal_one_word() -> None:
     assert short_gpu_type("Tesla T4") == "T4"
 
 
+@pytest.mark.unit
 def test_select_visible_respects_cuda_visible_devices() -> None:
     gpus = parse_nvidia_smi(
         "0, GPU-aaa, NVIDIA A100-SXM4-40GB\n1, GPU-bbb, NVIDIA A100-SXM4-80GB\n"
@@ -272,6 +296,7 @@ def test_select_visible_respects_cuda_visible_devices() -> None:
     assert select_visible(gpus, "-1") is None
 
 
+@pytest.mark.process
 def test_importing_the_toolkit_modules_does_not_import_torch() -> None:
     import subprocess
 

@@ -60,12 +60,14 @@ COPY --chown=1000:0 weights/*.bin \\
 # -- fal.container --------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_fal_container_has_fal_public_names() -> None:
     assert set(dir(container)) >= FAL_CONTAINER_NAMES
     assert fal.container is container
     assert fal.ContainerImage is container.ContainerImage
 
 
+@pytest.mark.unit
 def test_from_dockerfile_str_records_the_image(tmp_path: Path) -> None:
     image = ContainerImage.from_dockerfile_str(
         DOCKERFILE,
@@ -87,6 +89,7 @@ def test_from_dockerfile_str_records_the_image(tmp_path: Path) -> None:
     assert copy.deepcopy(image).secrets == {"TOKEN": "t0ken"}
 
 
+@pytest.mark.unit
 def test_from_dockerfile_reads_the_file(tmp_path: Path) -> None:
     path = tmp_path / "Dockerfile"
     path.write_text("FROM python:3.11\n")
@@ -94,6 +97,7 @@ def test_from_dockerfile_reads_the_file(tmp_path: Path) -> None:
     assert ContainerImage.from_dockerfile(str(path), build_args={"A": "1"}).build_args == {"A": "1"}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -110,6 +114,7 @@ def test_bad_images_fail_as_on_fal(kwargs: dict, message: str) -> None:
         ContainerImage(**arguments)
 
 
+@pytest.mark.unit
 def test_dockerignore_priority(tmp_path: Path) -> None:
     assert DockerignoreHandler(context_dir=tmp_path).get_patterns() == (
         container.DEFAULT_DOCKERIGNORE_PATTERNS
@@ -125,6 +130,7 @@ def test_dockerignore_priority(tmp_path: Path) -> None:
     assert image.to_dict()["docker_ignore"] == [pattern_to_regex("only-this")[0]]
 
 
+@pytest.mark.unit
 def test_ignore_patterns_follow_git() -> None:
     rules = IgnoreRules(["*.md", "build/", "/top", "a/**/z", "!keep.md"])
     assert rules.ignores("README.md") and rules.ignores("docs/x.md")
@@ -135,6 +141,7 @@ def test_ignore_patterns_follow_git() -> None:
     assert pattern_to_regex("# comment") == (None, None)
 
 
+@pytest.mark.unit
 def test_dockerfile_parser_shell_and_json_forms() -> None:
     parser = DockerfileParser('COPY ["a b.txt", "c", "/dst/"]\nCOPY /abs/x ./\n')
     assert parser.parse_copy_add_sources() == ["a b.txt", "c", "abs/x"]
@@ -143,6 +150,7 @@ def test_dockerfile_parser_shell_and_json_forms() -> None:
 # -- an App with an image: kind, what is reported -------------------------------------------------
 
 
+@pytest.mark.unit
 def test_an_image_makes_a_container_app() -> None:
     class WithImage(fal.App):
         image = ContainerImage.from_dockerfile_str("FROM python:3.11-slim")
@@ -156,6 +164,7 @@ def test_an_image_makes_a_container_app() -> None:
     assert summary["image"]["base_image"] == "python:3.11-slim"
 
 
+@pytest.mark.unit
 def test_image_description_keeps_no_credentials() -> None:
     image = ContainerImage.from_dockerfile_str(
         "FROM python:3.11", registries={"reg": {"username": "u", "password": "pw"}}
@@ -166,6 +175,7 @@ def test_image_description_keeps_no_credentials() -> None:
     assert "pw" not in str(description)
 
 
+@pytest.mark.unit
 def test_dockerfile_text_helpers() -> None:
     assert declared_args(DOCKERFILE) == ["PYTHON_VERSION", "EXTRA"]
     rewritten = with_build_args(DOCKERFILE, {"PYTHON_VERSION": "3.12", "EXTRA": "a b"})
@@ -180,6 +190,7 @@ def test_dockerfile_text_helpers() -> None:
 # -- minifal dockerfile ---------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_minifal_dockerfile_writes_the_image_plus_minifal(tmp_path: Path) -> None:
     shutil.copy(CONTAINER_APP, tmp_path / CONTAINER_APP.name)
     result = run_minifal("dockerfile", CONTAINER_APP.name, cwd=tmp_path)
@@ -214,6 +225,7 @@ def test_minifal_dockerfile_writes_the_image_plus_minifal(tmp_path: Path) -> Non
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+@pytest.mark.process
 def test_minifal_dockerfile_to_another_path(tmp_path: Path) -> None:
     shutil.copy(CONTAINER_APP, tmp_path / CONTAINER_APP.name)
     out = tmp_path / "out" / "Dockerfile"
@@ -222,6 +234,7 @@ def test_minifal_dockerfile_to_another_path(tmp_path: Path) -> None:
     assert f"docker build -f {out} -t test {tmp_path}" in result.stdout
 
 
+@pytest.mark.process
 def test_minifal_dockerfile_needs_an_image(tmp_path: Path) -> None:
     app = Path(__file__).parent / "apps" / "echo_app.py"
     result = run_minifal("dockerfile", str(app), cwd=tmp_path)
@@ -232,6 +245,7 @@ def test_minifal_dockerfile_needs_an_image(tmp_path: Path) -> None:
 # -- the example app under minifal run ------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_container_app_runs_in_the_current_environment(tmp_path: Path) -> None:
     with start_fleet(CONTAINER_APP, tmp_path, workers=1) as fleet, fleet.client() as client:
         openapi = client.get("/openapi.json").json()

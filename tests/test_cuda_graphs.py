@@ -32,6 +32,7 @@ class Block(torch.nn.Module):
         return {"y": y, "h": h} if extra is None else {"y": y + extra, "h": h}
 
 
+@pytest.mark.unit
 def test_cpu_calls_run_the_module_and_capture_nothing() -> None:
     torch.manual_seed(0)
     block = Block().eval()
@@ -44,6 +45,7 @@ def test_cpu_calls_run_the_module_and_capture_nothing() -> None:
     assert isinstance(graphed, CudaGraphModule)
 
 
+@pytest.mark.unit
 def test_attributes_are_the_wrapped_modules() -> None:
     block = Block()
     graphed = cuda_graphed(block)
@@ -52,6 +54,7 @@ def test_attributes_are_the_wrapped_modules() -> None:
     assert graphed._orig_mod is block
 
 
+@pytest.mark.unit
 def test_weight_slots_notice_a_replaced_parameter_not_an_in_place_update() -> None:
     block = Block()
     slots = WeightSlots(block)
@@ -67,6 +70,7 @@ def test_weight_slots_notice_a_replaced_parameter_not_an_in_place_update() -> No
     assert not slots.unchanged()
 
 
+@pytest.mark.gpu
 @cuda
 def test_replays_equal_eager_and_outlive_the_next_call() -> None:
     torch.manual_seed(0)
@@ -82,6 +86,7 @@ def test_replays_equal_eager_and_outlive_the_next_call() -> None:
     assert results[1].data_ptr() != results[2].data_ptr()
 
 
+@pytest.mark.gpu
 @cuda
 def test_each_signature_has_its_own_graph_and_constants_count() -> None:
     block = Block().cuda().eval()
@@ -96,6 +101,7 @@ def test_each_signature_has_its_own_graph_and_constants_count() -> None:
     assert graphed.captured_signatures == 3
 
 
+@pytest.mark.gpu
 @cuda
 def test_a_replaced_weight_is_recaptured() -> None:
     block = Block().cuda().eval()
@@ -109,6 +115,7 @@ def test_a_replaced_weight_is_recaptured() -> None:
         torch.testing.assert_close(graphed(x)["y"], block(x)["y"])
 
 
+@pytest.mark.gpu
 @cuda
 def test_grad_mode_calls_are_not_graphed() -> None:
     block = Block().cuda()
@@ -120,6 +127,7 @@ def test_grad_mode_calls_are_not_graphed() -> None:
     assert block.out.weight.grad is not None
 
 
+@pytest.mark.gpu
 @cuda
 def test_threads_get_their_own_results() -> None:
     torch.manual_seed(0)
@@ -146,6 +154,7 @@ def test_threads_get_their_own_results() -> None:
     assert not failures
 
 
+@pytest.mark.gpu
 @cuda
 def test_a_capture_handed_to_another_thread_gives_the_same_results() -> None:
     """``capture_in``: the first capture runs in another thread (as the precompiled session's

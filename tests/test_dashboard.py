@@ -7,7 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from fleet_support import poll_until, start_fleet
+
+pytestmark = pytest.mark.process
 
 APP = Path(__file__).parent / "apps_fleet" / "fleet_app.py"
 

@@ -16,7 +16,10 @@ from fleet_support import start_fleet
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed"),
+]
 
 APP = Path(__file__).resolve().parents[1] / "apps" / "sd_turbo.py"
 TIMEOUT_MS = 120_000

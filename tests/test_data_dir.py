@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from minifal.host.data_dir import leave_marker, shared_dir_problem
+
+pytestmark = pytest.mark.unit
 
 
 def test_a_runner_that_sees_the_gateways_data_dir_has_no_problem(tmp_path: Path) -> None:

@@ -143,6 +143,7 @@ def runner() -> Iterator[DistributedRunner]:
 # -- calls --------------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_invoke_returns_rank_zeros_result_of_an_all_reduce(runner: DistributedRunner) -> None:
     result = run(runner.invoke({"tag": "one"}))
     # 1 + 2 from the two ranks, plus what start() passed to setup().
@@ -156,6 +157,7 @@ def test_invoke_returns_rank_zeros_result_of_an_all_reduce(runner: DistributedRu
     assert runner.is_alive()
 
 
+@pytest.mark.process
 def test_stream_yields_rank_zeros_items_then_its_result(runner: DistributedRunner) -> None:
     items = run(collect(runner.stream({"tag": "s", "count": 3})))
     assert items[:3] == [{"index": index, "rank": 0} for index in range(3)]
@@ -169,12 +171,14 @@ def test_stream_yields_rank_zeros_items_then_its_result(runner: DistributedRunne
     assert decoded[2]["tag"] == "t"
 
 
+@pytest.mark.process
 def test_rank_zero_error_is_falls_error_dict(runner: DistributedRunner) -> None:
     assert run(runner.invoke({"tag": "x", "fail_on_rank": 0})) == {"error": "rank 0 refuses 'x'"}
     # Another rank's error is logged; rank 0's result stands.
     assert run(runner.invoke({"tag": "y", "fail_on_rank": 1}))["sum"] == 103.0
 
 
+@pytest.mark.process
 def test_timeout_and_the_late_answer_is_not_taken_for_the_next(runner: DistributedRunner) -> None:
     with pytest.raises(TimeoutError, match=r"timed out after 0\.2 seconds"):
         run(runner.invoke({"tag": "late", "seconds": 1.0}, timeout=0.2))
@@ -188,6 +192,7 @@ def test_timeout_and_the_late_answer_is_not_taken_for_the_next(runner: Distribut
     assert [result["tag"] for result in run(two_at_once())] == ["a", "b"]
 
 
+@pytest.mark.process
 def test_images_and_tensors_cross_and_keepalive_calls_an_idle_worker() -> None:
     async def scenario() -> list[Any]:
         async with DistributedRunner(
@@ -211,6 +216,7 @@ def test_images_and_tensors_cross_and_keepalive_calls_an_idle_worker() -> None:
     assert results[-1]["keepalives"] >= 1
 
 
+@pytest.mark.unit
 def test_bad_uses_fail_clearly() -> None:
     class Local(DistributedWorker):
         pass
@@ -227,6 +233,7 @@ def test_bad_uses_fail_clearly() -> None:
 # -- crashes ------------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_a_failed_setup_fails_start_with_its_error() -> None:
     broken = DistributedRunner(worker_cls=BrokenSetupWorker, world_size=2)
     with pytest.raises(RuntimeError, match="Failed to start") as failure:
@@ -236,6 +243,7 @@ def test_a_failed_setup_fails_start_with_its_error() -> None:
     assert not broken.is_alive()
 
 
+@pytest.mark.process
 def test_a_worker_killed_mid_call_fails_the_call_and_leaves_no_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -278,6 +286,7 @@ def test_a_worker_killed_mid_call_fails_the_call_and_leaves_no_process(
     assert all(pid_is_gone(pid) for pid in pids)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs"
 )
@@ -342,6 +351,7 @@ def data_url_image(url: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
 
 
+@pytest.mark.process
 def test_fal_multi_gpu_example_answers_end_to_end(fleet: Fleet) -> None:
     with fleet.client() as client:
         assert "/stream" in client.get("/openapi.json").json()["paths"]
@@ -363,6 +373,7 @@ def test_fal_multi_gpu_example_answers_end_to_end(fleet: Fleet) -> None:
         assert client.post("/", json={"prompt": "x", "image_size": 12}).status_code == 422
 
 
+@pytest.mark.process
 def test_dead_worker_fails_its_runner_and_killed_runner_takes_its_workers(fleet: Fleet) -> None:
     first = poll_until(lambda: ready_runner(fleet), WAIT_S, "a ready runner", fleet)
     workers = worker_pids(first["pid"])

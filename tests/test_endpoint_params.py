@@ -46,6 +46,7 @@ def locations(response: httpx.Response) -> list[list[str | int]]:
     return [error["loc"] for error in response.json()["detail"]]
 
 
+@pytest.mark.process
 def test_request(client: httpx.Client) -> None:
     response = client.post(
         "/request", json={"prompt": "hi"}, headers={"x-custom": "yes", "x-fal-request-id": "r-1"}
@@ -60,6 +61,7 @@ def test_request(client: httpx.Client) -> None:
     assert response.json() == {"text": "raw", "details": {"raw_prompt": "raw"}}
 
 
+@pytest.mark.process
 def test_response_sets_status_and_headers(client: httpx.Client) -> None:
     response = client.post("/response", json={"prompt": "hi", "steps": 3})
     assert response.status_code == 201
@@ -67,6 +69,7 @@ def test_response_sets_status_and_headers(client: httpx.Client) -> None:
     assert response.json() == {"text": "hi", "details": {}}
 
 
+@pytest.mark.process
 def test_background_tasks_run_after_the_answer(client: httpx.Client, served: ServedApp) -> None:
     response = client.post("/background", json={"prompt": "later"})
     assert response.status_code == 200
@@ -74,6 +77,7 @@ def test_background_tasks_run_after_the_answer(client: httpx.Client, served: Ser
     poll_until(lambda: note.exists() and note.read_text() == "later", WAIT_S, "the background task")
 
 
+@pytest.mark.process
 def test_header(client: httpx.Client) -> None:
     response = client.post(
         "/header", json={"prompt": "hi"}, headers={"x-user": "ann", "x-count": "4"}
@@ -86,6 +90,7 @@ def test_header(client: httpx.Client) -> None:
     assert locations(bad_count) == [["header", "x-count"]]
 
 
+@pytest.mark.process
 def test_query(client: httpx.Client) -> None:
     response = client.post("/query?verbose=true&limit=5", json={"prompt": "hi"})
     assert response.json() == {"text": "hi", "details": {"verbose": True, "limit": 5}}
@@ -96,6 +101,7 @@ def test_query(client: httpx.Client) -> None:
     assert locations(client.post("/query?limit=500", json={"prompt": "hi"})) == [["query", "limit"]]
 
 
+@pytest.mark.process
 def test_body_next_to_the_model_embeds_both_as_fastapi_does(client: httpx.Client) -> None:
     response = client.post("/body", json={"input": {"prompt": "hi"}, "seed": 7})
     assert response.json() == {"text": "hi", "details": {"seed": 7}}
@@ -106,12 +112,14 @@ def test_body_next_to_the_model_embeds_both_as_fastapi_does(client: httpx.Client
     ]
 
 
+@pytest.mark.process
 def test_depends(client: httpx.Client) -> None:
     response = client.post("/depends", json={"prompt": "hi"}, headers={"x-api-version": "2"})
     assert response.json() == {"text": "hi", "details": {"version": "v2"}}
     assert client.post("/depends", json={"prompt": "hi"}).json()["details"] == {"version": "v1"}
 
 
+@pytest.mark.process
 def test_422_still_names_the_model_field(client: httpx.Client) -> None:
     for path in ("/request", "/response", "/background", "/query", "/depends"):
         response = client.post(path, json={"prompt": "hi", "steps": 0})
@@ -120,6 +128,7 @@ def test_422_still_names_the_model_field(client: httpx.Client) -> None:
     assert locations(missing) == [["body", "prompt"]]
 
 
+@pytest.mark.process
 def test_a_raw_websocket_gets_its_query_parameter(served: ServedApp) -> None:
     with connect(served.ws_base_url + "ws?token=abc", open_timeout=WAIT_S) as websocket:
         websocket.send("hello")
@@ -140,6 +149,7 @@ def _body_ref(openapi: dict[str, Any], path: str) -> str:
     return body["content"]["application/json"]["schema"]["$ref"]
 
 
+@pytest.mark.process
 def test_openapi_keeps_the_model_as_the_body(openapi: dict[str, Any]) -> None:
     for path in ("/request", "/request/async", "/response", "/background"):
         assert _body_ref(openapi, path) == "#/components/schemas/Input", path
@@ -157,6 +167,7 @@ def test_openapi_keeps_the_model_as_the_body(openapi: dict[str, Any]) -> None:
     assert openapi["paths"]["/ws"]["x-fal-protocol"]["type"] == "websocket"
 
 
+@pytest.mark.unit
 def test_billing_is_declared_on_the_endpoint_as_fal() -> None:
     class Images:
         def declaration(self) -> dict[str, Any]:

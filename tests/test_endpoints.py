@@ -7,6 +7,8 @@ import pytest
 import minifal as fal
 from minifal import AppSettingsError
 
+pytestmark = pytest.mark.unit
+
 # -- endpoints -------------------------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ def table_script() -> ModuleType:
     return fal_compat_table
 
 
+@pytest.mark.process
 def test_the_table_covers_the_submodules_fal_installs(table_script: ModuleType) -> None:
     listed = table_script.read_fal_names(table_script.reference_python())["modules"]
 
@@ -50,6 +51,7 @@ def test_the_table_covers_the_submodules_fal_installs(table_script: ModuleType) 
     assert not [m for m in listed if "._" in m or m.startswith(("fal.api", "fal.cli"))]
 
 
+@pytest.mark.process
 def test_every_fal_name_has_a_row_and_exists_in_minifal(table_script: ModuleType) -> None:
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--check"],
@@ -62,6 +64,7 @@ def test_every_fal_name_has_a_row_and_exists_in_minifal(table_script: ModuleType
     assert done.returncode == 0, "fal compatibility table:\n" + done.stdout + done.stderr
 
 
+@pytest.mark.unit
 def test_rows_name_their_meaning() -> None:
     from minifal.compat.fal_compat import EXTRA_NAMES, ROWS
 
@@ -71,6 +74,7 @@ def test_rows_name_their_meaning() -> None:
         assert all(module.split(".")[0] == "fal" for module in row.modules), row
 
 
+@pytest.mark.unit
 def test_a_source_tree_is_listed_without_importing_it_and_compared(
     table_script: ModuleType, tmp_path: Path
 ) -> None:
@@ -109,6 +113,7 @@ def test_a_source_tree_is_listed_without_importing_it_and_compared(
     assert "| `fal.ref.get_current_app` | yes |" in text
 
 
+@pytest.mark.unit
 def test_every_ported_test_the_doc_names_exists() -> None:
     """docs/fal-ported-tests.md (rendered into the compatibility doc) names real tests."""
     import ast

@@ -16,6 +16,8 @@ from fleet_support import Fleet, start_fleet
 
 from minifal.toolkit.kv import KVStore
 
+pytestmark = pytest.mark.process
+
 APPS = Path(__file__).parent / "apps_fal"
 
 

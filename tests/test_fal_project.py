@@ -48,6 +48,7 @@ def write_project(root: Path, apps: str) -> Path:
 # -- finding the project and its apps -------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_app_names_are_what_fal_calls_app_names() -> None:
     assert is_app_name("my-app")
     assert not is_app_name("app.py")
@@ -55,6 +56,7 @@ def test_app_names_are_what_fal_calls_app_names() -> None:
     assert not is_app_name("src/thing::App")
 
 
+@pytest.mark.unit
 def test_project_root_is_searched_from_the_current_dir_up(project: Path) -> None:
     deep = project / "src" / "a" / "b"
     deep.mkdir(parents=True)
@@ -62,6 +64,7 @@ def test_project_root_is_searched_from_the_current_dir_up(project: Path) -> None
     assert find_pyproject_toml(deep) == project / "pyproject.toml"
 
 
+@pytest.mark.unit
 def test_a_git_checkout_stops_the_search(tmp_path: Path) -> None:
     write_project(tmp_path, '[tool.fal.apps.x]\nref = "a.py"\n')
     (tmp_path / "repo" / ".git").mkdir(parents=True)
@@ -69,12 +72,14 @@ def test_a_git_checkout_stops_the_search(tmp_path: Path) -> None:
     assert find_pyproject_toml(tmp_path / "repo") is None
 
 
+@pytest.mark.unit
 def test_a_pyproject_without_tool_fal_is_passed_over(tmp_path: Path) -> None:
     write_project(tmp_path, '[tool.fal.apps.x]\nref = "a.py"\n')
     write_project(tmp_path / "inner", '[project]\nname = "inner"\n')
     assert find_project_root(tmp_path / "inner") == tmp_path
 
 
+@pytest.mark.unit
 def test_ref_is_relative_to_the_project_root(project: Path) -> None:
     app = load_project_app("priced-echo", project / "src")
     assert app.ref == f"{project}/src/priced_app.py::PricedEcho"
@@ -84,6 +89,7 @@ def test_ref_is_relative_to_the_project_root(project: Path) -> None:
     assert app.platform_only == {"team": "my-team"}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("table", "message"),
     [
@@ -101,6 +107,7 @@ def test_bad_tables_fail_with_fal_messages(tmp_path: Path, table: str, message: 
         load_project_app("x", tmp_path)
 
 
+@pytest.mark.unit
 def test_unknown_app_and_missing_project(tmp_path: Path) -> None:
     (tmp_path / ".git").mkdir()
     with pytest.raises(ProjectError, match=r"no pyproject\.toml"):
@@ -110,6 +117,7 @@ def test_unknown_app_and_missing_project(tmp_path: Path) -> None:
         load_project_app("other", tmp_path)
 
 
+@pytest.mark.unit
 def test_image_table_is_a_container_image(tmp_path: Path) -> None:
     write_project(
         tmp_path,
@@ -136,6 +144,7 @@ def test_image_table_is_a_container_image(tmp_path: Path) -> None:
 # -- loading: the table's settings on the class ---------------------------------------------------
 
 
+@pytest.mark.unit
 def test_loaded_app_gets_the_table_settings(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(project / "src")
     app_class = load_app_class("priced-echo")
@@ -149,6 +158,7 @@ def test_loaded_app_gets_the_table_settings(project: Path, monkeypatch: pytest.M
     assert app_class.get_billing_components()["/"]["schema_id"] == "priced-echo/characters/v1"
 
 
+@pytest.mark.unit
 def test_python_entry_point(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(project)
     monkeypatch.setattr(sys, "path", list(sys.path))
@@ -158,6 +168,7 @@ def test_python_entry_point(project: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert app_class.settings().machine_type == "M"
 
 
+@pytest.mark.unit
 def test_bad_setting_value_names_the_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_project(tmp_path, '[tool.fal.apps.x]\nref = "a.py"\nkeep_alive = -1\n')
     (tmp_path / "a.py").write_text("import minifal as fal\n\nclass A(fal.App):\n    pass\n")
@@ -168,6 +179,7 @@ def test_bad_setting_value_names_the_class(tmp_path: Path, monkeypatch: pytest.M
         load_app_class("y")
 
 
+@pytest.mark.process
 def test_manifest_child_resolves_from_a_subdirectory(project: Path) -> None:
     """The gateway inspects apps in a child process; it finds the project the same way."""
     completed = subprocess.run(
@@ -196,6 +208,7 @@ def _metric(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+@pytest.mark.process
 def test_minifal_run_by_app_name_with_billing_metrics(project: Path) -> None:
     with start_fleet("priced-echo", project, workers=1) as fleet, fleet.client() as client:
         runners = client.get("/runners").json()

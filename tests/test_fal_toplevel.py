@@ -72,6 +72,7 @@ def run_python(code: str, cwd: Path | None = None) -> subprocess.CompletedProces
 # -- names ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_every_name_of_fal_all_is_here() -> None:
     missing = [name for name in FAL_ALL if not hasattr(fal, name)]
     assert missing == []
@@ -79,6 +80,7 @@ def test_every_name_of_fal_all_is_here() -> None:
     assert fal.version_tuple[:3] == tuple(int(part) for part in fal.__version__.split(".")[:3])
 
 
+@pytest.mark.process
 def test_fal_names_through_the_alias() -> None:
     """In an app file, ``import fal`` gives all of them, and the submodules apps import."""
     result = run_python(
@@ -106,6 +108,7 @@ def test_fal_names_through_the_alias() -> None:
 # -- fal.exceptions -------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_fal_exceptions_names_and_shapes() -> None:
     assert sorted(exceptions.__all__) == sorted(FAL_EXCEPTIONS_ALL)
     field = exceptions.FieldException("prompt", "must not be empty")
@@ -131,6 +134,7 @@ def test_fal_exceptions_names_and_shapes() -> None:
     assert {field, app_error}  # hashable, as exceptions usually are
 
 
+@pytest.mark.unit
 def test_gpu_exceptions_are_app_exceptions_with_503() -> None:
     oom = exceptions.CUDAOutOfMemoryException()
     assert isinstance(oom, exceptions.GPUOutOfMemoryException)
@@ -140,6 +144,7 @@ def test_gpu_exceptions_are_app_exceptions_with_503() -> None:
     assert dataclasses.is_dataclass(oom)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("raised", "expected"),
     [
@@ -164,6 +169,7 @@ def test_catch_gpu_exceptions(raised: Exception, expected: str) -> None:
 # -- fal.function, cached -------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_function_runs_here_and_records_its_options() -> None:
     @fal.function("virtualenv", requirements=["numpy"], machine_type="GPU-H100")
     def add(a: int, b: int) -> int:
@@ -180,6 +186,7 @@ def test_function_runs_here_and_records_its_options() -> None:
     assert add.__name__ == "add"
 
 
+@pytest.mark.unit
 def test_function_coroutines_bare_use_and_fal_checks() -> None:
     @fal.function
     async def greet(name: str) -> str:
@@ -197,6 +204,7 @@ def test_function_coroutines_bare_use_and_fal_checks() -> None:
         fal.function(local_python_modules="helpers")
 
 
+@pytest.mark.unit
 def test_cached_computes_once_per_process_and_arguments() -> None:
     calls: list[int] = []
 
@@ -215,6 +223,7 @@ def test_cached_computes_once_per_process_and_arguments() -> None:
 # -- sync_dir -------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_sync_dir_copies_into_the_data_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -244,6 +253,7 @@ def test_sync_dir_copies_into_the_data_dir(
     assert not (target / "stale").exists()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("remote", ["models/x", "/tmp/x", "/data", "/data/../etc"])
 def test_sync_dir_remote_must_be_inside_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: str
@@ -256,6 +266,7 @@ def test_sync_dir_remote_must_be_inside_data(
 # -- credentials, billing -------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_key_credentials() -> None:
     credentials = fal.FalServerlessKeyCredentials("key-id", "key-secret")
     assert credentials.to_headers() == {"Authorization": "Key key-id:key-secret"}
@@ -267,6 +278,7 @@ class Declaration:
         return {"version": 1, "schema_id": "s", "app": {"type": "object", "properties": {}}}
 
 
+@pytest.mark.unit
 def test_billing_declarations_are_checked_as_on_fal() -> None:
     assert isinstance(Declaration(), fal.BillingDeclaration)
     assert check_endpoint_billing(None, is_websocket=False) is None
@@ -289,6 +301,7 @@ def test_billing_declarations_are_checked_as_on_fal() -> None:
             check_declaration("/", bad)
 
 
+@pytest.mark.unit
 def test_billing_metrics() -> None:
     declarations = {
         "/": {
@@ -368,6 +381,7 @@ def wrapped_app(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, 
             process.wait(10)
 
 
+@pytest.mark.process
 def test_wrap_app_serves_like_minifal_serve(
     wrapped_app: tuple[subprocess.Popen[bytes], str, Path],
 ) -> None:
@@ -388,6 +402,7 @@ def test_wrap_app_serves_like_minifal_serve(
     assert process.wait(30) == 0, log_path.read_text()
 
 
+@pytest.mark.unit
 def test_wrap_app_takes_apps_only() -> None:
     with pytest.raises(TypeError, match=r"fal\.App subclass"):
         fal.wrap_app(object)  # type: ignore[arg-type]
@@ -399,6 +414,7 @@ def test_wrap_app_takes_apps_only() -> None:
         fal.wrap_app(Nested)
 
 
+@pytest.mark.unit
 def test_a_wrapped_app_or_a_function_by_name(tmp_path: Path) -> None:
     """``app = fal.wrap_app(MyApp)`` at the top level: ``file.py::app`` names the App."""
     (tmp_path / "wrapped.py").write_text(

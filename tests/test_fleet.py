@@ -35,6 +35,8 @@ from fleet_support import (
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+pytestmark = pytest.mark.process
+
 FLEET_APP = APPS_FLEET_DIR / "fleet_app.py"
 PRIVATE_APP = APPS_FLEET_DIR / "private_app.py"
 APP_NAME = "fleet-app"

@@ -22,6 +22,8 @@ import httpx
 import pytest
 from fleet_support import Fleet, pid_is_gone, poll_until, start_fleet
 
+pytestmark = pytest.mark.process
+
 APPS_DIR = Path(__file__).parent / "apps_scaling"
 SCALING_APP = APPS_DIR / "scaling_app.py"
 APP_NAME = "scaling-app"

@@ -33,6 +33,8 @@ from minifal.fleet.backends.local import LocalRunnerBackend, LocalRunnerProcess
 from minifal.runner.import_record import read_record, record_path, write_record
 from minifal.runner_contract import EXIT_SETUP_FAILED
 
+pytestmark = pytest.mark.process
+
 READY_TIMEOUT_S = 60.0
 EXIT_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 30.0

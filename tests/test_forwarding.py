@@ -25,6 +25,8 @@ from minifal.fleet.scheduler import Scheduler
 from minifal.runner.app_manifest import AppManifest
 from minifal.settings import AppSettings
 
+pytestmark = pytest.mark.unit
+
 # -- resolve_endpoint ------------------------------------------------------------------------------
 
 

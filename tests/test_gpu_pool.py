@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from minifal.fleet.gpu_pool import GpuPool
+
+pytestmark = pytest.mark.unit
 
 # -- GpuPool ---------------------------------------------------------------------------------------
 

@@ -6,9 +6,12 @@ import asyncio
 from dataclasses import dataclass
 
 import httpx
+import pytest
 
 from minifal.endpoints import HealthCheck
 from minifal.fleet.health_monitor import HealthMonitor
+
+pytestmark = pytest.mark.unit
 
 
 @dataclass

@@ -40,12 +40,14 @@ def fake_module(name: str, origin: str | None, spec_name: str | None = None) -> 
 # -- library_modules -------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_built_in_and_frozen_modules_are_kept_whatever_the_library_path() -> None:
     modules = {"sys": sys, "os": os, "fake_builtin": fake_module("fake_builtin", "built-in")}
     assert sys.__spec__.origin == "built-in" and os.__spec__.origin == "frozen"
     assert library_modules(modules, []) == ["fake_builtin", "os", "sys"]
 
 
+@pytest.mark.unit
 def test_a_module_under_a_library_path_entry_is_kept(tmp_path: Path) -> None:
     library = tmp_path / "site-packages"
     modules = {
@@ -55,6 +57,7 @@ def test_a_module_under_a_library_path_entry_is_kept(tmp_path: Path) -> None:
     assert library_modules(modules, [STDLIB_DIR, str(library)]) == ["json", "pkg.sub"]
 
 
+@pytest.mark.unit
 def test_a_module_outside_the_library_path_is_dropped(tmp_path: Path) -> None:
     """The App's own files and generated code (a cache dir) are not on the library path."""
     library = tmp_path / "lib"
@@ -66,6 +69,7 @@ def test_a_module_outside_the_library_path_is_dropped(tmp_path: Path) -> None:
     assert library_modules(modules, [str(library)]) == ["kept"]
 
 
+@pytest.mark.unit
 def test_a_sibling_directory_that_shares_a_library_entrys_prefix_does_not_count(
     tmp_path: Path,
 ) -> None:
@@ -74,6 +78,7 @@ def test_a_sibling_directory_that_shares_a_library_entrys_prefix_does_not_count(
     assert library_modules(modules, [str(tmp_path / "lib")]) == []
 
 
+@pytest.mark.unit
 def test_a_relative_library_entry_counts_from_the_current_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -82,6 +87,7 @@ def test_a_relative_library_entry_counts_from_the_current_directory(
     assert library_modules(modules, ["lib"]) == ["mod"]
 
 
+@pytest.mark.unit
 def test_aliases_main_and_modules_without_a_spec_or_file_are_dropped(tmp_path: Path) -> None:
     library = str(tmp_path)
     no_spec = ModuleType("no_spec")
@@ -98,12 +104,14 @@ def test_aliases_main_and_modules_without_a_spec_or_file_are_dropped(tmp_path: P
     assert library_modules(modules, [library, STDLIB_DIR]) == ["json"]
 
 
+@pytest.mark.unit
 def test_library_modules_are_sorted(tmp_path: Path) -> None:
     names = ["zeta", "alpha", "mid.inner", "mid"]
     modules = {name: fake_module(name, str(tmp_path / f"{name}.py")) for name in names}
     assert library_modules(modules, [str(tmp_path)]) == ["alpha", "mid", "mid.inner", "zeta"]
 
 
+@pytest.mark.unit
 def test_this_process_modules_from_the_standard_library_are_found() -> None:
     """A smoke check on the real ``sys.modules``: ``json`` comes from the standard library."""
     names = library_modules(dict(sys.modules), list(sys.path))
@@ -113,6 +121,7 @@ def test_this_process_modules_from_the_standard_library_are_found() -> None:
 # -- write_record / read_record --------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_record_round_trips_and_its_directory_is_created(tmp_path: Path) -> None:
     path = tmp_path / "data" / RECORDS_DIR_NAME / "record.txt"
     names = ["json", "numpy", "numpy.linalg"]
@@ -121,6 +130,7 @@ def test_a_record_round_trips_and_its_directory_is_created(tmp_path: Path) -> No
     assert path.read_text() == "json\nnumpy\nnumpy.linalg\n"
 
 
+@pytest.mark.unit
 def test_writing_the_same_names_again_reports_no_change(tmp_path: Path) -> None:
     path = tmp_path / "record.txt"
     assert write_record(path, ["a", "b"]) is True
@@ -131,6 +141,7 @@ def test_writing_the_same_names_again_reports_no_change(tmp_path: Path) -> None:
     assert read_record(path) == ["a", "b", "c"]
 
 
+@pytest.mark.unit
 def test_writing_leaves_only_the_record_behind(tmp_path: Path) -> None:
     """The record is replaced through a temporary file that does not stay."""
     path = tmp_path / "record.txt"
@@ -139,17 +150,20 @@ def test_writing_leaves_only_the_record_behind(tmp_path: Path) -> None:
     assert [entry.name for entry in tmp_path.iterdir()] == ["record.txt"]
 
 
+@pytest.mark.unit
 def test_reading_a_missing_record_gives_no_names(tmp_path: Path) -> None:
     assert read_record(tmp_path / "nothing-yet.txt") == []
     assert read_record(tmp_path / "no-dir" / "nothing-yet.txt") == []
 
 
+@pytest.mark.unit
 def test_reading_skips_blank_lines(tmp_path: Path) -> None:
     path = tmp_path / "record.txt"
     path.write_text("a\n\nb\n\n")
     assert read_record(path) == ["a", "b"]
 
 
+@pytest.mark.unit
 def test_an_empty_record_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "record.txt"
     assert write_record(path, []) is True
@@ -160,6 +174,7 @@ def test_an_empty_record_round_trips(tmp_path: Path) -> None:
 # -- record_path -----------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_two_app_files_have_two_records(tmp_path: Path) -> None:
     data = tmp_path / "data"
     first = record_path(data, str(tmp_path / "one" / "app.py"))
@@ -168,6 +183,7 @@ def test_two_app_files_have_two_records(tmp_path: Path) -> None:
     assert first.parent == second.parent == data / RECORDS_DIR_NAME
 
 
+@pytest.mark.unit
 def test_a_class_name_does_not_change_the_record(tmp_path: Path) -> None:
     data = tmp_path / "data"
     app = str(tmp_path / "app.py")
@@ -175,6 +191,7 @@ def test_a_class_name_does_not_change_the_record(tmp_path: Path) -> None:
     assert record_path(data, f"{app}::Other") == record_path(data, app)
 
 
+@pytest.mark.unit
 def test_a_relative_and_an_absolute_reference_to_one_file_share_a_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -183,6 +200,7 @@ def test_a_relative_and_an_absolute_reference_to_one_file_share_a_record(
     assert record_path(data, "app.py") == record_path(data, str(tmp_path / "app.py"))
 
 
+@pytest.mark.unit
 def test_a_record_path_is_stable(tmp_path: Path) -> None:
     data = tmp_path / "data"
     app = str(tmp_path / "app.py")
@@ -195,16 +213,19 @@ def test_a_record_path_is_stable(tmp_path: Path) -> None:
 FORK_SERVER_ENV = envs.FORK_SERVER.name
 
 
+@pytest.mark.unit
 def test_the_fork_server_is_on_by_default() -> None:
     assert fork_server_enabled({}) is True
     assert fork_server_enabled({FORK_SERVER_ENV: ""}) is True  # empty: unset
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("value", "enabled"), [("on", True), ("ON", True), ("off", False)])
 def test_the_fork_server_setting_is_read(value: str, enabled: bool) -> None:
     assert fork_server_enabled({FORK_SERVER_ENV: value}) is enabled
 
 
+@pytest.mark.unit
 def test_the_fork_server_setting_comes_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -214,6 +235,7 @@ def test_the_fork_server_setting_comes_from_the_environment(
     assert fork_server_enabled() is True
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("value", ["yes", "1", "true"])
 def test_a_bad_fork_server_setting_raises(value: str) -> None:
     with pytest.raises(ValueError, match=FORK_SERVER_ENV):
@@ -223,6 +245,7 @@ def test_a_bad_fork_server_setting_raises(value: str) -> None:
 # -- fork_hazards / preload ------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_a_running_python_thread_is_a_fork_hazard() -> None:
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait, args=(10.0,), name="fork-hazard-probe")
@@ -249,6 +272,7 @@ def import_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
             del sys.modules[name]
 
 
+@pytest.mark.unit
 def test_preload_imports_what_it_can_and_names_what_failed(import_dir: Path) -> None:
     (import_dir / "fork_preload_ok.py").write_text("VALUE = 1\n")
     (import_dir / "fork_preload_raises.py").write_text("raise RuntimeError('at import')\n")

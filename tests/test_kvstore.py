@@ -32,6 +32,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return directory
 
 
+@pytest.mark.unit
 def test_set_get_delete_in_the_data_dir(data_dir: Path) -> None:
     kv = KVStore("myapp")
 
@@ -46,6 +47,7 @@ def test_set_get_delete_in_the_data_dir(data_dir: Path) -> None:
     assert (data_dir / SQLITE_FILE_NAME).is_file()
 
 
+@pytest.mark.unit
 def test_namespaces_are_separate() -> None:
     KVStore("a").set("k", "from a")
     KVStore("b").set("k", "from b")
@@ -54,12 +56,14 @@ def test_namespaces_are_separate() -> None:
     assert KVStore("b").get("k") == "from b"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("ttl", [0, 59, MAX_TTL_S + 1, 1.5, True])
 def test_ttl_outside_fals_bounds_is_refused(ttl: object) -> None:
     with pytest.raises(KVStoreException, match="ttl"):
         KVStore("app").set("k", "v", ttl=ttl)  # type: ignore[arg-type]
 
 
+@pytest.mark.unit
 def test_bad_keys_and_values_are_refused() -> None:
     kv = KVStore("app")
     with pytest.raises(TypeError, match=r"json\.dumps"):
@@ -72,6 +76,7 @@ def test_bad_keys_and_values_are_refused() -> None:
         KVStore("")
 
 
+@pytest.mark.unit
 def test_entries_expire_after_their_ttl(data_dir: Path) -> None:
     now = [1000.0]
     kv = KVStore("app", backend=SQLiteKVBackend(data_dir / "kv.sqlite3", clock=lambda: now[0]))
@@ -87,6 +92,7 @@ def test_entries_expire_after_their_ttl(data_dir: Path) -> None:
     assert kv.get("default") is None
 
 
+@pytest.mark.unit
 def test_an_unusable_store_raises_kvstore_exception(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
@@ -111,6 +117,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.process
 def test_two_processes_share_the_sqlite_store(data_dir: Path) -> None:
     count = 100
     writers = [
@@ -177,6 +184,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.wait(timeout=10)
 
 
+@pytest.mark.process
 def test_redis_store_when_configured(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import redis
 
@@ -193,6 +201,7 @@ def test_redis_store_when_configured(redis_url: str, monkeypatch: pytest.MonkeyP
     raw.close()
 
 
+@pytest.mark.unit
 def test_unreachable_redis_is_a_kvstore_exception(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("redis", reason="redis-py is not installed (pip install redis)")
     monkeypatch.setenv(ENV_REDIS_URL, f"redis://127.0.0.1:{free_port()}/0")

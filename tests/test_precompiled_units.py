@@ -28,10 +28,12 @@ def digest(*args, grad: bool = False, training: bool = False, **kwargs) -> str:
     return call_signature(flatten_call(args, kwargs), grad, training).digest
 
 
+@pytest.mark.unit
 def test_same_shapes_and_constants_give_the_same_signature() -> None:
     assert digest(torch.zeros(2, 3), scale=0.5) == digest(torch.ones(2, 3), scale=0.5)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "other",
     [
@@ -49,11 +51,13 @@ def test_anything_baked_into_a_graph_changes_the_signature(other) -> None:
     assert other() != digest(torch.zeros(2, 3), scale=0.5)
 
 
+@pytest.mark.unit
 def test_the_label_names_each_input() -> None:
     call = flatten_call((torch.zeros(1, 4, 8, 8, dtype=torch.float16),), {"context": None, "k": 3})
     assert call_signature(call, False).label == "args[0]=f16[1,4,8,8] k=3 grad=off"
 
 
+@pytest.mark.unit
 def test_the_module_digest_follows_structure_not_weights() -> None:
     torch.manual_seed(0)
     first = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
@@ -66,6 +70,7 @@ def test_the_module_digest_follows_structure_not_weights() -> None:
     assert module_digest(first) != module_digest(first.half())
 
 
+@pytest.mark.unit
 def test_the_binder_reads_the_live_weights_at_every_call() -> None:
     module = torch.nn.Linear(2, 2)
     binder = InputBinder(module, ["p:weight", "@0", "p:bias"])
@@ -78,6 +83,7 @@ def test_the_binder_reads_the_live_weights_at_every_call() -> None:
     assert binder.bind([x])[0] is module.weight
 
 
+@pytest.mark.unit
 def test_a_plan_naming_a_missing_weight_is_not_usable() -> None:
     with pytest.raises(NotPrecompilable, match=r"no parameter 'missing\.weight'"):
         InputBinder(torch.nn.Linear(2, 2), ["p:missing.weight"])
@@ -100,24 +106,28 @@ class _Fails(torch.nn.Module):
         raise ValueError("the app's own bug")
 
 
+@pytest.mark.compile
 def test_a_call_that_is_not_one_static_graph_is_refused() -> None:
     module, call = _Breaks(), flatten_call((torch.ones(3),), {})
     with torch.no_grad(), pytest.raises(NotPrecompilable, match="Dynamo could not capture"):
         compile_call(module, call)
 
 
+@pytest.mark.unit
 def test_an_output_with_non_tensor_values_is_refused() -> None:
     module, call = _Counts(), flatten_call((torch.ones(3),), {})
     with pytest.raises(NotPrecompilable, match="non-tensor"):
         compile_call(module, call)
 
 
+@pytest.mark.unit
 def test_the_apps_own_exception_propagates_unchanged() -> None:
     module, call = _Fails(), flatten_call((torch.ones(3),), {})
     with pytest.raises(ValueError, match="the app's own bug"):
         compile_call(module, call)
 
 
+@pytest.mark.unit
 def test_only_artifacts_and_native_kernels_are_published() -> None:
     assert belongs_to_artifacts("precompiled/abc/def.bin")
     assert belongs_to_artifacts("inductor/x4/cx4abc.so")  # a CPU kernel library
@@ -126,6 +136,7 @@ def test_only_artifacts_and_native_kernels_are_published() -> None:
     assert belongs_to_artifacts("triton/ABC/cuda_utils.cpython-312-x86_64-linux-gnu.so")
 
 
+@pytest.mark.unit
 def test_artifacts_without_their_meta_are_ignored(tmp_path: Path) -> None:
     artifacts = ArtifactDir(tmp_path)
     meta = ArtifactMeta("m.M", "mod", "sig", "x=f32[1]", ["@0"], "[]", 1.0, 2.0)
@@ -160,6 +171,7 @@ class _SaveableBothForms:
 CUDA_LAYOUT = [[1, 4], [4, 1], "float16", "cuda:0"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("in_worker", [False, True])
 def test_a_cuda_artifact_is_kept_unpacked_and_listed_so(tmp_path: Path, in_worker: bool) -> None:
     """Its entries are published as files: a warm runner reads them without deserializing and
@@ -182,6 +194,7 @@ def test_a_cuda_artifact_is_kept_unpacked_and_listed_so(tmp_path: Path, in_worke
     assert sorted(p.name for p in saved.parent.iterdir()) == ["sig.json", "sig.unpacked"]
 
 
+@pytest.mark.unit
 def test_an_unpacked_form_that_cannot_be_saved_leaves_the_binary(tmp_path: Path) -> None:
     artifacts = ArtifactDir(tmp_path)
     meta = ArtifactMeta(
@@ -193,6 +206,7 @@ def test_an_unpacked_form_that_cannot_be_saved_leaves_the_binary(tmp_path: Path)
     assert artifacts.listed() == [(meta, saved)]
 
 
+@pytest.mark.unit
 def test_a_cpu_artifact_stays_binary(tmp_path: Path) -> None:
     """Its C++ libraries are not in its entries: loaded from another dir they would be rebuilt."""
     cpu_layout = [[1, 4], [4, 1], "float32", "cpu"]
@@ -204,6 +218,7 @@ def test_a_cpu_artifact_stays_binary(tmp_path: Path) -> None:
     assert not saved.with_suffix(".unpacked").exists()
 
 
+@pytest.mark.unit
 def test_artifacts_are_listed_in_the_order_they_were_first_called(tmp_path: Path) -> None:
     """A warm runner loads them in that order and its first warmup call waits for its own."""
     artifacts = ArtifactDir(tmp_path)
@@ -220,12 +235,14 @@ def test_artifacts_are_listed_in_the_order_they_were_first_called(tmp_path: Path
     assert [m.signature_digest for m, _ in artifacts.listed()] == ["c", "a", "b"]
 
 
+@pytest.mark.unit
 def test_a_meta_saved_before_the_load_order_existed_still_reads() -> None:
     old = ArtifactMeta("m.M", "mod", "sig", "x", ["@0"], "[]", 1.0, 2.0)
     data = {k: v for k, v in dataclasses.asdict(old).items() if k != "first_called_at"}
     assert ArtifactMeta.from_json(json.dumps(data)) == old
 
 
+@pytest.mark.unit
 def test_a_call_waits_for_its_own_artifact_not_for_the_whole_preload(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -258,6 +275,7 @@ def test_a_call_waits_for_its_own_artifact_not_for_the_whole_preload(
     assert "missing" in answers and answers["missing"] is None
 
 
+@pytest.mark.unit
 def test_placeholder_parameters_share_one_zero_buffer_and_keep_their_layouts() -> None:
     from minifal.compiled.precompiled.first_call import input_layouts, placeholder_inputs
 
@@ -276,6 +294,7 @@ def test_placeholder_parameters_share_one_zero_buffer_and_keep_their_layouts() -
     assert made[2].untyped_storage().data_ptr() != made[3].untyped_storage().data_ptr()
 
 
+@pytest.mark.unit
 def test_captures_run_in_the_thread_that_made_the_placeholder_calls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

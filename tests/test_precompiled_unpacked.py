@@ -28,6 +28,7 @@ def graph(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor]:
     return (torch.tanh(x @ w) * 0.5 + x.sum(dim=-1, keepdim=True),)
 
 
+@pytest.mark.compile
 def test_an_unpacked_artifact_loads_and_equals_eager(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     from torch._inductor import standalone_compile
@@ -81,6 +82,7 @@ print("max abs diff", (out.float() - saved["expected"].float()).abs().max().item
 """
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (GPU host)")
 def test_a_cuda_artifact_loaded_unpacked_in_a_fresh_process_equals_eager(
     tmp_path: Path, monkeypatch
@@ -121,6 +123,7 @@ def test_a_cuda_artifact_loaded_unpacked_in_a_fresh_process_equals_eager(
     print(done.stdout)  # the difference, for the GPU host's log (pytest -rA)
 
 
+@pytest.mark.unit
 def test_an_unpacked_save_that_fails_leaves_nothing(tmp_path: Path) -> None:
     class _Unsaveable:
         def save(self, *, path: str, format: str) -> None:

@@ -6,12 +6,16 @@ import fcntl
 import os
 from pathlib import Path
 
+import pytest
+
 from minifal.compiled.cache.local_dir import (
     OWNER_FILE,
     PREFIX,
     default_parent,
     remove_orphans,
 )
+
+pytestmark = pytest.mark.unit
 
 
 def make_dir(parent: Path, name: str, owner: bool = True) -> Path:

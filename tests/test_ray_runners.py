@@ -93,12 +93,14 @@ def submit(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     return response.json()
 
 
+@pytest.mark.unit
 def test_resources_follow_the_app_and_the_cluster() -> None:
     assert RunnerResources.for_app(2, cluster_gpus=8) == RunnerResources(num_cpus=1, num_gpus=2)
     assert RunnerResources.for_app(1, cluster_gpus=0) == RunnerResources(num_cpus=1, num_gpus=0)
     assert RunnerResources.for_app(0, cluster_gpus=8) == RunnerResources(num_cpus=1, num_gpus=0)
 
 
+@pytest.mark.process
 def test_runners_spread_over_both_nodes_and_serve(cluster: Cluster, tmp_path: Path) -> None:
     """``--ray`` alone is ``auto``: ``RAY_ADDRESS``. One runner per node, requests served,
     files reachable through the gateway, the node in ``/runners``, ``minifal runners`` and
@@ -143,6 +145,7 @@ def run_cli(fleet: Fleet, *arguments: str) -> str:
     return done.stdout
 
 
+@pytest.mark.process
 def test_a_requests_log_lines_come_through_its_actor(cluster: Cluster, tmp_path: Path) -> None:
     """A Ray runner's output is read on its node: its actor holds the request's lines until
     the gateway pulls them; a queued request's status has them all once COMPLETED."""
@@ -160,6 +163,7 @@ def test_a_requests_log_lines_come_through_its_actor(cluster: Cluster, tmp_path:
         assert messages == {f"R {kind} {i}" for kind in kinds for i in range(2)} | {"R pool task"}
 
 
+@pytest.mark.process
 def test_scales_from_zero_to_two_nodes_and_back(cluster: Cluster, tmp_path: Path) -> None:
     with (
         ray_fleet(cluster, SCALING_APP, tmp_path, workers=None) as fleet,
@@ -210,6 +214,7 @@ def test_one_compile_across_both_nodes(cluster: Cluster, tmp_path: Path) -> None
         assert {row["node"] for row in report["runners"]} == node_ids(cluster), report
 
 
+@pytest.mark.process
 def test_a_lost_node_loses_no_queued_request(cluster: Cluster, tmp_path: Path) -> None:
     """Kill the worker node's raylet (and its processes) while both runners are busy with a
     burst: every request is answered once, the lost runner counts as crashed, its replacement

@@ -62,6 +62,7 @@ FAL_MODES = {
 # -- the shape of a session, from type hints ------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("app_file", list(FAL_MODES), ids=lambda path: path.name)
 def test_modes_are_inferred_as_fal_infers_them(app_file: Path) -> None:
     app_class = load_app_class(str(app_file))
@@ -80,6 +81,7 @@ def _shape_error(method: Any) -> str:
     return str(refused.value)
 
 
+@pytest.mark.unit
 def test_shapes_fal_cannot_serve_are_refused_when_the_app_starts() -> None:
     class Shapes:
         def sync_stream_in(self, inputs: AsyncIterator[dict]) -> dict:
@@ -101,6 +103,7 @@ def test_shapes_fal_cannot_serve_are_refused_when_the_app_starts() -> None:
     assert "need defaults" in _shape_error(shapes.two_inputs)
 
 
+@pytest.mark.unit
 def test_realtime_options_are_checked() -> None:
     for bad in ({"buffering": 0}, {"session_timeout": -1}, {"max_batch_size": 0}):
         with pytest.raises(ValueError):
@@ -159,6 +162,7 @@ def noted(server: ServedApp, name: str, line: str) -> None:
     poll_until(seen, WAIT_S, f"{line!r} in {log.name}")
 
 
+@pytest.mark.process
 def test_bidirectional_answers_each_frame_as_it_arrives(served: ServedApp) -> None:
     with connect(served.ws_base_url + "echo", open_timeout=WAIT_S) as websocket:
         for index, text in enumerate(["one", "two", "three"]):
@@ -171,6 +175,7 @@ def test_bidirectional_answers_each_frame_as_it_arrives(served: ServedApp) -> No
             }
 
 
+@pytest.mark.process
 def test_a_bad_frame_is_an_error_frame_and_the_stream_goes_on(served: ServedApp) -> None:
     with connect(served.ws_base_url + "echo", open_timeout=WAIT_S) as websocket:
         send(websocket, {"text": "first"})
@@ -188,6 +193,7 @@ def test_a_bad_frame_is_an_error_frame_and_the_stream_goes_on(served: ServedApp)
         assert recv_output(websocket) == {"text": "SECOND", "index": 0, "seen": 2}
 
 
+@pytest.mark.process
 def test_a_client_that_disconnects_ends_the_iterator(served: ServedApp) -> None:
     with connect(served.ws_base_url + "echo", open_timeout=WAIT_S) as websocket:
         for text in ("leaving", "soon"):
@@ -196,6 +202,7 @@ def test_a_client_that_disconnects_ends_the_iterator(served: ServedApp) -> None:
     noted(served, "echo", "leaving ended after 2")
 
 
+@pytest.mark.process
 def test_app_errors_end_the_session_with_an_error_frame(served: ServedApp) -> None:
     with connect(served.ws_base_url + "echo", open_timeout=WAIT_S) as websocket:
         send(websocket, {"text": "fine"})
@@ -218,6 +225,7 @@ def test_app_errors_end_the_session_with_an_error_frame(served: ServedApp) -> No
     assert "secret stream detail" in served.log()
 
 
+@pytest.mark.process
 def test_client_streaming_answers_once_the_session_goes_idle(served: ServedApp) -> None:
     with connect(served.ws_base_url + "sum", open_timeout=WAIT_S) as websocket:
         for value in (1, 2, 3.5, 4):
@@ -235,6 +243,7 @@ def test_client_streaming_answers_once_the_session_goes_idle(served: ServedApp) 
         assert_closed(websocket)
 
 
+@pytest.mark.process
 def test_client_streaming_that_stops_reading_answers_at_once(served: ServedApp) -> None:
     with connect(served.ws_base_url + "sum/first-three", open_timeout=WAIT_S) as websocket:
         for value in range(1, 6):
@@ -243,6 +252,7 @@ def test_client_streaming_that_stops_reading_answers_at_once(served: ServedApp) 
         assert_closed(websocket)  # no TIMEOUT frame: the session did not time out
 
 
+@pytest.mark.process
 def test_a_client_that_leaves_ends_a_client_stream(served: ServedApp) -> None:
     with connect(served.ws_base_url + "sum", open_timeout=WAIT_S) as websocket:
         send(websocket, {"value": 40})
@@ -250,6 +260,7 @@ def test_a_client_that_leaves_ends_a_client_stream(served: ServedApp) -> None:
     noted(served, "sum", "42 ended after 2")
 
 
+@pytest.mark.process
 def test_an_idle_bidirectional_session_times_out(served: ServedApp) -> None:
     with connect(served.ws_base_url + "echo/idle", open_timeout=WAIT_S) as websocket:
         send(websocket, {"text": "only"})
@@ -259,6 +270,7 @@ def test_an_idle_bidirectional_session_times_out(served: ServedApp) -> None:
     noted(served, "echo_idle", "ended after 1")
 
 
+@pytest.mark.process
 def test_other_forms_fal_accepts(served: ServedApp) -> None:
     with connect(served.ws_base_url + "echo/returned", open_timeout=WAIT_S) as websocket:
         send(websocket, {"text": "abc", "index": 4})
@@ -276,6 +288,7 @@ def test_other_forms_fal_accepts(served: ServedApp) -> None:
         assert json.loads(websocket.recv(timeout=WAIT_S)) == {"text": "j", "index": 1, "seen": 0}
 
 
+@pytest.mark.process
 def test_openapi_describes_realtime_modes_as_fal(served: ServedApp) -> None:
     spec = httpx.get(served.url("/openapi.json"), timeout=WAIT_S).json()
     modes = {
@@ -293,6 +306,7 @@ def test_openapi_describes_realtime_modes_as_fal(served: ServedApp) -> None:
     assert spec["x-fal-order-paths"] == sorted(FAL_MODES[STREAMS_APP])
 
 
+@pytest.mark.process
 def test_shutdown_ends_open_streams(tmp_path: Path) -> None:
     with start_served_app(str(STREAMS_APP), tmp_path) as server:
         with connect(server.ws_base_url + "echo", open_timeout=WAIT_S) as websocket:
@@ -326,6 +340,7 @@ def all_runners_idle(fleet: Fleet) -> None:
     poll_until(idle, WAIT_S, "every runner IDLE", fleet)
 
 
+@pytest.mark.process
 def test_the_docs_app_answers_end_to_end_through_the_gateway(fleet: Fleet) -> None:
     base = fleet.ws_base_url + "local/realtime-app/"
     with fleet.client() as client:

@@ -11,6 +11,8 @@ from types import ModuleType
 
 import pytest
 
+pytestmark = pytest.mark.process
+
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "reliability.py"
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from minifal.compat.requirements_check import unmet_requirements
+
+pytestmark = pytest.mark.unit
 
 # -- requirements ------------------------------------------------------------------------------
 

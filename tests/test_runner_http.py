@@ -11,6 +11,8 @@ import pytest
 
 from minifal.fleet.runner_http import RunnerAddress, RunnerClient, RunnerConnectionError
 
+pytestmark = pytest.mark.process
+
 Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
 
 

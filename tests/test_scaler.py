@@ -21,6 +21,8 @@ from minifal.fleet.scaler import (
     with_buffer,
 )
 
+pytestmark = pytest.mark.unit
+
 NOW = 1000.0
 
 

@@ -14,6 +14,8 @@ from minifal.fleet.jobs import Job
 from minifal.fleet.request_queue import QueueFull, RequestQueue
 from minifal.fleet.scheduler import Scheduler, ShuttingDown, StartTimeout, Withdrawn
 
+pytestmark = pytest.mark.unit
+
 # -- RequestQueue ----------------------------------------------------------------------------------
 
 

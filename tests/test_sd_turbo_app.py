@@ -18,8 +18,13 @@ pytest.importorskip("torch")
 from PIL import Image
 
 SD_TURBO_APP = Path(__file__).resolve().parents[1] / "apps" / "sd_turbo.py"
-# Cold precompile of the tiny UNet's two warmup shapes on this 2-core machine: ~80 s (one runner
-# compiles, the other waits for its publish); two runners share the cores.
+# The precompiled strategy covers the text encoder here (``MINIFAL_SD_PRECOMPILE``, documented):
+# one small graph, the same for both warmup sizes, whose cold compile is ~18 CPU s where the
+# UNet's two graphs took ~80 s. What is proved stays: one runner compiles and publishes, the
+# other loads without Dynamo, behind a real gateway. The UNet's own precompile on CPU is
+# test_precompiled_processes.py::test_the_sd_turbo_unet_warm_start_skips_dynamo.
+# One intra-op thread per runner: two runners share two cores (speed only, the same bytes).
+FLEET_ENV = {"MINIFAL_SD_PRECOMPILE": "text", "OMP_NUM_THREADS": "1"}
 READY_TIMEOUT_S = 500.0
 
 pytestmark = pytest.mark.compile
@@ -28,7 +33,9 @@ pytestmark = pytest.mark.compile
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     work_dir = tmp_path_factory.mktemp("sd-turbo")
-    with start_fleet(SD_TURBO_APP, work_dir, workers=2, ready_timeout=READY_TIMEOUT_S) as fleet:
+    with start_fleet(
+        SD_TURBO_APP, work_dir, workers=2, env=FLEET_ENV, ready_timeout=READY_TIMEOUT_S
+    ) as fleet:
         yield fleet
 
 
@@ -110,6 +117,7 @@ def test_the_loading_runner_ran_no_dynamo(fleet: Fleet) -> None:
         (block,) = [e["details"] for e in events if e["phase"] == "precompiled"]
         blocks[events_file.stem] = block
     by_role = sorted(blocks.values(), key=lambda block: block["compiled"])
-    assert [(b["loaded"], b["compiled"]) for b in by_role] == [(2, 0), (0, 2)], blocks
+    # One text-encoder signature serves both warmup sizes (the prompt is 77 tokens either way).
+    assert [(b["loaded"], b["compiled"]) for b in by_role] == [(1, 0), (0, 1)], blocks
     assert by_role[0]["dynamo_graphs"] == 0 and by_role[0]["dynamo_s"] == 0
-    assert by_role[1]["dynamo_graphs"] >= 2
+    assert by_role[1]["dynamo_graphs"] >= 1

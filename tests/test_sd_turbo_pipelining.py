@@ -18,12 +18,14 @@ from fleet_support import APPS_FLEET_DIR, start_fleet
 pytest.importorskip("diffusers")
 pytest.importorskip("torch")
 
+pytestmark = pytest.mark.process
+
 PROBE_APP = APPS_FLEET_DIR / "sd_turbo_probe_app.py"
 READY_TIMEOUT_S = 300.0
 
 
 def test_one_requests_encoding_overlaps_the_next_ones_generation(tmp_path: Path) -> None:
-    env = {"MINIFAL_SD_COMPILE": "none"}
+    env = {"MINIFAL_SD_COMPILE": "none", "OMP_NUM_THREADS": "1"}  # one thread: speed only
     with start_fleet(
         PROBE_APP, tmp_path, workers=1, env=env, ready_timeout=READY_TIMEOUT_S
     ) as fleet:

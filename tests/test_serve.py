@@ -25,6 +25,8 @@ from websockets.sync.client import connect
 from minifal.runner_contract import EXIT_SETUP_FAILED
 from minifal.startup.events import read_events
 
+pytestmark = pytest.mark.process
+
 ECHO_APP = APPS_DIR / "echo_app.py"
 IMAGE_APP = APPS_DIR / "image_app.py"
 

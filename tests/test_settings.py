@@ -38,6 +38,7 @@ FAL_DEFAULTS = {
 }
 
 
+@pytest.mark.unit
 def test_defaults_equal_fal_defaults() -> None:
     class Plain(fal.App):
         pass
@@ -50,6 +51,7 @@ def test_defaults_equal_fal_defaults() -> None:
     assert not settings.wants_gpu
 
 
+@pytest.mark.unit
 def test_every_fal_setting_is_accepted_as_a_class_attribute() -> None:
     class Everything(fal.App):
         machine_type = ["GPU-H100", "GPU-A100"]
@@ -84,6 +86,7 @@ def test_every_fal_setting_is_accepted_as_a_class_attribute() -> None:
     assert Everything.resolved_app_name() == "everything"
 
 
+@pytest.mark.unit
 def test_class_keywords_set_settings() -> None:
     class A(fal.App, keep_alive=300, max_concurrency=2, name="a"):
         pass
@@ -94,6 +97,7 @@ def test_class_keywords_set_settings() -> None:
     assert A.resolved_app_name() == "a"
 
 
+@pytest.mark.unit
 def test_settings_are_inherited_and_overridable() -> None:
     class Base(fal.App, keep_alive=120):
         max_multiplexing = 4
@@ -107,6 +111,7 @@ def test_settings_are_inherited_and_overridable() -> None:
     assert Base.settings().max_concurrency is None
 
 
+@pytest.mark.unit
 def test_a_near_miss_class_keyword_is_kept_and_warned_about(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -122,6 +127,7 @@ def test_a_near_miss_class_keyword_is_kept_and_warned_about(
     assert "keep_alive" in caplog.text  # the suggestion
 
 
+@pytest.mark.unit
 def test_unknown_and_private_class_keywords_are_kept_and_logged_once_at_debug(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -140,6 +146,7 @@ def test_unknown_and_private_class_keywords_are_kept_and_logged_once_at_debug(
     assert [r.levelno for r in records] == [logging.DEBUG]
 
 
+@pytest.mark.unit
 def test_near_miss_class_attribute_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="minifal.app"):
 
@@ -152,6 +159,7 @@ def test_near_miss_class_attribute_is_logged(caplog: pytest.LogCaptureFixture) -
     assert "my_own_attribute" not in caplog.text
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("attribute", "value"),
     [
@@ -170,6 +178,7 @@ def test_bad_value_names_class_and_setting(attribute: str, value: object) -> Non
     assert f"BadValue.{attribute}" in str(error.value)
 
 
+@pytest.mark.unit
 def test_bad_value_as_class_keyword() -> None:
     with pytest.raises(AppSettingsError, match=r"Keyworded\.keep_alive"):
 
@@ -177,6 +186,7 @@ def test_bad_value_as_class_keyword() -> None:
             pass
 
 
+@pytest.mark.unit
 def test_settings_error_is_a_type_error() -> None:
     assert issubclass(AppSettingsError, TypeError)
 
@@ -184,6 +194,7 @@ def test_settings_error_is_a_type_error() -> None:
 # -- names -----------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("class_name", "expected"),
     [
@@ -198,6 +209,7 @@ def test_kebab_case(class_name: str, expected: str) -> None:
     assert kebab_case(class_name) == expected
 
 
+@pytest.mark.unit
 def test_app_name_derived_from_class_name() -> None:
     class MyGoodApp(fal.App):
         pass
@@ -205,6 +217,7 @@ def test_app_name_derived_from_class_name() -> None:
     assert MyGoodApp.resolved_app_name() == "my-good-app"
 
 
+@pytest.mark.unit
 def test_explicit_app_name_wins() -> None:
     class MyGoodApp(fal.App):
         app_name = "custom-name"
@@ -215,6 +228,7 @@ def test_explicit_app_name_wins() -> None:
 # -- lifecycle rules ---------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_overriding_init_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="__init__") as error:
 
@@ -228,6 +242,7 @@ def test_overriding_init_is_a_type_error() -> None:
 # -- GPUs --------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("machine_type", "num_gpus", "expected"),
     [
@@ -276,6 +291,7 @@ def write_setting_named_app(directory: Path, name: str, keywords: str = "") -> P
     return path
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(SETTING_NAMES))
 def test_an_endpoint_named_like_a_setting_leaves_the_setting_at_its_default(
     name: str, tmp_path: Path
@@ -289,6 +305,7 @@ def test_an_endpoint_named_like_a_setting_leaves_the_setting_at_its_default(
     assert load_app_class(str(app_path)).settings() == AppSettings()
 
 
+@pytest.mark.unit
 def test_a_setting_given_as_a_keyword_does_not_replace_a_method_of_that_name(
     tmp_path: Path,
 ) -> None:
@@ -303,6 +320,7 @@ def test_a_setting_given_as_a_keyword_does_not_replace_a_method_of_that_name(
     ]
 
 
+@pytest.mark.unit
 def test_a_subclass_method_named_like_a_setting_keeps_the_inherited_value() -> None:
     class Base(fal.App):
         keep_alive = 120
@@ -345,6 +363,7 @@ class ManySettingNames(fal.App, keep_alive=30):
 """
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("command", ["serve", "run"])
 def test_endpoints_named_like_settings_are_served(command: str, tmp_path: Path) -> None:
     app_path = tmp_path / "many_setting_names.py"

@@ -109,6 +109,7 @@ def _rows_by_label(data_dir: Path) -> dict[str, Any]:
 # --- loading and rows ----------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_load_run_finds_runners_and_splits_restarts(data_dir: Path) -> None:
     run = load_run(data_dir)
 
@@ -121,6 +122,7 @@ def test_load_run_finds_runners_and_splits_restarts(data_dir: Path) -> None:
     assert "teardown" not in {event.phase for event in run.starts[2].events}
 
 
+@pytest.mark.unit
 def test_restart_written_to_another_file(tmp_path: Path) -> None:
     run = tmp_path / "runs" / "r"
     _write_events(run / "runner-2.jsonl", [_event("runner-2", 9, "process_start", 0.0)])
@@ -131,6 +133,7 @@ def test_restart_written_to_another_file(tmp_path: Path) -> None:
     assert [(start.label, start.pid) for start in starts] == [("runner-2", 9), ("runner-2#2", 12)]
 
 
+@pytest.mark.unit
 def test_latest_run_by_mtime_and_explicit_run(data_dir: Path) -> None:
     older = data_dir / "runs" / "20240101-000000-1"
     _write_events(older / "runner-0.jsonl", _runner_0())
@@ -145,6 +148,7 @@ def test_latest_run_by_mtime_and_explicit_run(data_dir: Path) -> None:
         load_run(data_dir / "empty")
 
 
+@pytest.mark.unit
 def test_rows_phases_ready_and_cache(data_dir: Path) -> None:
     rows = _rows_by_label(data_dir)
 
@@ -163,6 +167,7 @@ def test_rows_phases_ready_and_cache(data_dir: Path) -> None:
     assert restarted.phases["model_download"].duration_s == pytest.approx(2.1)
 
 
+@pytest.mark.unit
 def test_phases_are_ordered_as_they_happen(data_dir: Path) -> None:
     names = phase_names(report_rows(load_run(data_dir)))
 
@@ -175,6 +180,7 @@ def test_phases_are_ordered_as_they_happen(data_dir: Path) -> None:
     assert names[-2:] == ["first_request", "teardown"]
 
 
+@pytest.mark.unit
 def test_cache_status_with_several_keys(tmp_path: Path) -> None:
     e = lambda *a, **k: _event("runner-0", 7, *a, **k)  # noqa: E731
     _write_events(
@@ -199,6 +205,7 @@ def test_cache_status_with_several_keys(tmp_path: Path) -> None:
 # --- text, JSON, PNG -----------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_text_table_has_a_row_per_start_and_the_cache_column(data_dir: Path) -> None:
     table = format_table(report_rows(load_run(data_dir)))
     header, *lines = table.splitlines()
@@ -214,6 +221,7 @@ def test_text_table_has_a_row_per_start_and_the_cache_column(data_dir: Path) -> 
     assert len({len(line) for line in [header, *lines]}) == 1  # aligned
 
 
+@pytest.mark.unit
 def test_instant_phases_show_when_they_happened(tmp_path: Path) -> None:
     e = lambda *a, **k: _event("runner-0", 7, *a, **k)  # noqa: E731
     _write_events(
@@ -227,6 +235,7 @@ def test_instant_phases_show_when_they_happened(tmp_path: Path) -> None:
     assert line.split() == ["runner-0", "7", "+0.00", "14.00", "20.00", "-", "-"]
 
 
+@pytest.mark.unit
 def test_runners_on_ray_nodes_get_a_node_column(tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "r"
     for runner, node in (("runner-0", "a" * 56), ("runner-1", "b" * 56)):
@@ -241,6 +250,7 @@ def test_runners_on_ray_nodes_get_a_node_column(tmp_path: Path) -> None:
     assert [row.node for row in rows] == ["a" * 56, "b" * 56]
 
 
+@pytest.mark.unit
 def test_runners_of_several_revisions_get_a_revision_column(tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "r"
     for runner, revision in (("runner-0", "r1-aaaaaaaa"), ("runner-1", "r2-bbbbbbbb")):
@@ -256,6 +266,7 @@ def test_runners_of_several_revisions_get_a_revision_column(tmp_path: Path) -> N
     assert [row.revision for row in rows] == ["r1-aaaaaaaa", "r2-bbbbbbbb"]
 
 
+@pytest.mark.unit
 def test_json_report_keys(data_dir: Path) -> None:
     run = load_run(data_dir)
     report = report_json(run, report_rows(run))
@@ -295,6 +306,7 @@ def test_json_report_keys(data_dir: Path) -> None:
     json.dumps(report)  # serialisable as is
 
 
+@pytest.mark.unit
 def test_timeline_png_is_a_real_image(data_dir: Path, tmp_path: Path) -> None:
     run = load_run(data_dir)
 
@@ -316,6 +328,7 @@ def _report_args(data_dir: Path, **overrides: Any) -> argparse.Namespace:
     )
 
 
+@pytest.mark.unit
 def test_main_prints_table_and_writes_default_png(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -327,6 +340,7 @@ def test_main_prints_table_and_writes_default_png(
     assert png.stat().st_size > 1000
 
 
+@pytest.mark.unit
 def test_main_json_and_png_override(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -344,6 +358,7 @@ def test_main_json_and_png_override(
     assert png.is_file()
 
 
+@pytest.mark.unit
 def test_main_without_runs_fails_with_a_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -394,6 +409,7 @@ RUNNERS = {
 AUTH_KEY = "secret-key"
 
 
+@pytest.mark.unit
 def test_format_runners_from_a_dict() -> None:
     title, header, first, second, note = format_runners(RUNNERS).splitlines()
 
@@ -442,6 +458,7 @@ def test_format_runners_from_a_dict() -> None:
     assert note == "runner-1: last exit: startup timeout"
 
 
+@pytest.mark.unit
 def test_format_runners_says_which_gpu_runners_run_on_cpu() -> None:
     runners = [{**runner, "gpus": ""} for runner in RUNNERS["runners"]]
     lines = format_runners({**RUNNERS, "runners": runners}).splitlines()
@@ -452,6 +469,7 @@ def test_format_runners_says_which_gpu_runners_run_on_cpu() -> None:
     )
 
 
+@pytest.mark.unit
 def test_format_runners_lists_the_last_revisions() -> None:
     revisions = {
         "serving": "r2-bbbbbbbb",
@@ -476,6 +494,7 @@ def test_format_runners_lists_the_last_revisions() -> None:
     ]
 
 
+@pytest.mark.unit
 def test_format_duration() -> None:
     assert [format_duration(s) for s in (None, 0, 59.9, 60, 3599, 7322)] == [
         "-",
@@ -523,6 +542,7 @@ def _runners_args(url: str, **overrides: Any) -> argparse.Namespace:
     return argparse.Namespace(**{"url": url, "json": False, "auth_key": None, **overrides})
 
 
+@pytest.mark.process
 def test_runners_over_http_with_key(gateway_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main_runners(_runners_args(gateway_url, auth_key=AUTH_KEY)) == 0
     assert capsys.readouterr().out.strip() == format_runners(RUNNERS)
@@ -531,6 +551,7 @@ def test_runners_over_http_with_key(gateway_url: str, capsys: pytest.CaptureFixt
     assert json.loads(capsys.readouterr().out) == RUNNERS
 
 
+@pytest.mark.process
 def test_runners_key_from_environment(
     gateway_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -540,6 +561,7 @@ def test_runners_key_from_environment(
     assert "runner-1" in capsys.readouterr().out
 
 
+@pytest.mark.process
 def test_runners_without_key_is_unauthorized(
     gateway_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -551,6 +573,7 @@ def test_runners_without_key_is_unauthorized(
     assert "401" in captured.err and "--auth-key" in captured.err
 
 
+@pytest.mark.unit
 def test_runners_connection_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as sock:  # a port nobody listens on once closed
         sock.bind(("127.0.0.1", 0))
@@ -562,6 +585,7 @@ def test_runners_connection_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.unit
 def test_precompiled_graphs_and_dynamo_seconds_per_runner(tmp_path: Path) -> None:
     """The compiler captured (Dynamo) and compiled each shape; the warm runner loaded them."""
     shape_a, shape_b = "args[0]=f16[1,4,64,64] grad=off", "args[0]=f16[1,4,64,96] grad=off"
@@ -608,6 +632,7 @@ def test_precompiled_graphs_and_dynamo_seconds_per_runner(tmp_path: Path) -> Non
     }
 
 
+@pytest.mark.unit
 def test_an_event_may_carry_any_detail_name(tmp_path: Path) -> None:
     from minifal.startup.events import read_events, record_for
 

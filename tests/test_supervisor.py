@@ -12,6 +12,8 @@ from fleet_fakes import FakeBackend, states, supervisor, until
 from minifal.fleet.runner import RunnerState
 from minifal.fleet.supervisor import TERMINATED_KEPT, failure_backoff
 
+pytestmark = pytest.mark.unit
+
 # -- failure_backoff -------------------------------------------------------------------------------
 
 

@@ -17,6 +17,8 @@ from minifal.fleet.gateway import PHASES, choose_suspender
 from minifal.fleet.runner import RunnerState
 from minifal.fleet.scaler import FleetSnapshot, Phase, RunnerView, ScalingSettings, decide
 
+pytestmark = pytest.mark.unit
+
 GIB = 2**30
 
 # -- the policy (pure) ----------------------------------------------------------------------------

@@ -30,7 +30,10 @@ def _driver_here() -> str | None:
     return None if driver is not None else why
 
 
-pytestmark = pytest.mark.skipif(_driver_here() is not None, reason=f"{_driver_here()}")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(_driver_here() is not None, reason=f"{_driver_here()}"),
+]
 
 
 def gpu_memory_of(pid: int) -> int:

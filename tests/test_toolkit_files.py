@@ -117,6 +117,7 @@ def _files_under(directory: Path) -> list[Path]:
 # --- File outputs ---------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_from_bytes_stores_under_data_dir_and_links_public_url(data_dir: Path) -> None:
     file = File.from_bytes(b"hello", file_name="greeting hi.txt")
 
@@ -131,6 +132,7 @@ def test_from_bytes_stores_under_data_dir_and_links_public_url(data_dir: Path) -
     assert [p.name for p in _files_under(data_dir)] == ["greeting hi.txt"]
 
 
+@pytest.mark.unit
 def test_file_json_excludes_cached_bytes() -> None:
     file = File.from_bytes(b"\x00\x01", content_type="application/x-thing")
 
@@ -141,6 +143,7 @@ def test_file_json_excludes_cached_bytes() -> None:
     assert file.file_name.endswith(".bin")
 
 
+@pytest.mark.unit
 def test_in_memory_repository_gives_data_url(data_dir: Path) -> None:
     file = File.from_bytes(b"abc", content_type="text/plain", repository="in_memory")
 
@@ -148,12 +151,14 @@ def test_in_memory_repository_gives_data_url(data_dir: Path) -> None:
     assert _files_under(data_dir) == []
 
 
+@pytest.mark.unit
 def test_fal_repository_names_store_locally_and_unknown_ones_fail() -> None:
     assert File.from_bytes(b"x", repository="fal_v3").url.startswith(PUBLIC_URL)
     with pytest.raises(ValueError, match="Unknown file repository 'gcs'"):
         File.from_bytes(b"x", repository="gcs")
 
 
+@pytest.mark.unit
 def test_file_name_cannot_escape_its_directory(data_dir: Path) -> None:
     file = File.from_bytes(b"x", file_name="../../etc/.passwd")
 
@@ -161,6 +166,7 @@ def test_file_name_cannot_escape_its_directory(data_dir: Path) -> None:
     assert _stored_path(file.url) is not None
 
 
+@pytest.mark.unit
 def test_from_path_copies_file_and_guesses_type(tmp_path: Path) -> None:
     source = tmp_path / "clip.json"
     source.write_bytes(b'{"a": 1}')
@@ -176,6 +182,7 @@ def test_from_path_copies_file_and_guesses_type(tmp_path: Path) -> None:
     assert file.as_bytes() == b'{"a": 1}'
 
 
+@pytest.mark.unit
 def test_save_writes_file_and_refuses_to_overwrite(tmp_path: Path) -> None:
     file = File.from_bytes(b"content", repository="in_memory")
     target = tmp_path / "out" / "saved.txt"
@@ -197,6 +204,7 @@ class _Input(BaseModel):
     attachment: File | None = None
 
 
+@pytest.mark.unit
 def test_input_accepts_url_string_and_object() -> None:
     parsed = _Input.model_validate(
         {"image": "https://example.com/cat.png", "attachment": {"url": "data:,hi"}}
@@ -207,6 +215,7 @@ def test_input_accepts_url_string_and_object() -> None:
     assert parsed.attachment.as_bytes() == b"hi"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "url", ["file:///etc/passwd", "ftp://example.com/x", "/etc/passwd", "http:///nohost"]
 )
@@ -217,6 +226,7 @@ def test_input_rejects_other_schemes_as_validation_error(url: str) -> None:
         assert caught.value.errors()[0]["loc"][0] == "image"
 
 
+@pytest.mark.process
 def test_input_url_is_fetched_lazily(server: str) -> None:
     parsed = _Input.model_validate({"image": f"{server}/picture.png"})
 
@@ -229,6 +239,7 @@ def test_input_url_is_fetched_lazily(server: str) -> None:
 # --- Images ---------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_from_pil_png_round_trip_keeps_pixels() -> None:
     original = PILImage.new("RGB", (33, 17))
     original.putdata(
@@ -246,6 +257,7 @@ def test_from_pil_png_round_trip_keeps_pixels() -> None:
         assert stored.convert("RGB").tobytes() == original.tobytes()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P"])
 def test_from_pil_png_is_lossless_in_every_mode(mode: str) -> None:
     """fpng writes RGB and RGBA, Pillow the rest: the pixels come back the same either way."""
@@ -261,6 +273,7 @@ def test_from_pil_png_is_lossless_in_every_mode(mode: str) -> None:
         assert stored.tobytes() == original.tobytes()
 
 
+@pytest.mark.unit
 def test_png_encoder_choice() -> None:
     assert encoding.fast_png_applies(PILImage.new("RGB", (4, 4))) == (encoding.fpng is not None)
     assert not encoding.fast_png_applies(PILImage.new("L", (4, 4)))
@@ -269,6 +282,7 @@ def test_png_encoder_choice() -> None:
     assert not encoding.fast_png_applies(with_profile)
 
 
+@pytest.mark.unit
 def test_from_pil_jpeg_from_rgba() -> None:
     image = Image.from_pil(PILImage.new("RGBA", (40, 30), (255, 0, 0, 128)), format="jpg")
 
@@ -279,6 +293,7 @@ def test_from_pil_jpeg_from_rgba() -> None:
     assert PILImage.open(io.BytesIO(image.as_bytes())).format == "JPEG"
 
 
+@pytest.mark.unit
 def test_image_from_bytes_reads_dimensions() -> None:
     image = Image.from_bytes(_png_bytes(12, 9), "png", repository="in_memory")
 
@@ -290,6 +305,7 @@ def test_image_from_bytes_reads_dimensions() -> None:
     }  # fmt: skip
 
 
+@pytest.mark.unit
 def test_image_from_path_reads_dimensions(tmp_path: Path) -> None:
     source = tmp_path / "frame.webp"
     PILImage.new("RGB", (21, 11), "blue").save(source, format="WEBP")
@@ -299,6 +315,7 @@ def test_image_from_path_reads_dimensions(tmp_path: Path) -> None:
     assert (image.width, image.height, image.content_type) == (21, 11, "image/webp")
 
 
+@pytest.mark.unit
 def test_image_size_presets_and_custom_sizes() -> None:
     class SizeInput(BaseModel):
         image_size: ImageSizeInput = "square_hd"
@@ -327,6 +344,7 @@ def test_image_size_presets_and_custom_sizes() -> None:
 # --- Fetching -------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_fetch_data_urls_base64_and_percent_encoded() -> None:
     assert (
         fetch_bytes("data:application/octet-stream;base64," + base64.b64encode(PAYLOAD).decode())
@@ -337,10 +355,12 @@ def test_fetch_data_urls_base64_and_percent_encoded() -> None:
         fetch_bytes("data:;base64,!!!")
 
 
+@pytest.mark.process
 def test_fetch_http_follows_redirects(server: str) -> None:
     assert fetch_bytes(f"{server}/redirect") == PAYLOAD
 
 
+@pytest.mark.process
 def test_fetch_size_limit_with_and_without_content_length(
     server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -355,6 +375,7 @@ def test_fetch_size_limit_with_and_without_content_length(
         File(url="data:," + "x" * 1001).as_bytes()
 
 
+@pytest.mark.process
 def test_fetch_failures_raise_download_error(server: str) -> None:
     with pytest.raises(DownloadError, match="HTTP 404"):
         fetch_bytes(f"{server}/missing")
@@ -367,6 +388,7 @@ def test_fetch_failures_raise_download_error(server: str) -> None:
 # --- Serving stored files -------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_resolve_stored_file_rejects_traversal(data_dir: Path, tmp_path: Path) -> None:
     file = File.from_bytes(b"ok", file_name="a.txt")
     relative = unquote(file.url[len(PUBLIC_URL + "files/") :])
@@ -396,6 +418,7 @@ def test_resolve_stored_file_rejects_traversal(data_dir: Path, tmp_path: Path) -
 # --- Downloads ------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_download_file_names_and_reuse(server: str, data_dir: Path) -> None:
     first = download_file(f"{server}/named", "downloads")
 
@@ -407,6 +430,7 @@ def test_download_file_names_and_reuse(server: str, data_dir: Path) -> None:
     assert download_file(f"{server}/payload.bin", data_dir / "d").name == "payload.bin"
 
 
+@pytest.mark.process
 def test_download_file_failure_leaves_no_partial_file(server: str, data_dir: Path) -> None:
     target_dir = data_dir / "weights"
     target_dir.mkdir()
@@ -423,6 +447,7 @@ def test_download_file_failure_leaves_no_partial_file(server: str, data_dir: Pat
     assert (target_dir / "truncated").read_bytes() == b"previous"
 
 
+@pytest.mark.process
 def test_download_model_weights_goes_under_data_dir_once(server: str, data_dir: Path) -> None:
     url = f"{server}/payload.bin"
 
@@ -435,6 +460,7 @@ def test_download_model_weights_goes_under_data_dir_once(server: str, data_dir: 
     assert download_model_weights(url).read_bytes() == b"local edit"
 
 
+@pytest.mark.process
 def test_clone_repository_from_local_git_repo(tmp_path: Path, data_dir: Path) -> None:
     origin = tmp_path / "origin" / "tool.git"
     origin.mkdir(parents=True)

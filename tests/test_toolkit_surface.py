@@ -93,6 +93,7 @@ FAL_IMPORTS = [
 ]
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(("module", "name"), FAL_IMPORTS)
 def test_fal_module_paths_import_through_the_alias(module: str, name: str) -> None:
     """Run in a fresh interpreter: ``import fal.X`` maps to ``minifal.X`` as in an app file."""
@@ -106,6 +107,7 @@ def test_fal_module_paths_import_through_the_alias(module: str, name: str) -> No
     assert done.stdout.strip() == "minifal" + module[len("fal") :]
 
 
+@pytest.mark.unit
 def test_old_minifal_paths_still_work() -> None:
     from minifal.toolkit.file import File as FileFromPackage
     from minifal.toolkit.file import files_root, resolve_stored_file  # noqa: F401
@@ -115,6 +117,7 @@ def test_old_minifal_paths_still_work() -> None:
     assert importlib.import_module("minifal.toolkit.file.file").File is File
 
 
+@pytest.mark.unit
 def test_from_url_and_hash_url_helpers() -> None:
     file = File._from_url("https://example.com/a.png")
     assert file.url == "https://example.com/a.png" and file.file_size is None
@@ -192,6 +195,7 @@ def _schemas(command: list[str], cwd: str | None = None) -> dict:
     return json.loads(done.stdout)
 
 
+@pytest.mark.process
 def test_schemas_match_real_fal() -> None:
     """The same model source, run under fal 1.83 and under minifal, gives the same schemas:
     FalBaseModel's order and hidden fields, the *Field helpers' x-fal and ui, the file types."""
@@ -212,6 +216,7 @@ def test_schemas_match_real_fal() -> None:
 # -- constraints validate ------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_unsatisfiable_configs_are_refused() -> None:
     with pytest.raises(ValueError, match="min_width"):
         ImageSizeConstraints(min_width=100, max_width=50)
@@ -225,6 +230,7 @@ class _SizedInput(BaseModel):
     )
 
 
+@pytest.mark.unit
 def test_image_size_field_enforces_its_constraints() -> None:
     assert _SizedInput(size={"width": 512, "height": 512})
     with pytest.raises(ValidationError) as bad_preset:
@@ -235,6 +241,7 @@ def test_image_size_field_enforces_its_constraints() -> None:
         _SizedInput(size={"width": 500, "height": 512})
 
 
+@pytest.mark.unit
 def test_validation_configs_check_known_properties() -> None:
     image = ImageValidationConfig(max_file_size=100, min_width=10, timeout=5)
     image.check_image(width=10, height=10, file_size=100)
@@ -253,6 +260,7 @@ def test_validation_configs_check_known_properties() -> None:
 # -- repositories, reservations, multipart, compressed files ------------------------------------
 
 
+@pytest.mark.unit
 def test_fal_hosted_repositories_store_in_the_data_dir() -> None:
     file = File.from_bytes(b"abc", file_name="a.txt", repository=FalFileRepositoryV3())
     assert _stored(file.url).read_bytes() == b"abc"
@@ -281,6 +289,7 @@ CLOUD_CREDENTIAL_VARS = (
 )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("make", "save_kwargs", "warning"),
     [
@@ -322,6 +331,7 @@ def test_cloud_bucket_is_a_directory_of_the_data_dir(
     assert "nothing is uploaded to the cloud" in _warnings_naming(file_warnings, warning)[0]
 
 
+@pytest.mark.unit
 def test_cloud_bucket_through_file_and_its_builtin_id(data_dir: Path) -> None:
     through_instance = File.from_bytes(
         b"abc", file_name="a.txt", repository=R2Repository(bucket_name="outputs")
@@ -332,6 +342,7 @@ def test_cloud_bucket_through_file_and_its_builtin_id(data_dir: Path) -> None:
     assert _stored(through_id.url).parent == data_dir / "files" / "fal_file_storage"
 
 
+@pytest.mark.unit
 def test_bucket_folder_cannot_leave_the_bucket_dir(data_dir: Path) -> None:
     repository = GoogleStorageRepository(bucket_name="b", folder="../../etc/./.hidden/x")
     url = repository.save(FileData(b"1", "text/plain", "f.txt"))
@@ -353,6 +364,7 @@ POLICY = _UploadPolicy(
 )
 
 
+@pytest.mark.unit
 def test_save_with_policy_stores_in_the_data_dir(
     tmp_path: Path, file_warnings: pytest.LogCaptureFixture
 ) -> None:
@@ -377,6 +389,7 @@ def test_save_with_policy_stores_in_the_data_dir(
     assert POLICY.url in warned[0] and "uploads/${filename}" in warned[0]
 
 
+@pytest.mark.unit
 def test_reserve_with_policy_is_a_local_reservation(
     file_warnings: pytest.LogCaptureFixture,
 ) -> None:
@@ -389,6 +402,7 @@ def test_reserve_with_policy_is_a_local_reservation(
     assert len(_warnings_naming(file_warnings, "upload policy")) == 1
 
 
+@pytest.mark.unit
 def test_token_managers_hand_out_local_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_network(*args: object) -> None:
         raise AssertionError("a token manager opened a connection")
@@ -419,6 +433,7 @@ class _FullBucket(FileRepository):
         raise FileUploadException("bucket full")
 
 
+@pytest.mark.unit
 def test_failed_repository_falls_back() -> None:
     with pytest.raises(FileUploadException, match="bucket full"):
         File.from_bytes(b"x", repository=_FullBucket())
@@ -426,6 +441,7 @@ def test_failed_repository_falls_back() -> None:
     assert file.url.startswith("data:")
 
 
+@pytest.mark.unit
 def test_reserve_then_complete(data_dir: Path) -> None:
     pending = File.reserve(content_type="text/plain", file_name="later.txt")
     relative = pending.url.removeprefix(PUBLIC_URL + "files/")
@@ -439,6 +455,7 @@ def test_reserve_then_complete(data_dir: Path) -> None:
     assert not any(p.name == "never.txt" for p in data_dir.rglob("*"))
 
 
+@pytest.mark.unit
 def test_multipart_upload_joins_parts_in_order() -> None:
     upload = MultipartUploadV3("big.bin", chunk_size=4)
     url = upload.upload(b"0123456789")
@@ -454,6 +471,7 @@ def _zip_bytes(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.unit
 def test_compressed_file_extracts_once_and_cleans_up() -> None:
     archive = CompressedFile.from_bytes(_zip_bytes({"a.txt": b"A", "b.txt": b"B"}))
     names = [path.name for path in archive]
@@ -464,6 +482,7 @@ def test_compressed_file_extracts_once_and_cleans_up() -> None:
     assert not extract_dir.exists()
 
 
+@pytest.mark.unit
 def test_compressed_file_bomb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MINIFAL_MAX_DOWNLOAD_BYTES", "1000")
     archive = CompressedFile.from_bytes(_zip_bytes({"big": b"\0" * 5000}))
@@ -474,6 +493,7 @@ def test_compressed_file_bomb_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
 # -- image helpers, the safety checker, ssrf ---------------------------------------------------
 
 
+@pytest.mark.unit
 def test_postprocess_without_checker_needs_no_model() -> None:
     from minifal.toolkit.image.safety_checker import postprocess_images
 
@@ -483,6 +503,7 @@ def test_postprocess_without_checker_needs_no_model() -> None:
     assert result["images"][0].getpixel((0, 0)) == (255, 0, 0)
 
 
+@pytest.mark.unit
 def test_filter_by_blacks_out_flagged_images() -> None:
     from minifal.toolkit.image import filter_by
 
@@ -492,6 +513,7 @@ def test_filter_by_blacks_out_flagged_images() -> None:
     assert blacked.size == (3, 2) and blacked.getpixel((0, 0)) == (0, 0, 0)
 
 
+@pytest.mark.process
 def test_safety_checker_without_weights_names_what_is_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -517,6 +539,7 @@ def test_safety_checker_without_weights_names_what_is_missing(
     assert issubclass(ModelWeightsMissing, RuntimeError)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("address", "public"),
     [
@@ -535,6 +558,7 @@ def test_public_address_check(address: str, public: bool) -> None:
     assert is_globally_routable_ip(address) is public
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "url", ["http://127.0.0.1:9/x", "http://localhost:9/x", "file:///etc/passwd"]
 )

@@ -24,6 +24,7 @@ PRIME = (
 )
 
 
+@pytest.mark.unit
 def test_the_digest_follows_package_sources_only(tmp_path: Path) -> None:
     package = tmp_path / "pkg"
     (package / "sub").mkdir(parents=True)
@@ -38,6 +39,7 @@ def test_the_digest_follows_package_sources_only(tmp_path: Path) -> None:
     assert sources_digest(package) != before
 
 
+@pytest.mark.unit
 def test_an_installed_wheel_is_known_by_its_record(tmp_path: Path) -> None:
     package = tmp_path / "pkg"
     package.mkdir()
@@ -61,6 +63,7 @@ def prime(data_dir: Path) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.process
 def test_the_first_process_stores_the_key_and_later_ones_take_it(tmp_path: Path) -> None:
     computed = prime(tmp_path)
     (stored,) = (tmp_path / DIR_NAME).iterdir()

@@ -20,6 +20,8 @@ from minifal.fleet.webhook_policy import (
 )
 from minifal.fleet.webhooks import deliver_webhook, webhook_payload
 
+pytestmark = pytest.mark.unit
+
 # -- webhook_payload -------------------------------------------------------------------------------
 
 

@@ -137,7 +137,16 @@ def half_available_memory() -> int | None:
 
 
 class Gateway:
-    def __init__(self, manifest: AppManifest, options: GatewayOptions) -> None:
+    def __init__(
+        self,
+        manifest: AppManifest,
+        options: GatewayOptions,
+        backend: RunnerBackend | None = None,
+        runner_client: RunnerClient | None = None,
+    ) -> None:
+        """``backend`` (where runners run) and ``runner_client`` (how requests reach them): None
+        for what ``options`` says (Ray actors or child processes, over HTTP). The in-process
+        tests pass fakes whose runners are ASGI apps in this process (never suspended)."""
         self.manifest = manifest
         self.options = options
         settings = manifest.settings
@@ -155,16 +164,15 @@ class Gateway:
         )
         self.request_logs = RequestLogs()
         """Each request's log lines, from its runner's output."""
-        if options.ray_resources is not None:
+        suspender: Suspender | None = None  # a given backend's runners are never suspended
+        if backend is None and options.ray_resources is not None:
             from minifal.fleet.backends.ray_actors import RayRunnerBackend
 
-            backend: RunnerBackend = RayRunnerBackend(
-                launch, options.ray_resources, self.request_logs.add
-            )
-            suspender = None  # a checkpoint of a process on another node: not here
+            backend = RayRunnerBackend(launch, options.ray_resources, self.request_logs.add)
+            # suspender stays None: a checkpoint of a process on another node: not here
             if options.suspend == "on":
                 logger.warning("suspend: local runners only; idle runners on Ray are stopped")
-        else:
+        elif backend is None:
             backend = LocalRunnerBackend(
                 launch, fork_server=fork_server_enabled(), on_request_log=self.request_logs.add
             )
@@ -205,7 +213,7 @@ class Gateway:
         self.jobs: dict[str, Job] = {}
         """Queue requests by id, answered ones included (the last ``COMPLETED_JOBS_KEPT``)."""
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
-        self.runner_client = RunnerClient()
+        self.runner_client = runner_client or RunnerClient()
         self.forwarder = Forwarder(
             manifest,
             self.scheduler,

@@ -3,10 +3,11 @@
     child.py KEY MODEL SEED WARMUP_SHAPES [AFTER_SHAPES]
 
 MODEL is ``block`` (a small attention block, quick to compile on CPU) or ``block-wide`` (the same
-with another width: another structure), or ``unet`` (the tiny SD-Turbo UNet). Inside
-``precompiled_modules(KEY)`` it calls the wrapped model once per warmup shape, then once per
-"after" shape outside the block, and prints one ``RESULT {json}`` line: how each call was served,
-the largest difference from eager, torch's own Dynamo counters and timings for the whole run.
+with another width: another structure), or ``unet`` (diffusers' UNet with the tiny SD-Turbo
+UNet's block types, two levels deep). Inside ``precompiled_modules(KEY)`` it calls the wrapped
+model once per warmup shape, then once per "after" shape outside the block, and prints one
+``RESULT {json}`` line: how each call was served, the largest difference from eager, torch's
+own Dynamo counters and timings for the whole run.
 """
 
 from __future__ import annotations
@@ -57,10 +58,19 @@ def build(model: str, seed: int) -> tuple[torch.nn.Module, object]:
             return module(x, None, scale=0.25, return_dict=False)
 
         return block, call
-    sys.path.insert(0, str(REPO / "apps"))
-    from sd_turbo_pipeline import load_sd_turbo_pipeline
+    from diffusers import UNet2DConditionModel
 
-    unet = load_sd_turbo_pipeline("random-tiny", seed=seed).pipeline.unet
+    # The tiny SD-Turbo UNet's config with two levels instead of four: every block type it has
+    # (cross-attention down and up blocks, plain ones, the cross-attention mid block), half the
+    # kernels to compile.
+    config = UNet2DConditionModel.load_config(REPO / "apps" / "sd_turbo_configs" / "tiny" / "unet")
+    config |= {
+        "block_out_channels": [32, 64],
+        "attention_head_dim": [1, 2],
+        "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    }
+    unet = UNet2DConditionModel.from_config(config).eval()
 
     def call_unet(module, shape):
         side = shape[0]

@@ -1,0 +1,131 @@
+"""A gateway and its runners in this process, for the unit tier: no processes, no sockets.
+
+Each runner is the App's own ASGI app (``minifal.runner.asgi``) reached through httpx's ASGI
+transport; the fake backend (``fleet_fakes``) "starts" runners that are ready at once. The
+caller drives the gateway's ASGI app (``fleet.http_api``) with Starlette's ``TestClient``, which
+runs its lifespan: the gateway's autoscaler, scheduler, supervisor and forwarder are the real ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fleet_fakes import FakeBackend
+from starlette.testclient import TestClient
+from starlette.types import ASGIApp
+
+from minifal.app import App
+from minifal.fleet.gateway import Gateway, GatewayOptions
+from minifal.fleet.http_api import build_gateway_app
+from minifal.fleet.runner_http import RunnerAddress
+from minifal.fleet.scaler import ScalingSettings
+from minifal.runner.app_manifest import AppManifest, ManifestEndpoint
+from minifal.runner.asgi import build_asgi_app
+
+READY_TIMEOUT_S = 10.0
+
+
+class InProcessAnswer:
+    """A runner's answer, whole: what ``forwarding`` reads of a ``runner_http.RunnerResponse``."""
+
+    complete = True
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.status = response.status_code
+        self.headers = [(name.lower(), value) for name, value in response.headers.raw]
+        self._body = response.content
+
+    def header(self, name: bytes) -> bytes | None:
+        return next((value for key, value in self.headers if key == name), None)
+
+    def body_now(self) -> bytes:
+        return self._body
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield self._body
+
+    async def read(self) -> bytes:
+        return self._body
+
+    def close(self) -> None:
+        pass
+
+
+class InProcessRunners:
+    """The gateway's runner client: every runner's requests go to one ASGI app in this process."""
+
+    def __init__(self, runner_app: ASGIApp) -> None:
+        transport = httpx.ASGITransport(app=runner_app, raise_app_exceptions=False)
+        self.client = httpx.AsyncClient(transport=transport, base_url="http://runner")
+        self.sent: list[tuple[str, str]] = []
+        """(runner host, path) of each request, in order."""
+
+    async def send(
+        self,
+        address: RunnerAddress,
+        method: str,
+        path: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+    ) -> InProcessAnswer:
+        self.sent.append((address.host, path))
+        response = await self.client.request(method, path, headers=list(headers), content=body)
+        return InProcessAnswer(response)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def manifest_of(app_class: type[App]) -> AppManifest:
+    """What ``runner.app_manifest`` would report of ``app_class``, built here."""
+    return AppManifest(
+        app_name=app_class.resolved_app_name(),
+        class_name=app_class.__name__,
+        settings=app_class.settings(),
+        endpoints=tuple(
+            ManifestEndpoint(spec.path, spec.kind, spec.health_check)
+            for _, spec in app_class.endpoints()
+        ),
+        openapi=build_asgi_app(app_class()).openapi(),
+        billing_components=app_class.get_billing_components(),
+    )
+
+
+@contextmanager
+def gateway_client(
+    app: App, data_dir: Path, runners: int = 1, **options: Any
+) -> Iterator[tuple[TestClient, Gateway]]:
+    """A gateway of ``runners`` in-process runners serving ``app``, its lifespan running; yields
+    once every runner is ready. ``options``: more ``GatewayOptions`` fields."""
+    app_class = type(app)
+    gateway = Gateway(
+        manifest_of(app_class),
+        GatewayOptions(
+            app_reference=app_class.__name__,
+            data_dir=data_dir,
+            run_id="in-process",
+            public_url="http://testserver/",
+            scaling=ScalingSettings.fixed(runners),
+            gpus=[],
+            echo_output=False,
+            **options,
+        ),
+        backend=FakeBackend(),
+        runner_client=InProcessRunners(build_asgi_app(app)),  # type: ignore[arg-type]
+    )
+    with TestClient(build_gateway_app(gateway)) as client:
+        wait_for(lambda: client.get("/health").json()["runners_ready"] == runners, "ready runners")
+        yield client, gateway
+
+
+def wait_for(condition: Any, what: str, timeout: float = READY_TIMEOUT_S) -> None:
+    """Poll ``condition`` (a probe of the gateway's own answers) until true; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)  # back-off between probes of a bounded poll
