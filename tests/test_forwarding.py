@@ -180,7 +180,7 @@ def serve_queued(answers: dict[str, list[int | None]]) -> tuple[Job, list[str], 
                 client,
             )
             job = Job("/", b"{}", {})
-            forwarder.enqueue(job)
+            scheduler.submit(job)
             await forwarder.run_queued(job)
         return job, calls, supervisor
 

@@ -8,6 +8,7 @@ import sys
 
 from minifal import __version__
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
+from minifal.fleet.scaler import DEFAULT_SUSPENDED_KEEP_ALIVE
 from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
 
 ENV_SUSPEND = "MINIFAL_SUSPEND"
@@ -150,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--suspend-keep-alive",
         type=float,
-        default=3600.0,
-        help="seconds a runner stays suspended before it is stopped (default 3600)",
+        default=DEFAULT_SUSPENDED_KEEP_ALIVE,
+        help="seconds a runner stays suspended before it is stopped (default %(default)g)",
     )
     run.add_argument(
         "--suspend-memory-gib",

@@ -27,24 +27,26 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from fastapi import Request, WebSocket
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from minifal.billing import BILLABLE_UNITS_HEADER
 from minifal.fleet.jobs import Job
 from minifal.fleet.metrics import GatewayMetrics
+from minifal.fleet.queue_protocol import queue_urls, status_body, status_code
 from minifal.fleet.request_queue import PRIORITIES, QueueFull
 from minifal.fleet.runner import Runner
 from minifal.fleet.runner_http import RunnerClient, RunnerConnectionError, RunnerResponse
 from minifal.fleet.scheduler import Scheduler, ShuttingDown, StartTimeout, Withdrawn
 from minifal.fleet.supervisor import Supervisor
+from minifal.fleet.webhook_policy import WebhookPolicy, WebhookRefused
 from minifal.fleet.webhooks import deliver_webhook
 from minifal.fleet.websocket_proxy import proxy_websocket
 from minifal.runner.app_manifest import AppManifest
@@ -76,6 +78,12 @@ MAX_ATTEMPTS = 10  # fal retries queue requests up to 10 times on 503, 504 and l
 RETRYABLE_STATUSES = frozenset({503, 504})
 RUNNER_FAILED = "The runner serving this request failed"
 CANCEL_TIMEOUT_SECONDS = 5.0
+COMPLETED_JOBS_KEPT = 10_000
+QUEUE_STATUS_INTERVAL = 1.0
+"""A status stream looks again this often: queue positions move without an event of its job."""
+
+Spawn = Callable[..., "asyncio.Task[Any]"]
+"""``spawn(coroutine, name=...)``: starts a task its owner drains and stops."""
 
 
 def json_body(data: Any) -> bytes:
@@ -219,6 +227,45 @@ def worth_retrying(status: int, attempt: int) -> bool:
     return status in RETRYABLE_STATUSES and attempt < MAX_ATTEMPTS
 
 
+class Slot:
+    """One runner slot for one job, whichever door it came in: ``async with Slot(...) as runner``.
+
+    Entering waits for the job's turn (``StartTimeout``, ``ShuttingDown``, ``Withdrawn`` when it
+    never comes); a caller cancelled while waiting takes its job out of line. Leaving releases
+    the slot, unless ``hand_off()`` gave the release to an answer that is still streaming.
+    """
+
+    def __init__(self, scheduler: Scheduler, job: Job) -> None:
+        self.scheduler = scheduler
+        self.job = job
+        self.runner: Runner | None = None
+        self._handed_off = False
+        self._released = False
+
+    async def __aenter__(self) -> Runner:
+        try:
+            self.runner = await self.scheduler.wait_for_runner(self.job)
+        except asyncio.CancelledError:
+            self.scheduler.withdraw(self.job)
+            raise
+        return self.runner
+
+    async def __aexit__(self, *_: object) -> None:
+        if not self._handed_off:
+            self.release()
+
+    def hand_off(self) -> Callable[[], None]:
+        """The release, for whoever holds the runner past this block (a streamed answer)."""
+        self._handed_off = True
+        return self.release
+
+    def release(self) -> None:
+        """Free the slot for the next job (once, whoever calls first)."""
+        if self.runner is not None and not self._released:
+            self._released = True
+            self.scheduler.release(self.runner)
+
+
 class Forwarder:
     def __init__(
         self,
@@ -228,6 +275,9 @@ class Forwarder:
         metrics: GatewayMetrics,
         runners: RunnerClient,
         client: httpx.AsyncClient,
+        *,
+        webhook_policy: WebhookPolicy | None = None,
+        spawn: Spawn | None = None,
     ) -> None:
         self.manifest = manifest
         self.scheduler = scheduler
@@ -241,6 +291,11 @@ class Forwarder:
         self.start_timeout = (
             manifest.settings.request_start_timeout or DEFAULT_START_TIMEOUT_SECONDS
         )
+        self.webhook_policy = webhook_policy or WebhookPolicy()
+        self.spawn: Spawn = spawn or asyncio.create_task  # type: ignore[assignment]
+        """Starts a queue request's task; the gateway's own ``spawn`` owns and drains them."""
+        self.jobs: dict[str, Job] = {}
+        """Queue requests by id, answered ones included (the last ``COMPLETED_JOBS_KEPT``)."""
 
     # -- the request ----------------------------------------------------------------------------
 
@@ -272,55 +327,119 @@ class Forwarder:
             self.scheduler.submit(job)
         except QueueFull as exc:
             return queue_full(exc)
+        slot = Slot(self.scheduler, job)
         try:
-            runner = await self.scheduler.wait_for_runner(job)
+            async with slot as runner:
+                try:
+                    outcome = await self._attempt(job, runner, stream=True)
+                except BaseException:
+                    slot.release()
+                    self.metrics.completed(499, time.time() - job.created)
+                    raise
+                if isinstance(outcome, Failure):
+                    slot.release()
+                    self.metrics.completed(outcome.status, time.time() - job.created)
+                    detail = json_body({"detail": outcome.detail})
+                    return Response(detail, outcome.status, media_type="application/json")
+                return ProxiedAnswer(outcome, self._answered_sync(job, outcome, slot.hand_off()))
         except StartTimeout:
             self._complete_start_timeout(job)
             return Response(job.response_body, 504, job.response_headers)
         except ShuttingDown:
             self._complete_shutting_down(job)
             return Response(job.response_body, 503, job.response_headers)
-        except asyncio.CancelledError:
-            self.scheduler.withdraw(job)
-            raise
-        released = False
 
-        def release(status: int) -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.scheduler.release(runner)
-                self.metrics.completed(status, time.time() - job.created)
-
-        try:
-            outcome = await self._attempt(job, runner, stream=True)
-        except BaseException:
-            release(499)
-            raise
-        if isinstance(outcome, Failure):
-            release(outcome.status)
-            detail = json_body({"detail": outcome.detail})
-            return Response(detail, outcome.status, media_type="application/json")
-        upstream = outcome
+    def _answered_sync(
+        self, job: Job, upstream: RunnerResponse, release: Callable[[], None]
+    ) -> Callable[[], None]:
+        """What runs once a sync answer is over: the slot is released and the answer counted."""
 
         def done() -> None:
-            release(upstream.status)
+            release()
+            self.metrics.completed(upstream.status, time.time() - job.created)
             inference = time.time() - job.started if job.started else None
             units = upstream.header(BILLABLE_UNITS_RAW)
             billed = {} if units is None else {BILLABLE_UNITS_HEADER: units.decode("latin-1")}
             self.metrics.answered(job.path, upstream.status, billed, inference)
 
-        return ProxiedAnswer(upstream, done)
+        return done
 
-    def enqueue(self, job: Job) -> None:
-        """A queue request joins the line (raises ``QueueFull``); ``run_queued`` serves it."""
-        self.scheduler.submit(job)
+    # -- the queue door ------------------------------------------------------------------------
+
+    async def submit_queued(self, request: Request, rest: str) -> Response:
+        """``POST /queue/<app-path>``: the request joins the line and runs in its own task;
+        the caller gets its id and URLs at once."""
+        webhook_url = request.query_params.get("fal_webhook") or None
+        if webhook_url is not None:
+            try:
+                await asyncio.to_thread(self.webhook_policy.check, webhook_url)  # resolves
+            except WebhookRefused as exc:
+                return json_error(400, str(exc))
+        accepted = await self.accept(request, rest)
+        if isinstance(accepted, Response):
+            return accepted
+        job, owner = accepted
+        job.webhook_url, job.webhook_policy = webhook_url, self.webhook_policy
+        try:
+            self.scheduler.submit(job)
+        except QueueFull as exc:
+            return queue_full(exc)
+        self.jobs[job.id] = job
+        self._forget_old_jobs()
+        self.spawn(self.run_queued(job), name=f"job-{job.id}")
+        base_url = f"{request.url.scheme}://{request.headers['host']}"
+        body = {**queue_urls(base_url, owner, self.manifest.app_name, job), "status": "IN_QUEUE"}
+        body["queue_position"] = self.scheduler.position(job) or 0
+        return JSONResponse(body, 200, {REQUEST_ID_HEADER: job.id})
+
+    def find(self, request_id: str) -> Job | Response:
+        """A queue request by id, or the 404 to answer."""
+        job = self.jobs.get(request_id)
+        return job if job is not None else json_error(404, "Request not found")
+
+    def status(self, job: Job, with_logs: bool) -> Response:
+        body = status_body(job, self.scheduler.position(job), with_logs)
+        return JSONResponse(body, status_code(job))
+
+    def status_stream(self, job: Job, with_logs: bool) -> Response:
+        """Server-sent status events until the request is answered."""
+
+        async def events() -> AsyncIterator[bytes]:
+            last = None
+            while True:
+                body = status_body(job, self.scheduler.position(job), with_logs)
+                if body != last:
+                    last = body
+                    yield f"data: {json.dumps(body)}\n\n".encode()
+                if job.status == "COMPLETED":
+                    return
+                # Queue positions move without an event of this job: look again every second.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(job.changed.wait(), QUEUE_STATUS_INTERVAL)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    def result(self, job: Job) -> Response:
+        if job.status != "COMPLETED":
+            return json_error(400, "Request is still in progress")
+        headers = {REQUEST_ID_HEADER: job.id, **job.response_headers}
+        return Response(job.response_body, job.response_status or 500, headers)
+
+    def _forget_old_jobs(self) -> None:
+        if len(self.jobs) <= COMPLETED_JOBS_KEPT:
+            return
+        for job_id in [j.id for j in self.jobs.values() if j.status == "COMPLETED"][:1000]:
+            del self.jobs[job_id]
 
     async def run_queued(self, job: Job) -> None:
         """Run a queue request until it has an answer, then call its webhook if it has one."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                runner = await self.scheduler.wait_for_runner(job)
+                async with Slot(self.scheduler, job) as runner:
+                    outcome = await self._attempt(job, runner, stream=False)
+                    retry = worth_retrying(outcome.status, attempt)
+                    if not retry:
+                        self._complete(job, outcome)
             except StartTimeout:
                 self._complete_start_timeout(job)
                 break
@@ -329,14 +448,6 @@ class Forwarder:
                 break
             except Withdrawn:
                 break
-            try:
-                outcome = await self._attempt(job, runner, stream=False)
-                status = outcome.status
-                retry = worth_retrying(status, attempt)
-                if not retry:
-                    self._complete(job, outcome)
-            finally:
-                self.scheduler.release(runner)
             if not retry:
                 break
             logger.warning(
@@ -357,27 +468,23 @@ class Forwarder:
         job.headers = forward_headers(job, dict(websocket.headers))
         try:
             self.scheduler.submit(job)
-            runner = await self.scheduler.wait_for_runner(job)
-        except (QueueFull, StartTimeout):
+            async with Slot(self.scheduler, job) as runner:
+                query = f"?{websocket.url.query}" if websocket.url.query else ""
+                target = "ws" + runner.url.removeprefix("http") + path + query
+                with contextlib.suppress(WebSocketDisconnect):
+                    await proxy_websocket(websocket, target, job.headers)
+        except (QueueFull, StartTimeout, Withdrawn):  # Withdrawn: ShuttingDown too
             await websocket.close(code=1013, reason="no runner available")
-            return
-        try:
-            query = f"?{websocket.url.query}" if websocket.url.query else ""
-            target = "ws" + runner.url.removeprefix("http") + path + query
-            await proxy_websocket(websocket, target, job.headers)
-        except WebSocketDisconnect:
-            pass
-        finally:
-            self.scheduler.release(runner)
 
-    async def cancel(self, job: Job) -> tuple[int, dict[str, Any]]:
+    async def cancel(self, job: Job) -> Response:
         """fal's cancel: a queued request is dropped; a running one is asked to stop."""
         if job.status == "COMPLETED":
-            return 400, {"status": "ALREADY_COMPLETED"}
+            return JSONResponse({"status": "ALREADY_COMPLETED"}, 400)
+        requested = JSONResponse({"status": "CANCELLATION_REQUESTED"}, 202)
         if self.scheduler.withdraw(job):
             job.complete(499, json_body({"detail": "Request cancelled by the client."}))
             self.metrics.completed(499, time.time() - job.created)
-            return 202, {"status": "CANCELLATION_REQUESTED"}
+            return requested
         runner = self.supervisor.find(job.runner_id)
         if runner is not None:
             with contextlib.suppress(httpx.HTTPError):
@@ -386,7 +493,7 @@ class Forwarder:
                     headers={REQUEST_ID_HEADER: job.id},
                     timeout=CANCEL_TIMEOUT_SECONDS,
                 )
-        return 202, {"status": "CANCELLATION_REQUESTED"}
+        return requested
 
     # -- one attempt and its answer -------------------------------------------------------------
 

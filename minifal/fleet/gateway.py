@@ -25,7 +25,6 @@ from minifal.fleet.backends.local import LocalRunnerBackend, fork_server_enabled
 from minifal.fleet.forwarding import Forwarder
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.health_monitor import HealthMonitor
-from minifal.fleet.jobs import Job
 from minifal.fleet.metrics import GatewayMetrics
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.runner import RunnerState
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("minifal.fleet")
 
-COMPLETED_JOBS_KEPT = 10_000
 SCALE_EVERY_SECONDS = 0.25
 
 PHASES = {
@@ -86,10 +84,7 @@ class GatewayOptions:
     echo_output: bool = True
     suspend: str = "auto"
     """Suspend idle runners instead of stopping them: ``auto`` (where the driver can), ``on``
-    (say so when it cannot), ``off``."""
-    suspended_keep_alive: float = 3600.0
-    suspend_memory_budget: int | None = None
-    """Bytes of host memory suspended runners may hold; None: half of what is available."""
+    (say so when it cannot), ``off``. How long and in how much memory: ``scaling``."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     webhook_policy: WebhookPolicy = field(
         default_factory=lambda: WebhookPolicy.for_gateway(DEFAULT_HOST)
@@ -119,18 +114,6 @@ def choose_suspender(mode: str, use_gpus: bool) -> Suspender | None:
     return driver
 
 
-def half_available_memory() -> int | None:
-    """Half of ``MemAvailable`` now (the default budget of suspended runners)."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 2
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 class Gateway:
     def __init__(self, manifest: AppManifest, options: GatewayOptions) -> None:
         self.manifest = manifest
@@ -157,12 +140,7 @@ class Gateway:
         else:
             backend = LocalRunnerBackend(launch, fork_server=fork_server_enabled())
             suspender = choose_suspender(options.suspend, launch.use_gpus)
-        self.scaling = dataclasses.replace(
-            options.scaling,
-            suspend=suspender is not None,
-            suspended_keep_alive=options.suspended_keep_alive,
-            suspended_memory_budget=options.suspend_memory_budget or half_available_memory(),
-        )
+        self.scaling = dataclasses.replace(options.scaling, suspend=suspender is not None)
         self.supervisor = Supervisor(
             backend,
             GpuPool(options.gpus if launch.use_gpus else [], settings.gpus_per_runner),
@@ -182,12 +160,17 @@ class Gateway:
         )
         self.environment = environment_summary(settings.kind, settings.image)
         """Where the runners run: here, whatever container image the App declares."""
-        self.jobs: dict[str, Job] = {}
-        """Queue requests by id, answered ones included (the last ``COMPLETED_JOBS_KEPT``)."""
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
         self.runner_client = RunnerClient()
         self.forwarder = Forwarder(
-            manifest, self.scheduler, self.supervisor, self.metrics, self.runner_client, self.client
+            manifest,
+            self.scheduler,
+            self.supervisor,
+            self.metrics,
+            self.runner_client,
+            self.client,
+            webhook_policy=options.webhook_policy,
+            spawn=self.spawn,
         )
         self._job_tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
@@ -296,24 +279,6 @@ class Gateway:
         while True:
             await asyncio.sleep(SCALE_EVERY_SECONDS)
             self.scale_once()
-
-    # -- queue requests ----------------------------------------------------------------------------
-
-    def submit_queued(self, job: Job) -> None:
-        """Accept a queue request (raises ``QueueFull``); it runs in a task the gateway owns."""
-        self.forwarder.enqueue(job)
-        self.jobs[job.id] = job
-        self._forget_old_jobs()
-        self.spawn(self.forwarder.run_queued(job), name=f"job-{job.id}")
-
-    def queue_position(self, job: Job) -> int | None:
-        return self.scheduler.position(job)
-
-    def _forget_old_jobs(self) -> None:
-        if len(self.jobs) <= COMPLETED_JOBS_KEPT:
-            return
-        for job_id in [j.id for j in self.jobs.values() if j.status == "COMPLETED"][:1000]:
-            del self.jobs[job_id]
 
     # -- observability ---------------------------------------------------------------------------
 
