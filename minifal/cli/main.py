@@ -7,6 +7,8 @@ import os
 import sys
 
 from minifal import __version__
+from minifal.fleet.job_store.choice import ENV_QUEUE_STORE
+from minifal.fleet.job_store.rules import DEFAULT_RETENTION_SECONDS
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.scaler import DEFAULT_SUSPENDED_KEEP_ALIVE
 from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
@@ -64,6 +66,9 @@ def _run(args: argparse.Namespace) -> int:
             webhook_allow=tuple(args.webhook_allow or ()),
             ray=args.ray,
             access_log=args.access_log,
+            queue_store=args.queue_store,
+            queue_retention=args.queue_retention,
+            queue_retention_size=args.queue_retention_size,
         )
     )
 
@@ -180,6 +185,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--access-log",
         action="store_true",
         help="log a line per request (off by default: it costs the gateway ~5%% of a request)",
+    )
+    run.add_argument(
+        "--queue-store",
+        default=os.environ.get(ENV_QUEUE_STORE),
+        metavar="STORE",
+        help="where queue requests are kept: sqlite (default: DATA_DIR/queue), "
+        "sqlite:///DIR, redis://HOST:PORT/DB (shared by several gateways) or memory "
+        "($MINIFAL_QUEUE_STORE; docs/queue.md)",
+    )
+    run.add_argument(
+        "--queue-retention",
+        type=float,
+        default=DEFAULT_RETENTION_SECONDS,
+        metavar="SECONDS",
+        help="seconds an answered queue request's status and result are kept (default %(default)g)",
+    )
+    run.add_argument(
+        "--queue-retention-size",
+        metavar="SIZE",
+        help="bytes of answered queue requests kept, oldest forgotten first (default 1GB)",
     )
     run.set_defaults(handler=_run)
 

@@ -38,6 +38,15 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from minifal.billing import BILLABLE_UNITS_HEADER
+from minifal.fleet.job_store.base import (
+    JobStore,
+    StoredRequest,
+    StoreUnavailable,
+    job_from,
+    stored_request,
+)
+from minifal.fleet.job_store.memory import MemoryJobStore
+from minifal.fleet.job_store.rules import resume_plan
 from minifal.fleet.jobs import Job
 from minifal.fleet.metrics import GatewayMetrics
 from minifal.fleet.queue_protocol import queue_urls, status_body, status_code
@@ -77,6 +86,7 @@ DEFAULT_START_TIMEOUT_SECONDS = 1800.0
 MAX_ATTEMPTS = 10  # fal retries queue requests up to 10 times on 503, 504 and lost connections
 RETRYABLE_STATUSES = frozenset({503, 504})
 RUNNER_FAILED = "The runner serving this request failed"
+CANCELLED = "Request cancelled by the client."
 CANCEL_TIMEOUT_SECONDS = 5.0
 COMPLETED_JOBS_KEPT = 10_000
 QUEUE_STATUS_INTERVAL = 1.0
@@ -278,6 +288,7 @@ class Forwarder:
         *,
         webhook_policy: WebhookPolicy | None = None,
         spawn: Spawn | None = None,
+        store: JobStore | None = None,
     ) -> None:
         self.manifest = manifest
         self.scheduler = scheduler
@@ -294,6 +305,8 @@ class Forwarder:
         self.webhook_policy = webhook_policy or WebhookPolicy()
         self.spawn: Spawn = spawn or asyncio.create_task  # type: ignore[assignment]
         """Starts a queue request's task; the gateway's own ``spawn`` owns and drains them."""
+        self.store: JobStore = store or MemoryJobStore()
+        """The queue's journal (``job_store``): requests, progress, answers, webhooks."""
         self.jobs: dict[str, Job] = {}
         """Queue requests by id, answered ones included (the last ``COMPLETED_JOBS_KEPT``)."""
 
@@ -343,10 +356,10 @@ class Forwarder:
                     return Response(detail, outcome.status, media_type="application/json")
                 return ProxiedAnswer(outcome, self._answered_sync(job, outcome, slot.hand_off()))
         except StartTimeout:
-            self._complete_start_timeout(job)
+            await self._complete_start_timeout(job)
             return Response(job.response_body, 504, job.response_headers)
         except ShuttingDown:
-            self._complete_shutting_down(job)
+            await self._complete_shutting_down(job)
             return Response(job.response_body, 503, job.response_headers)
 
     def _answered_sync(
@@ -367,8 +380,8 @@ class Forwarder:
     # -- the queue door ------------------------------------------------------------------------
 
     async def submit_queued(self, request: Request, rest: str) -> Response:
-        """``POST /queue/<app-path>``: the request joins the line and runs in its own task;
-        the caller gets its id and URLs at once."""
+        """``POST /queue/<app-path>``: once the job store has the request, it joins the line and
+        runs in its own task; the caller gets its id and URLs. A store that cannot take it: 503."""
         webhook_url = request.query_params.get("fal_webhook") or None
         if webhook_url is not None:
             try:
@@ -379,43 +392,92 @@ class Forwarder:
         if isinstance(accepted, Response):
             return accepted
         job, owner = accepted
-        job.webhook_url, job.webhook_policy = webhook_url, self.webhook_policy
+        job.webhook_url, job.webhook_policy, job.queued = webhook_url, self.webhook_policy, True
+        if self.scheduler.queue.full:
+            return queue_full(QueueFull(f"the queue is full ({self.scheduler.queue.max_size})"))
         try:
-            self.scheduler.submit(job)
-        except QueueFull as exc:
-            return queue_full(exc)
-        self.jobs[job.id] = job
-        self._forget_old_jobs()
-        self.spawn(self.run_queued(job), name=f"job-{job.id}")
+            await self.store.accept(stored_request(job))
+        except StoreUnavailable as exc:
+            logger.error("queue request refused: %s", exc)
+            return json_error(503, "The queue cannot take requests now", {"retry-after": "1"})
+        self._run_queued(job)
         base_url = f"{request.url.scheme}://{request.headers['host']}"
         body = {**queue_urls(base_url, owner, self.manifest.app_name, job), "status": "IN_QUEUE"}
         body["queue_position"] = self.scheduler.position(job) or 0
         return JSONResponse(body, 200, {REQUEST_ID_HEADER: job.id})
 
-    def find(self, request_id: str) -> Job | Response:
-        """A queue request by id, or the 404 to answer."""
+    def _run_queued(self, job: Job) -> None:
+        self.jobs[job.id] = job
+        self._forget_old_jobs()
+        self.scheduler.submit(job, over_limit=True)  # accepted: the store has it
+        self.spawn(self.run_queued(job), name=f"job-{job.id}")
+
+    def resume(self, requests: list[StoredRequest]) -> None:
+        """Take up requests an earlier (or another, gone) gateway accepted and left: those
+        waiting or cut off on a runner run (again), those answered get their webhook."""
+        for stored in requests:
+            plan = resume_plan(stored, MAX_ATTEMPTS)
+            if plan == "nothing" or (stored.id in self.jobs and not self.jobs[stored.id].foreign):
+                continue
+            job = job_from(stored)
+            job.webhook_policy = self.webhook_policy
+            if plan == "run":
+                if job.status == "IN_PROGRESS":
+                    job.status, job.runner_id, job.started = "IN_QUEUE", None, None
+                    self.store.requeued(job.id)
+                self._run_queued(job)
+            elif plan == "fail":
+                self.jobs[job.id] = job
+                self.spawn(self._fail_lost(job), name=f"job-{job.id}")
+            else:
+                self.jobs[job.id] = job
+                self.spawn(self._deliver_webhook(job), name=f"webhook-{job.id}")
+        if requests:
+            logger.info("queue: took up %d request(s) from the job store", len(requests))
+
+    async def find(self, request_id: str) -> Job | Response:
+        """A queue request by id (this gateway's, else the store's), or the answer to give."""
         job = self.jobs.get(request_id)
-        return job if job is not None else json_error(404, "Request not found")
+        if job is not None and not job.foreign:
+            return job
+        try:
+            stored = await self.store.get(request_id)
+        except StoreUnavailable as exc:
+            logger.error("queue store: %s", exc)
+            return json_error(503, "The queue store cannot answer now", {"retry-after": "1"})
+        if stored is None:
+            return json_error(404, "Request not found")
+        job = job_from(stored)
+        job.foreign = True
+        if job.status == "COMPLETED":  # an answer never changes: keep it at hand
+            self.jobs[job.id] = job
+            self._forget_old_jobs()
+        return job
 
     def status(self, job: Job, with_logs: bool) -> Response:
         body = status_body(job, self.scheduler.position(job), with_logs)
         return JSONResponse(body, status_code(job))
 
     def status_stream(self, job: Job, with_logs: bool) -> Response:
-        """Server-sent status events until the request is answered."""
+        """Server-sent status events until the request is answered (another gateway's request:
+        read from the store every ``QUEUE_STATUS_INTERVAL``)."""
 
         async def events() -> AsyncIterator[bytes]:
-            last = None
+            current, last = job, None
             while True:
-                body = status_body(job, self.scheduler.position(job), with_logs)
+                body = status_body(current, self.scheduler.position(current), with_logs)
                 if body != last:
                     last = body
                     yield f"data: {json.dumps(body)}\n\n".encode()
-                if job.status == "COMPLETED":
+                if current.status == "COMPLETED":
                     return
                 # Queue positions move without an event of this job: look again every second.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(job.changed.wait(), QUEUE_STATUS_INTERVAL)
+                    await asyncio.wait_for(current.changed.wait(), QUEUE_STATUS_INTERVAL)
+                if current.foreign:
+                    found = await self.find(current.id)
+                    if isinstance(found, Job):
+                        current = found
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -432,31 +494,47 @@ class Forwarder:
             del self.jobs[job_id]
 
     async def run_queued(self, job: Job) -> None:
-        """Run a queue request until it has an answer, then call its webhook if it has one."""
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        """Run a queue request until it has an answer, then call its webhook if it has one.
+        With a durable store, a request still waiting when the gateway stops stays queued."""
+        while True:
             try:
                 async with Slot(self.scheduler, job) as runner:
+                    self.store.started(job.id, job.attempts + 1, runner.runner_id, time.time())
                     outcome = await self._attempt(job, runner, stream=False)
-                    retry = worth_retrying(outcome.status, attempt)
-                    if not retry:
-                        self._complete(job, outcome)
             except StartTimeout:
-                self._complete_start_timeout(job)
+                answered = await self._complete_start_timeout(job)
                 break
             except ShuttingDown:
-                self._complete_shutting_down(job)
+                if self.store.durable:
+                    return  # stays IN_QUEUE in the store: the next gateway runs it
+                answered = await self._complete_shutting_down(job)
                 break
             except Withdrawn:
-                break
-            if not retry:
+                return
+            if not worth_retrying(outcome.status, job.attempts):
+                answered = await self._complete(job, outcome)
                 break
             logger.warning(
-                "request %s: attempt %d failed on %s, retrying", job.id, attempt, runner.runner_id
+                "request %s: attempt %d failed on %s, retrying",
+                job.id,
+                job.attempts,
+                runner.runner_id,
             )
             job.requeue()
+            self.store.requeued(job.id)
             self.scheduler.requeue(job)
+        if answered:
+            await self._deliver_webhook(job)
+
+    async def _fail_lost(self, job: Job) -> None:
+        """A request whose attempts were all used up by runners lost with their gateways."""
+        if await self._store_answer(job, 503, json_body({"detail": RUNNER_FAILED}), None):
+            await self._deliver_webhook(job)
+
+    async def _deliver_webhook(self, job: Job) -> None:
         if job.webhook_url and job.status == "COMPLETED":
             await deliver_webhook(self.client, job)
+            self.store.webhook_done(job.id)
 
     async def open_websocket(self, websocket: WebSocket, rest: str) -> None:
         """Pass a websocket (or realtime) session through to a runner for as long as it lasts."""
@@ -477,14 +555,20 @@ class Forwarder:
             await websocket.close(code=1013, reason="no runner available")
 
     async def cancel(self, job: Job) -> Response:
-        """fal's cancel: a queued request is dropped; a running one is asked to stop."""
+        """fal's cancel: a queued request is dropped; a running one is asked to stop. Another
+        gateway's request still waiting is answered 499 in the store (the first answer stands,
+        whoever runs it)."""
         if job.status == "COMPLETED":
             return JSONResponse({"status": "ALREADY_COMPLETED"}, 400)
         requested = JSONResponse({"status": "CANCELLATION_REQUESTED"}, 202)
-        if self.scheduler.withdraw(job):
-            job.complete(499, json_body({"detail": "Request cancelled by the client."}))
-            self.metrics.completed(499, time.time() - job.created)
-            return requested
+        if self.scheduler.withdraw(job) or (job.foreign and job.status == "IN_QUEUE"):
+            if await self._store_answer(job, 499, json_body({"detail": CANCELLED}), None):
+                self.metrics.completed(499, time.time() - job.created)
+                self.spawn(self._deliver_webhook(job), name=f"webhook-{job.id}")
+                return requested
+            return JSONResponse({"status": "ALREADY_COMPLETED"}, 400)
+        if job.foreign:
+            return requested  # on another gateway's runner: that gateway's to stop
         runner = self.supervisor.find(job.runner_id)
         if runner is not None:
             with contextlib.suppress(httpx.HTTPError):
@@ -522,26 +606,57 @@ class Forwarder:
             if upstream is not None and not stream:
                 upstream.close()
 
-    def _complete(self, job: Job, outcome: Answer | Failure) -> None:
+    async def _complete(self, job: Job, outcome: Answer | Failure) -> bool:
         """Store a queue request's answer (what its result URL and webhook give)."""
         if isinstance(outcome, Failure):
-            job.complete(outcome.status, json_body({"detail": outcome.detail}))
+            answered = await self._store_answer(
+                job, outcome.status, json_body({"detail": outcome.detail}), None
+            )
         else:
             headers = answer_headers(outcome.headers)
             headers.pop("content-length", None)
-            job.complete(outcome.status, outcome.body, headers)
+            answered = await self._store_answer(job, outcome.status, outcome.body, headers)
             self.metrics.answered(job.path, outcome.status, headers, job.inference_time)
         self.metrics.completed(job.response_status or 0, time.time() - job.created)
+        return answered
 
-    def _complete_shutting_down(self, job: Job) -> None:
+    async def _complete_shutting_down(self, job: Job) -> bool:
         """Not started when the gateway's grace period ended: 503, safe to send again."""
         detail = {"detail": "The server is shutting down; the request was not started"}
         headers = {"content-type": "application/json", "retry-after": "1"}
-        job.complete(503, json_body(detail), headers)
+        answered = await self._store_answer(job, 503, json_body(detail), headers)
         self.metrics.completed(503, time.time() - job.created)
+        return answered
 
-    def _complete_start_timeout(self, job: Job) -> None:
+    async def _complete_start_timeout(self, job: Job) -> bool:
         detail = {"detail": "Request timed out before a runner could start it"}
         headers = {"content-type": "application/json", "x-fal-request-timeout-type": "user"}
-        job.complete(504, json_body(detail), headers)
+        answered = await self._store_answer(job, 504, json_body(detail), headers)
         self.metrics.completed(504, time.time() - job.created)
+        return answered
+
+    async def _store_answer(
+        self, job: Job, status: int, body: bytes, headers: dict[str, str] | None
+    ) -> bool:
+        """Answer the job: a queue request's answer is in the store before anyone can read
+        it, so that a caller never sees two answers. False when the store had one already
+        (from another gateway): the job then gives that one."""
+        headers = headers or {"content-type": "application/json"}
+        if job.queued:
+            try:
+                first = await self.store.complete(job.id, status, headers, body, time.time())
+            except StoreUnavailable as exc:
+                logger.error("request %s: answer kept in memory only: %s", job.id, exc)
+                first = True
+            if not first:
+                stored = await self.store.get(job.id)
+                if stored is not None and stored.result_status is not None:
+                    status, headers, body = (
+                        stored.result_status,
+                        stored.result_headers,
+                        stored.result_body,
+                    )
+                job.complete(status, body, headers)
+                return False
+        job.complete(status, body, headers)
+        return True

@@ -25,6 +25,8 @@ from minifal.fleet.backends.local import LocalRunnerBackend, fork_server_enabled
 from minifal.fleet.forwarding import Forwarder
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.health_monitor import HealthMonitor
+from minifal.fleet.job_store.base import JobStore, StoreBusy, StoreUnavailable
+from minifal.fleet.job_store.memory import MemoryJobStore
 from minifal.fleet.metrics import GatewayMetrics
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.runner import RunnerState
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("minifal.fleet")
 
 SCALE_EVERY_SECONDS = 0.25
+PRUNE_EVERY_SECONDS = 30.0
+"""How often answered requests past the queue's retention are forgotten."""
 
 PHASES = {
     RunnerState.PENDING: Phase.STARTING,
@@ -89,6 +93,8 @@ class GatewayOptions:
     webhook_policy: WebhookPolicy = field(
         default_factory=lambda: WebhookPolicy.for_gateway(DEFAULT_HOST)
     )
+    job_store: JobStore = field(default_factory=MemoryJobStore)
+    """The queue's journal (``--queue-store``); opened and closed by the gateway."""
     ray_resources: RunnerResources | None = None
     """Runners as Ray actors asking for these (``minifal run --ray``; the driver is connected
     already); None: child processes of the gateway."""
@@ -171,6 +177,7 @@ class Gateway:
             self.client,
             webhook_policy=options.webhook_policy,
             spawn=self.spawn,
+            store=options.job_store,
         )
         self._job_tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
@@ -182,6 +189,7 @@ class Gateway:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        await self._open_job_store()
         self.scale_once()
         self._loops.append(asyncio.create_task(self._scale_forever(), name="autoscaler"))
         health = self.manifest.health_endpoint
@@ -197,12 +205,17 @@ class Gateway:
 
     def begin_shutdown(self) -> None:
         """The first stop signal (called from the signal handler). The listener closes; what
-        was accepted runs on until the grace period's end, less ``SHUTDOWN_ANSWER_MARGIN``;
-        then every request still waiting for a runner, sync or queued, gets 503."""
+        runs on a runner finishes (until the grace period's end). Queue requests not started
+        stay queued in a durable job store, for the next gateway; sync calls (and queue
+        requests of a memory store) not started by the grace period's end, less
+        ``SHUTDOWN_ANSWER_MARGIN``, get 503."""
         if self._loop is None or self.shutdown_deadline is not None:
             return
         self.shutdown_deadline = time.time() + self.grace_seconds
         close_in = max(0.0, self.grace_seconds - SHUTDOWN_ANSWER_MARGIN)
+        if self.forwarder.store.durable:
+            self._loop.call_soon_threadsafe(self.scheduler.park, lambda job: job.queued)
+            logger.info("stopping: queue requests not started stay queued in the job store")
         self._loop.call_soon_threadsafe(self._loop.call_later, close_in, self.scheduler.close)
         logger.info("stopping: requests not started within %.0f s will get 503", close_in)
 
@@ -222,6 +235,7 @@ class Gateway:
         for task in list(self._job_tasks):
             task.cancel()
         await asyncio.gather(*self._loops, *self._job_tasks, return_exceptions=True)
+        await self.forwarder.store.close()
         await self.client.aclose()
         await self.runner_client.aclose()
 
@@ -231,6 +245,46 @@ class Gateway:
         self._job_tasks.add(task)
         task.add_done_callback(self._job_tasks.discard)
         return task
+
+    async def _open_job_store(self) -> None:
+        """Open the queue's store and take up what it holds; a SQLite store another live
+        gateway holds is not shared: this one keeps its queue in memory (and says so)."""
+        store = self.forwarder.store
+        try:
+            await store.open()
+        except StoreBusy as exc:
+            logger.warning("queue: %s; this gateway's queue is in memory only", exc)
+            self.forwarder.store = store = MemoryJobStore()
+        self.forwarder.resume(await store.take_over())
+        self._loops.append(asyncio.create_task(self._prune_forever(), name="queue-retention"))
+        if store.shared:
+            self._loops.append(
+                asyncio.create_task(self._take_over_forever(), name="queue-takeover")
+            )
+
+    async def _prune_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_EVERY_SECONDS)
+            try:
+                forgotten = await self.forwarder.store.prune(time.time())
+            except StoreUnavailable as exc:
+                logger.error("queue retention: %s", exc)
+                continue
+            if forgotten:
+                logger.info("queue retention: forgot %d answered request(s)", forgotten)
+
+    async def _take_over_forever(self) -> None:
+        """A shared store: requests of gateways whose lease lapsed become this one's."""
+        store = self.forwarder.store
+        every = getattr(store, "lease_seconds", 10.0) / 3
+        while True:
+            await asyncio.sleep(every)
+            if self.shutdown_deadline is not None:
+                return  # a stopping gateway takes nothing new on
+            try:
+                self.forwarder.resume(await store.take_over())
+            except StoreUnavailable as exc:
+                logger.error("queue takeover: %s", exc)
 
     def _runner_ready(self) -> None:
         self.scheduler.pump()

@@ -119,24 +119,24 @@ def build_routes(gateway: Gateway) -> FastAPI:
 
     @api.get(REQUESTS_PATH + "/status")
     async def queue_status(request: Request, request_id: str) -> Response:
-        job = forwarder.find(request_id)
+        job = await forwarder.find(request_id)
         return job if isinstance(job, Response) else forwarder.status(job, wants_logs(request))
 
     @api.get(REQUESTS_PATH + "/status/stream")
     async def queue_status_stream(request: Request, request_id: str) -> Response:
-        job = forwarder.find(request_id)
+        job = await forwarder.find(request_id)
         if isinstance(job, Response):
             return job
         return forwarder.status_stream(job, wants_logs(request))
 
     @api.get(REQUESTS_PATH)
     async def queue_result(request_id: str) -> Response:
-        job = forwarder.find(request_id)
+        job = await forwarder.find(request_id)
         return job if isinstance(job, Response) else forwarder.result(job)
 
     @api.put(REQUESTS_PATH + "/cancel")
     async def queue_cancel(request_id: str) -> Response:
-        job = forwarder.find(request_id)
+        job = await forwarder.find(request_id)
         return job if isinstance(job, Response) else await forwarder.cancel(job)
 
     @api.post("/queue/{rest:path}")

@@ -18,10 +18,16 @@ from minifal.fleet.auth import ENV_AUTH_KEY
 from minifal.fleet.gateway import Gateway, GatewayOptions
 from minifal.fleet.gpu_pool import detect_gpus
 from minifal.fleet.http_api import build_gateway_app
+from minifal.fleet.job_store.choice import job_store_for
+from minifal.fleet.job_store.rules import (
+    DEFAULT_RETENTION_BYTES,
+    DEFAULT_RETENTION_SECONDS,
+    Retention,
+)
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.scaler import DEFAULT_SUSPENDED_KEEP_ALIVE, ScalingSettings
 from minifal.fleet.webhook_policy import WebhookPolicy
-from minifal.host.body_limit import ENV_MAX_BODY_SIZE, configured_max_body_bytes
+from minifal.host.body_limit import ENV_MAX_BODY_SIZE, configured_max_body_bytes, parse_size
 from minifal.host.data_dir import activate_data_dir, resolve_data_dir
 from minifal.host.log_format import configure_logging
 from minifal.host.quiet_exit_server import QuietExitServer
@@ -54,6 +60,11 @@ class FleetArguments:
     ray: str | None = None
     """A Ray cluster's address (``auto``: ``RAY_ADDRESS`` or a local one) to place runners on."""
     access_log: bool = False
+    queue_store: str | None = None
+    """``--queue-store`` (``job_store.choice``); None: SQLite in the data dir."""
+    queue_retention: float = DEFAULT_RETENTION_SECONDS
+    queue_retention_size: str | None = None
+    """Bytes of answered requests kept, like ``1GB``; None: ``DEFAULT_RETENTION_BYTES``."""
 
 
 def scaling_settings(
@@ -177,6 +188,17 @@ def run_fleet(arguments: FleetArguments) -> int:
     except ValueError as exc:
         print(f"minifal: {exc}", file=sys.stderr)
         return 2
+    try:
+        retention = Retention(
+            arguments.queue_retention,
+            parse_size(arguments.queue_retention_size)
+            if arguments.queue_retention_size
+            else DEFAULT_RETENTION_BYTES,
+        )
+        job_store = job_store_for(arguments.queue_store, data_dir, retention)
+    except ValueError as exc:
+        print(f"minifal: --queue-store: {exc}", file=sys.stderr)
+        return 2
     os.environ[ENV_MAX_BODY_SIZE] = str(max_body_bytes)  # the runners answer with the same limit
     scheme = "https" if arguments.tls_cert else "http"
     url_host = "127.0.0.1" if arguments.host in ("0.0.0.0", "::") else arguments.host
@@ -193,6 +215,7 @@ def run_fleet(arguments: FleetArguments) -> int:
         suspend=arguments.suspend,
         max_body_bytes=max_body_bytes,
         webhook_policy=webhook_policy,
+        job_store=job_store,
         ray_resources=cluster.resources if cluster else None,
     )
     run_dir = data_dir / "runs" / run_id
