@@ -232,6 +232,9 @@ class RedisJobStore:
 
     def _queue_operation(self, pipe: Any, operation: Operation) -> None:
         kind = operation[0]
+        if kind == "barrier":
+            pipe.ping()
+            return
         open_key, done_key, bytes_key = (
             self._key("open"),
             self._key("done"),
@@ -243,7 +246,9 @@ class RedisJobStore:
             pipe.eval(ACCEPT, len(keys), *keys, request.id, request.created, *self._fields(request))
             return
         request_key = self._key("req", operation[1])
-        if kind == "update_open":
+        if kind == "get":
+            pipe.hgetall(request_key)
+        elif kind == "update_open":
             pipe.eval(UPDATE_OPEN, 1, request_key, *operation[2], "owner", self.gateway_id)
         elif kind == "complete":
             keys = [request_key, open_key, done_key, bytes_key]
@@ -271,15 +276,14 @@ class RedisJobStore:
     # -- reads -------------------------------------------------------------------------------------
 
     async def get(self, request_id: str) -> StoredRequest | None:
-        try:
-            fields = await self._redis().hgetall(self._key("req", request_id))
-        except RedisError as exc:
-            raise StoreUnavailable(f"queue store {self.url}: {exc}") from exc
+        """In line with the writes: it sees every write sent before it."""
+        fields = await self._send_and_wait(("get", request_id))
         return self._record(request_id, fields) if fields else None
 
     async def take_over(self) -> list[StoredRequest]:
         """Open requests whose gateway's lease is gone, now this gateway's, oldest first."""
         client = self._redis()
+        await self._send_and_wait(("barrier",))  # after the writes sent before it
         try:
             claimed = await client.eval(  # type: ignore[misc]
                 TAKE_OVER, 1, self._key("open"), self.prefix, self.gateway_id
@@ -339,6 +343,7 @@ class RedisJobStore:
     async def prune(self, now: float) -> int:
         """Answered requests past the age, then the oldest while they hold too many bytes."""
         client = self._redis()
+        await self._send_and_wait(("barrier",))  # after the writes sent before it
         done_key, bytes_key = self._key("done"), self._key("done_bytes")
         forgotten = 0
         try:
@@ -349,11 +354,20 @@ class RedisJobStore:
                 if not old:
                     break
                 forgotten += await self._forget(old)
-            while int(await client.get(bytes_key) or 0) > self.retention.bytes:
+            while (over := int(await client.get(bytes_key) or 0) - self.retention.bytes) > 0:
                 oldest = await client.zrange(done_key, 0, PRUNE_CHUNK - 1)
                 if not oldest:
                     break
-                forgotten += await self._forget(oldest)
+                pipe = client.pipeline(transaction=False)
+                for request_id in oldest:
+                    pipe.hget(self._key("req", request_id.decode()), "size")
+                chosen = []
+                for request_id, size in zip(oldest, await pipe.execute(), strict=True):
+                    if over <= 0:
+                        break
+                    chosen.append(request_id)
+                    over -= int(size or 0)
+                forgotten += await self._forget(chosen)
         except RedisError as exc:
             raise StoreUnavailable(f"queue store {self.url}: {exc}") from exc
         return forgotten
@@ -374,6 +388,7 @@ class RedisJobStore:
 
     async def size(self) -> StoreSize:
         client = self._redis()
+        await self._send_and_wait(("barrier",))
         try:
             pipe = client.pipeline(transaction=False)
             pipe.zcard(self._key("open"))

@@ -298,21 +298,20 @@ class SqliteJobStore:
     # -- reads -------------------------------------------------------------------------------------
 
     async def get(self, request_id: str) -> StoredRequest | None:
-        rows = await self._call(self._select, "WHERE id = ?", (request_id,))
+        rows = await self._send_and_wait(("select", "WHERE id = ?", (request_id,)))
         return rows[0] if rows else None
 
     async def take_over(self) -> list[StoredRequest]:
         """Every request left unanswered, or answered with its webhook not sent: the lock
         says no other gateway holds them."""
-        return await self._call(
-            self._select,
-            "WHERE status != 'COMPLETED' OR webhook_state = 'pending' ORDER BY created",
-            (),
-        )
+        where = "WHERE status != 'COMPLETED' OR webhook_state = 'pending' ORDER BY created"
+        return await self._send_and_wait(("select", where, ()))  # type: ignore[no-any-return]
 
-    def _select(self, where: str, parameters: tuple[Any, ...]) -> list[StoredRequest]:
-        assert self._connection is not None
-        cursor = self._connection.execute(
+    def _write_select(
+        self, connection: sqlite3.Connection, where: str, parameters: tuple[Any, ...]
+    ) -> list[StoredRequest]:
+        """A read, in line with the writes: it sees every write sent before it."""
+        cursor = connection.execute(
             "SELECT id, path, headers, priority, start_timeout, webhook_url, created, status,"
             " attempts, runner_id, started, finished, body, body_file, result_status,"
             " result_headers, result_body, result_file, webhook_state FROM requests " + where,
@@ -358,12 +357,10 @@ class SqliteJobStore:
     # -- retention ---------------------------------------------------------------------------------
 
     async def prune(self, now: float) -> int:
-        return await self._call(self._prune, now)
+        return await self._send_and_wait(("prune", now))  # type: ignore[no-any-return]
 
-    def _prune(self, now: float) -> int:
+    def _write_prune(self, connection: sqlite3.Connection, now: float) -> int:
         """``rules.to_forget`` in SQL: past the age first, then the oldest over the bytes."""
-        connection = self._connection
-        assert connection is not None
         answered = "status = 'COMPLETED' AND webhook_state != 'pending'"
         forgotten = self._forget(
             connection,
@@ -397,16 +394,10 @@ class SqliteJobStore:
         ).fetchall()
         if not rows:
             return 0
-        connection.execute("BEGIN")
-        try:
-            for start in range(0, len(rows), PRUNE_CHUNK):
-                chunk = [row[0] for row in rows[start : start + PRUNE_CHUNK]]
-                placeholders = ",".join("?" * len(chunk))
-                connection.execute(f"DELETE FROM requests WHERE id IN ({placeholders})", chunk)
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
+        for start in range(0, len(rows), PRUNE_CHUNK):  # in the batch's transaction
+            chunk = [row[0] for row in rows[start : start + PRUNE_CHUNK]]
+            placeholders = ",".join("?" * len(chunk))
+            connection.execute(f"DELETE FROM requests WHERE id IN ({placeholders})", chunk)
         for request_id, body_file, result_file in rows:
             for folder, in_file in (("bodies", body_file), ("results", result_file)):
                 if in_file:
@@ -415,11 +406,10 @@ class SqliteJobStore:
         return len(rows)
 
     async def size(self) -> StoreSize:
-        return await self._call(self._size)
+        return await self._send_and_wait(("size",))  # type: ignore[no-any-return]
 
-    def _size(self) -> StoreSize:
-        assert self._connection is not None
-        (count,) = self._connection.execute("SELECT COUNT(*) FROM requests").fetchone()
+    def _write_size(self, connection: sqlite3.Connection) -> StoreSize:
+        (count,) = connection.execute("SELECT COUNT(*) FROM requests").fetchone()
         on_disk = 0
         for path in (self.path, self.path.with_name("requests.db-wal")):
             with contextlib.suppress(FileNotFoundError):
