@@ -89,6 +89,9 @@ RUNNER_FAILED = "The runner serving this request failed"
 CANCELLED = "Request cancelled by the client."
 CANCEL_TIMEOUT_SECONDS = 5.0
 COMPLETED_JOBS_KEPT = 10_000
+"""Answered queue requests kept in memory with the memory store (nothing else has them)."""
+COMPLETED_JOBS_CACHED = 1_000
+"""... with a durable store, which has them all until retention: a cache of the last ones."""
 QUEUE_STATUS_INTERVAL = 1.0
 """A status stream looks again this often: queue positions move without an event of its job."""
 
@@ -308,7 +311,7 @@ class Forwarder:
         self.store: JobStore = store or MemoryJobStore()
         """The queue's journal (``job_store``): requests, progress, answers, webhooks."""
         self.jobs: dict[str, Job] = {}
-        """Queue requests by id, answered ones included (the last ``COMPLETED_JOBS_KEPT``)."""
+        """Queue requests by id: those in line or running, and the last answered ones."""
 
     # -- the request ----------------------------------------------------------------------------
 
@@ -488,9 +491,11 @@ class Forwarder:
         return Response(job.response_body, job.response_status or 500, headers)
 
     def _forget_old_jobs(self) -> None:
-        if len(self.jobs) <= COMPLETED_JOBS_KEPT:
+        kept = COMPLETED_JOBS_CACHED if self.store.durable else COMPLETED_JOBS_KEPT
+        if len(self.jobs) <= kept:
             return
-        for job_id in [j.id for j in self.jobs.values() if j.status == "COMPLETED"][:1000]:
+        answered = [j.id for j in self.jobs.values() if j.status == "COMPLETED"]
+        for job_id in answered[: kept // 10]:  # the oldest tenth, so that this runs seldom
             del self.jobs[job_id]
 
     async def run_queued(self, job: Job) -> None:
