@@ -8,7 +8,10 @@ measured in rounds, in a different order each round, so that a busy moment of a 
 hits them alike. Each round and store: 20 warm-up submits, ``--requests`` sequential submits
 (p50, p95 of the time to the answer), then ``--requests`` submits from ``--concurrency`` tasks
 of one asyncio client (submits/s). The table shows each figure's median over the rounds, the
-p50 each store adds to ``memory``'s and its submits/s as a ratio of ``memory``'s.
+p50 each store adds to ``memory``'s and its submits/s as a ratio of ``memory``'s. A second
+table times the submit route alone in this process (the forwarder's queue door behind an ASGI
+client: no sockets, no runner, no other process), where what a store adds is not drowned in
+the noise of a shared machine.
 
     python benchmarks/queue_submit.py --requests 400 --concurrency 16 --rounds 5
 """
@@ -148,6 +151,68 @@ def start_redis(work_dir: Path) -> tuple[subprocess.Popen[bytes], str] | None:
             time.sleep(0.05)  # back-off of a bounded readiness poll
 
 
+async def in_process(spec: str, work_dir: Path, requests: int) -> dict[str, float]:
+    """The submit route alone, in this process: the forwarder's queue door behind an ASGI
+    client, no runner (requests stay queued), no sockets: what the store itself adds."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from minifal.fleet.forwarding import Forwarder
+    from minifal.fleet.job_store.choice import job_store_for
+    from minifal.fleet.job_store.rules import Retention
+    from minifal.fleet.metrics import GatewayMetrics
+    from minifal.fleet.scheduler import Scheduler
+    from minifal.runner.app_manifest import AppManifest, ManifestEndpoint
+    from minifal.settings import AppSettings
+
+    manifest = AppManifest("app", "App", AppSettings(), (ManifestEndpoint("/", "http"),), {})
+    scheduler = Scheduler(lambda: [], max_multiplexing=1)
+    store = job_store_for(spec, work_dir / f"in-process-{spec.split(':')[0]}", Retention())
+    await store.open()
+    tasks: list[asyncio.Task[Any]] = []
+
+    def spawn(coroutine: Any, name: str) -> asyncio.Task[Any]:
+        tasks.append(asyncio.create_task(coroutine, name=name))
+        return tasks[-1]
+
+    async with httpx.AsyncClient() as runner_client:
+        forwarder = Forwarder(
+            manifest,
+            scheduler,
+            None,  # type: ignore[arg-type]  # no runner is ever reached
+            GatewayMetrics(lambda: [], lambda: 0),
+            None,  # type: ignore[arg-type]
+            runner_client,
+            spawn=spawn,
+            store=store,
+        )
+
+        async def submit(request: Request) -> Response:
+            return await forwarder.submit_queued(request, request.path_params["rest"])
+
+        api = Starlette(routes=[Route("/queue/{rest:path}", submit, methods=["POST"])])
+
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            times = []
+            for _ in range(requests + 20):
+                begin = time.perf_counter()
+                response = await client.post("/queue/", json=BODY)
+                times.append(time.perf_counter() - begin)
+                assert response.status_code == 200, response.text
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    await store.close()
+    sequential = sorted(times[20:])
+    return {
+        "p50_ms": statistics.median(sequential) * 1000,
+        "p95_ms": sequential[int(0.95 * (len(sequential) - 1))] * 1000,
+    }
+
+
 def summarize(gateways: list[Gateway]) -> dict[str, Any]:
     rows: dict[str, dict[str, float]] = {}
     for gateway in gateways:
@@ -189,10 +254,26 @@ def main() -> int:
         finally:
             for gateway in gateways:
                 stop(gateway)
+        in_process_rounds: dict[str, list[dict[str, float]]] = {g.store: [] for g in gateways}
+        try:
+            for _ in range(args.rounds):
+                for gateway in gateways:
+                    figures = asyncio.run(in_process(gateway.spec, work_dir, args.requests))
+                    in_process_rounds[gateway.store].append(figures)
+        finally:
             if redis is not None:
                 redis[0].terminate()
                 redis[0].wait(10)
     rows = summarize(gateways)
+    in_process_rows = {
+        store: {
+            name: round(statistics.median(r[name] for r in rounds), 3)
+            for name in ("p50_ms", "p95_ms")
+        }
+        for store, rounds in in_process_rounds.items()
+    }
+    for row in in_process_rows.values():
+        row["p50_added_ms"] = round(row["p50_ms"] - in_process_rows["memory"]["p50_ms"], 3)
     header = ("store", "p50 ms", "p95 ms", "added p50", "submits/s", "ratio")
     print("\n{:8} {:>8} {:>8} {:>10} {:>10} {:>6}".format(*header))
     for store, row in rows.items():
@@ -200,6 +281,10 @@ def main() -> int:
             f"{store:8} {row['p50_ms']:8.3f} {row['p95_ms']:8.3f} {row['p50_added_ms']:10.3f}"
             f" {row['submits_per_s']:10.0f} {row['submits_per_s_ratio']:6.2f}"
         )
+    print("\nin-process submit route (no sockets, no runner)")
+    print("{:8} {:>8} {:>8} {:>10}".format("store", "p50 ms", "p95 ms", "added p50"))
+    for store, row in in_process_rows.items():
+        print(f"{store:8} {row['p50_ms']:8.3f} {row['p95_ms']:8.3f} {row['p50_added_ms']:10.3f}")
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{os.cpu_count()} CPU cores",
@@ -208,7 +293,9 @@ def main() -> int:
         "concurrency": args.concurrency,
         "rounds": args.rounds,
         "stores": rows,
+        "in_process": in_process_rows,
         "per_round": {g.store: g.rounds for g in gateways},
+        "in_process_per_round": in_process_rounds,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
