@@ -44,6 +44,8 @@ T = TypeVar("T")
 
 CHECKPOINT_EVERY_SECONDS = 1.0
 """How often the thread copies the WAL into the database (commits on the loop never do)."""
+WAL_SIZE_LIMIT = 4 * 2**20
+"""The WAL file is cut back to this many bytes each time it starts over after a checkpoint."""
 INLINE_BYTES = 64 * 1024
 """Bodies and results up to this size live in their row; larger ones in files beside it."""
 PRUNE_CHUNK = 500
@@ -153,6 +155,7 @@ class SqliteJobStore:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(f"PRAGMA synchronous={self.synchronous}")
+        connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         connection.executescript(SCHEMA)
         self._connection = connection
         if self._on_loop:
