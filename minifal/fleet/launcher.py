@@ -18,7 +18,8 @@ from minifal.fleet.auth import ENV_AUTH_KEY
 from minifal.fleet.gateway import Gateway, GatewayOptions
 from minifal.fleet.gpu_pool import detect_gpus
 from minifal.fleet.http_api import build_gateway_app
-from minifal.fleet.job_store.choice import job_store_for
+from minifal.fleet.job_store.base import StoreUnavailable
+from minifal.fleet.job_store.choice import check_reachable, job_store_for
 from minifal.fleet.job_store.rules import (
     DEFAULT_RETENTION_BYTES,
     DEFAULT_RETENTION_SECONDS,
@@ -196,7 +197,8 @@ def run_fleet(arguments: FleetArguments) -> int:
             else DEFAULT_RETENTION_BYTES,
         )
         job_store = job_store_for(arguments.queue_store, data_dir, retention)
-    except ValueError as exc:
+        check_reachable(job_store)
+    except (ValueError, StoreUnavailable) as exc:
         print(f"minifal: --queue-store: {exc}", file=sys.stderr)
         return 2
     os.environ[ENV_MAX_BODY_SIZE] = str(max_body_bytes)  # the runners answer with the same limit

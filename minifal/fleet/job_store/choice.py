@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from minifal.fleet.job_store.base import JobStore
+from minifal.fleet.job_store.base import JobStore, StoreUnavailable
 from minifal.fleet.job_store.memory import MemoryJobStore
 from minifal.fleet.job_store.rules import Retention
 
@@ -47,6 +47,23 @@ def job_store_for(spec: str | None, data_dir: Path, retention: Retention) -> Job
         url = urlunsplit(parts._replace(query=urlencode(options)))
         return RedisJobStore(url, retention, lease_seconds=lease, prefix=prefix)
     raise ValueError(f"{spec!r}: expected sqlite, sqlite:///DIR, redis://HOST:PORT/DB or memory")
+
+
+def check_reachable(store: JobStore) -> None:
+    """Before the gateway starts: a Redis store answers a PING (raises ``StoreUnavailable``),
+    so that a wrong URL is one line at the command line, not a failed startup."""
+    url = getattr(store, "url", None)
+    if url is None:
+        return
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"cannot reach {url}: {exc}") from exc
+    finally:
+        client.close()
 
 
 def _sqlite(directory: Path, retention: Retention, options: dict[str, str]) -> JobStore:
