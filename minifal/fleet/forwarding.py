@@ -2,10 +2,18 @@
 
   sync       POST /<app-path>        accept -> call_sync: acquire -> attempt (streamed back)
                                      -> release
-  queue      POST /queue/<app-path>  accept -> run_queued: acquire -> attempt -> release, again
-                                     on another runner while the failure is worth a retry
+  queue      POST /queue/<app-path>  accept -> store -> run_queued: acquire -> attempt ->
+                                     release, again on another runner while the failure is
+                                     worth a retry -> the answer stored -> webhook
+             GET .../requests/ID[/status[/stream]], PUT .../cancel: this gateway's job, or
+                                     the job store's record (another gateway's, or older)
   websocket  WS /<app-path>          open_websocket: acquire -> frames both ways -> release
 
+(Over 400 lines because it holds every door whole, the queue's included, so that a request's
+path reads in one file; the pieces it calls, the scheduler, the runner client, the job store
+and the webhooks, are modules of their own.)
+
+- acquire and release: ``async with Slot(scheduler, job) as runner``, the same for every door.
 - acquire: the job waits in the scheduler's line for a ready runner with a free slot, at most its
   ``X-Fal-Request-Timeout`` (then 504, ``x-fal-request-timeout-type: user``).
 - attempt: one POST to the runner (``runner_http``: a pooled keep-alive connection, the body
@@ -15,6 +23,8 @@
 - retry (queue only, as fal does): after a 503, a 504 or a lost connection, another runner, up to
   ``MAX_ATTEMPTS`` in all; never after a 4xx. A sync caller gets the first answer.
 - release: the runner's slot is free for the next job; the answer is counted in the metrics.
+- store (queue only): the request is in the job store before its caller gets an id, and its
+  answer before anyone reads it (``job_store``; docs/queue.md).
 
 The caller gets the runner's status, body and headers, less hop-by-hop ones and the runner's own
 ``date`` and ``server`` (the gateway's server sets its own): each header once.

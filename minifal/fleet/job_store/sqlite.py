@@ -16,6 +16,8 @@ of the gateway's process; a crash of the machine may lose the commits since the 
 checkpoint. ``synchronous=FULL`` loses none of them, at an fsync per batch, every batch on
 the thread. docs/queue.md says more.
 
+(Over 400 lines: the schema, the writer and the SQL of each operation belong together.)
+
 One gateway per store: the lock says which. A gateway killed by any signal releases it, so the
 next one on the same data dir owns every request left unanswered and resumes it.
 """
