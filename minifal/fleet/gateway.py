@@ -2,9 +2,10 @@
 (``forwarding``).
 
 It owns the supervisor (runners, through a backend), the scheduler (queue + dispatch), the
-forwarder, the table of queue requests, the HTTP client to runners, the metrics, and every
-background task it starts (the autoscaler, health checks, queue requests); it applies the
-scaler's decisions and builds the ``/runners`` table.
+forwarder (which holds the queue's requests), the job store's lifecycle (opened and taken over
+at start, pruned, closed last), the HTTP client to runners, the metrics, and every background
+task it starts (the autoscaler, health checks, queue requests, retention, Redis takeover); it
+applies the scaler's decisions and builds the ``/runners`` table.
 """
 
 from __future__ import annotations
