@@ -134,7 +134,9 @@ def test_a_restarted_gateway_answers_every_request_it_accepted(stop: str, tmp_pa
     try:
         with start_fleet(FLEET_APP, tmp_path, workers=3) as first:
             with first.client() as client:
-                tags = submit(client, 180, 0.2, "r", receiver.url)
+                # 3 long requests hold the 3 runners while the others queue up behind them.
+                tags = submit(client, 3, 5.0, "long", receiver.url)
+                tags |= submit(client, 180, 0.1, "r", receiver.url)
             waiting, running = busy(first)
             assert waiting >= 150 and running >= 3, (waiting, running)
             if stop == "kill -9":
