@@ -294,6 +294,19 @@ async def _shutdown_burst(
     }
 
 
+async def _kept_in_store(data_dir: Path, ids: list[str]) -> int:
+    """Queued requests the stopped gateway left unanswered in its job store, for the next."""
+    from minifal.fleet.job_store.sqlite import SqliteJobStore
+
+    store = SqliteJobStore(data_dir / "queue")
+    await store.open()
+    try:
+        stored = [await store.get(request_id) for request_id in ids]
+    finally:
+        await store.close()
+    return sum(1 for request in stored if request is not None and request.status != "COMPLETED")
+
+
 def shutdown(sync: int, queued: int, work_dir: Path) -> dict[str, Any]:
     """SIGTERM to the gateway while ``sync`` 1-second calls run and ``queued`` wait."""
     receiver = WebhookReceiver()
@@ -305,6 +318,8 @@ def shutdown(sync: int, queued: int, work_dir: Path) -> dict[str, Any]:
         Path(os.environ["RELIABILITY_KEEP_LOGS"]).write_text(log)
     drained = [line for line in log.splitlines() if "draining" in line]
     grace = 10.0
+    kept = asyncio.run(_kept_in_store(work_dir / "data", result["queue_ids"]))
+    answered = sum(receiver.statuses.values())
     outcomes = result["sync_outcomes"]
     dropped = sum(n for k, n in outcomes.items() if k.startswith("dropped"))
     summary = {
@@ -315,7 +330,8 @@ def shutdown(sync: int, queued: int, work_dir: Path) -> dict[str, Any]:
         "sync_outcomes": outcomes,
         "queued_accepted": result["queued_accepted"],
         "queued_answered_by_webhook": dict(receiver.statuses),
-        "queued_unanswered_at_exit": result["queued_accepted"] - sum(receiver.statuses.values()),
+        "queued_kept_in_store": kept,
+        "queued_unanswered_at_exit": result["queued_accepted"] - answered - kept,
         "drain_log": drained[:1],
         "grace_s": grace,
         "sigterm_to_exit_s": result["exit_s"],

@@ -152,16 +152,20 @@ def start_fleet(
     auth_key: str | None = None,
     ready_timeout: float = FLEET_READY_TIMEOUT_S,
     wait_for_runners: bool = True,
+    port: int | None = None,
+    data_dir: Path | None = None,
+    log_name: str = "fleet.log",
 ) -> Iterator[Fleet]:
     """``minifal run APP --workers N --port P --data-dir work_dir/data``, until the block ends.
 
     ``workers=None`` passes no ``--workers`` (the App's scaling settings decide); ``env`` is
     added to the fleet's environment. Ready means every runner ready, or with
-    ``wait_for_runners=False`` (implied by ``workers=None``) the gateway answering.
+    ``wait_for_runners=False`` (implied by ``workers=None``) the gateway answering. ``port``,
+    ``data_dir``: those of an earlier fleet, to restart it (default: a free port, work_dir/data).
     """
-    port = free_port()
-    data_dir = work_dir / "data"
-    log_path = work_dir / "fleet.log"
+    port = port or free_port()
+    data_dir = data_dir or work_dir / "data"
+    log_path = work_dir / log_name
     log_file = log_path.open("wb")
     arguments = ["run", str(app), "--port", str(port), "--data-dir", str(data_dir)]
     if workers is not None:

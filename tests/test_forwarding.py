@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +20,9 @@ from minifal.fleet.forwarding import (
     resolve_endpoint,
     worth_retrying,
 )
+from minifal.fleet.job_store.base import StoredRequest, stored_request
+from minifal.fleet.job_store.memory import MemoryJobStore
+from minifal.fleet.job_store.sqlite import SqliteJobStore
 from minifal.fleet.jobs import Job
 from minifal.fleet.metrics import GatewayMetrics
 from minifal.fleet.runner_http import RunnerAddress, RunnerConnectionError
@@ -140,8 +145,14 @@ class FakeSupervisor:
         raise AssertionError("no request outlives request_timeout here")
 
 
-def serve_queued(answers: dict[str, list[int | None]]) -> tuple[Job, list[str], FakeSupervisor]:
-    """Run one queue request; each runner answers its statuses in turn (None: connection lost)."""
+def serve_queued(
+    answers: dict[str, list[int | None]],
+    store_dir: Path | None = None,
+    stored: StoredRequest | None = None,
+) -> tuple[Job, list[str], FakeSupervisor]:
+    """Run one queue request; each runner answers its statuses in turn (None: connection lost).
+    With ``store_dir``, through a SQLite job store there; ``stored``: a request the store held
+    already, resumed (as a gateway started on its data dir does)."""
 
     async def scenario() -> tuple[Job, list[str], FakeSupervisor]:
         runners = [FakeRunner(name, f"http://{name}", RunnerAddress(name, 80)) for name in answers]
@@ -172,6 +183,14 @@ def serve_queued(answers: dict[str, list[int | None]]) -> tuple[Job, list[str], 
         scheduler = Scheduler(lambda: runners, max_multiplexing=1)  # type: ignore[arg-type,return-value]
         manifest = AppManifest("app", "App", AppSettings(), (), {})
         metrics = GatewayMetrics(lambda: [], lambda: 0)
+        store = SqliteJobStore(store_dir) if store_dir else MemoryJobStore()
+        await store.open()
+        tasks: list[asyncio.Task[None]] = []
+
+        def spawn(coroutine: Any, name: str) -> asyncio.Task[None]:
+            tasks.append(asyncio.create_task(coroutine, name=name))
+            return tasks[-1]
+
         async with httpx.AsyncClient() as client:
             forwarder = Forwarder(
                 manifest,
@@ -180,10 +199,25 @@ def serve_queued(answers: dict[str, list[int | None]]) -> tuple[Job, list[str], 
                 metrics,
                 FakeRunnerClient(),  # type: ignore[arg-type]
                 client,
+                spawn=spawn,
+                store=store,
             )
-            job = Job("/", b"{}", {})
-            forwarder.enqueue(job)
-            await forwarder.run_queued(job)
+            if stored is not None:
+                await store.accept(stored)
+                forwarder.resume(await store.take_over())
+                job = forwarder.jobs[stored.id]
+            else:
+                job = Job("/", b"{}", {}, queued=True)
+                await store.accept(stored_request(job))
+                forwarder._run_queued(job)
+            await asyncio.gather(*tasks)
+            kept = await store.get(job.id)
+        await store.close()
+        assert kept is None or (kept.status, kept.result_status) == (
+            "COMPLETED",
+            job.response_status,
+        )
+        assert kept is None or kept.attempts == job.attempts
         return job, calls, supervisor
 
     return asyncio.run(scenario())
@@ -209,3 +243,15 @@ def test_a_client_error_is_never_retried() -> None:
 def test_the_last_attempt_answers_whatever_it_got() -> None:
     job, calls, _ = serve_queued({"a": [503] * MAX_ATTEMPTS})
     assert len(calls) == MAX_ATTEMPTS and job.response_status == 503
+
+
+def test_attempts_are_stored_and_counted_across_gateways(tmp_path: Path) -> None:
+    job, calls, _ = serve_queued({"a": [503], "b": [200]}, tmp_path / "one")
+    assert calls == ["a", "b"] and job.attempts == 2
+    # A request that was on a runner when its gateway died, with 8 attempts used: 2 are left.
+    cut_off = StoredRequest("r", "/", b"{}", {}, "normal", None, None, 1.0, "IN_PROGRESS", 8)
+    job, calls, _ = serve_queued({"a": [503, 503, 200]}, tmp_path / "two", cut_off)
+    assert calls == ["a", "a"] and job.response_status == 503 and job.attempts == MAX_ATTEMPTS
+    used_up = StoredRequest("s", "/", b"{}", {}, "normal", None, None, 1.0, "IN_PROGRESS", 10)
+    job, calls, _ = serve_queued({"a": [200]}, tmp_path / "three", used_up)
+    assert calls == [] and job.response_status == 503  # as a lost runner's last attempt

@@ -25,7 +25,6 @@ KNOWN_CYCLES = [
 ]
 KNOWN_LONG = {
     "minifal/compiled/precompiled/session.py",  # removed by the compiled/ split
-    "minifal/fleet/forwarding.py",  # reworked by the one-slot change (issue 26, item 4)
 }
 
 

@@ -232,3 +232,40 @@ def test_closing_answers_every_waiting_job_and_leaves_started_ones_alone() -> No
         assert isinstance(ShuttingDown("x"), Withdrawn)
 
     run(scenario())
+
+
+def test_parking_takes_queue_jobs_out_of_line_and_leaves_sync_ones() -> None:
+    """A gateway with a durable job store, stopping: queue requests not started leave the line
+    at once (they stay queued in the store); sync calls wait on until the grace period ends."""
+
+    async def scenario() -> None:
+        runners = [FakeRunner("a")]
+        scheduler = Scheduler(lambda: runners, max_multiplexing=1)  # type: ignore[arg-type,return-value]
+        running, queued, sync = Job("/", b"", {}), Job("/", b"", {}), Job("/", b"", {})
+        queued.queued = running.queued = True
+        for job in (running, queued, sync):
+            scheduler.submit(job)
+        assert await scheduler.wait_for_runner(running) is runners[0]
+        scheduler.park(lambda job: job.queued)
+        with pytest.raises(ShuttingDown):
+            await scheduler.wait_for_runner(queued)
+        assert list(scheduler.queue) == [sync]
+        retry = Job("/", b"", {})
+        retry.queued = True
+        scheduler.requeue(retry)
+        with pytest.raises(ShuttingDown):
+            await scheduler.wait_for_runner(retry)
+        scheduler.release(runners[0])
+        assert await scheduler.wait_for_runner(sync) is runners[0]
+
+    run(scenario())
+
+
+def test_a_full_queue_still_takes_requests_accepted_already() -> None:
+    queue: RequestQueue[str] = RequestQueue(max_size=1)
+    queue.push("first")
+    assert queue.full
+    with pytest.raises(QueueFull):
+        queue.push("refused")
+    queue.push("resumed", over_limit=True)
+    assert list(queue) == ["first", "resumed"]

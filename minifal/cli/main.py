@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from minifal.fleet.job_store.rules import DEFAULT_RETENTION_SECONDS
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
+from minifal.fleet.scaler import DEFAULT_SUSPENDED_KEEP_ALIVE
 from minifal.host import envs
 from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
 from minifal.version import __version__
@@ -68,6 +70,9 @@ def _run(args: argparse.Namespace) -> int:
             ray=args.ray,
             access_log=args.access_log,
             watch=args.watch,
+            queue_store=args.queue_store,
+            queue_retention=args.queue_retention,
+            queue_retention_size=args.queue_retention_size,
         )
     )
 
@@ -178,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--suspend-keep-alive",
         type=float,
-        default=3600.0,
-        help="seconds a runner stays suspended before it is stopped (default 3600)",
+        default=DEFAULT_SUSPENDED_KEEP_ALIVE,
+        help="seconds a runner stays suspended before it is stopped (default %(default)g)",
     )
     run.add_argument(
         "--suspend-memory-gib",
@@ -212,6 +217,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--watch",
         action="store_true",
         help="deploy a new revision (rolling) when the app file changes (development)",
+    )
+    run.add_argument(
+        "--queue-store",
+        default=envs.QUEUE_STORE.raw(),
+        metavar="STORE",
+        help="where queue requests are kept: sqlite (default: DATA_DIR/queue), "
+        "sqlite:///DIR, redis://HOST:PORT/DB (shared by several gateways) or memory "
+        f"(${envs.QUEUE_STORE.name}; docs/queue.md)",
+    )
+    run.add_argument(
+        "--queue-retention",
+        type=float,
+        default=DEFAULT_RETENTION_SECONDS,
+        metavar="SECONDS",
+        help="seconds an answered queue request's status and result are kept (default %(default)g)",
+    )
+    run.add_argument(
+        "--queue-retention-size",
+        metavar="SIZE",
+        help="bytes of answered queue requests kept, oldest forgotten first (default 1GB)",
     )
     run.set_defaults(handler=_run)
 

@@ -2,10 +2,12 @@
 (``forwarding``).
 
 It owns the supervisor (runners, through a backend), the scheduler (queue + dispatch), the
-forwarder, the table of queue requests, the HTTP client to runners, the metrics, and every
-background task it starts (the autoscaler, health checks, queue requests); it applies the
-scaler's decisions and builds the ``/runners`` table. It is long because it is where those parts
-are wired together and started and stopped in order; each part's logic lives in its own module.
+forwarder (which holds the queue's requests), the job store's lifecycle (opened and taken over
+at start, pruned, closed last), the HTTP client to runners, the metrics, and every background
+task it starts (the autoscaler, health checks, queue requests, retention, Redis takeover); it
+applies the scaler's decisions and builds the ``/runners`` table. It is long because it is
+where those parts are wired together and started and stopped in order; each part's logic lives
+in its own module.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from minifal.fleet.deployer import Deployer
 from minifal.fleet.forwarding import Forwarder
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.health_monitor import HealthMonitor
-from minifal.fleet.jobs import Job
+from minifal.fleet.job_store.base import JobStore, StoreBusy, StoreUnavailable
+from minifal.fleet.job_store.memory import MemoryJobStore
 from minifal.fleet.metrics import GatewayMetrics
 from minifal.fleet.request_logs import RequestLogs
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
@@ -53,8 +56,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("minifal.fleet")
 
-COMPLETED_JOBS_KEPT = 10_000
 SCALE_EVERY_SECONDS = 0.25
+PRUNE_EVERY_SECONDS = 30.0
+"""How often answered requests past the queue's retention are forgotten."""
 
 PHASES = {
     RunnerState.PENDING: Phase.STARTING,
@@ -89,14 +93,13 @@ class GatewayOptions:
     echo_output: bool = True
     suspend: str = "auto"
     """Suspend idle runners instead of stopping them: ``auto`` (where the driver can), ``on``
-    (say so when it cannot), ``off``."""
-    suspended_keep_alive: float = 3600.0
-    suspend_memory_budget: int | None = None
-    """Bytes of host memory suspended runners may hold; None: half of what is available."""
+    (say so when it cannot), ``off``. How long and in how much memory: ``scaling``."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     webhook_policy: WebhookPolicy = field(
         default_factory=lambda: WebhookPolicy.for_gateway(DEFAULT_HOST)
     )
+    job_store: JobStore = field(default_factory=MemoryJobStore)
+    """The queue's journal (``--queue-store``); opened and closed by the gateway."""
     ray_resources: RunnerResources | None = None
     """Runners as Ray actors asking for these (``minifal run --ray``; the driver is connected
     already); None: child processes of the gateway."""
@@ -122,18 +125,6 @@ def choose_suspender(mode: str, use_gpus: bool) -> Suspender | None:
         return None
     logger.info("suspend: idle runners are suspended to host memory (%s)", why)
     return driver
-
-
-def half_available_memory() -> int | None:
-    """Half of ``MemAvailable`` now (the default budget of suspended runners)."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 2
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 class Gateway:
@@ -177,12 +168,7 @@ class Gateway:
                 launch, fork_server=fork_server_enabled(), on_request_log=self.request_logs.add
             )
             suspender = choose_suspender(options.suspend, launch.use_gpus)
-        self.scaling = dataclasses.replace(
-            options.scaling,
-            suspend=suspender is not None,
-            suspended_keep_alive=options.suspended_keep_alive,
-            suspended_memory_budget=options.suspend_memory_budget or half_available_memory(),
-        )
+        self.scaling = dataclasses.replace(options.scaling, suspend=suspender is not None)
         self.supervisor = Supervisor(
             backend,
             GpuPool(options.gpus if launch.use_gpus else [], settings.gpus_per_runner),
@@ -210,8 +196,6 @@ class Gateway:
         )
         self.environment = environment_summary(settings.kind, settings.image)
         """Where the runners run: here, whatever container image the App declares."""
-        self.jobs: dict[str, Job] = {}
-        """Queue requests by id, answered ones included (the last ``COMPLETED_JOBS_KEPT``)."""
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
         self.runner_client = runner_client or RunnerClient()
         self.forwarder = Forwarder(
@@ -221,7 +205,10 @@ class Gateway:
             self.metrics,
             self.runner_client,
             self.client,
-            self.request_logs,
+            webhook_policy=options.webhook_policy,
+            spawn=self.spawn,
+            store=options.job_store,
+            request_logs=self.request_logs,
         )
         self._job_tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
@@ -233,6 +220,7 @@ class Gateway:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        await self._open_job_store()
         self.scale_once()
         self._loops.append(asyncio.create_task(self._scale_forever(), name="autoscaler"))
         if self.options.watch:
@@ -250,12 +238,17 @@ class Gateway:
 
     def begin_shutdown(self) -> None:
         """The first stop signal (called from the signal handler). The listener closes; what
-        was accepted runs on until the grace period's end, less ``SHUTDOWN_ANSWER_MARGIN``;
-        then every request still waiting for a runner, sync or queued, gets 503."""
+        runs on a runner finishes (until the grace period's end). Queue requests not started
+        stay queued in a durable job store, for the next gateway; sync calls (and queue
+        requests of a memory store) not started by the grace period's end, less
+        ``SHUTDOWN_ANSWER_MARGIN``, get 503."""
         if self._loop is None or self.shutdown_deadline is not None:
             return
         self.shutdown_deadline = time.time() + self.grace_seconds
         close_in = max(0.0, self.grace_seconds - SHUTDOWN_ANSWER_MARGIN)
+        if self.forwarder.store.durable:
+            self._loop.call_soon_threadsafe(self.scheduler.park, lambda job: job.queued)
+            logger.info("stopping: queue requests not started stay queued in the job store")
         self._loop.call_soon_threadsafe(self._loop.call_later, close_in, self.scheduler.close)
         logger.info("stopping: requests not started within %.0f s will get 503", close_in)
 
@@ -275,6 +268,7 @@ class Gateway:
         for task in list(self._job_tasks):
             task.cancel()
         await asyncio.gather(*self._loops, *self._job_tasks, return_exceptions=True)
+        await self.forwarder.store.close()
         await self.client.aclose()
         await self.runner_client.aclose()
 
@@ -284,6 +278,46 @@ class Gateway:
         self._job_tasks.add(task)
         task.add_done_callback(self._job_tasks.discard)
         return task
+
+    async def _open_job_store(self) -> None:
+        """Open the queue's store and take up what it holds; a SQLite store another live
+        gateway holds is not shared: this one keeps its queue in memory (and says so)."""
+        store = self.forwarder.store
+        try:
+            await store.open()
+        except StoreBusy as exc:
+            logger.warning("queue: %s; this gateway's queue is in memory only", exc)
+            self.forwarder.store = store = MemoryJobStore()
+        self.forwarder.resume(await store.take_over())
+        self._loops.append(asyncio.create_task(self._prune_forever(), name="queue-retention"))
+        if store.shared:
+            self._loops.append(
+                asyncio.create_task(self._take_over_forever(), name="queue-takeover")
+            )
+
+    async def _prune_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_EVERY_SECONDS)
+            try:
+                forgotten = await self.forwarder.store.prune(time.time())
+            except StoreUnavailable as exc:
+                logger.error("queue retention: %s", exc)
+                continue
+            if forgotten:
+                logger.info("queue retention: forgot %d answered request(s)", forgotten)
+
+    async def _take_over_forever(self) -> None:
+        """A shared store: requests of gateways whose lease lapsed become this one's."""
+        store = self.forwarder.store
+        every = getattr(store, "lease_seconds", 10.0) / 3
+        while True:
+            await asyncio.sleep(every)
+            if self.shutdown_deadline is not None:
+                return  # a stopping gateway takes nothing new on
+            try:
+                self.forwarder.resume(await store.take_over())
+            except StoreUnavailable as exc:
+                logger.error("queue takeover: %s", exc)
 
     def _runner_ready(self) -> None:
         self.scheduler.pump()
@@ -339,25 +373,6 @@ class Gateway:
         while True:
             await asyncio.sleep(SCALE_EVERY_SECONDS)
             self.scale_once()
-
-    # -- queue requests ----------------------------------------------------------------------------
-
-    def submit_queued(self, job: Job) -> None:
-        """Accept a queue request (raises ``QueueFull``); it runs in a task the gateway owns."""
-        self.forwarder.enqueue(job)
-        self.jobs[job.id] = job
-        self._forget_old_jobs()
-        self.spawn(self.forwarder.run_queued(job), name=f"job-{job.id}")
-
-    def queue_position(self, job: Job) -> int | None:
-        return self.scheduler.position(job)
-
-    def _forget_old_jobs(self) -> None:
-        if len(self.jobs) <= COMPLETED_JOBS_KEPT:
-            return
-        for job_id in [j.id for j in self.jobs.values() if j.status == "COMPLETED"][:1000]:
-            del self.jobs[job_id]
-            self.request_logs.forget(job_id)
 
     # -- observability ---------------------------------------------------------------------------
 

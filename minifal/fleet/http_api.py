@@ -17,33 +17,25 @@ How a request reaches a runner and comes back: ``forwarding``. The queue's bodie
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from minifal.fleet.admin_api import AdminRoutes
 from minifal.fleet.auth import KeyAuthMiddleware
 from minifal.fleet.dashboard import dashboard_router
-from minifal.fleet.forwarding import Forwarder, json_error, queue_full
+from minifal.fleet.forwarding import Forwarder
 from minifal.fleet.gateway import Gateway
-from minifal.fleet.jobs import Job
 from minifal.fleet.queue_host import QueueHostMiddleware
-from minifal.fleet.queue_protocol import queue_urls, status_body, status_code
 from minifal.fleet.request_logs_route import request_logs_router
-from minifal.fleet.request_queue import QueueFull
-from minifal.fleet.webhook_policy import WebhookRefused
 from minifal.host.body_limit import BodyLimitMiddleware
 from minifal.runner.stored_files_route import STORED_FILES_PATH, stored_file
-from minifal.runner_contract import REQUEST_ID_HEADER
 
-QUEUE_STATUS_INTERVAL = 1.0
 REQUESTS_PATH = "/queue/{owner}/{app}/requests/{request_id}"
 
 
@@ -101,14 +93,6 @@ def build_routes(gateway: Gateway) -> FastAPI:
 
     api = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
-    def find_job(request_id: str) -> Job | Response:
-        job = gateway.jobs.get(request_id)
-        return job if job is not None else json_error(404, "Request not found")
-
-    def status_of(job: Job, request: Request, logs_from: int = 0) -> dict[str, Any]:
-        logs = gateway.request_logs.fal_logs(job.id, logs_from) if wants_logs(request) else None
-        return status_body(job, gateway.queue_position(job), logs)
-
     # -- observability and files -----------------------------------------------------------------
 
     @api.get("/health")
@@ -136,79 +120,33 @@ def build_routes(gateway: Gateway) -> FastAPI:
     async def docs() -> Response:
         return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{manifest.app_name} - docs")
 
-    # -- queue protocol --------------------------------------------------------------------------
+    # -- queue protocol (``forwarding``'s queue door) ----------------------------------------------
 
     @api.get(REQUESTS_PATH + "/status")
     async def queue_status(request: Request, request_id: str) -> Response:
-        job = find_job(request_id)
-        if isinstance(job, Response):
-            return job
-        return JSONResponse(status_of(job, request), status_code(job))
+        job = await forwarder.find(request_id)
+        return job if isinstance(job, Response) else forwarder.status(job, wants_logs(request))
 
     @api.get(REQUESTS_PATH + "/status/stream")
     async def queue_status_stream(request: Request, request_id: str) -> Response:
-        job = find_job(request_id)
+        job = await forwarder.find(request_id)
         if isinstance(job, Response):
             return job
-
-        async def events() -> AsyncIterator[bytes]:
-            last = None
-            logs_sent = 0  # as fal's stream does, each event has the log lines not sent yet
-            while True:
-                body = status_of(job, request, logs_sent)
-                state = {key: value for key, value in body.items() if key != "logs"}
-                if state != last or body.get("logs"):
-                    last = state
-                    logs_sent += len(body.get("logs") or ())
-                    yield f"data: {json.dumps(body)}\n\n".encode()
-                if job.status == "COMPLETED":
-                    return
-                # Queue positions move without an event of this job: look again every second.
-                watched = job.id if wants_logs(request) else None
-                await gateway.request_logs.wait(job.changed, watched, QUEUE_STATUS_INTERVAL)
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return forwarder.status_stream(job, wants_logs(request))
 
     @api.get(REQUESTS_PATH)
     async def queue_result(request_id: str) -> Response:
-        job = find_job(request_id)
-        if isinstance(job, Response):
-            return job
-        if job.status != "COMPLETED":
-            return json_error(400, "Request is still in progress")
-        headers = {REQUEST_ID_HEADER: job.id, **job.response_headers}
-        return Response(job.response_body, job.response_status or 500, headers)
+        job = await forwarder.find(request_id)
+        return job if isinstance(job, Response) else forwarder.result(job)
 
     @api.put(REQUESTS_PATH + "/cancel")
     async def queue_cancel(request_id: str) -> Response:
-        job = find_job(request_id)
-        if isinstance(job, Response):
-            return job
-        status, body = await forwarder.cancel(job)
-        return JSONResponse(body, status)
+        job = await forwarder.find(request_id)
+        return job if isinstance(job, Response) else await forwarder.cancel(job)
 
     @api.post("/queue/{rest:path}")
     async def queue_submit(request: Request, rest: str) -> Response:
-        webhook_url = request.query_params.get("fal_webhook") or None
-        policy = gateway.options.webhook_policy
-        if webhook_url is not None:
-            try:
-                await asyncio.to_thread(policy.check, webhook_url)  # resolves the name
-            except WebhookRefused as exc:
-                return json_error(400, str(exc))
-        accepted = await forwarder.accept(request, rest)
-        if isinstance(accepted, Response):
-            return accepted
-        job, owner = accepted
-        job.webhook_url, job.webhook_policy = webhook_url, policy
-        try:
-            gateway.submit_queued(job)
-        except QueueFull as exc:
-            return queue_full(exc)
-        base_url = f"{request.url.scheme}://{request.headers['host']}"
-        body = {**queue_urls(base_url, owner, manifest.app_name, job), "status": "IN_QUEUE"}
-        body["queue_position"] = gateway.queue_position(job) or 0
-        return JSONResponse(body, 200, {REQUEST_ID_HEADER: job.id})
+        return await forwarder.submit_queued(request, rest)
 
     # -- synchronous calls and websockets ---------------------------------------------------------
 

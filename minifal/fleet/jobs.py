@@ -31,6 +31,13 @@ class Job:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     created: float = field(default_factory=time.time)
     status: JobStatus = "IN_QUEUE"
+    queued: bool = False
+    """Came in through the queue door (kept in the job store) rather than sync or websocket."""
+    attempts: int = 0
+    """Attempts started on a runner, those of earlier gateways included (from the store)."""
+    foreign: bool = False
+    """Read from the store, held by no line of this gateway (another's, or answered before
+    this gateway started): its state is the store's."""
     runner_id: str | None = None
     started: float | None = None
     finished: float | None = None
@@ -76,6 +83,7 @@ class Job:
         self.changed = asyncio.Event()
 
     def start(self, runner_id: str) -> None:
+        self.attempts += 1
         self.status = "IN_PROGRESS"
         self.runner_id = runner_id
         self.started = time.time()

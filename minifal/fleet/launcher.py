@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,11 +18,18 @@ from minifal.fleet.auth import exposure_warning
 from minifal.fleet.gateway import Gateway, GatewayOptions
 from minifal.fleet.gpu_pool import detect_gpus
 from minifal.fleet.http_api import build_gateway_app
+from minifal.fleet.job_store.base import StoreUnavailable
+from minifal.fleet.job_store.choice import check_reachable, job_store_for
+from minifal.fleet.job_store.rules import (
+    DEFAULT_RETENTION_BYTES,
+    DEFAULT_RETENTION_SECONDS,
+    Retention,
+)
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
-from minifal.fleet.scaler import ScalingSettings
+from minifal.fleet.scaler import DEFAULT_SUSPENDED_KEEP_ALIVE, ScalingSettings
 from minifal.fleet.webhook_policy import WebhookPolicy
 from minifal.host import envs
-from minifal.host.body_limit import configured_max_body_bytes
+from minifal.host.body_limit import configured_max_body_bytes, parse_size
 from minifal.host.data_dir import activate_data_dir, resolve_data_dir
 from minifal.host.log_format import configure_logging
 from minifal.host.quiet_exit_server import QuietExitServer
@@ -47,7 +55,7 @@ class FleetArguments:
     auth_key: str | None = None
     max_queue: int | None = DEFAULT_MAX_QUEUE
     suspend: str = "auto"
-    suspended_keep_alive: float = 3600.0
+    suspended_keep_alive: float = DEFAULT_SUSPENDED_KEEP_ALIVE
     suspend_memory_gib: float | None = None
     max_body_size: str | None = None
     webhook_allow: tuple[str, ...] = ()
@@ -56,17 +64,32 @@ class FleetArguments:
     access_log: bool = False
     watch: bool = False
     """Deploy a new revision when the app file changes (``fleet/deployer.py``)."""
+    queue_store: str | None = None
+    """``--queue-store`` (``job_store.choice``); None: SQLite in the data dir."""
+    queue_retention: float = DEFAULT_RETENTION_SECONDS
+    queue_retention_size: str | None = None
+    """Bytes of answered requests kept, like ``1GB``; None: ``DEFAULT_RETENTION_BYTES``."""
 
 
 def scaling_settings(
-    manifest: AppManifest, workers: int | None, gpus: list[str], hard_cap: int | None = None
+    manifest: AppManifest,
+    workers: int | None,
+    gpus: list[str],
+    hard_cap: int | None = None,
+    suspended_keep_alive: float = DEFAULT_SUSPENDED_KEEP_ALIVE,
+    suspended_memory_budget: int | None = None,
 ) -> ScalingSettings:
     """``--workers N``: a fixed fleet. Otherwise the App's own settings (scale from zero,
     min/max_concurrency, buffers, scaling_delay, keep_alive), capped by what this machine holds
     (or ``hard_cap``, a Ray cluster's): one runner per GPU group for a GPU app, else one per CPU
-    core."""
+    core. Suspended runners: ``suspended_keep_alive`` seconds, ``suspended_memory_budget``
+    bytes (None: half of the memory available now)."""
+    suspension = {
+        "suspended_keep_alive": suspended_keep_alive,
+        "suspended_memory_budget": suspended_memory_budget or half_available_memory(),
+    }
     if workers is not None:
-        return ScalingSettings.fixed(workers)
+        return dataclasses.replace(ScalingSettings.fixed(workers), **suspension)
     settings = manifest.settings
     if hard_cap is None and gpus and settings.gpus_per_runner > 0:
         hard_cap = max(1, len(gpus) // settings.gpus_per_runner)
@@ -81,6 +104,7 @@ def scaling_settings(
         keep_alive=settings.keep_alive,
         max_multiplexing=settings.max_multiplexing,
         hard_cap=hard_cap,
+        **suspension,
     )
 
 
@@ -98,6 +122,18 @@ def ray_environment(address: str, ray_address: str | None = None) -> dict[str, s
     if host == "localhost" or host.startswith("127.") or host == "::1":
         return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     return {}
+
+
+def half_available_memory() -> int | None:
+    """Half of ``MemAvailable`` now (the default budget of suspended runners)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def join_ray_cluster(address: str, gpus_per_runner: int) -> RayCluster | None:
@@ -153,7 +189,12 @@ def run_fleet(arguments: FleetArguments) -> int:
                 "%s wants a GPU but none is visible: runners run on CPU", manifest.app_name
             )
     scaling = scaling_settings(
-        manifest, arguments.workers, gpus, cluster.hard_cap if cluster else None
+        manifest,
+        arguments.workers,
+        gpus,
+        cluster.hard_cap if cluster else None,
+        arguments.suspended_keep_alive,
+        int(arguments.suspend_memory_gib * 2**30) if arguments.suspend_memory_gib else None,
     )
     auth_key = arguments.auth_key or envs.AUTH_KEY.get()
     if settings.app_auth == "private" and not auth_key:
@@ -172,6 +213,18 @@ def run_fleet(arguments: FleetArguments) -> int:
     except ValueError as exc:
         print(f"minifal: {exc}", file=sys.stderr)
         return 2
+    try:
+        retention = Retention(
+            arguments.queue_retention,
+            parse_size(arguments.queue_retention_size)
+            if arguments.queue_retention_size
+            else DEFAULT_RETENTION_BYTES,
+        )
+        job_store = job_store_for(arguments.queue_store, data_dir, retention)
+        check_reachable(job_store)
+    except (ValueError, StoreUnavailable) as exc:
+        print(f"minifal: --queue-store: {exc}", file=sys.stderr)
+        return 2
     scheme = "https" if arguments.tls_cert else "http"
     url_host = "127.0.0.1" if arguments.host in ("0.0.0.0", "::") else arguments.host
     public_url = f"{scheme}://{url_host}:{arguments.port}/"
@@ -185,12 +238,9 @@ def run_fleet(arguments: FleetArguments) -> int:
         auth_key=auth_key,
         max_queue=arguments.max_queue if arguments.max_queue else None,
         suspend=arguments.suspend,
-        suspended_keep_alive=arguments.suspended_keep_alive,
-        suspend_memory_budget=(
-            int(arguments.suspend_memory_gib * 2**30) if arguments.suspend_memory_gib else None
-        ),
         max_body_bytes=max_body_bytes,
         webhook_policy=webhook_policy,
+        job_store=job_store,
         ray_resources=cluster.resources if cluster else None,
         watch=arguments.watch,
     )

@@ -31,8 +31,14 @@ class RequestQueue(Generic[T]):
         for priority in PRIORITIES:
             yield from self._lines[priority]
 
-    def push(self, item: T, priority: Priority = "normal") -> None:
-        if self.max_size is not None and len(self) >= self.max_size:
+    @property
+    def full(self) -> bool:
+        return self.max_size is not None and len(self) >= self.max_size
+
+    def push(self, item: T, priority: Priority = "normal", over_limit: bool = False) -> None:
+        """At the back of its line; ``over_limit``: even past ``max_size`` (a request the
+        gateway accepted already, resumed from the job store)."""
+        if self.full and not over_limit:
             raise QueueFull(f"the queue is full ({self.max_size} requests waiting)")
         self._lines[priority].append(item)
 

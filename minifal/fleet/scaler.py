@@ -43,6 +43,10 @@ class RunnerView:
     """Bytes of host memory it holds while suspended."""
 
 
+DEFAULT_SUSPENDED_KEEP_ALIVE = 3600.0
+"""Seconds a suspended runner is kept before it is stopped (``--suspend-keep-alive``)."""
+
+
 @dataclass(frozen=True)
 class ScalingSettings:
     min_concurrency: int = 0
@@ -55,7 +59,7 @@ class ScalingSettings:
     hard_cap: int | None = None
     """What this machine can hold (GPU groups, CPU cores), on top of ``max_concurrency``."""
     suspend: bool = False
-    suspended_keep_alive: float = 3600.0
+    suspended_keep_alive: float = DEFAULT_SUSPENDED_KEEP_ALIVE
     suspended_memory_budget: int | None = None
 
     @classmethod

@@ -39,26 +39,41 @@ class Scheduler:
         self.max_multiplexing = max_multiplexing
         self.queue: RequestQueue[Job] = RequestQueue(max_queue)
         self.closed = False
+        self.parked: Callable[[Job], bool] | None = None
 
-    def submit(self, job: Job) -> None:
-        """Put the job in line (raises ``QueueFull``) and hand out what can be handed out."""
-        self.queue.push(job, job.priority)
+    def submit(self, job: Job, over_limit: bool = False) -> None:
+        """Put the job in line (raises ``QueueFull`` unless ``over_limit``) and hand out what
+        can be handed out."""
+        self.queue.push(job, job.priority, over_limit)
         self.pump()
-        if self.closed:
-            self.close()
+        self._shut_out_late_jobs()
 
     def requeue(self, job: Job) -> None:
         """A retry goes to the front of its priority line: it was accepted before the others."""
         self.queue.push_front(job, job.priority)
         self.pump()
-        if self.closed:
-            self.close()
+        self._shut_out_late_jobs()
 
     def close(self) -> None:
         """The gateway's grace period is ending: every job still waiting for a runner (and any
         that comes after) leaves the line with ``ShuttingDown``; jobs on runners go on."""
         self.closed = True
-        for job in list(self.queue):
+        self._shut_out(lambda job: True)
+
+    def park(self, which: Callable[[Job], bool]) -> None:
+        """The gateway is stopping and keeps these jobs elsewhere (the job store): those
+        waiting, and those that come after, leave the line with ``ShuttingDown`` at once."""
+        self.parked = which
+        self._shut_out(which)
+
+    def _shut_out_late_jobs(self) -> None:
+        if self.closed:
+            self.close()
+        elif self.parked is not None:
+            self._shut_out(self.parked)
+
+    def _shut_out(self, which: Callable[[Job], bool]) -> None:
+        for job in [job for job in self.queue if which(job)]:
             if not job.assigned.done():
                 job.assigned.set_exception(ShuttingDown(job.id))
             self.queue.remove(job)

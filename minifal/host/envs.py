@@ -133,6 +133,15 @@ PORT: Setting[int] = Setting(
     8080,
     "The port of `python app.py` (fal.wrap_app) when the app passes no exposed_port.",
 )
+QUEUE_STORE: Setting[str | None] = Setting(
+    "MINIFAL_QUEUE_STORE",
+    "store URL",
+    _text,
+    None,
+    "Where minifal run keeps queue requests (--queue-store): sqlite, sqlite:///DIR, "
+    "redis://HOST:PORT/DB or memory.",
+    default_text="sqlite (DATA_DIR/queue)",
+)
 AUTH_KEY: Setting[str | None] = Setting(
     "MINIFAL_AUTH_KEY",
     "text",
