@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils import _pytree as pytree
 
+from minifal.compiled import torch_internals
 from minifal.compiled.call_signature import (
     CallSignature,
     FlatCall,
@@ -260,10 +260,10 @@ class PrecompiledModule(WrappedModule):
 
 
 def _artifact_runner(artifact: Any, binder: InputBinder, out_spec_text: str) -> _TensorsRunner:
-    out_spec = pytree.treespec_loads(out_spec_text)
+    out_spec = torch_internals.treespec_loads(out_spec_text)
 
     def run(tensors: list[torch.Tensor]) -> Any:
         outputs = artifact(*binder.bind(tensors))
-        return pytree.tree_unflatten(list(outputs), out_spec)
+        return torch_internals.tree_unflatten(list(outputs), out_spec)
 
     return run
