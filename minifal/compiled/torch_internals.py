@@ -7,8 +7,10 @@ touch point here makes a torch upgrade one file's work (like vLLM's
 other module of ``minifal/`` reaches them. Public APIs (``torch.compile``, ``torch.cuda.*``,
 ``torch.fx``, ``torch.export``) are called where they are used.
 
-Checked against torch 2.11.0+cu130 with Triton 3.6.0 (the GPU machine) and torch 2.13.0+cpu
-(the development machine, no Triton). What each function wraps:
+Checked against: torch 2.13.0+cpu (the development machine; no Triton there, so not
+``triton_key``); torch 2.11.0+cu130 with Triton 3.6.0 (the GPU machine), where these same calls
+ran from their old places (BENCHMARKS.md section 5), not yet through this module. What each
+function wraps:
 
 - ``tree_flatten``, ``tree_unflatten``, ``tree_leaves``, ``treespec_dumps``, ``treespec_loads``,
   ``TreeSpec``: the same names of ``torch.utils._pytree`` (the module ``torch.compile`` itself
