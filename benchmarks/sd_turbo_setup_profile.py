@@ -99,10 +99,10 @@ def time_calls(origin: float) -> list[tuple[str, str, float, float]]:
 
 def profile_loader() -> cProfile.Profile:
     """A cProfile of the artifact loader thread's load (store, artifacts, first calls)."""
-    from minifal.compiled.precompiled.session import PrecompiledModules
+    from minifal.compiled.precompiled.warm_loader import WarmLoader
 
     profile = cProfile.Profile()
-    original = PrecompiledModules._load
+    original = WarmLoader._load
 
     def load(self: Any) -> None:
         profile.enable()
@@ -111,7 +111,7 @@ def profile_loader() -> cProfile.Profile:
         finally:
             profile.disable()
 
-    PrecompiledModules._load = load  # type: ignore[method-assign]
+    WarmLoader._load = load  # type: ignore[method-assign]
     return profile
 
 

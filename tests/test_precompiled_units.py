@@ -12,16 +12,19 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from minifal.compiled import torch_internals  # noqa: E402
 from minifal.compiled.call_signature import call_signature, flatten_call  # noqa: E402
 from minifal.compiled.precompiled.artifact_files import (  # noqa: E402
     ArtifactDir,
     ArtifactMeta,
     belongs_to_artifacts,
 )
+from minifal.compiled.precompiled.artifact_store import ArtifactStore  # noqa: E402
+from minifal.compiled.precompiled.compile_pool import CompilePool  # noqa: E402
 from minifal.compiled.precompiled.graph_compile import NotPrecompilable, compile_call  # noqa: E402
-from minifal.compiled.precompiled.module import InputBinder  # noqa: E402
-from minifal.compiled.precompiled.session import LoadedArtifact, PrecompiledModules  # noqa: E402
+from minifal.compiled.precompiled.module import InputBinder, PrecompiledModule  # noqa: E402
 from minifal.compiled.precompiled.structure import module_digest  # noqa: E402
+from minifal.compiled.precompiled.warm_loader import LoadedArtifact, WarmLoader  # noqa: E402
 
 
 def digest(*args, grad: bool = False, training: bool = False, **kwargs) -> str:
@@ -243,34 +246,31 @@ def test_a_meta_saved_before_the_load_order_existed_still_reads() -> None:
 
 
 @pytest.mark.unit
-def test_a_call_waits_for_its_own_artifact_not_for_the_whole_preload(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_call_waits_for_its_own_artifact_not_for_the_whole_preload() -> None:
     """The background loader (simulated: it only fills the loaded table) has loaded this call's
     artifact and is still loading others: the call gets it at once. A call with no artifact
     learns so when the loader is done."""
-    monkeypatch.setenv("MINIFAL_PRECOMPILED_PRELOAD", "artifacts")
-    session = PrecompiledModules("tests/load-order")
-    session._thread = threading.Thread(target=lambda: None)  # stands for the loader thread
+    loader = WarmLoader(ArtifactStore("tests/load-order"), "artifacts")
+    loader._thread = threading.Thread(target=lambda: None)  # stands for the loader thread
     answers: dict[str, object] = {}
 
     def ask(name: str, signature: str) -> None:
-        answers[name] = session.loaded_artifact("mod", signature)
+        answers[name] = loader.loaded_artifact("mod", signature)
 
     own = threading.Thread(target=ask, args=("own", "first"))
     missing = threading.Thread(target=ask, args=("missing", "absent"))
     own.start()
     missing.start()
     loaded = object()
-    with session._progress:
-        session._loaded[("mod", "first")] = loaded
-        session._progress.notify_all()
+    with loader._progress:
+        loader._loaded[("mod", "first")] = loaded
+        loader._progress.notify_all()
     own.join(timeout=5)
     assert answers.get("own") is loaded  # before the loader finished
     assert missing.is_alive()  # no artifact yet: it waits for the loader to finish
-    with session._progress:
-        session._ready.set()
-        session._progress.notify_all()
+    with loader._progress:
+        loader._ready.set()
+        loader._progress.notify_all()
     missing.join(timeout=5)
     assert "missing" in answers and answers["missing"] is None
 
@@ -300,29 +300,81 @@ def test_captures_run_in_the_thread_that_made_the_placeholder_calls(
 ) -> None:
     """``run_warmed`` hands work to the background thread (with the caller's grad mode) while
     it serves, and runs it inline once the block has ended."""
-    monkeypatch.setenv("MINIFAL_PRECOMPILED_PRELOAD", "first-calls")
-    session = PrecompiledModules("tests/warmed-thread")
+    loader = WarmLoader(ArtifactStore("tests/warmed-thread"), "first-calls")
     meta = ArtifactMeta("m.M", "mod", "sig", "x", ["@0"], "[]", 1.0, 2.0)
 
     def load() -> None:  # stands for the store load and the placeholder calls
-        session._start_serving()
-        session._loaded[("mod", "sig")] = LoadedArtifact(meta, object(), first_called=True)
-        session._ready.set()
+        loader._start_serving()
+        loader._loaded[("mod", "sig")] = LoadedArtifact(meta, object(), first_called=True)
+        loader._ready.set()
 
-    monkeypatch.setattr(session, "_load", load)
+    monkeypatch.setattr(loader, "_load", load)
     seen: list[tuple[str, bool]] = []
 
     def record() -> None:
         seen.append((threading.current_thread().name, torch.is_inference_mode_enabled()))
 
-    session.open()
+    loader.start()
     deadline = time.monotonic() + 5
-    while not session._serving and time.monotonic() < deadline:
+    while not loader._serving and time.monotonic() < deadline:
         time.sleep(0.01)
     with torch.inference_mode():
-        session.run_warmed(record)
-    session._stop_serving()
-    session._thread.join(timeout=5)
-    assert not session._thread.is_alive()
-    session.run_warmed(record)
+        loader.run_warmed(record)
+    loader.stop_serving()
+    loader._thread.join(timeout=5)
+    assert not loader._thread.is_alive()
+    loader.run_warmed(record)
     assert seen == [("minifal-precompiled-load", True), (threading.current_thread().name, False)]
+
+
+def _dispatching(loaded: dict[tuple[str, str], LoadedArtifact], linear: torch.nn.Module):
+    """A PrecompiledModule over ``linear`` whose loader is done and holds ``loaded``, with a
+    closed compile pool (as after the block): nothing here compiles."""
+    store = ArtifactStore("tests/dispatch")
+    loader = WarmLoader(store, "store")
+    loader._loaded.update(loaded)
+    loader._ready.set()
+    return PrecompiledModule(linear, loader=loader, compiles=CompilePool(0), store=store)
+
+
+@pytest.mark.unit
+def test_a_loaded_artifact_serves_its_own_signature_with_the_live_weights() -> None:
+    linear = torch.nn.Linear(3, 2).eval()
+    x = torch.randn(4, 3)
+    signature = call_signature(flatten_call((x,), {}), False, False)
+    _, out_spec = torch_internals.tree_flatten(x)
+    meta = ArtifactMeta(
+        "torch.nn.Linear",
+        module_digest(linear),
+        signature.digest,
+        signature.label,
+        ["p:weight", "p:bias", "@0"],
+        torch_internals.treespec_dumps(out_spec),
+        1.0,
+        2.0,
+    )
+
+    def artifact(weight, bias, tensor):  # stands for a CompiledArtifact: eager, plus 100
+        return (tensor @ weight.t() + bias + 100,)
+
+    key = (meta.module_digest, meta.signature_digest)
+    wrapped = _dispatching({key: LoadedArtifact(meta, artifact)}, linear)
+    with torch.no_grad():
+        assert torch.equal(wrapped(x), linear(x) + 100)
+        other = torch.randn(5, 3)  # another signature, with no artifact: the fallback
+        assert torch.equal(wrapped(other), linear(other))
+    assert wrapped.resolutions == {signature.label: "loaded", _label(other): "eager"}
+
+
+@pytest.mark.unit
+def test_a_signature_with_no_artifact_after_the_block_runs_the_fallback() -> None:
+    linear = torch.nn.Linear(3, 2).eval()
+    x = torch.randn(4, 3)
+    wrapped = _dispatching({}, linear)
+    with torch.no_grad():
+        assert torch.equal(wrapped(x), linear(x))
+    assert wrapped.resolutions == {_label(x): "eager"}
+
+
+def _label(x: torch.Tensor) -> str:
+    return call_signature(flatten_call((x,), {}), False, False).label

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils import _pytree as pytree
+
+from minifal.compiled import torch_internals
+from minifal.compiled.torch_internals import TreeSpec
 
 
 class CallSignature:
@@ -49,7 +51,7 @@ class FlatCall:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     leaves: list[Any]
-    spec: pytree.TreeSpec
+    spec: TreeSpec
     tensor_positions: tuple[int, ...]
 
     @property
@@ -61,11 +63,11 @@ class FlatCall:
         leaves = list(self.leaves)
         for position, tensor in zip(self.tensor_positions, tensors, strict=True):
             leaves[position] = tensor
-        return pytree.tree_unflatten(leaves, self.spec)
+        return torch_internals.tree_unflatten(leaves, self.spec)
 
 
 def flatten_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> FlatCall:
-    leaves, spec = pytree.tree_flatten((args, kwargs))
+    leaves, spec = torch_internals.tree_flatten((args, kwargs))
     positions = tuple(i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor))
     return FlatCall(args, kwargs, leaves, spec, positions)
 
@@ -115,7 +117,7 @@ def _leaf_names(call: FlatCall) -> list[str]:
     for prefix, value in [(f"args[{i}]", arg) for i, arg in enumerate(call.args)] + list(
         call.kwargs.items()
     ):
-        count = len(pytree.tree_leaves(value))
+        count = len(torch_internals.tree_leaves(value))
         names += [prefix] if count == 1 else [f"{prefix}.{j}" for j in range(count)]
     return (
         names if len(names) == len(call.leaves) else [f"leaf{i}" for i in range(len(call.leaves))]

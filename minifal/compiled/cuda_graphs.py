@@ -31,8 +31,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils import _pytree as pytree
 
+from minifal.compiled import torch_internals
 from minifal.compiled.call_signature import FlatCall, call_signature, flatten_call
 from minifal.compiled.wrapped_module import WrappedModule
 
@@ -79,7 +79,7 @@ class CapturedGraph:
         self._graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self._graph, stream=stream, capture_error_mode="thread_local"):
             outputs = run(self._inputs)
-        self._outputs, self._spec = pytree.tree_flatten(outputs)
+        self._outputs, self._spec = torch_internals.tree_flatten(outputs)
 
     def replay(self, tensors: list[torch.Tensor]) -> Any:
         for static, tensor in zip(self._inputs, tensors, strict=True):
@@ -87,7 +87,7 @@ class CapturedGraph:
                 static.copy_(tensor)
         self._graph.replay()
         leaves = [o.clone() if isinstance(o, torch.Tensor) else o for o in self._outputs]
-        return pytree.tree_unflatten(leaves, self._spec)
+        return torch_internals.tree_unflatten(leaves, self._spec)
 
 
 class GraphedCall:

@@ -45,6 +45,7 @@ import traceback
 import warnings
 from pathlib import Path
 
+from minifal.compiled import torch_internals
 from minifal.host import envs
 from minifal.host.collector import freeze_survivors
 from minifal.host.data_dir import activate_data_dir
@@ -86,9 +87,7 @@ def prime_file_hashes() -> list[str]:
     primed = []
     if "triton" in sys.modules:
         try:
-            from triton.runtime.cache import triton_key
-
-            triton_key()
+            torch_internals.triton_key()
         except Exception:  # an older or newer Triton: each child computes it itself
             pass
         else:
@@ -125,14 +124,13 @@ def cuda_driver_initialized() -> bool:
 def torch_cuda_poisoned() -> bool:
     """Whether a child forked now would find torch's CUDA refused ("Cannot re-initialize CUDA
     in forked subprocess"): asked of a probe child, since only a child can tell."""
-    torch = sys.modules.get("torch")
-    if torch is None:
+    if "torch" not in sys.modules:
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
     if pid == 0:
-        os._exit(1 if torch.cuda._is_in_bad_fork() else 0)
+        os._exit(1 if torch_internals.cuda_in_bad_fork() else 0)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) != 0
 

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from minifal.compiled import torch_internals
 from minifal.compiled.cache.autotune_lookup import redirect_autotune_lookups
 from minifal.compiled.cache.fingerprint import (
     BuildFingerprint,
@@ -338,7 +339,7 @@ def _fx_counters() -> dict[str, int]:
     if "torch" not in sys.modules:
         return {}
     try:
-        from torch._dynamo.utils import counters
+        counters = torch_internals.dynamo_counters("inductor")
     except ImportError:
         return {}
-    return {k: int(counters["inductor"].get(k, 0)) for k in _FX_COUNTERS}
+    return {k: int(counters.get(k, 0)) for k in _FX_COUNTERS}

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any
 
 from minifal.compiled.cache.local_dir import PREFIX
+from minifal.compiled.torch_internals import replace_autotune_cache_create
 
 logger = logging.getLogger("minifal.compile_cache")
 
@@ -59,20 +61,20 @@ def redirect_autotune_lookups() -> bool:
     global _installed
     if _installed:
         return True
-    try:
-        from torch._inductor.runtime.autotune_cache import AutotuneCache
 
-        original = AutotuneCache.__dict__["create"].__func__
+    def redirecting(original: Callable[..., Any]) -> Callable[..., Any]:
+        def create(inductor_meta: Any, filename: str, configs_hash: str) -> Any:
+            own = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+            if own and filename:
+                filename = redirected_file(filename, own)
+            return original(inductor_meta, filename, configs_hash)
+
+        return create
+
+    try:
+        replace_autotune_cache_create(redirecting)
     except (ImportError, KeyError, AttributeError) as exc:
         logger.info("autotune results stay where Inductor looks for them (%s)", exc)
         return False
-
-    def create(inductor_meta: Any, filename: str, configs_hash: str) -> Any:
-        own = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-        if own and filename:
-            filename = redirected_file(filename, own)
-        return original(inductor_meta, filename, configs_hash)
-
-    AutotuneCache.create = staticmethod(create)
     _installed = True
     return True

@@ -22,6 +22,7 @@ import os
 import uuid
 from pathlib import Path
 
+from minifal.compiled import torch_internals
 from minifal.host.data_dir import data_dir
 
 logger = logging.getLogger("minifal.compile_cache")
@@ -69,10 +70,9 @@ def prime_torch_key() -> None:
     """Give Inductor its torch_key from the data dir, or store the one it computes. Never raises."""
     try:
         import torch
-        from torch._inductor import codecache
     except ImportError:
         return
-    setter = getattr(codecache.torch_key, "set", None)
+    setter = torch_internals.torch_key_setter()
     if setter is None:
         return
     try:
@@ -84,7 +84,7 @@ def prime_torch_key() -> None:
         if stored:
             setter(stored)
             return
-        value = codecache.torch_key()
+        value = torch_internals.torch_key()
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".tmp-{uuid.uuid4().hex}")
         temp.write_bytes(value)

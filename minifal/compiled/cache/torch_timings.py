@@ -8,8 +8,9 @@ that has not loaded it has spent nothing.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
+
+from minifal.compiled import torch_internals
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,11 @@ class CompileTimes:
 
 
 def compile_times() -> CompileTimes:
-    if "torch._dynamo" not in sys.modules:
+    if not torch_internals.dynamo_imported():
         return CompileTimes(0.0, 0.0, 0.0, 0)
     try:
-        from torch._dynamo.utils import compilation_time_metrics, counters
+        compilation_time_metrics = torch_internals.dynamo_time_metrics()
+        stats = torch_internals.dynamo_counters("stats")
     except ImportError:
         return CompileTimes(0.0, 0.0, 0.0, 0)
 
@@ -49,5 +51,5 @@ def compile_times() -> CompileTimes:
         dynamo_s=max(0.0, total("_compile.compile_inner") - backend),
         backend_s=backend,
         autotune_s=float(autotune),
-        dynamo_graphs=int(counters["stats"].get("unique_graphs", 0)),
+        dynamo_graphs=int(stats.get("unique_graphs", 0)),
     )

@@ -37,6 +37,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from minifal.compiled.torch_internals import (
+    inductor_vec_isa_ok,
+    load_compiled_artifact,
+    patched_inductor_config,
+    save_compiled_artifact,
+)
+
 ARTIFACTS_DIR_NAME = "precompiled"
 FORMAT_VERSION = 1
 UNPACKED_SUFFIX = ".unpacked"
@@ -123,7 +130,7 @@ class ArtifactDir:
             if saved_at is not None:
                 os.replace(saved_at, temp)
             else:
-                artifact.save(path=str(temp), format="binary")
+                save_compiled_artifact(artifact, str(temp), "binary")
             os.replace(temp, binary)
         finally:
             temp.unlink(missing_ok=True)
@@ -163,7 +170,7 @@ def save_unpacked(artifact: Any, target: Path) -> bool:
     temp = target.with_name(f".tmp-{uuid.uuid4().hex}{UNPACKED_SUFFIX}")
     try:
         with _unpacked_form_lock:
-            artifact.save(path=str(temp), format="unpacked")
+            save_compiled_artifact(artifact, str(temp), "unpacked")
         os.replace(temp, target)
     except Exception as exc:  # an older torch, a full disk: the binary form serves
         logger.warning("precompiled: not saved unpacked (%s): the binary form is used", exc)
@@ -175,13 +182,11 @@ def save_unpacked(artifact: Any, target: Path) -> bool:
 
 def load_artifact(path: Path) -> Any:
     """A saved ``CompiledArtifact`` (a binary file or an unpacked dir), ready to call."""
-    from torch._inductor import CompiledArtifact
-
     if path.is_dir():
         with _unpacked_form_lock:
-            return CompiledArtifact.load(path=str(path), format="unpacked")
+            return load_compiled_artifact(str(path), "unpacked")
     with _vec_isa_trusted():
-        return CompiledArtifact.load(path=str(path), format="binary")
+        return load_compiled_artifact(str(path), "binary")
 
 
 @contextmanager
@@ -192,10 +197,8 @@ def _vec_isa_trusted() -> Iterator[None]:
     A loaded artifact's C++ kernels were built by a host of the same build fingerprint (torch's
     CPU capability included) and come as libraries: nothing is built. An explicit setting wins.
     """
-    from torch._inductor import config
-
-    if config.cpp.vec_isa_ok is not None:
+    if inductor_vec_isa_ok() is not None:
         yield
         return
-    with config.patch({"cpp.vec_isa_ok": True}):
+    with patched_inductor_config({"cpp.vec_isa_ok": True}):
         yield

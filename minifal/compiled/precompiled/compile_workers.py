@@ -39,6 +39,7 @@ from minifal.compiled.precompiled.artifact_files import (
     unpacked_form_pays,
 )
 from minifal.compiled.precompiled.graph_compile import CapturedCall, NotPrecompilable
+from minifal.compiled.torch_internals import save_compiled_artifact, standalone_compile
 from minifal.host import envs
 from minifal.host.collector import pauses_timed
 from minifal.host.parent_death import die_with_parent
@@ -218,8 +219,6 @@ def _graph_module(job: dict[str, Any]) -> torch.fx.GraphModule:
 
 def main(argv: list[str]) -> int:
     """The worker process (``WORKER_CODE JOB ARTIFACT``): compile the job, save the artifact."""
-    from torch._inductor import standalone_compile
-
     job_path, artifact_path = argv
     job = torch.load(job_path, weights_only=False)
     inputs = [
@@ -230,9 +229,9 @@ def main(argv: list[str]) -> int:
     # the graph was captured in this grad mode
     with pauses_timed() as pauses, torch.set_grad_enabled(job["grad"]):
         gm = _graph_module(job)
-        artifact = standalone_compile(gm, inputs, dynamic_shapes="from_example_inputs")
+        artifact = standalone_compile(gm, inputs)
     temp = f"{artifact_path}.tmp"
-    artifact.save(path=temp, format="binary")
+    save_compiled_artifact(artifact, temp, "binary")
     os.replace(temp, artifact_path)
     # saved here, in the worker: saving it points the process's Inductor cache dir elsewhere
     if unpacked_form_pays([str(spec[3]) for spec in job["inputs"]]):

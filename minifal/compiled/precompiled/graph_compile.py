@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils import _pytree as pytree
 
+from minifal.compiled import torch_internals
 from minifal.compiled.call_signature import FlatCall
 from minifal.compiled.precompiled.first_call import Layout, input_layouts
 
@@ -41,7 +41,7 @@ class NotPrecompilable(Exception):
 class CompiledCall:
     artifact: Any  # torch._inductor.CompiledArtifact: called with the flat graph inputs
     input_plan: list[str]
-    out_spec: str  # the output's pytree spec, from torch.utils._pytree.treespec_dumps
+    out_spec: str  # the output's pytree spec, from torch_internals.treespec_dumps
     capture_s: float  # Dynamo's share: tracing the call once
     compile_s: float  # Inductor's share: standalone_compile
     max_abs_diff: float  # against eager, on the capturing call
@@ -71,11 +71,11 @@ def capture_call(module: torch.nn.Module, call: FlatCall) -> tuple[CapturedCall,
     """
     args, kwargs = call.rebuild(tuple(call.tensors))
     expected = module(*args, **kwargs)
-    expected_leaves, out_spec = pytree.tree_flatten(expected)
+    expected_leaves, out_spec = torch_internals.tree_flatten(expected)
     if not all(isinstance(leaf, torch.Tensor) for leaf in expected_leaves):
         raise NotPrecompilable("the output holds non-tensor values")
     try:
-        out_spec_text = pytree.treespec_dumps(out_spec)
+        out_spec_text = torch_internals.treespec_dumps(out_spec)
     except Exception as exc:
         raise NotPrecompilable(f"the output's structure cannot be saved ({exc})") from exc
     start = time.perf_counter()
@@ -96,13 +96,9 @@ def capture_call(module: torch.nn.Module, call: FlatCall) -> tuple[CapturedCall,
 
 def compile_captured(captured: CapturedCall) -> CompiledCall:
     """Compile ``captured`` in this process with ``standalone_compile``, and check it."""
-    from torch._inductor import standalone_compile
-
     try:
         start = time.perf_counter()
-        artifact = standalone_compile(
-            captured.gm, captured.example_inputs, dynamic_shapes="from_example_inputs"
-        )
+        artifact = torch_internals.standalone_compile(captured.gm, captured.example_inputs)
         compile_s = time.perf_counter() - start
     except Exception as exc:  # Inductor or a C++/Triton toolchain failed: not the app's error
         raise NotPrecompilable(f"compiling failed: {type(exc).__name__}: {exc}") from exc
@@ -149,7 +145,7 @@ def _capture(forward: Callable[..., Any], call: FlatCall) -> tuple[torch.fx.Grap
 
     def flat_forward(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         args, kwargs = call.rebuild(tensors)
-        return tuple(pytree.tree_leaves(forward(*args, **kwargs)))
+        return tuple(torch_internals.tree_leaves(forward(*args, **kwargs)))
 
     try:
         torch.compile(flat_forward, backend=record, fullgraph=True, dynamic=False)(*call.tensors)
@@ -161,7 +157,7 @@ def _capture(forward: Callable[..., Any], call: FlatCall) -> tuple[torch.fx.Grap
     finally:
         # Forget this trace (and only it): the next capture of another call traces afresh, and
         # whatever else the process compiled with torch.compile keeps its cache.
-        torch._dynamo.eval_frame.remove_from_cache(flat_forward)
+        torch_internals.forget_dynamo_trace(flat_forward)
     if not captured:
         raise NotPrecompilable("Dynamo captured no graph")
     return captured["gm"], captured["inputs"]

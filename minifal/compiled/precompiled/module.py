@@ -1,4 +1,4 @@
-"""``PrecompiledModule``: a module whose calls dispatch to precompiled artifacts by signature.
+"""``PrecompiledModule``: the dispatch, which artifact (or fallback) serves each call signature.
 
 Each call is flattened and its signature computed (a few microseconds). A signature seen before
 goes straight to what served it last time: a loaded or freshly compiled artifact, called with the
@@ -7,6 +7,10 @@ resolved once, under a lock: a loaded artifact of this module and signature, els
 ``precompiled_modules`` block is open) a capture and compile that is saved for publishing, else
 the fallback: eager (the default) or plain ``torch.compile``. A call is never answered by an
 artifact made for another signature, so an uncovered call is slower, never wrong.
+
+Its block (``session.py``) hands it the three parts it asks: the warm loader (which artifact is
+loaded for a signature), the compile pool (whether compiling is still allowed; workers) and the
+artifact store (where a fresh artifact is saved for publishing).
 
 With ``cuda_graphs=True`` each artifact's CUDA calls are also captured into a CUDA graph and
 replayed (``minifal.compiled.cuda_graphs``); the fallback is not.
@@ -18,11 +22,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from torch.utils import _pytree as pytree
 
+from minifal.compiled import torch_internals
 from minifal.compiled.call_signature import (
     CallSignature,
     FlatCall,
@@ -30,6 +34,8 @@ from minifal.compiled.call_signature import (
     flatten_call,
 )
 from minifal.compiled.cuda_graphs import GraphedCall, WeightSlots, capturable_call
+from minifal.compiled.precompiled.artifact_store import ArtifactStore
+from minifal.compiled.precompiled.compile_pool import CompilePool
 from minifal.compiled.precompiled.graph_compile import (
     CompiledCall,
     NotPrecompilable,
@@ -37,10 +43,8 @@ from minifal.compiled.precompiled.graph_compile import (
     compile_captured,
 )
 from minifal.compiled.precompiled.structure import module_digest
+from minifal.compiled.precompiled.warm_loader import WarmLoader
 from minifal.compiled.wrapped_module import WrappedModule
-
-if TYPE_CHECKING:
-    from minifal.compiled.precompiled.session import PrecompiledModules
 
 logger = logging.getLogger("minifal.precompiled")
 
@@ -89,14 +93,19 @@ class PrecompiledModule(WrappedModule):
     def __init__(
         self,
         module: torch.nn.Module,
-        modules: PrecompiledModules,
+        *,
+        loader: WarmLoader,
+        compiles: CompilePool,
+        store: ArtifactStore,
         fallback: str = "eager",
         cuda_graphs: bool = False,
     ) -> None:
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback={fallback!r}: expected one of {FALLBACKS}")
         super().__init__(module)
-        self._modules_session = modules
+        self._loader = loader
+        self._compiles = compiles
+        self._store = store
         self._fallback = fallback
         self._cuda_graphs = cuda_graphs
         self._digest = module_digest(module)
@@ -128,8 +137,7 @@ class PrecompiledModule(WrappedModule):
         return result if result is not _NOT_RUN else runner(call)
 
     def _resolve(self, call: FlatCall, signature: CallSignature) -> tuple[_Runner, Any]:
-        session = self._modules_session
-        loaded = session.loaded_artifact(self._digest, signature.digest)
+        loaded = self._loader.loaded_artifact(self._digest, signature.digest)
         if loaded is not None:
             try:
                 runner = self._graphed(
@@ -140,7 +148,7 @@ class PrecompiledModule(WrappedModule):
                     ),
                     call,
                     signature,
-                    capture_in=session.run_warmed if loaded.first_called else None,
+                    capture_in=self._loader.run_warmed if loaded.first_called else None,
                 )
             except NotPrecompilable as exc:
                 logger.warning(
@@ -152,7 +160,7 @@ class PrecompiledModule(WrappedModule):
             else:
                 self.resolutions[signature.label] = "loaded"
                 return runner, _NOT_RUN
-        if session.compiling_allowed:
+        if self._compiles.accepting:
             try:
                 return self._compile(call, signature)
             except NotPrecompilable as exc:
@@ -176,11 +184,10 @@ class PrecompiledModule(WrappedModule):
     def _compile(self, call: FlatCall, signature: CallSignature) -> tuple[_Runner, Any]:
         """Capture ``call``; compile it here, or in a worker (answered eagerly meanwhile)."""
         started = time.time()
-        session = self._modules_session
         captured, result = capture_call(self._orig_mod, call)
-        if session.compile_workers:
+        if self._compiles.workers:
             try:
-                session.compile_later(self, call, signature, captured, started)
+                self._compiles.submit(self, self._name, call, signature, captured, started)
             except NotPrecompilable as exc:
                 logger.info("precompiled %s: compiling here (%s)", self._name, exc)
             else:
@@ -215,7 +222,7 @@ class PrecompiledModule(WrappedModule):
             call,
             signature,
         )
-        self._modules_session.publish_later(self, signature, compiled, started)
+        self._store.save(type(self._orig_mod), self._digest, signature, compiled, started)
         self.resolutions[signature.label] = "compiled"
         return runner
 
@@ -260,10 +267,10 @@ class PrecompiledModule(WrappedModule):
 
 
 def _artifact_runner(artifact: Any, binder: InputBinder, out_spec_text: str) -> _TensorsRunner:
-    out_spec = pytree.treespec_loads(out_spec_text)
+    out_spec = torch_internals.treespec_loads(out_spec_text)
 
     def run(tensors: list[torch.Tensor]) -> Any:
         outputs = artifact(*binder.bind(tensors))
-        return pytree.tree_unflatten(list(outputs), out_spec)
+        return torch_internals.tree_unflatten(list(outputs), out_spec)
 
     return run
