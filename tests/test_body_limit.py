@@ -156,5 +156,5 @@ def test_a_fleets_runners_answer_with_the_gateways_limit(tmp_path: Path) -> None
         use_gpus=False,
         max_body_bytes=100_000,
     )
-    env = LocalRunnerBackend(launch)._environment("runner-0", [])
+    env = LocalRunnerBackend(launch)._environment(launch, "runner-0", [])
     assert parse_size(envs.MAX_BODY_SIZE.get(env)) == 100_000

@@ -367,7 +367,6 @@ class TestSleepApp:
             assert isinstance(handle.status(with_logs=True), fal_client.Completed)
             assert handle.get() == {"slept": True}
 
-    @pytest.mark.xfail(strict=True, reason="minifal's queue answers no per-request logs yet")
     def test_app_client_async_logs(self, fleet: Fleet) -> None:
         """The logs half of fal's test_app_client_async: what the endpoint printed."""
         with fal_client_of(fleet) as client:
