@@ -207,7 +207,8 @@ def log_lines(request_id: str, count: int, size: int = 10) -> list[LogEntry]:
 
 def test_sqlite_keeps_log_lines_with_the_answer_and_forgets_them_with_it(tmp_path: Path) -> None:
     small, big = log_lines("small", 3), log_lines("big", 100, 1000)  # big: a file beside the row
-    retention = Retention(seconds=100, bytes=50_000)  # less than big's lines: they count
+    first_result = b"a" * (INLINE_BYTES + 1)
+    retention = Retention(seconds=100, bytes=150_000)  # less than big's result and lines
 
     async def first_gateway() -> None:
         store = SqliteJobStore(tmp_path, retention)
@@ -215,8 +216,9 @@ def test_sqlite_keeps_log_lines_with_the_answer_and_forgets_them_with_it(tmp_pat
         for name in ("small", "big", "none"):
             await store.accept(request(name))
         assert await store.complete("small", 200, {}, b"{}", 6.0, small)
-        assert await store.complete("big", 200, {}, b"{}", 5.0, big)
-        assert not await store.complete("big", 500, {}, b"{}", 7.0, log_lines("big", 1))
+        assert await store.complete("big", 200, {}, first_result, 5.0, big)
+        second_result = b"b" * len(first_result)  # a file too: it must not replace the first
+        assert not await store.complete("big", 500, {}, second_result, 7.0, log_lines("big", 1))
         assert await store.complete("none", 200, {}, b"{}", 6.0)
         await store.close()
 
@@ -234,10 +236,10 @@ def test_sqlite_keeps_log_lines_with_the_answer_and_forgets_them_with_it(tmp_pat
     (stored_small, stored_big, stored_none), pruned, big_after = run(next_gateway)
     assert stored_small is not None and stored_small.logs == small
     assert stored_big is not None and stored_big.logs == big  # the first answer's lines stand
-    assert stored_big.result_status == 200
+    assert stored_big.result_status == 200 and stored_big.result_body == first_result
     assert stored_none is not None and stored_none.logs == []
     assert pruned == 1 and big_after is None  # the oldest; its lines were over the bytes
-    assert list((tmp_path / "logs").iterdir()) == []
+    assert list((tmp_path / "logs").iterdir()) == list((tmp_path / "results").iterdir()) == []
 
 
 BEFORE_LOGS_SCHEMA = """
