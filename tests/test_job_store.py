@@ -11,7 +11,13 @@ from typing import TypeVar
 
 import pytest
 
-from minifal.fleet.job_store.base import StoreBusy, StoredRequest, StoreUnavailable
+from minifal.fleet.job_store.base import (
+    StoreBusy,
+    StoredRequest,
+    StoreUnavailable,
+    decode_logs,
+    encode_logs,
+)
 from minifal.fleet.job_store.choice import job_store_for
 from minifal.fleet.job_store.memory import MemoryJobStore
 from minifal.fleet.job_store.rules import Answered, Retention, resume_plan, to_forget
@@ -203,6 +209,18 @@ def log_lines(request_id: str, count: int, size: int = 10) -> list[LogEntry]:
         LogEntry(request_id, f"{request_id} {i} " + "x" * size, "INFO", 1000.0 + i, "INFO app: ")
         for i in range(count)
     ]
+
+
+def test_log_lines_as_stored_keep_every_field() -> None:
+    lines = [
+        LogEntry("r", "héllo ✓", "STDOUT", 1.5),
+        LogEntry("r", "logged", "WARNING", 2.25, "2026-12-06 WARNING app: "),
+        LogEntry("r", "bad \udcff byte", "STDERR", 3.0),  # printed bytes, surrogate-escaped
+    ]
+    assert encode_logs([]) == b"" and decode_logs("r", b"") == []
+    decoded = decode_logs("r", encode_logs(lines))
+    assert decoded[:2] == lines[:2]
+    assert decoded[2].message == "bad ? byte"
 
 
 def test_sqlite_keeps_log_lines_with_the_answer_and_forgets_them_with_it(tmp_path: Path) -> None:

@@ -49,20 +49,22 @@ class StoredRequest:
 
     @property
     def size(self) -> int:
-        """Bytes it holds that count against retention (bodies, the larger part)."""
+        """Bytes it holds that count against retention (bodies, results, log lines)."""
         return len(self.body) + len(self.result_body) + len(encode_logs(self.logs)) + 512
 
 
 def encode_logs(entries: Sequence[LogEntry]) -> bytes:
     """A request's lines as a store keeps them: a JSON list of [message, level, time, prefix,
-    source] (the request's id is the record's); no lines, no bytes."""
+    source] (the request's id is the record's); no lines, no bytes. UTF-8; a character that
+    has none (a lone surrogate from bytes an app printed) is stored as ``?``."""
     if not entries:
         return b""
     rows = [[e.message, e.level, e.timestamp, e.prefix, e.source] for e in entries]
-    return json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode()
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode(errors="replace")
 
 
 def decode_logs(request_id: str, data: bytes) -> list[LogEntry]:
+    """``encode_logs``'s lines, for the record of ``request_id``."""
     return [LogEntry(request_id, *row) for row in json.loads(data)] if data else []
 
 
