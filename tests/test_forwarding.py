@@ -25,9 +25,11 @@ from minifal.fleet.job_store.memory import MemoryJobStore
 from minifal.fleet.job_store.sqlite import SqliteJobStore
 from minifal.fleet.jobs import Job
 from minifal.fleet.metrics import GatewayMetrics
+from minifal.fleet.request_logs import RequestLogs
 from minifal.fleet.runner_http import RunnerAddress, RunnerConnectionError
 from minifal.fleet.scheduler import Scheduler
 from minifal.runner.app_manifest import AppManifest
+from minifal.runner.log_lines import LogEntry
 from minifal.settings import AppSettings
 
 pytestmark = pytest.mark.unit
@@ -255,3 +257,52 @@ def test_attempts_are_stored_and_counted_across_gateways(tmp_path: Path) -> None
     used_up = StoredRequest("s", "/", b"{}", {}, "normal", None, None, 1.0, "IN_PROGRESS", 10)
     job, calls, _ = serve_queued({"a": [200]}, tmp_path / "three", used_up)
     assert calls == [] and job.response_status == 503  # as a lost runner's last attempt
+
+
+def test_a_requests_lines_come_from_the_store_when_the_gateway_has_none(tmp_path: Path) -> None:
+    """One gateway answers a queue request with its lines; the next one (a fresh memory, the
+    same store) shows them; a gateway whose answer came second shows the first one's lines."""
+
+    def gateway(store: SqliteJobStore) -> Forwarder:
+        return Forwarder(
+            AppManifest("app", "App", AppSettings(), (), {}),
+            Scheduler(lambda: [], max_multiplexing=1),
+            FakeSupervisor([]),  # type: ignore[arg-type]
+            GatewayMetrics(lambda: [], lambda: 0),
+            None,  # type: ignore[arg-type]  # no runner is called
+            None,  # type: ignore[arg-type]
+            store=store,
+            request_logs=RequestLogs(),
+        )
+
+    def ran(forwarder: Forwarder, job: Job, message: str) -> None:
+        forwarder.request_logs.track(job.id)
+        forwarder.request_logs.add("runner-0", LogEntry(job.id, message, "INFO", 1.0))
+
+    async def scenario() -> tuple[Any, Any, Any]:
+        store = SqliteJobStore(tmp_path)
+        await store.open()
+        try:
+            job = Job("/", b"{}", {}, queued=True, id="r")
+            await store.accept(stored_request(job))
+            first = gateway(store)
+            ran(first, job, "first run")
+            assert await first._store_answer(job, 200, b"{}", None)
+            after_restart = gateway(store)
+            found = await after_restart.find("r")
+            assert isinstance(found, Job) and found.foreign
+            shown = json.loads(after_restart.status(found, with_logs=True).body)["logs"]
+            second = gateway(store)
+            again = Job("/", b"{}", {}, queued=True, id="r")
+            ran(second, again, "second run")
+            assert not await second._store_answer(again, 500, b"{}", None)
+            return shown, second._logs(again, True), after_restart._logs(found, True, start=1)
+        finally:
+            await store.close()
+
+    shown, second_shows, from_one = asyncio.run(scenario())
+    assert [(log["message"], log["level"], log["source"]) for log in shown] == [
+        ("first run", "INFO", "USER")
+    ]
+    assert second_shows == shown  # the answer that stands, with its lines
+    assert from_one == []

@@ -4,17 +4,25 @@ SQLite database in a temporary directory; no processes)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from minifal.fleet.job_store.base import StoreBusy, StoredRequest, StoreUnavailable
+from minifal.fleet.job_store.base import (
+    StoreBusy,
+    StoredRequest,
+    StoreUnavailable,
+    decode_logs,
+    encode_logs,
+)
 from minifal.fleet.job_store.choice import job_store_for
 from minifal.fleet.job_store.memory import MemoryJobStore
 from minifal.fleet.job_store.rules import Answered, Retention, resume_plan, to_forget
 from minifal.fleet.job_store.sqlite import INLINE_BYTES, SqliteJobStore
+from minifal.runner.log_lines import LogEntry
 
 pytestmark = pytest.mark.unit
 
@@ -194,3 +202,99 @@ def test_sqlite_retention_forgets_answers_and_their_files(tmp_path: Path) -> Non
     assert by_age == 2
     assert kept == [None, "open", "hook", None]
     assert list((tmp_path / "results").iterdir()) == []
+
+
+def log_lines(request_id: str, count: int, size: int = 10) -> list[LogEntry]:
+    return [
+        LogEntry(request_id, f"{request_id} {i} " + "x" * size, "INFO", 1000.0 + i, "INFO app: ")
+        for i in range(count)
+    ]
+
+
+def test_log_lines_as_stored_keep_every_field() -> None:
+    lines = [
+        LogEntry("r", "héllo ✓", "STDOUT", 1.5),
+        LogEntry("r", "logged", "WARNING", 2.25, "2026-12-06 WARNING app: "),
+        LogEntry("r", "bad \udcff byte", "STDERR", 3.0),  # printed bytes, surrogate-escaped
+    ]
+    assert encode_logs([]) == b"" and decode_logs("r", b"") == []
+    decoded = decode_logs("r", encode_logs(lines))
+    assert decoded[:2] == lines[:2]
+    assert decoded[2].message == "bad ? byte"
+
+
+def test_sqlite_keeps_log_lines_with_the_answer_and_forgets_them_with_it(tmp_path: Path) -> None:
+    small, big = log_lines("small", 3), log_lines("big", 100, 1000)  # big: a file beside the row
+    first_result = b"a" * (INLINE_BYTES + 1)
+    retention = Retention(seconds=100, bytes=150_000)  # less than big's result and lines
+
+    async def first_gateway() -> None:
+        store = SqliteJobStore(tmp_path, retention)
+        await store.open()
+        for name in ("small", "big", "none"):
+            await store.accept(request(name))
+        assert await store.complete("small", 200, {}, b"{}", 6.0, small)
+        assert await store.complete("big", 200, {}, first_result, 5.0, big)
+        second_result = b"b" * len(first_result)  # a file too: it must not replace the first
+        assert not await store.complete("big", 500, {}, second_result, 7.0, log_lines("big", 1))
+        assert await store.complete("none", 200, {}, b"{}", 6.0)
+        await store.close()
+
+    async def next_gateway() -> tuple[list[StoredRequest | None], int, StoredRequest | None]:
+        store = SqliteJobStore(tmp_path, retention)
+        await store.open()
+        try:
+            read = [await store.get(name) for name in ("small", "big", "none")]
+            return read, await store.prune(now=10.0), await store.get("big")
+        finally:
+            await store.close()
+
+    run(first_gateway)
+    assert (tmp_path / "logs" / "big").is_file() and not (tmp_path / "logs" / "small").exists()
+    (stored_small, stored_big, stored_none), pruned, big_after = run(next_gateway)
+    assert stored_small is not None and stored_small.logs == small
+    assert stored_big is not None and stored_big.logs == big  # the first answer's lines stand
+    assert stored_big.result_status == 200 and stored_big.result_body == first_result
+    assert stored_none is not None and stored_none.logs == []
+    assert pruned == 1 and big_after is None  # the oldest; its lines were over the bytes
+    assert list((tmp_path / "logs").iterdir()) == list((tmp_path / "results").iterdir()) == []
+
+
+BEFORE_LOGS_SCHEMA = """
+CREATE TABLE requests (
+    id TEXT PRIMARY KEY, path TEXT NOT NULL, headers TEXT NOT NULL, priority TEXT NOT NULL,
+    start_timeout REAL, webhook_url TEXT, created REAL NOT NULL, status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, runner_id TEXT, started REAL, finished REAL,
+    body BLOB, body_file INTEGER NOT NULL DEFAULT 0, result_status INTEGER,
+    result_headers TEXT, result_body BLOB, result_file INTEGER NOT NULL DEFAULT 0,
+    webhook_state TEXT NOT NULL, size INTEGER NOT NULL
+);
+INSERT INTO requests (id, path, headers, priority, created, status, body, result_status,
+    result_headers, result_body, finished, webhook_state, size)
+VALUES ('old', '/', '{}', 'normal', 1.0, 'COMPLETED', x'7b7d', 200, '{}', x'7b7d', 2.0,
+    'none', 516),
+    ('waiting', '/', '{}', 'normal', 3.0, 'IN_QUEUE', x'7b7d', NULL, NULL, NULL, NULL,
+    'none', 514);
+"""
+
+
+def test_a_database_from_before_log_lines_opens_and_takes_them(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "requests.db") as connection:
+        connection.executescript(BEFORE_LOGS_SCHEMA)
+    connection.close()
+    lines = log_lines("waiting", 2)
+
+    async def scenario() -> tuple[StoredRequest | None, StoredRequest | None, list[str]]:
+        store = SqliteJobStore(tmp_path)
+        await store.open()
+        try:
+            taken = [r.id for r in await store.take_over()]
+            assert await store.complete("waiting", 200, {}, b"{}", 4.0, lines)
+            return await store.get("old"), await store.get("waiting"), taken
+        finally:
+            await store.close()
+
+    old, waiting, taken = run(scenario)
+    assert taken == ["waiting"]
+    assert old is not None and old.result_body == b"{}" and old.logs == []
+    assert waiting is not None and waiting.logs == lines

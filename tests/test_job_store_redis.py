@@ -13,6 +13,7 @@ from redis_support import redis_server
 from minifal.fleet.job_store.base import StoredRequest, StoreUnavailable
 from minifal.fleet.job_store.redis import RedisJobStore
 from minifal.fleet.job_store.rules import Retention
+from minifal.runner.log_lines import LogEntry
 
 pytestmark = pytest.mark.process
 
@@ -98,6 +99,30 @@ def test_redis_retention_and_webhook_state(redis_url: str) -> None:
         store.webhook_done("hook")
         assert await store.prune(now=5000.0) == 2  # r4 and hook are past the age now
         assert (await store.size()).requests == 0
+        await store.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), SCENARIO_TIMEOUT_S))
+
+
+def test_redis_keeps_log_lines_with_the_answer_and_counts_them(redis_url: str) -> None:
+    lines = [LogEntry("a", f"a {i} " + "x" * 100, "STDOUT", 10.0 + i) for i in range(50)]
+
+    async def scenario() -> None:
+        store = RedisJobStore(redis_url, Retention(seconds=100, bytes=5000), prefix="t4:")
+        other = RedisJobStore(redis_url, prefix="t4:")  # another gateway reads them
+        await store.open()
+        await other.open()
+        for index, name in enumerate(("a", "b")):
+            await store.accept(request(name, created=float(index)))
+        assert await store.complete("a", 200, {}, b"{}", 1.0, lines)
+        assert await store.complete("b", 200, {}, b"{}", 2.0)
+        assert not await other.complete("b", 500, {}, b"{}", 3.0, lines[:1])  # the first stands
+        stored_a, stored_b = await other.get("a"), await other.get("b")
+        assert stored_a is not None and stored_a.logs == lines
+        assert stored_b is not None and stored_b.logs == [] and stored_b.result_status == 200
+        assert await store.prune(now=2.0) == 1  # a's lines are over the 5000 bytes: it goes
+        assert await store.get("a") is None and await store.get("b") is not None
+        await other.close()
         await store.close()
 
     asyncio.run(asyncio.wait_for(scenario(), SCENARIO_TIMEOUT_S))

@@ -4,6 +4,8 @@ lines of ``setup()`` belong to no request but to the runner's log.
 
 fal_client wants HTTPS: the gateway runs with a test certificate (trustme) and a key, as in
 ``test_fleet.py``'s fal_client test. Waits are bounded; nothing asserts how long anything took.
+A queue request's lines are stored with its answer: a gateway ``kill -9``'d and started again
+on the same data dir still shows them.
 """
 
 from __future__ import annotations
@@ -64,6 +66,15 @@ print("RESULT " + json.dumps(out))
 """
 
 
+FAL_CLIENT_STATUS_SCRIPT = """
+import json, sys
+import fal_client
+
+status = fal_client.status("local/logs-app", sys.argv[1], with_logs=True)
+print("RESULT " + json.dumps({"status": type(status).__name__, "logs": status.logs}))
+"""
+
+
 def expected_messages(tag: str, rounds: int) -> set[str]:
     kinds = ("logged", "printed", "stderr", "thread")
     return {f"{tag} {kind} {index}" for kind in kinds for index in range(rounds)} | {
@@ -85,18 +96,29 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, tls: dict[str, Path]) -> Iterator[Fleet]:
+def start_logs_fleet(work_dir: Path, tls: dict[str, Path], **restart: Any) -> Iterator[Fleet]:
+    """The logs app behind an HTTPS gateway with a key; ``restart``: ``start_fleet``'s
+    ``port``, ``data_dir`` and ``log_name`` of an earlier one."""
     arguments = ("--tls-cert", str(tls["cert"]), "--tls-key", str(tls["key"]), "--auth-key", KEY)
     verify = ssl.create_default_context(cafile=str(tls["ca"]))
-    with start_fleet(
-        LOGS_APP,
-        tmp_path_factory.mktemp("logs-fleet"),
-        workers=1,
-        extra_args=arguments,
-        verify=verify,
-        auth_key=KEY,
-    ) as running:
+    return start_fleet(  # type: ignore[no-any-return]
+        LOGS_APP, work_dir, workers=1, extra_args=arguments, verify=verify, auth_key=KEY, **restart
+    )
+
+
+def fal_client_env(port: int, tls: dict[str, Path]) -> dict[str, str]:
+    host = f"127.0.0.1:{port}"
+    return clean_env() | {
+        "FAL_KEY": KEY,
+        "FAL_RUN_HOST": host,
+        "FAL_QUEUE_RUN_HOST": f"{host}/queue",
+        "SSL_CERT_FILE": str(tls["ca"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, tls: dict[str, Path]) -> Iterator[Fleet]:
+    with start_logs_fleet(tmp_path_factory.mktemp("logs-fleet"), tls) as running:
         yield running
 
 
@@ -112,16 +134,9 @@ def test_fal_client_subscribe_prints_each_requests_own_lines(
     """Two requests at once on one runner (they meet after their first round), each logging
     with ``logging``, ``print`` to stdout and stderr, from a thread it starts and from an
     executor task: fal_client's ``on_queue_update`` sees exactly its own request's lines."""
-    host = f"127.0.0.1:{fleet.port}"
-    env = clean_env() | {
-        "FAL_KEY": KEY,
-        "FAL_RUN_HOST": host,
-        "FAL_QUEUE_RUN_HOST": f"{host}/queue",
-        "SSL_CERT_FILE": str(tls["ca"]),
-    }
     child = subprocess.run(
         [sys.executable, "-c", SUBSCRIBE_SCRIPT, str(ROUNDS)],
-        env=env,
+        env=fal_client_env(fleet.port, tls),
         capture_output=True,
         text=True,
         timeout=120,
@@ -203,3 +218,42 @@ def test_status_and_its_stream_with_logs(client: httpx.Client) -> None:
     assert set(streamed) == expected_messages("Z", 10)
     assert sum(1 for event in events if event.get("logs")) > 1  # lines came while it ran
     assert client.get(f"{base}/status").json().get("logs") is None  # no ?logs=1: none
+
+
+def test_a_queue_requests_lines_outlive_a_killed_gateway(
+    tmp_path: Path, tls: dict[str, Path]
+) -> None:
+    """Stored with the answer: the gateway started again on the same data dir (``kill -9``
+    left it nothing in memory) answers ``status?logs=1``, the stream and fal_client's
+    ``status(with_logs=True)`` with the same lines, in fal's fields."""
+    with start_logs_fleet(tmp_path, tls) as first, first.client() as client:
+        submitted = client.post("/queue/local/logs-app", json={"tag": "K", "lines": 2})
+        request_id = submitted.json()["request_id"]
+        base = f"/queue/local/logs-app/requests/{request_id}"
+
+        def answered() -> bool:
+            return client.get(f"{base}/status").json()["status"] == "COMPLETED"
+
+        poll_until(answered, 30, "the queue request's answer", first)
+        before = client.get(f"{base}/status", params={"logs": "1"}).json()["logs"]
+        first.process.kill()
+        first.process.wait(10)
+    assert {log["message"] for log in before} == expected_messages("K", 2)
+    restart = {"port": first.port, "data_dir": first.data_dir, "log_name": "restarted.log"}
+    with start_logs_fleet(tmp_path, tls, **restart) as second, second.client() as client:
+        status = client.get(f"{base}/status", params={"logs": "1"}).json()
+        assert status["status"] == "COMPLETED" and status["logs"] == before
+        assert all(set(log) == FAL_FIELDS and log["source"] == "USER" for log in before)
+        stream = client.get(f"{base}/status/stream", params={"logs": "1"}).text
+        events = [json.loads(line[6:]) for line in stream.splitlines() if line[:6] == "data: "]
+        assert [log for event in events for log in event.get("logs") or ()] == before
+        child = subprocess.run(
+            [sys.executable, "-c", FAL_CLIENT_STATUS_SCRIPT, request_id],
+            env=fal_client_env(second.port, tls),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert child.returncode == 0, child.stderr
+    seen = json.loads(child.stdout.splitlines()[-1].removeprefix("RESULT "))
+    assert seen == {"status": "Completed", "logs": before}

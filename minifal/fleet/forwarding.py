@@ -480,8 +480,14 @@ class Forwarder:
         return job
 
     def _logs(self, job: Job, with_logs: bool, start: int = 0) -> list[dict[str, object]] | None:
-        """fal's ``logs`` of a status (``?logs=1``): the request's lines from ``start``."""
-        return self.request_logs.fal_logs(job.id, start) if with_logs else None
+        """fal's ``logs`` of a status (``?logs=1``): the request's lines from ``start``; this
+        gateway's while it has them, else those the store kept with the answer (a request
+        answered before a restart, or by another gateway)."""
+        if not with_logs:
+            return None
+        if self.request_logs.knows(job.id):
+            return self.request_logs.fal_logs(job.id, start)
+        return [entry.as_fal() for entry in job.stored_logs[start:]]
 
     def status(self, job: Job, with_logs: bool) -> Response:
         body = status_body(job, self.scheduler.position(job), self._logs(job, with_logs))
@@ -680,11 +686,12 @@ class Forwarder:
     ) -> bool:
         """Answer the job: a queue request's answer is in the store before anyone can read
         it, so that a caller never sees two answers. False when the store had one already
-        (from another gateway): the job then gives that one."""
+        (from another gateway): the job then gives that one, and its lines."""
         headers = headers or {"content-type": "application/json"}
         if job.queued:
+            logs = self.request_logs.logs_for(job.id)  # settled: kept with the answer
             try:
-                first = await self.store.complete(job.id, status, headers, body, time.time())
+                first = await self.store.complete(job.id, status, headers, body, time.time(), logs)
             except StoreUnavailable as exc:
                 logger.error("request %s: answer kept in memory only: %s", job.id, exc)
                 first = True
@@ -696,6 +703,8 @@ class Forwarder:
                         stored.result_headers,
                         stored.result_body,
                     )
+                    job.stored_logs = stored.logs  # the lines of the answer that stands
+                    self.request_logs.forget(job.id)
                 job.complete(status, body, headers)
                 return False
         job.complete(status, body, headers)

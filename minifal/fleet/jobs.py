@@ -13,6 +13,7 @@ from minifal.fleet.request_queue import Priority
 
 if TYPE_CHECKING:
     from minifal.fleet.webhook_policy import WebhookPolicy
+    from minifal.runner.log_lines import LogEntry
 
 JobStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
 
@@ -44,6 +45,9 @@ class Job:
     response_status: int | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     response_body: bytes = b""
+    stored_logs: list[LogEntry] = field(default_factory=list)
+    """The log lines the job store kept with the answer (a request read from the store); the
+    lines of a request this gateway ran are in its ``RequestLogs``."""
     assigned: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )

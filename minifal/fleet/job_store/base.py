@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from minifal.fleet.jobs import Job, JobStatus
+from minifal.runner.log_lines import LogEntry
 
 WebhookState = Literal["none", "pending", "done"]
 """``pending``: the request has a webhook not yet delivered (nor given up on)."""
@@ -41,11 +44,28 @@ class StoredRequest:
     result_headers: dict[str, str] = field(default_factory=dict)
     result_body: bytes = b""
     webhook_state: WebhookState = "none"
+    logs: list[LogEntry] = field(default_factory=list)
+    """The request's log lines, stored with its answer (as ``RequestLogs`` bounded them)."""
 
     @property
     def size(self) -> int:
-        """Bytes it holds that count against retention (bodies, the larger part)."""
-        return len(self.body) + len(self.result_body) + 512
+        """Bytes it holds that count against retention (bodies, results, log lines)."""
+        return len(self.body) + len(self.result_body) + len(encode_logs(self.logs)) + 512
+
+
+def encode_logs(entries: Sequence[LogEntry]) -> bytes:
+    """A request's lines as a store keeps them: a JSON list of [message, level, time, prefix,
+    source] (the request's id is the record's); no lines, no bytes. UTF-8; a character that
+    has none (a lone surrogate from bytes an app printed) is stored as ``?``."""
+    if not entries:
+        return b""
+    rows = [[e.message, e.level, e.timestamp, e.prefix, e.source] for e in entries]
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode(errors="replace")
+
+
+def decode_logs(request_id: str, data: bytes) -> list[LogEntry]:
+    """``encode_logs``'s lines, for the record of ``request_id``."""
+    return [LogEntry(request_id, *row) for row in json.loads(data)] if data else []
 
 
 @dataclass(frozen=True)
@@ -84,8 +104,10 @@ class JobStore(Protocol):
         headers: dict[str, str],
         body: bytes,
         finished: float,
+        logs: Sequence[LogEntry] = (),
     ) -> bool:
-        """Store the answer; False when the request had one already (the first one stands)."""
+        """Store the answer and the request's log lines, in one write; False when the request
+        had an answer already (the first one stands, with its lines)."""
 
     def webhook_done(self, request_id: str) -> None: ...
 
@@ -138,4 +160,5 @@ def job_from(stored: StoredRequest) -> Job:
         job.response_status = stored.result_status
         job.response_headers = stored.result_headers
         job.response_body = stored.result_body
+        job.stored_logs = stored.logs
     return job

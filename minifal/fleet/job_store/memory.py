@@ -7,7 +7,10 @@ answered 503, as there is nowhere to keep them. The baseline of ``benchmarks/que
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from minifal.fleet.job_store.base import StoredRequest, StoreSize
+from minifal.runner.log_lines import LogEntry
 
 
 class MemoryJobStore:
@@ -30,7 +33,13 @@ class MemoryJobStore:
         pass
 
     async def complete(
-        self, request_id: str, status: int, headers: dict[str, str], body: bytes, finished: float
+        self,
+        request_id: str,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        finished: float,
+        logs: Sequence[LogEntry] = (),
     ) -> bool:
         return True  # one gateway, one answer: the forwarder's job completes once
 

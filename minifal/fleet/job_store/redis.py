@@ -1,6 +1,7 @@
 """The job store in Redis (``--queue-store redis://host:port/db``): one queue, several gateways.
 
-    <prefix>req:<id>        a hash: the request, its progress, its answer, its claim (owner)
+    <prefix>req:<id>        a hash: the request, its progress, its answer and log lines, its
+                            claim (owner)
     <prefix>open            ids unanswered or with a webhook to send (score: when accepted)
     <prefix>done            ids answered and settled (score: when answered), for retention
     <prefix>done_bytes      bytes those hold
@@ -24,13 +25,21 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from minifal.fleet.job_store.base import StoredRequest, StoreSize, StoreUnavailable
+from minifal.fleet.job_store.base import (
+    StoredRequest,
+    StoreSize,
+    StoreUnavailable,
+    decode_logs,
+    encode_logs,
+)
 from minifal.fleet.job_store.rules import Retention
+from minifal.runner.log_lines import LogEntry
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -56,8 +65,8 @@ COMPLETE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'COMPLETED' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'COMPLETED', 'result_status', ARGV[2],
-  'result_headers', ARGV[3], 'result_body', ARGV[4], 'finished', ARGV[5])
-local size = redis.call('HINCRBY', KEYS[1], 'size', string.len(ARGV[4]))
+  'result_headers', ARGV[3], 'result_body', ARGV[4], 'finished', ARGV[5], 'logs', ARGV[6])
+local size = redis.call('HINCRBY', KEYS[1], 'size', string.len(ARGV[4]) + string.len(ARGV[6]))
 if redis.call('HGET', KEYS[1], 'webhook_state') ~= 'pending' then
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
@@ -177,9 +186,16 @@ class RedisJobStore:
         self._send(("update_open", request_id, ("status", "IN_QUEUE", "runner_id", "")))
 
     async def complete(
-        self, request_id: str, status: int, headers: dict[str, str], body: bytes, finished: float
+        self,
+        request_id: str,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        finished: float,
+        logs: Sequence[LogEntry] = (),
     ) -> bool:
-        operation = ("complete", request_id, status, json.dumps(headers), body, finished)
+        headers_text, logs_bytes = json.dumps(headers), encode_logs(logs)
+        operation = ("complete", request_id, status, headers_text, body, finished, logs_bytes)
         return bool(await self._send_and_wait(operation))
 
     def webhook_done(self, request_id: str) -> None:
@@ -331,6 +347,7 @@ class RedisJobStore:
             result_headers=json.loads(result_headers) if result_headers else {},
             result_body=fields.get(b"result_body", b""),
             webhook_state=text("webhook_state") or "none",  # type: ignore[arg-type]
+            logs=decode_logs(request_id, fields.get(b"logs", b"")),
         )
 
     def _redis(self) -> aioredis.Redis:

@@ -1,8 +1,9 @@
 """The job store in the data dir (the default): one SQLite database in WAL mode.
 
-    DATA_DIR/queue/requests.db      one row per request (small bodies and results inline)
+    DATA_DIR/queue/requests.db      one row per request (small bodies, results, logs inline)
     DATA_DIR/queue/bodies/<id>      bodies over ``INLINE_BYTES``
     DATA_DIR/queue/results/<id>     results over ``INLINE_BYTES``
+    DATA_DIR/queue/logs/<id>        log lines (stored with the answer) over ``INLINE_BYTES``
     DATA_DIR/queue/lock             held (flock) by the gateway using the store
 
 Every write goes through one task the store owns, which takes whatever has arrived since its
@@ -11,10 +12,10 @@ batch is committed. So a burst of submits costs one commit, not one each. With
 ``synchronous=NORMAL`` (the default) a commit appends to the WAL without an fsync, a few tens
 of microseconds: it runs on the event loop, and a thread of the store's copies the WAL into
 the database (the checkpoint, the step that fsyncs) every second; batches that write files
-(bodies and results over ``INLINE_BYTES``) or prune go to that thread. This survives a crash
-of the gateway's process; a crash of the machine may lose the commits since the last
-checkpoint. ``synchronous=FULL`` loses none of them, at an fsync per batch, every batch on
-the thread. docs/queue.md says more.
+(bodies, results and log lines over ``INLINE_BYTES``) or prune go to that thread. This
+survives a crash of the gateway's process; a crash of the machine may lose the commits since
+the last checkpoint. ``synchronous=FULL`` loses none of them, at an fsync per batch, every
+batch on the thread. docs/queue.md says more.
 
 (It is long because the schema, the writer and the SQL of each operation belong together.)
 
@@ -32,13 +33,21 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from minifal.fleet.job_store.base import StoreBusy, StoredRequest, StoreSize, StoreUnavailable
+from minifal.fleet.job_store.base import (
+    StoreBusy,
+    StoredRequest,
+    StoreSize,
+    StoreUnavailable,
+    decode_logs,
+    encode_logs,
+)
 from minifal.fleet.job_store.rules import Retention
+from minifal.runner.log_lines import LogEntry
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -49,7 +58,9 @@ CHECKPOINT_EVERY_SECONDS = 1.0
 WAL_SIZE_LIMIT = 4 * 2**20
 """The WAL file is cut back to this many bytes each time it starts over after a checkpoint."""
 INLINE_BYTES = 64 * 1024
-"""Bodies and results up to this size live in their row; larger ones in files beside it."""
+"""Bodies, results and log lines up to this size live in their row; larger ones in files
+beside it."""
+FILE_FOLDERS = ("bodies", "results", "logs")
 PRUNE_CHUNK = 500
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -74,11 +85,15 @@ CREATE TABLE IF NOT EXISTS requests (
     result_body BLOB,
     result_file INTEGER NOT NULL DEFAULT 0,
     webhook_state TEXT NOT NULL,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    logs BLOB,
+    logs_file INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_open ON requests (status, created);
 CREATE INDEX IF NOT EXISTS requests_finished ON requests (finished);
 """
+ADDED_COLUMNS = {"logs": "BLOB", "logs_file": "INTEGER NOT NULL DEFAULT 0"}
+"""Columns a database made by an earlier minifal lacks: added when it is opened."""
 
 Operation = tuple[Any, ...]
 
@@ -123,7 +138,7 @@ class SqliteJobStore:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        for folder in (self.directory, self.directory / "bodies", self.directory / "results"):
+        for folder in (self.directory, *(self.directory / name for name in FILE_FOLDERS)):
             folder.mkdir(parents=True, exist_ok=True)
         lock_file = (self.directory / "lock").open("a+")
         try:
@@ -159,6 +174,10 @@ class SqliteJobStore:
         connection.execute(f"PRAGMA synchronous={self.synchronous}")
         connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         connection.executescript(SCHEMA)
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(requests)")}
+        for name, declaration in ADDED_COLUMNS.items():
+            if name not in columns:
+                connection.execute(f"ALTER TABLE requests ADD COLUMN {name} {declaration}")
         self._connection = connection
         if self._on_loop:
             # Commits on the event loop never checkpoint (the step that fsyncs): the thread
@@ -200,7 +219,7 @@ class SqliteJobStore:
         if kind == "accept":
             return len(operation[1].body) > INLINE_BYTES
         if kind == "complete":
-            return len(operation[4]) > INLINE_BYTES
+            return len(operation[4]) > INLINE_BYTES or len(operation[6]) > INLINE_BYTES
         return kind in ("prune", "size")
 
     async def _call(self, function: Callable[..., T], *args: Any) -> T:
@@ -224,9 +243,15 @@ class SqliteJobStore:
         self._send(("requeued", request_id))
 
     async def complete(
-        self, request_id: str, status: int, headers: dict[str, str], body: bytes, finished: float
+        self,
+        request_id: str,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        finished: float,
+        logs: Sequence[LogEntry] = (),
     ) -> bool:
-        operation = ("complete", request_id, status, headers, body, finished)
+        operation = ("complete", request_id, status, headers, body, finished, encode_logs(logs))
         return bool(await self._send_and_wait(operation))
 
     def webhook_done(self, request_id: str) -> None:
@@ -342,21 +367,34 @@ class SqliteJobStore:
         headers: dict[str, str],
         body: bytes,
         finished: float,
+        logs: bytes,
     ) -> bool:
+        """The answer and the request's lines, in one ``UPDATE``. Only a request with no answer
+        yet is answered, and its files written: a second answer leaves the first's alone."""
         in_file = len(body) > INLINE_BYTES
+        logs_in_file = len(logs) > INLINE_BYTES
+        (status_now,) = connection.execute(
+            "SELECT status FROM requests WHERE id = ?", (request_id,)
+        ).fetchone() or (None,)
+        if status_now is None or status_now == "COMPLETED":
+            return False
         if in_file:
             (self.directory / "results" / request_id).write_bytes(body)
+        if logs_in_file:
+            (self.directory / "logs" / request_id).write_bytes(logs)
         cursor = connection.execute(
             "UPDATE requests SET status = 'COMPLETED', result_status = ?, result_headers = ?,"
-            " result_body = ?, result_file = ?, finished = ?, size = size + ?"
-            " WHERE id = ? AND status != 'COMPLETED'",
+            " result_body = ?, result_file = ?, logs = ?, logs_file = ?, finished = ?,"
+            " size = size + ? WHERE id = ? AND status != 'COMPLETED'",
             (
                 status,
                 json.dumps(headers),
                 None if in_file else body,
                 int(in_file),
+                None if logs_in_file else logs,
+                int(logs_in_file),
                 finished,
-                len(body),
+                len(body) + len(logs),
                 request_id,
             ),
         )
@@ -384,7 +422,8 @@ class SqliteJobStore:
         cursor = connection.execute(
             "SELECT id, path, headers, priority, start_timeout, webhook_url, created, status,"
             " attempts, runner_id, started, finished, body, body_file, result_status,"
-            " result_headers, result_body, result_file, webhook_state FROM requests " + where,
+            " result_headers, result_body, result_file, webhook_state, logs, logs_file"
+            " FROM requests " + where,
             parameters,
         )
         return [self._record(row) for row in cursor.fetchall()]
@@ -392,11 +431,13 @@ class SqliteJobStore:
     def _record(self, row: tuple[Any, ...]) -> StoredRequest:
         (id_, path, headers, priority, start_timeout, webhook_url, created, status, attempts,
          runner_id, started, finished, body, body_file, result_status, result_headers,
-         result_body, result_file, webhook_state) = row  # fmt: skip
+         result_body, result_file, webhook_state, logs, logs_file) = row  # fmt: skip
         if body_file:
             body = self._read_file("bodies", id_)
         if result_file:
             result_body = self._read_file("results", id_)
+        if logs_file:
+            logs = self._read_file("logs", id_)
         return StoredRequest(
             id=id_,
             path=path,
@@ -415,6 +456,7 @@ class SqliteJobStore:
             result_headers=json.loads(result_headers) if result_headers else {},
             result_body=result_body or b"",
             webhook_state=webhook_state,
+            logs=decode_logs(id_, logs or b""),
         )
 
     def _read_file(self, folder: str, request_id: str) -> bytes:
@@ -460,7 +502,7 @@ class SqliteJobStore:
         self, connection: sqlite3.Connection, where: str, parameters: tuple[Any, ...]
     ) -> int:
         rows = connection.execute(
-            "SELECT id, body_file, result_file FROM requests " + where, parameters
+            "SELECT id, body_file, result_file, logs_file FROM requests " + where, parameters
         ).fetchall()
         if not rows:
             return 0
@@ -468,8 +510,8 @@ class SqliteJobStore:
             chunk = [row[0] for row in rows[start : start + PRUNE_CHUNK]]
             placeholders = ",".join("?" * len(chunk))
             connection.execute(f"DELETE FROM requests WHERE id IN ({placeholders})", chunk)
-        for request_id, body_file, result_file in rows:
-            for folder, in_file in (("bodies", body_file), ("results", result_file)):
+        for request_id, *in_files in rows:
+            for folder, in_file in zip(FILE_FOLDERS, in_files, strict=True):
                 if in_file:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(self.directory / folder / request_id)
@@ -484,7 +526,7 @@ class SqliteJobStore:
         for path in (self.path, self.path.with_name("requests.db-wal")):
             with contextlib.suppress(FileNotFoundError):
                 on_disk += path.stat().st_size
-        for folder in ("bodies", "results"):
+        for folder in FILE_FOLDERS:
             with os.scandir(self.directory / folder) as entries:
                 on_disk += sum(entry.stat().st_size for entry in entries)
         return StoreSize(count, on_disk)
