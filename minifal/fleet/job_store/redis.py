@@ -38,6 +38,7 @@ from minifal.fleet.job_store.base import (
     decode_logs,
     encode_logs,
 )
+from minifal.fleet.job_store.batched_writer import BatchedWriter, Operation
 from minifal.fleet.job_store.rules import Retention
 from minifal.runner.log_lines import LogEntry
 
@@ -96,8 +97,6 @@ end
 return claimed
 """
 
-Operation = tuple[Any, ...]
-
 
 class RedisJobStore:
     durable = True
@@ -117,10 +116,7 @@ class RedisJobStore:
         self.gateway_id = uuid.uuid4().hex[:12]
         """This gateway's name in claims (a fresh one per process)."""
         self._client: aioredis.Redis | None = None
-        self._pending: list[tuple[Operation, asyncio.Future[Any] | None]] = []
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._writer: asyncio.Task[None] | None = None
+        self._writer = BatchedWriter(self._write)
         self._renewer: asyncio.Task[None] | None = None
 
     def _key(self, *parts: str) -> str:
@@ -138,23 +134,20 @@ class RedisJobStore:
         except RedisError as exc:
             await client.aclose()
             raise StoreUnavailable(f"queue store {self.url}: {exc}") from exc
-        self._writer = asyncio.create_task(self._write_forever(), name="job-store-writer")
+        self._writer.start()
         self._renewer = asyncio.create_task(self._renew_forever(), name="job-store-lease")
 
     async def close(self) -> None:
         """Write what was sent and give the lease up: the gateway closes its store once its
         runners are stopped, so what it leaves unanswered is another gateway's at once."""
-        if self._writer is None:
+        if not self._writer.running:
             return
-        self._closing = True
-        self._wake.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._writer
+        await self._writer.close()
         assert self._renewer is not None
         self._renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._renewer
-        self._writer = self._renewer = None
+        self._renewer = None
         assert self._client is not None
         with contextlib.suppress(RedisError):
             await self._client.delete(self._key("gateway", self.gateway_id))
@@ -176,14 +169,14 @@ class RedisJobStore:
     # -- writes ------------------------------------------------------------------------------------
 
     async def accept(self, request: StoredRequest) -> None:
-        await self._send_and_wait(("accept", request))
+        await self._writer.send_and_wait(("accept", request))
 
     def started(self, request_id: str, attempts: int, runner_id: str, at: float) -> None:
         fields = ("status", "IN_PROGRESS", "attempts", attempts, "runner_id", runner_id)
-        self._send(("update_open", request_id, (*fields, "started", at)))
+        self._writer.send(("update_open", request_id, (*fields, "started", at)))
 
     def requeued(self, request_id: str) -> None:
-        self._send(("update_open", request_id, ("status", "IN_QUEUE", "runner_id", "")))
+        self._writer.send(("update_open", request_id, ("status", "IN_QUEUE", "runner_id", "")))
 
     async def complete(
         self,
@@ -196,55 +189,27 @@ class RedisJobStore:
     ) -> bool:
         headers_text, logs_bytes = json.dumps(headers), encode_logs(logs)
         operation = ("complete", request_id, status, headers_text, body, finished, logs_bytes)
-        return bool(await self._send_and_wait(operation))
+        return bool(await self._writer.send_and_wait(operation))
 
     def webhook_done(self, request_id: str) -> None:
-        self._send(("webhook_done", request_id))
+        self._writer.send(("webhook_done", request_id))
 
-    def _send(self, operation: Operation) -> None:
-        if self._writer is None or self._closing:
-            logger.warning("queue store closed: %s of %s not written", *operation[:2])
-            return
-        self._pending.append((operation, None))
-        self._wake.set()
-
-    async def _send_and_wait(self, operation: Operation) -> Any:
-        if self._writer is None or self._closing:
-            raise StoreUnavailable("the queue store is closed")
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((operation, done))
-        self._wake.set()
-        return await asyncio.shield(done)
-
-    async def _write_forever(self) -> None:
-        """The one writer: each batch (what arrived during the last one) is one pipeline."""
+    async def _write(self, operations: list[Operation]) -> list[Any]:
+        """One batch in one pipeline; a failed operation's result is its ``StoreUnavailable``."""
         assert self._client is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
-                if self._closing:
-                    return
-                continue
-            pipe = self._client.pipeline(transaction=False)
-            for operation, _ in batch:
-                self._queue_operation(pipe, operation)
-            try:
-                results = await pipe.execute(raise_on_error=False)
-            except RedisError as exc:
-                results = [exc] * len(batch)
-            for (operation, done), result in zip(batch, results, strict=True):
-                if isinstance(result, Exception):
-                    failure = StoreUnavailable(f"queue store {self.url}: {result}")
-                    if done is None:
-                        logger.error("queue store: %s of %s: %s", *operation[:2], result)
-                    elif not done.done():
-                        done.set_exception(failure)
-                elif done is not None and not done.done():
-                    done.set_result(result)
-            if self._closing and not self._pending:
-                return
+        pipe = self._client.pipeline(transaction=False)
+        for operation in operations:
+            self._queue_operation(pipe, operation)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            results = [exc] * len(operations)
+        return [
+            StoreUnavailable(f"queue store {self.url}: {result}")
+            if isinstance(result, Exception)
+            else result
+            for result in results
+        ]
 
     def _queue_operation(self, pipe: Any, operation: Operation) -> None:
         kind = operation[0]
@@ -293,13 +258,13 @@ class RedisJobStore:
 
     async def get(self, request_id: str) -> StoredRequest | None:
         """In line with the writes: it sees every write sent before it."""
-        fields = await self._send_and_wait(("get", request_id))
+        fields = await self._writer.send_and_wait(("get", request_id))
         return self._record(request_id, fields) if fields else None
 
     async def take_over(self) -> list[StoredRequest]:
         """Open requests whose gateway's lease is gone, now this gateway's, oldest first."""
         client = self._redis()
-        await self._send_and_wait(("barrier",))  # after the writes sent before it
+        await self._writer.send_and_wait(("barrier",))  # after the writes sent before it
         try:
             claimed = await client.eval(  # type: ignore[misc]
                 TAKE_OVER, 1, self._key("open"), self.prefix, self.gateway_id
@@ -360,7 +325,7 @@ class RedisJobStore:
     async def prune(self, now: float) -> int:
         """Answered requests past the age, then the oldest while they hold too many bytes."""
         client = self._redis()
-        await self._send_and_wait(("barrier",))  # after the writes sent before it
+        await self._writer.send_and_wait(("barrier",))  # after the writes sent before it
         done_key, bytes_key = self._key("done"), self._key("done_bytes")
         forgotten = 0
         try:
@@ -405,7 +370,7 @@ class RedisJobStore:
 
     async def size(self) -> StoreSize:
         client = self._redis()
-        await self._send_and_wait(("barrier",))
+        await self._writer.send_and_wait(("barrier",))
         try:
             pipe = client.pipeline(transaction=False)
             pipe.zcard(self._key("open"))

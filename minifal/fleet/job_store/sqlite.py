@@ -46,6 +46,7 @@ from minifal.fleet.job_store.base import (
     decode_logs,
     encode_logs,
 )
+from minifal.fleet.job_store.batched_writer import BatchedWriter, Operation
 from minifal.fleet.job_store.rules import Retention
 from minifal.runner.log_lines import LogEntry
 
@@ -95,8 +96,6 @@ CREATE INDEX IF NOT EXISTS requests_finished ON requests (finished);
 ADDED_COLUMNS = {"logs": "BLOB", "logs_file": "INTEGER NOT NULL DEFAULT 0"}
 """Columns a database made by an earlier minifal lacks: added when it is opened."""
 
-Operation = tuple[Any, ...]
-
 
 def _log_failed_checkpoint(done: asyncio.Future[None]) -> None:
     if not done.cancelled() and done.exception() is not None:
@@ -121,10 +120,7 @@ class SqliteJobStore:
         self._executor: ThreadPoolExecutor | None = None
         self._connection: sqlite3.Connection | None = None
         self._lock_file: Any = None
-        self._pending: list[tuple[Operation, asyncio.Future[Any] | None]] = []
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._writer: asyncio.Task[None] | None = None
+        self._writer = BatchedWriter(self._write)
         self._on_loop = self.synchronous in ("OFF", "NORMAL")
         """Commits that need no fsync run on the event loop itself (see ``_needs_thread``)."""
         self._checkpointer: sqlite3.Connection | None = None
@@ -149,17 +145,13 @@ class SqliteJobStore:
         self._lock_file = lock_file
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="job-store")
         await self._call(self._connect)
-        self._writer = asyncio.create_task(self._write_forever(), name="job-store-writer")
+        self._writer.start()
 
     async def close(self) -> None:
         """Write what was sent, then let go of the database and the lock."""
-        if self._writer is None:
+        if not self._writer.running:
             return
-        self._closing = True
-        self._wake.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._writer
-        self._writer = None
+        await self._writer.close()
         if self._checkpointing is not None:
             with contextlib.suppress(StoreUnavailable):
                 await self._checkpointing
@@ -234,13 +226,13 @@ class SqliteJobStore:
     # -- writes ------------------------------------------------------------------------------------
 
     async def accept(self, request: StoredRequest) -> None:
-        await self._send_and_wait(("accept", request))
+        await self._writer.send_and_wait(("accept", request))
 
     def started(self, request_id: str, attempts: int, runner_id: str, at: float) -> None:
-        self._send(("started", request_id, attempts, runner_id, at))
+        self._writer.send(("started", request_id, attempts, runner_id, at))
 
     def requeued(self, request_id: str) -> None:
-        self._send(("requeued", request_id))
+        self._writer.send(("requeued", request_id))
 
     async def complete(
         self,
@@ -252,57 +244,22 @@ class SqliteJobStore:
         logs: Sequence[LogEntry] = (),
     ) -> bool:
         operation = ("complete", request_id, status, headers, body, finished, encode_logs(logs))
-        return bool(await self._send_and_wait(operation))
+        return bool(await self._writer.send_and_wait(operation))
 
     def webhook_done(self, request_id: str) -> None:
-        self._send(("webhook_done", request_id))
+        self._writer.send(("webhook_done", request_id))
 
-    def _send(self, operation: Operation) -> None:
-        if self._writer is None or self._closing:
-            logger.warning("queue store closed: %s of %s not written", *operation[:2])
-            return
-        self._pending.append((operation, None))
-        self._wake.set()
-
-    async def _send_and_wait(self, operation: Operation) -> Any:
-        if self._writer is None or self._closing:
-            raise StoreUnavailable("the queue store is closed")
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((operation, done))
-        self._wake.set()
-        return await asyncio.shield(done)
-
-    async def _write_forever(self) -> None:
-        """The one writer: each batch is what arrived during the last one, in one commit."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
-                if self._closing:
-                    return
-                continue
-            operations = [op for op, _ in batch]
-            try:
-                if any(self._needs_thread(op) for op in operations):
-                    results = await self._call(self._write_batch, operations)
-                else:
-                    try:  # a commit to the WAL, no fsync: cheaper than a trip to the thread
-                        results = self._write_batch(operations)
-                    except (sqlite3.Error, OSError) as exc:
-                        raise StoreUnavailable(f"queue store: {exc}") from exc
-                    self._maybe_checkpoint()
-            except StoreUnavailable as exc:
-                logger.error("queue store: a batch of %d write(s) failed: %s", len(batch), exc)
-                for _, done in batch:
-                    if done is not None and not done.done():
-                        done.set_exception(exc)
-                continue
-            for (_, done), result in zip(batch, results, strict=True):
-                if done is not None and not done.done():
-                    done.set_result(result)
-            if self._closing and not self._pending:
-                return
+    async def _write(self, operations: list[Operation]) -> list[Any]:
+        """One batch in one commit: on the event loop when it needs no fsync (a commit to the
+        WAL is cheaper than a trip to the thread), else on the store's thread."""
+        if any(self._needs_thread(op) for op in operations):
+            return await self._call(self._write_batch, operations)  # type: ignore[no-any-return]
+        try:
+            results = self._write_batch(operations)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"queue store: {exc}") from exc
+        self._maybe_checkpoint()
+        return results
 
     def _write_batch(self, operations: list[Operation]) -> list[Any]:
         connection = self._connection
@@ -406,14 +363,14 @@ class SqliteJobStore:
     # -- reads -------------------------------------------------------------------------------------
 
     async def get(self, request_id: str) -> StoredRequest | None:
-        rows = await self._send_and_wait(("select", "WHERE id = ?", (request_id,)))
+        rows = await self._writer.send_and_wait(("select", "WHERE id = ?", (request_id,)))
         return rows[0] if rows else None
 
     async def take_over(self) -> list[StoredRequest]:
         """Every request left unanswered, or answered with its webhook not sent: the lock
         says no other gateway holds them."""
         where = "WHERE status != 'COMPLETED' OR webhook_state = 'pending' ORDER BY created"
-        return await self._send_and_wait(("select", where, ()))  # type: ignore[no-any-return]
+        return await self._writer.send_and_wait(("select", where, ()))  # type: ignore[no-any-return]
 
     def _write_select(
         self, connection: sqlite3.Connection, where: str, parameters: tuple[Any, ...]
@@ -469,7 +426,7 @@ class SqliteJobStore:
     # -- retention ---------------------------------------------------------------------------------
 
     async def prune(self, now: float) -> int:
-        return await self._send_and_wait(("prune", now))  # type: ignore[no-any-return]
+        return await self._writer.send_and_wait(("prune", now))  # type: ignore[no-any-return]
 
     def _write_prune(self, connection: sqlite3.Connection, now: float) -> int:
         """``rules.to_forget`` in SQL: past the age first, then the oldest over the bytes."""
@@ -518,7 +475,7 @@ class SqliteJobStore:
         return len(rows)
 
     async def size(self) -> StoreSize:
-        return await self._send_and_wait(("size",))  # type: ignore[no-any-return]
+        return await self._writer.send_and_wait(("size",))  # type: ignore[no-any-return]
 
     def _write_size(self, connection: sqlite3.Connection) -> StoreSize:
         (count,) = connection.execute("SELECT COUNT(*) FROM requests").fetchone()
