@@ -4,7 +4,7 @@ Routes: the App's endpoints (POST, websockets, realtime; docs/endpoints.md), ``G
 ``GET /files/...`` (outputs stored under the data dir), OpenAPI with fal's additions
 (``runner/openapi.py``) at ``/openapi.json`` and docs at ``/docs``.
 The lifespan runs ``setup()`` before the server accepts connections and ``teardown()`` after it
-drained them.
+drained them, then stops the app's batchers (``batching.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from minifal.endpoints import EndpointSpec, RealtimeOptions
 from minifal.host.body_limit import BodyLimitMiddleware, configured_max_body_bytes
 from minifal.host.collector import freeze_survivors, pauses_timed
 from minifal.request_context import RequestContext, reset_current_request, set_current_request
+from minifal.runner.batching import close_batchers
 from minifal.runner.errors import INTERNAL_SERVER_ERROR, error_response, install_error_handlers
 from minifal.runner.openapi import WebsocketRoute, install_fal_openapi
 from minifal.runner.realtime import serve_realtime_session
@@ -105,6 +106,7 @@ def build_asgi_app(app: App, *, freeze_collector: bool = False) -> FastAPI:
                 await call_maybe_async(app.teardown)
             except Exception:
                 logger.exception("teardown() failed")
+            await close_batchers(app)  # @batched workers: what still waits runs, then they end
 
     api = FastAPI(
         title=app_class.resolved_app_name(),
