@@ -79,6 +79,7 @@ PRECOMPILABLE = ("unet", "vae", "text")
 # the text encoder gains nothing over a CUDA graph of the eager module, so it is not compiled.
 DEFAULT_PRECOMPILE = {"cuda": "unet,vae", "cpu": "unet"}
 WARMUP_SIZES = ((512, 512), (768, 512))
+CHANNELS_LAST_ENV = "MINIFAL_SD_CHANNELS_LAST"  # "1": UNet and VAE weights in channels_last
 BATCH_SIZES_ENV = "MINIFAL_SD_BATCH_SIZES"
 DEFAULT_BATCH_SIZES = {"cuda": "1,2,4,8,16", "cpu": "1"}
 # How long the first request of a batch waits for batch-mates, once requests come together
@@ -228,9 +229,11 @@ class SDTurbo(fal.App):
         self.graphed_names = (
             module_names(CUDA_GRAPHS_ENV, "unet,vae,text") if self.cuda_graphed else []
         )
+        self.channels_last = os.environ.get(CHANNELS_LAST_ENV) == "1"
+        layout = "/channels-last" if self.channels_last else ""  # weights' strides: other graphs
         if precompiled_modules is not None:
             # Weights are not in the graphs, so one key serves every weights source.
-            with precompiled_modules("sd-turbo/v2/precompiled") as precompiled:
+            with precompiled_modules(f"sd-turbo/v2/precompiled{layout}") as precompiled:
                 self.load_pipeline(strategy)  # meanwhile, the artifacts load in the background
                 precompiled_names = module_names(
                     PRECOMPILE_ENV, DEFAULT_PRECOMPILE.get(default_device(), "unet")
@@ -247,7 +250,7 @@ class SDTurbo(fal.App):
         # A torch.compile'd UNet is not graphed here (its own mode="reduce-overhead" would).
         self.graph_modules(exclude=[] if strategy == "none" else ["unet"])
         # The key names what was compiled: another model or strategy is another artifact.
-        cache_key = f"sd-turbo/v1/{model_name(loaded.source)}/{strategy}"
+        cache_key = f"sd-turbo/v1/{model_name(loaded.source)}/{strategy}{layout}"
         with synchronized_inductor_cache(cache_key):
             if strategy == "regional":
                 self.pipeline.unet.compile_repeated_blocks(fullgraph=True, dynamic=True)
@@ -266,6 +269,11 @@ class SDTurbo(fal.App):
         loaded = load_sd_turbo_pipeline()
         self.pipeline = loaded.pipeline
         self.device = self.pipeline.device
+        if self.channels_last:
+            import torch
+
+            self.pipeline.unet.to(memory_format=torch.channels_last)
+            self.pipeline.vae.to(memory_format=torch.channels_last)
         logger.info(
             "pipeline: %s; compile: %s; batch sizes: %s",
             loaded.description,
