@@ -80,6 +80,7 @@ PRECOMPILABLE = ("unet", "vae", "text")
 DEFAULT_PRECOMPILE = {"cuda": "unet,vae", "cpu": "unet"}
 WARMUP_SIZES = ((512, 512), (768, 512))
 CHANNELS_LAST_ENV = "MINIFAL_SD_CHANNELS_LAST"  # "1": UNet and VAE weights in channels_last
+CUDNN_BENCHMARK_ENV = "MINIFAL_SD_CUDNN_BENCHMARK"  # "1": cuDNN times its algorithms per shape
 BATCH_SIZES_ENV = "MINIFAL_SD_BATCH_SIZES"
 DEFAULT_BATCH_SIZES = {"cuda": "1,2,4,8,16", "cpu": "1"}
 # How long the first request of a batch waits for batch-mates, once requests come together
@@ -207,6 +208,8 @@ class SDTurbo(fal.App):
         import torch
         from sd_turbo_pipeline import default_device
 
+        if os.environ.get(CUDNN_BENCHMARK_ENV) == "1":  # at the warmup's first call per shape
+            torch.backends.cudnn.benchmark = True
         self.lock = threading.Lock()  # one pipeline, one generation at a time: the GPU part
         self.covered_sizes = set(WARMUP_SIZES)
         self.batch_sizes = batch_sizes(
