@@ -15,8 +15,9 @@ configuration compiles, the next ones load), then over HTTP at 512x512, one step
    concurrent requests (which batch): the largest pixel difference (0-255) between the two, and
    between each configuration's lone images and the first configuration's.
 
-Then ``--inprocess`` (optional) times the app's pipeline call in-process at each batch size, with
-each module's GPU time from CUDA events. Prints a table and writes JSON (``--out``).
+``--inprocess`` first times the app's pipeline call in-process at each batch size (each module's
+GPU time from CUDA events); with an empty data dir it is the one that compiles. Prints tables and
+writes JSON (``--out``, rewritten after each configuration).
 """
 
 from __future__ import annotations
@@ -222,9 +223,17 @@ def run_inprocess(args: argparse.Namespace) -> dict:
     environ = {**os.environ, "MINIFAL_DATA_DIR": str(args.data_dir)}
     environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environ.get("PYTHONPATH")]))
     code = INPROCESS.format(apps=str(REPO / "apps"), iters=args.iters)
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=False
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=environ,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=READY_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as error:
+        return {"error": f"timed out: {error}"}
     (args.log_dir / "inprocess.log").write_text(done.stdout + done.stderr)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -289,32 +298,35 @@ def main() -> int:
     args.log_dir = args.log_dir or args.data_dir
     args.log_dir.mkdir(parents=True, exist_ok=True)
 
-    results = []
+    # In-process first: with an empty data dir it compiles, and every fleet after it loads.
+    inprocess = run_inprocess(args) if args.inprocess else None
+    print_tables([], inprocess)
+    results: list[dict] = []
+    first_alone = None
     for spec in args.configurations:
         label, env, curve = parse_configuration(spec)
         try:
-            results.append(run_configuration(label, env, curve, args))
+            result = run_configuration(label, env, curve, args)
         except Exception as error:  # the next configurations still run
             print(f"[{label}] failed: {error!r}", flush=True)
-            results.append({"label": label, "env": env, "error": repr(error)})
-    first = next((r for r in results if "_alone" in r), None)
-    for r in results:
-        if first is not None and "_alone" in r and r is not first:
-            r["vs_first_max_diff"] = max(
-                int(np.abs(a - b).max()) for a, b in zip(first["_alone"], r["_alone"], strict=True)
+            result = {"label": label, "env": env, "error": repr(error)}
+        alone = result.pop("_alone", None)
+        if alone is not None and first_alone is None:
+            first_alone = alone
+        elif alone is not None:
+            result["vs_first_max_diff"] = max(
+                int(np.abs(a - b).max()) for a, b in zip(first_alone, alone, strict=True)
             )
-    for r in results:
-        r.pop("_alone", None)
-    inprocess = run_inprocess(args) if args.inprocess else None
-    print_tables(results, inprocess)
-    if args.out:
-        document = {
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "argv": sys.argv,
-            "configurations": results,
-            "inprocess": inprocess,
-        }
-        args.out.write_text(json.dumps(document, indent=2))
+        results.append(result)
+        if args.out:  # after each configuration: a run cut short keeps what it measured
+            document = {
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "argv": sys.argv,
+                "configurations": results,
+                "inprocess": inprocess,
+            }
+            args.out.write_text(json.dumps(document, indent=2))
+    print_tables(results, None)
     return 0
 
 
