@@ -24,12 +24,13 @@ graph launches a module's kernels at once. BENCHMARKS.md has the measurements be
 defaults. After warmup nothing recompiles: a size not covered by the warmup still works,
 eagerly, and the log says so.
 
-Batching (``MINIFAL_SD_BATCH_SIZES``, default ``1,2,4,8,16`` on a GPU, ``1`` on CPU: off):
-on minifal, requests that arrive together run as one pipeline call (``@batched``,
-``minifal/runner/batching.py``), one generator per request, so a request's image is the one
-its seed gives alone. A batch is split by image size and padded to the next listed batch size,
-so each module sees a few call signatures only; the warmup covers every listed size at the
-first warmup size (512x512) and batch 1 at the others, where larger groups run one by one.
+Batching (``MINIFAL_SD_BATCH_SIZES``, e.g. ``1,2,4,8,16``; default ``1``: off, see
+BENCHMARKS.md section 12): on minifal, requests that arrive together run as one pipeline call
+(``@batched``, ``minifal/runner/batching.py``), one generator per request, so a request's
+image is the one its seed gives alone. A batch is split by image size and into calls of the
+listed sizes (padded where that is cheaper, by the call times the warmup measured), so each
+module sees a few call signatures only; the warmup covers every listed size at the first
+warmup size (512x512) and batch 1 at the others, where larger groups run one by one.
 On fal (no ``@batched``) every request is a batch of one.
 """
 
@@ -82,10 +83,14 @@ WARMUP_SIZES = ((512, 512), (768, 512))
 CHANNELS_LAST_ENV = "MINIFAL_SD_CHANNELS_LAST"  # "1": UNet and VAE weights in channels_last
 CUDNN_BENCHMARK_ENV = "MINIFAL_SD_CUDNN_BENCHMARK"  # "1": cuDNN times its algorithms per shape
 BATCH_SIZES_ENV = "MINIFAL_SD_BATCH_SIZES"
-DEFAULT_BATCH_SIZES = {"cuda": "1,2,4,8,16", "cpu": "1"}
-# How long the first request of a batch waits for batch-mates, once requests come together
-# (a lone request never waits: see batching.py).
-BATCH_TIMEOUT_MS = 4.0
+# Off by default: measured on an H200 through the gateway (BENCHMARKS.md section 12), batches
+# lost to one-at-a-time requests at 4-16 clients (38-44 against 51-52 images/s) and won at 32
+# (60 against 53), with a 4 ms window and padding to the next size; the window and the plan
+# below changed since, unmeasured on a GPU. "1,2,4,8,16" turns it on.
+DEFAULT_BATCH_SIZES = {"cuda": "1", "cpu": "1"}
+# No window: a free GPU takes whatever waits. A window left the GPU idle while batch-mates
+# trickled in and split them into padded batches (3 to 4, 5 to 8, 11 to 16).
+BATCH_TIMEOUT_MS = 0.0
 MIN_SIDE, MAX_SIDE = 256, 1024
 MAX_SEED = 2**32 - 1
 
@@ -147,16 +152,28 @@ def batch_sizes(text: str) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def padded_chunks(count: int, sizes: tuple[int, ...]) -> list[tuple[int, int]]:
-    """``count`` requests as pipeline calls ``(requests, padded batch size)``: the smallest
-    listed size that holds them all, else calls of the largest size and then the rest."""
-    chunks = []
-    while count:
-        fits = [size for size in sizes if size >= count]
-        padded = fits[0] if fits else sizes[-1]
-        taken = min(count, padded)
-        chunks.append((taken, padded))
-        count -= taken
+def padded_chunks(
+    count: int, sizes: tuple[int, ...], costs: dict[int, float] | None = None
+) -> list[tuple[int, int]]:
+    """``count`` requests as pipeline calls ``(requests, padded batch size)``, largest first,
+    of the least total cost: ``costs`` (seconds of one call of each size, measured in the
+    warmup) or, unmeasured, the padded sizes themselves (the least padding)."""
+    cost = costs or {size: float(size) for size in sizes}
+    best: list[tuple[float, list[int]]] = [(0.0, [])]  # best[n]: cost and call sizes for n
+    for n in range(1, count + 1):
+        best.append(
+            min(
+                (
+                    (cost[size] + best[max(0, n - size)][0], [size, *best[max(0, n - size)][1]])
+                    for size in sizes
+                ),
+                key=lambda option: (option[0], len(option[1])),
+            )
+        )
+    chunks, left = [], count
+    for size in sorted(best[count][1], reverse=True):
+        chunks.append((min(size, left), size))
+        left -= min(size, left)
     return chunks
 
 
@@ -218,6 +235,7 @@ class SDTurbo(fal.App):
         # The warmup covers every batch size at the first warmup size, batch 1 at the others.
         self.warmed_batches = {size: (1,) for size in WARMUP_SIZES[1:]}
         self.warmed_batches[WARMUP_SIZES[0]] = self.batch_sizes
+        self.batch_costs: dict[tuple[int, int], dict[int, float]] = {}  # measured in warm_up
         self.batching = self.batch_sizes[-1] > 1
         if hasattr(self.generate_batch, "set_max_batch_size"):  # minifal's @batched
             self.generate_batch.set_max_batch_size(self.batch_sizes[-1])
@@ -299,6 +317,15 @@ class SDTurbo(fal.App):
                 self.generate_pixels(["warmup"] * batch, [0] * batch, width, height)
                 seconds = time.perf_counter() - start
                 logger.info("warmup %dx%d batch %d: %.1f s", width, height, batch, seconds)
+        size = WARMUP_SIZES[0]
+        if len(self.warmed_batches[size]) > 1:  # one timed call per batch size, now warm
+            costs = self.batch_costs[size] = {}
+            for batch in self.warmed_batches[size]:
+                start = time.perf_counter()
+                self.generate_pixels(["warmup"] * batch, [0] * batch, *size)
+                costs[batch] = time.perf_counter() - start
+            timed = ", ".join(f"{b}: {1000 * s:.1f} ms" for b, s in costs.items())
+            logger.info("batch calls at %dx%d: %s", *size, timed)
 
     def generate_pixels(self, prompts: list[str], seeds: list[int], width: int, height: int):
         """One pipeline call: a (len(prompts), height, width, 3) uint8 tensor on the CPU."""
@@ -337,7 +364,8 @@ class SDTurbo(fal.App):
             by_size.setdefault((request.width, request.height), []).append(index)
         for (width, height), indices in by_size.items():
             sizes = self.warmed_batches.get((width, height), self.batch_sizes)
-            for count, padded in padded_chunks(len(indices), sizes):
+            costs = self.batch_costs.get((width, height))
+            for count, padded in padded_chunks(len(indices), sizes, costs):
                 chunk, indices = indices[:count], indices[count:]
                 prompts = [requests[i].prompt for i in chunk]
                 seeds = [requests[i].seed for i in chunk]

@@ -38,17 +38,36 @@ def test_batch_sizes_are_parsed_sorted_and_start_at_one() -> None:
     ("count", "sizes", "chunks"),
     [
         (1, (1, 2, 4, 8, 16), [(1, 1)]),
-        (3, (1, 2, 4, 8, 16), [(3, 4)]),
-        (9, (1, 2, 4, 8, 16), [(9, 16)]),
+        (3, (1, 2, 4, 8, 16), [(2, 2), (1, 1)]),  # unmeasured: the least padding
         (16, (1, 2, 4, 8, 16), [(16, 16)]),
-        (19, (1, 2, 4, 8, 16), [(16, 16), (3, 4)]),
+        (19, (1, 2, 4, 8, 16), [(16, 16), (2, 2), (1, 1)]),
         (3, (1,), [(1, 1), (1, 1), (1, 1)]),
     ],
 )
-def test_a_batch_is_padded_to_the_next_listed_size(
+def test_unmeasured_a_batch_is_split_into_the_least_padding(
     count: int, sizes: tuple[int, ...], chunks: list[tuple[int, int]]
 ) -> None:
     assert sd_turbo.padded_chunks(count, sizes) == chunks
+
+
+# Seconds of one 512x512 call per batch size, measured in-process on an H200 (section 12).
+H200_COSTS = {1: 0.0206, 2: 0.0324, 4: 0.0569, 8: 0.0953, 16: 0.1452}
+
+
+@pytest.mark.parametrize(
+    ("count", "chunks"),
+    [
+        (3, [(2, 2), (1, 1)]),  # 53 ms, not 57 for a padded 4
+        (5, [(4, 4), (1, 1)]),  # 77 ms, not 95 for a padded 8
+        (7, [(7, 8)]),  # a padded 8 (95 ms) beats 4 + 2 + 1 (110 ms)
+        (11, [(11, 16)]),  # a padded 16 (145 ms) beats 8 + 2 + 1 (148 ms)
+        (16, [(16, 16)]),
+    ],
+)
+def test_with_measured_costs_a_batch_is_split_into_the_cheapest_calls(
+    count: int, chunks: list[tuple[int, int]]
+) -> None:
+    assert sd_turbo.padded_chunks(count, (1, 2, 4, 8, 16), H200_COSTS) == chunks
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +77,7 @@ def app() -> object:
     app = sd_turbo.SDTurbo.__new__(sd_turbo.SDTurbo)
     app.pipeline, app.device, app.lock = pipeline, pipeline.device, threading.Lock()
     app.batch_sizes = (1, 2, 4)
-    app.warmed_batches = {}
+    app.warmed_batches, app.batch_costs = {}, {}
     return app
 
 
@@ -70,6 +89,7 @@ def test_a_batched_request_gets_the_image_its_seed_gives_alone(app) -> None:
         sd_turbo.ImageRequest("a bowl of ramen", 256, 256, 13),
         sd_turbo.ImageRequest("a red fox in the snow", 256, 256, 14),
     ]
+    app.batch_costs = {(256, 256): {1: 1.0, 2: 2.0, 4: 2.5}}  # so 3 requests are padded to 4
     batched = sd_turbo.SDTurbo.generate_batch.__wrapped__(app, requests)
     differences = []
     for request, picture in zip(requests, batched, strict=True):
@@ -94,7 +114,7 @@ def test_the_same_file_without_minifal_runs_each_request_as_a_batch_of_one() -> 
         "import sd_turbo\n"
         "class Fake:\n"
         "    generate_batch = sd_turbo.SDTurbo.__dict__['generate_batch']\n"
-        "    batch_sizes, warmed_batches = (1,), {}\n"
+        "    batch_sizes, warmed_batches, batch_costs = (1,), {}, {}\n"
         "    def generate_pixels(self, prompts, seeds, width, height):\n"
         "        import torch\n"
         "        return torch.full((len(prompts), height, width, 3), seeds[0], dtype=torch.uint8)\n"
