@@ -152,6 +152,14 @@ def batch_sizes(text: str) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def requests_per_runner(sizes: str | None) -> int:
+    """``max_multiplexing``: 3 one at a time (issue 11), twice the largest batch size when
+    ``$MINIFAL_SD_BATCH_SIZES`` batches (the gateway sends a runner no more than this, and the
+    scaler counts a runner full at this many requests in flight)."""
+    largest = batch_sizes(sizes or DEFAULT_BATCH_SIZES["cuda"])[-1]
+    return 3 if largest == 1 else max(3, 2 * largest)
+
+
 def padded_chunks(
     count: int, sizes: tuple[int, ...], costs: dict[int, float] | None = None
 ) -> list[tuple[int, int]]:
@@ -213,10 +221,10 @@ class Output(BaseModel):
 
 class SDTurbo(fal.App):
     machine_type = "GPU-H100"
-    # Requests overlap: a batch generates (under self.lock) while the previous one makes its
-    # PNGs and answers and the next one gathers, so the GPU never waits for encoding or for
-    # the gateway. At least the largest batch size (16), or no batch reaches that size.
-    max_multiplexing = 32
+    # Requests overlap: one generates (under self.lock), one makes its PNG and answer, one
+    # waits at the lock, so the GPU never waits for encoding or for the gateway's next request.
+    # With batching, two batches of the largest size: one generates while the other answers.
+    max_multiplexing = requests_per_runner(os.environ.get(BATCH_SIZES_ENV))
     keep_alive = 300
     startup_timeout = 900
     requirements = ["torch>=2.5", "diffusers>=0.31", "transformers", "accelerate"]

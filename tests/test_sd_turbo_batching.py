@@ -34,6 +34,12 @@ def test_batch_sizes_are_parsed_sorted_and_start_at_one() -> None:
             sd_turbo.batch_sizes(bad)
 
 
+def test_a_runner_takes_two_batches_of_the_largest_size_or_three_requests_unbatched() -> None:
+    assert sd_turbo.requests_per_runner(None) == 3
+    assert sd_turbo.requests_per_runner("1") == 3
+    assert sd_turbo.requests_per_runner("1,2,4,8,16") == 32
+
+
 @pytest.mark.parametrize(
     ("count", "sizes", "chunks"),
     [
