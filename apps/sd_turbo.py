@@ -23,6 +23,15 @@ CUDA graphs (default ``unet,vae,text``; ``none``): at batch 1 a step is launch-b
 graph launches a module's kernels at once. BENCHMARKS.md has the measurements behind the
 defaults. After warmup nothing recompiles: a size not covered by the warmup still works,
 eagerly, and the log says so.
+
+Batching (``MINIFAL_SD_BATCH_SIZES``, e.g. ``1,2,4,8,16``; default ``1``: off, see
+BENCHMARKS.md section 12): on minifal, requests that arrive together run as one pipeline call
+(``@batched``, ``minifal/runner/batching.py``), one generator per request, so a request's
+image is the one its seed gives alone. A batch is split by image size and into calls of the
+listed sizes (padded where that is cheaper, by the call times the warmup measured), so each
+module sees a few call signatures only; the warmup covers every listed size at the first
+warmup size (512x512) and batch 1 at the others, where larger groups run one by one.
+On fal (no ``@batched``) every request is a batch of one.
 """
 
 from __future__ import annotations
@@ -33,10 +42,26 @@ import os
 import random
 import threading
 import time
+from typing import NamedTuple
 
 import fal
 from fal.toolkit import Image, synchronized_inductor_cache
 from pydantic import BaseModel, Field, field_validator
+
+try:
+    from minifal.runner.batching import batched
+except ImportError:  # on fal: each request is a batch of one
+
+    def batched(**_settings):
+        def one_at_a_time(batch_function):
+            def call(self, item):
+                (result,) = batch_function(self, [item])
+                return result
+
+            return call
+
+        return one_at_a_time
+
 
 logger = logging.getLogger("sd_turbo")
 
@@ -55,6 +80,17 @@ PRECOMPILABLE = ("unet", "vae", "text")
 # the text encoder gains nothing over a CUDA graph of the eager module, so it is not compiled.
 DEFAULT_PRECOMPILE = {"cuda": "unet,vae", "cpu": "unet"}
 WARMUP_SIZES = ((512, 512), (768, 512))
+CHANNELS_LAST_ENV = "MINIFAL_SD_CHANNELS_LAST"  # "1": UNet and VAE weights in channels_last
+CUDNN_BENCHMARK_ENV = "MINIFAL_SD_CUDNN_BENCHMARK"  # "1": cuDNN times its algorithms per shape
+BATCH_SIZES_ENV = "MINIFAL_SD_BATCH_SIZES"
+# Off by default: measured on an H200 through the gateway (BENCHMARKS.md section 12), batches
+# lost to one-at-a-time requests at 4-16 clients (38-44 against 51-52 images/s) and won at 32
+# (60 against 53), with a 4 ms window and padding to the next size; the window and the plan
+# below changed since, unmeasured on a GPU. "1,2,4,8,16" turns it on.
+DEFAULT_BATCH_SIZES = {"cuda": "1", "cpu": "1"}
+# No window: a free GPU takes whatever waits. A window left the GPU idle while batch-mates
+# trickled in and split them into padded batches (3 to 4, 5 to 8, 11 to 16).
+BATCH_TIMEOUT_MS = 0.0
 MIN_SIDE, MAX_SIDE = 256, 1024
 MAX_SEED = 2**32 - 1
 
@@ -105,6 +141,57 @@ def wrap_module(pipeline, name: str, wrap) -> None:
         pipeline.text_encoder = wrap(pipeline.text_encoder)
 
 
+def batch_sizes(text: str) -> tuple[int, ...]:
+    """``"1,2,4,8"`` -> (1, 2, 4, 8): the batch sizes a pipeline call is padded to."""
+    try:
+        sizes = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        sizes = []
+    if not sizes or sizes[0] != 1:
+        raise ValueError(f"{BATCH_SIZES_ENV}={text!r}: expected sizes like 1,2,4,8 starting at 1")
+    return tuple(sizes)
+
+
+def requests_per_runner(sizes: str | None) -> int:
+    """``max_multiplexing``: 3 one at a time (issue 11), twice the largest batch size when
+    ``$MINIFAL_SD_BATCH_SIZES`` batches (the gateway sends a runner no more than this, and the
+    scaler counts a runner full at this many requests in flight)."""
+    largest = batch_sizes(sizes or DEFAULT_BATCH_SIZES["cuda"])[-1]
+    return 3 if largest == 1 else max(3, 2 * largest)
+
+
+def padded_chunks(
+    count: int, sizes: tuple[int, ...], costs: dict[int, float] | None = None
+) -> list[tuple[int, int]]:
+    """``count`` requests as pipeline calls ``(requests, padded batch size)``, largest first,
+    of the least total cost: ``costs`` (seconds of one call of each size, measured in the
+    warmup) or, unmeasured, the padded sizes themselves (the least padding)."""
+    cost = costs or {size: float(size) for size in sizes}
+    best: list[tuple[float, list[int]]] = [(0.0, [])]  # best[n]: cost and call sizes for n
+    for n in range(1, count + 1):
+        best.append(
+            min(
+                (
+                    (cost[size] + best[max(0, n - size)][0], [size, *best[max(0, n - size)][1]])
+                    for size in sizes
+                ),
+                key=lambda option: (option[0], len(option[1])),
+            )
+        )
+    chunks, left = [], count
+    for size in sorted(best[count][1], reverse=True):
+        chunks.append((min(size, left), size))
+        left -= min(size, left)
+    return chunks
+
+
+class ImageRequest(NamedTuple):
+    prompt: str
+    width: int
+    height: int
+    seed: int
+
+
 class Input(BaseModel):
     prompt: str = Field(
         description="The prompt to generate an image from.",
@@ -136,7 +223,8 @@ class SDTurbo(fal.App):
     machine_type = "GPU-H100"
     # Requests overlap: one generates (under self.lock), one makes its PNG and answer, one
     # waits at the lock, so the GPU never waits for encoding or for the gateway's next request.
-    max_multiplexing = 3
+    # With batching, two batches of the largest size: one generates while the other answers.
+    max_multiplexing = requests_per_runner(os.environ.get(BATCH_SIZES_ENV))
     keep_alive = 300
     startup_timeout = 900
     requirements = ["torch>=2.5", "diffusers>=0.31", "transformers", "accelerate"]
@@ -145,8 +233,20 @@ class SDTurbo(fal.App):
         import torch
         from sd_turbo_pipeline import default_device
 
+        if os.environ.get(CUDNN_BENCHMARK_ENV) == "1":  # at the warmup's first call per shape
+            torch.backends.cudnn.benchmark = True
         self.lock = threading.Lock()  # one pipeline, one generation at a time: the GPU part
         self.covered_sizes = set(WARMUP_SIZES)
+        self.batch_sizes = batch_sizes(
+            os.environ.get(BATCH_SIZES_ENV) or DEFAULT_BATCH_SIZES.get(default_device(), "1")
+        )
+        # The warmup covers every batch size at the first warmup size, batch 1 at the others.
+        self.warmed_batches = {size: (1,) for size in WARMUP_SIZES[1:]}
+        self.warmed_batches[WARMUP_SIZES[0]] = self.batch_sizes
+        self.batch_costs: dict[tuple[int, int], dict[int, float]] = {}  # measured in warm_up
+        self.batching = self.batch_sizes[-1] > 1
+        if hasattr(self.generate_batch, "set_max_batch_size"):  # minifal's @batched
+            self.generate_batch.set_max_batch_size(self.batch_sizes[-1])
         strategy = os.environ.get(COMPILE_ENV) or DEFAULT_COMPILE.get(default_device(), "regional")
         if strategy not in COMPILE_STRATEGIES:
             raise ValueError(f"{COMPILE_ENV}={strategy!r}: expected one of {COMPILE_STRATEGIES}")
@@ -158,9 +258,11 @@ class SDTurbo(fal.App):
         self.graphed_names = (
             module_names(CUDA_GRAPHS_ENV, "unet,vae,text") if self.cuda_graphed else []
         )
+        self.channels_last = os.environ.get(CHANNELS_LAST_ENV) == "1"
+        layout = "/channels-last" if self.channels_last else ""  # weights' strides: other graphs
         if precompiled_modules is not None:
             # Weights are not in the graphs, so one key serves every weights source.
-            with precompiled_modules("sd-turbo/v2/precompiled") as precompiled:
+            with precompiled_modules(f"sd-turbo/v2/precompiled{layout}") as precompiled:
                 self.load_pipeline(strategy)  # meanwhile, the artifacts load in the background
                 precompiled_names = module_names(
                     PRECOMPILE_ENV, DEFAULT_PRECOMPILE.get(default_device(), "unet")
@@ -177,7 +279,7 @@ class SDTurbo(fal.App):
         # A torch.compile'd UNet is not graphed here (its own mode="reduce-overhead" would).
         self.graph_modules(exclude=[] if strategy == "none" else ["unet"])
         # The key names what was compiled: another model or strategy is another artifact.
-        cache_key = f"sd-turbo/v1/{model_name(loaded.source)}/{strategy}"
+        cache_key = f"sd-turbo/v1/{model_name(loaded.source)}/{strategy}{layout}"
         with synchronized_inductor_cache(cache_key):
             if strategy == "regional":
                 self.pipeline.unet.compile_repeated_blocks(fullgraph=True, dynamic=True)
@@ -196,7 +298,17 @@ class SDTurbo(fal.App):
         loaded = load_sd_turbo_pipeline()
         self.pipeline = loaded.pipeline
         self.device = self.pipeline.device
-        logger.info("pipeline: %s; compile: %s", loaded.description, strategy)
+        if self.channels_last:
+            import torch
+
+            self.pipeline.unet.to(memory_format=torch.channels_last)
+            self.pipeline.vae.to(memory_format=torch.channels_last)
+        logger.info(
+            "pipeline: %s; compile: %s; batch sizes: %s",
+            loaded.description,
+            strategy,
+            ",".join(map(str, self.batch_sizes)),
+        )
         return loaded
 
     def graph_modules(self, exclude: list[str]) -> None:
@@ -208,30 +320,70 @@ class SDTurbo(fal.App):
 
     def warm_up(self) -> None:
         for width, height in WARMUP_SIZES:
-            start = time.perf_counter()
-            self.generate_image("warmup", width, height, seed=0)
-            logger.info("warmup %dx%d: %.1f s", width, height, time.perf_counter() - start)
+            for batch in self.warmed_batches[(width, height)]:
+                start = time.perf_counter()
+                self.generate_pixels(["warmup"] * batch, [0] * batch, width, height)
+                seconds = time.perf_counter() - start
+                logger.info("warmup %dx%d batch %d: %.1f s", width, height, batch, seconds)
+        size = WARMUP_SIZES[0]
+        if len(self.warmed_batches[size]) > 1:  # one timed call per batch size, now warm
+            costs = self.batch_costs[size] = {}
+            for batch in self.warmed_batches[size]:
+                start = time.perf_counter()
+                self.generate_pixels(["warmup"] * batch, [0] * batch, *size)
+                costs[batch] = time.perf_counter() - start
+            timed = ", ".join(f"{b}: {1000 * s:.1f} ms" for b, s in costs.items())
+            logger.info("batch calls at %dx%d: %s", *size, timed)
 
-    def generate_image(self, prompt: str, width: int, height: int, seed: int):
+    def generate_pixels(self, prompts: list[str], seeds: list[int], width: int, height: int):
+        """One pipeline call: a (len(prompts), height, width, 3) uint8 tensor on the CPU."""
         import torch
-        from PIL import Image as PILImage
 
-        generator = torch.Generator(device=self.device).manual_seed(seed)
+        generators = [torch.Generator(device=self.device).manual_seed(seed) for seed in seeds]
         with self.lock, torch.inference_mode():
             result = self.pipeline(
-                prompt=prompt,
+                prompt=prompts,
                 width=width,
                 height=height,
                 num_inference_steps=1,
                 guidance_scale=0.0,
-                generator=generator,
+                generator=generators,  # one per request: its latents are those of its seed
                 output_type="pt",  # stays on the device, in [0, 1]
             )
-            # diffusers' numpy_to_pil in float32 on the device: the same bytes, 0.8 MB to copy
-            pixels = result.images[0].float().mul(255).round().to(torch.uint8).permute(1, 2, 0)
+            # diffusers' numpy_to_pil in float32 on the device: the same bytes, 0.8 MB an image
+            pixels = result.images.float().mul(255).round().to(torch.uint8).permute(0, 2, 3, 1)
         with torch.inference_mode():
-            pixels = pixels.cpu()  # outside the lock: the next request's GPU work is queued
-        return PILImage.fromarray(pixels.numpy())
+            return pixels.cpu()  # outside the lock: the next batch's GPU work is queued
+
+    def generate_image(self, prompt: str, width: int, height: int, seed: int):
+        from PIL import Image as PILImage
+
+        pixels = self.generate_pixels([prompt], [seed], width, height)
+        return PILImage.fromarray(pixels[0].numpy())
+
+    @batched(max_batch_size=16, batch_timeout_ms=BATCH_TIMEOUT_MS)
+    def generate_batch(self, requests: list[ImageRequest]) -> list:
+        """The requests' images, by size, in pipeline calls padded to the warmed batch sizes."""
+        from PIL import Image as PILImage
+
+        pictures: list = [None] * len(requests)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, request in enumerate(requests):
+            by_size.setdefault((request.width, request.height), []).append(index)
+        for (width, height), indices in by_size.items():
+            sizes = self.warmed_batches.get((width, height), self.batch_sizes)
+            costs = self.batch_costs.get((width, height))
+            for count, padded in padded_chunks(len(indices), sizes, costs):
+                chunk, indices = indices[:count], indices[count:]
+                prompts = [requests[i].prompt for i in chunk]
+                seeds = [requests[i].seed for i in chunk]
+                padding = padded - count  # images nobody asked for, made and dropped
+                pixels = self.generate_pixels(
+                    prompts + prompts[-1:] * padding, seeds + [0] * padding, width, height
+                )
+                for i, image in zip(chunk, pixels[:count], strict=True):
+                    pictures[i] = PILImage.fromarray(image.numpy())
+        return pictures
 
     @fal.endpoint("/")
     def generate(self, input: Input) -> Output:
@@ -240,7 +392,11 @@ class SDTurbo(fal.App):
             logger.warning("%dx%d was not warmed up: runs eagerly (no recompile)", *size)
         seed = input.seed if input.seed is not None else random.randint(0, MAX_SEED)
         start = time.perf_counter()
-        picture = self.generate_image(input.prompt, input.width, input.height, seed)
+        if self.batching:
+            request = ImageRequest(input.prompt, input.width, input.height, seed)
+            picture = self.generate_batch(request)
+        else:
+            picture = self.generate_image(input.prompt, input.width, input.height, seed)
         inference = time.perf_counter() - start
         logger.info("%dx%d, seed %d: %.2f s", input.width, input.height, seed, inference)
         return Output(image=Image.from_pil(picture), seed=seed, timings={"inference": inference})

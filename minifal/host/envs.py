@@ -9,7 +9,9 @@ A value is read when asked for (a test or a child's environment may change it), 
 value counts as unset. A value that does not parse raises ``ValueError`` naming the variable;
 the reader decides whether that is fatal or falls back (and says so).
 
-This module imports nothing of minifal: every layer may import it.
+This module imports nothing of minifal: every layer may import it. It is long because it is
+the one list: each variable takes eight lines, and splitting the list would make two places to
+look.
 """
 
 from __future__ import annotations
@@ -358,6 +360,31 @@ SD_CUDA_GRAPHS: Setting[str] = Setting(
     _text,
     "unet,vae,text",
     "The SD-Turbo modules whose calls replay from CUDA graphs (GPU).",
+    Scope.EXAMPLE_APPS,
+)
+
+SD_BATCH_SIZES: Setting[str] = Setting(
+    "MINIFAL_SD_BATCH_SIZES",
+    "comma-separated batch sizes",
+    _text,
+    "1",
+    "The batch sizes SD-Turbo's @batched endpoint runs and warms (1: no batching).",
+    Scope.EXAMPLE_APPS,
+)
+SD_CHANNELS_LAST: Setting[str] = Setting(
+    "MINIFAL_SD_CHANNELS_LAST",
+    "0 or 1",
+    _text,
+    "0",
+    "1: SD-Turbo's UNet and VAE weights in channels_last memory format (GPU).",
+    Scope.EXAMPLE_APPS,
+)
+SD_CUDNN_BENCHMARK: Setting[str] = Setting(
+    "MINIFAL_SD_CUDNN_BENCHMARK",
+    "0 or 1",
+    _text,
+    "0",
+    "1: cuDNN autotunes SD-Turbo's convolutions (torch.backends.cudnn.benchmark; GPU).",
     Scope.EXAMPLE_APPS,
 )
 

@@ -7,7 +7,8 @@ adds there, as on fal), the fleet's readiness probe (``runner/readiness.py``), `
 ``/openapi.json`` and docs at ``/docs``. Every HTTP answer carries the App's
 ``provide_hints()`` (``runner/runner_hints.py``).
 The lifespan makes the App ``fal.ref``'s current app, runs ``setup()`` before the server accepts
-connections and ``teardown()`` after it drained them.
+connections and ``teardown()`` after it drained them, then stops the app's batchers
+(``batching.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from minifal.host.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from minifal.host.collector import freeze_survivors, pauses_timed
 from minifal.ref import clear_current_app, set_current_app
 from minifal.request_context import RequestContext, reset_current_request, set_current_request
+from minifal.runner.batching import close_batchers
 from minifal.runner.errors import INTERNAL_SERVER_ERROR, error_response, install_error_handlers
 from minifal.runner.openapi import WebsocketRoute, install_fal_openapi
 from minifal.runner.readiness import probe, readiness_answer
@@ -125,6 +127,7 @@ def build_asgi_app(
                     await call_maybe_async(app.teardown)
                 except Exception:
                     logger.exception("teardown() failed")
+                await close_batchers(app)  # @batched workers: what still waits runs, then they end
         finally:
             clear_current_app(app)
 
