@@ -60,7 +60,10 @@ class ProbeWorker(DistributedWorker):
         **kwargs: Any,
     ) -> dict[str, Any]:
         if started_file is not None:
-            Path(f"{started_file}.{self.rank}").write_text(str(os.getpid()))
+            # Renamed into place: the test polls for the name and must never read it empty.
+            partial = Path(f"{started_file}.{self.rank}.partial")
+            partial.write_text(str(os.getpid()))
+            partial.rename(f"{started_file}.{self.rank}")
         time.sleep(seconds)
         for index in range(count):
             self.add_streaming_result({"index": index, "rank": self.rank})

@@ -124,7 +124,10 @@ async def main() -> None:
     backend = LocalRunnerBackend(launch, fork_server=True)
     runner = await backend.start("runner-0", [])
     ready = await runner.wait_ready(60.0)
-    report.write_text(json.dumps({"ready": ready, "runner": runner.pid}))
+    # Written aside and renamed: the test polls for the name and must never read it half-written.
+    partial = report.with_suffix(".partial")
+    partial.write_text(json.dumps({"ready": ready, "runner": runner.pid}))
+    partial.rename(report)
     await asyncio.Event().wait()
 
 
