@@ -84,7 +84,65 @@ class _Waiting(Generic[T]):
     arrived: float
 
 
-class ThreadBatcher(Generic[T, R]):
+class _BatchQueue(Generic[T]):
+    """What both batchers share: the calls waiting, the rules, which calls the next batch takes,
+    and how a batch's results (or its error) reach its callers. Each subclass owns the worker
+    that runs the batches (a thread or a task) and its wake-up."""
+
+    def __init__(self, rules: BatchRules, name: str, timeout_s: float) -> None:
+        self.rules = rules
+        self.name = name
+        self.timeout_s = timeout_s
+        self.stats = BatchStats()
+        self._waiting: deque[_Waiting[T]] = deque()
+        self._closed = False
+        self._previous_batch = 0
+
+    @property
+    def waiting(self) -> int:
+        """Calls not yet taken into a batch."""
+        return len(self._waiting)
+
+    def _decide(self) -> NextBatch | None:
+        """The next batch's size or wait; ``None`` once closed with nothing left to run."""
+        waiting = self._waiting
+        if self._closed:  # run everything still waiting, without windows
+            if not waiting:
+                return None
+            return NextBatch(min(len(waiting), self.rules.max_batch_size), 0.0)
+        oldest = time.monotonic() - waiting[0].arrived if waiting else 0.0
+        return next_batch(len(waiting), oldest, self._previous_batch, self.rules)
+
+    def _take(self, count: int) -> list[_Waiting[T]]:
+        """The ``count`` oldest calls, less those their callers cancelled meanwhile."""
+        taken = [self._waiting.popleft() for _ in range(count)]
+        batch = [w for w in taken if w.future.set_running_or_notify_cancel()]
+        if batch:
+            self._previous_batch = len(batch)
+            self.stats.count(len(batch))
+        return batch
+
+    def _runs_alone(self, batch: list[_Waiting[T]], error: Exception) -> bool:
+        """After the batch function raised: whether each item now runs alone (a batch of
+        several), or the error was the one caller's answer (a batch of one)."""
+        if len(batch) == 1:
+            batch[0].future.set_exception(error)
+            return False
+        logger.warning(
+            "batcher %s: a batch of %d raised %r: each item runs alone",
+            self.name,
+            len(batch),
+            error,
+        )
+        self.stats.retried_alone += len(batch)
+        return True
+
+    def _log_stats(self) -> None:
+        if self.stats.batches:
+            logger.info("batcher %s: %s", self.name, self.stats.summary())
+
+
+class ThreadBatcher(_BatchQueue[T], Generic[T, R]):
     """Batches of a sync function, run in a worker thread this object owns."""
 
     def __init__(
@@ -94,21 +152,10 @@ class ThreadBatcher(Generic[T, R]):
         name: str,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
+        super().__init__(rules, name, timeout_s)
         self._function = function
-        self.rules = rules
-        self.name = name
-        self.timeout_s = timeout_s
-        self.stats = BatchStats()
-        self._waiting: deque[_Waiting[T]] = deque()
         self._condition = threading.Condition()
         self._worker: threading.Thread | None = None
-        self._closed = False
-        self._previous_batch = 0
-
-    @property
-    def waiting(self) -> int:
-        """Calls not yet taken into a batch."""
-        return len(self._waiting)
 
     @property
     def running(self) -> bool:
@@ -162,8 +209,7 @@ class ThreadBatcher(Generic[T, R]):
             worker.join(timeout_s)
             if worker.is_alive():
                 logger.warning("batcher %s: a batch still runs after %.0f s", self.name, timeout_s)
-        if self.stats.batches:
-            logger.info("batcher %s: %s", self.name, self.stats.summary())
+        self._log_stats()
 
     def _work(self) -> None:
         while True:
@@ -175,42 +221,23 @@ class ThreadBatcher(Generic[T, R]):
     def _next_batch(self) -> list[_Waiting[T]] | None:
         with self._condition:
             while True:
-                waiting = self._waiting
-                oldest = time.monotonic() - waiting[0].arrived if waiting else 0.0
-                if self._closed:  # run everything still waiting, without windows
-                    if not waiting:
-                        return None
-                    decision = NextBatch(min(len(waiting), self.rules.max_batch_size), 0.0)
-                else:
-                    decision = next_batch(len(waiting), oldest, self._previous_batch, self.rules)
-                if decision.take:
-                    taken = [waiting.popleft() for _ in range(decision.take)]
-                    batch = [w for w in taken if w.future.set_running_or_notify_cancel()]
-                    if batch:
-                        self._previous_batch = len(batch)
-                        return batch
-                    continue
-                self._condition.wait(decision.wait_s)
+                decision = self._decide()
+                if decision is None:
+                    return None
+                if not decision.take:
+                    self._condition.wait(decision.wait_s)
+                elif batch := self._take(decision.take):
+                    return batch
 
     def _run(self, batch: list[_Waiting[T]]) -> None:
-        self.stats.count(len(batch))
         items = [w.item for w in batch]
         try:
             results = outcomes(self._function(items), len(batch))
         except Exception as error:  # each item gets its own answer below
-            if len(batch) == 1:
-                batch[0].future.set_exception(error)
+            if not self._runs_alone(batch, error):
                 return
-            logger.warning(
-                "batcher %s: a batch of %d raised %r: each item runs alone",
-                self.name,
-                len(batch),
-                error,
-            )
-            self.stats.retried_alone += len(batch)
             results = [self._alone(item) for item in items]
-        for waiting, result in zip(batch, results, strict=True):
-            _settle(waiting.future, result)
+        _answer(batch, results)
 
     def _alone(self, item: T) -> Any:
         try:
@@ -219,7 +246,7 @@ class ThreadBatcher(Generic[T, R]):
             return Failed(error)
 
 
-class AsyncBatcher(Generic[T, R]):
+class AsyncBatcher(_BatchQueue[T], Generic[T, R]):
     """Batches of an async function, run by a task on the event loop of the first caller."""
 
     def __init__(
@@ -229,21 +256,10 @@ class AsyncBatcher(Generic[T, R]):
         name: str,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
+        super().__init__(rules, name, timeout_s)
         self._function = function
-        self.rules = rules
-        self.name = name
-        self.timeout_s = timeout_s
-        self.stats = BatchStats()
-        self._waiting: deque[_Waiting[T]] = deque()
         self._changed: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
-        self._closed = False
-        self._previous_batch = 0
-
-    @property
-    def waiting(self) -> int:
-        """Calls not yet taken into a batch."""
-        return len(self._waiting)
 
     @property
     def running(self) -> bool:
@@ -282,8 +298,7 @@ class AsyncBatcher(Generic[T, R]):
                 await asyncio.wait_for(self._task, timeout_s)
             except TimeoutError:
                 logger.warning("batcher %s: cancelled after %.0f s", self.name, timeout_s)
-        if self.stats.batches:
-            logger.info("batcher %s: %s", self.name, self.stats.summary())
+        self._log_stats()
 
     def _wake(self) -> None:
         if self._changed is not None:
@@ -292,44 +307,25 @@ class AsyncBatcher(Generic[T, R]):
     async def _work(self) -> None:
         assert self._changed is not None
         while True:
-            waiting = self._waiting
-            if self._closed and not waiting:
+            decision = self._decide()
+            if decision is None:
                 return
-            oldest = time.monotonic() - waiting[0].arrived if waiting else 0.0
-            if self._closed:
-                decision = NextBatch(min(len(waiting), self.rules.max_batch_size), 0.0)
-            else:
-                decision = next_batch(len(waiting), oldest, self._previous_batch, self.rules)
             if not decision.take:
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), decision.wait_s)
-                continue
-            taken = [waiting.popleft() for _ in range(decision.take)]
-            batch = [w for w in taken if w.future.set_running_or_notify_cancel()]
-            if batch:
-                self._previous_batch = len(batch)
+            elif batch := self._take(decision.take):
                 await self._run(batch)
 
     async def _run(self, batch: list[_Waiting[T]]) -> None:
-        self.stats.count(len(batch))
         items = [w.item for w in batch]
         try:
             results = outcomes(await self._function(items), len(batch))
         except Exception as error:  # each item gets its own answer below
-            if len(batch) == 1:
-                batch[0].future.set_exception(error)
+            if not self._runs_alone(batch, error):
                 return
-            logger.warning(
-                "batcher %s: a batch of %d raised %r: each item runs alone",
-                self.name,
-                len(batch),
-                error,
-            )
-            self.stats.retried_alone += len(batch)
             results = [await self._alone(item) for item in items]
-        for waiting, result in zip(batch, results, strict=True):
-            _settle(waiting.future, result)
+        _answer(batch, results)
 
     async def _alone(self, item: T) -> Any:
         try:
@@ -338,11 +334,13 @@ class AsyncBatcher(Generic[T, R]):
             return Failed(error)
 
 
-def _settle(future: Future, outcome: Any) -> None:
-    if isinstance(outcome, Failed):
-        future.set_exception(outcome.error)
-    else:
-        future.set_result(outcome)
+def _answer(batch: list[_Waiting[Any]], results: list[Any]) -> None:
+    """Each caller gets its own result, or its own item's error."""
+    for waiting, outcome in zip(batch, results, strict=True):
+        if isinstance(outcome, Failed):
+            waiting.future.set_exception(outcome.error)
+        else:
+            waiting.future.set_result(outcome)
 
 
 Batcher = ThreadBatcher | AsyncBatcher
