@@ -359,3 +359,10 @@ def test_what_a_suspended_runner_holds_is_reported_in_parts() -> None:
     nothing = HeldMemory.of(4 * gib, 1 * gib, Offloaded(seconds=0.01))
     assert nothing.pinned is None and nothing.details()["checkpoint_bytes"] == 3 * gib
     assert Offloaded.from_json({"arenas": 2, "new_field": 1}) == Offloaded(arenas=2)
+
+
+def test_a_host_without_the_driver_has_no_device_memory_and_says_why() -> None:
+    from minifal.offload.cuda_vmm import load_device_memory
+
+    memory, why = load_device_memory(0, library="libcuda-that-is-not-here.so.1")
+    assert memory is None and "not found" in why

@@ -27,6 +27,7 @@ import torch
 
 LIBRARY = "libcuda.so.1"
 SYMBOLS = (
+    "cuInit",
     "cuDeviceGet",
     "cuDeviceGetAttribute",
     "cuDevicePrimaryCtxRetain",
@@ -100,10 +101,12 @@ class _DeviceRange:
 
 class CudaDeviceMemory:
     """``arena.DeviceMemory`` on CUDA device ``index`` (torch's numbering, which the driver
-    shares under the same ``CUDA_VISIBLE_DEVICES``)."""
+    shares under the same ``CUDA_VISIBLE_DEVICES``). ``pin_host``: pin host buffers (else they
+    are pageable: slower copies, for drivers whose checkpoint refuses registered memory)."""
 
-    def __init__(self, library: ctypes.CDLL, index: int) -> None:
+    def __init__(self, library: ctypes.CDLL, index: int, pin_host: bool = True) -> None:
         self._cuda = library
+        self.pin_host = pin_host
         for name in SYMBOLS:
             getattr(library, name).restype = ctypes.c_int
         self.index = index
@@ -195,6 +198,8 @@ class CudaDeviceMemory:
 
     def host_buffer(self, size: int) -> torch.Tensor:
         buffer = torch.empty(size, dtype=torch.uint8)
+        if not self.pin_host:
+            return buffer
         self._call(
             "cuMemHostRegister_v2",
             ctypes.c_void_p(buffer.data_ptr()),
@@ -204,6 +209,8 @@ class CudaDeviceMemory:
         return buffer
 
     def free_host_buffer(self, buffer: torch.Tensor) -> None:
+        if not self.pin_host:
+            return
         self._call("cuMemHostUnregister", ctypes.c_void_p(buffer.data_ptr()))
 
     def synchronize(self) -> None:
@@ -237,8 +244,10 @@ def load_device_memory(index: int, library: str = LIBRARY) -> tuple[CudaDeviceMe
     if missing:
         return None, f"the CUDA driver has no {', '.join(missing)}"
     device, supported = ctypes.c_int(0), ctypes.c_int(0)
-    cuda.cuDeviceGet.restype = cuda.cuDeviceGetAttribute.restype = ctypes.c_int
-    if cuda.cuDeviceGet(ctypes.byref(device), index) != 0:
+    cuda.cuInit.restype = cuda.cuDeviceGet.restype = cuda.cuDeviceGetAttribute.restype = (
+        ctypes.c_int
+    )
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGet(ctypes.byref(device), index) != 0:
         return None, f"no CUDA device {index} for the driver"
     if (
         cuda.cuDeviceGetAttribute(ctypes.byref(supported), VIRTUAL_MEMORY_SUPPORTED, device) != 0
