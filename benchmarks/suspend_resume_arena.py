@@ -386,12 +386,19 @@ def median(values: list[float]) -> float | None:
 
 
 def run_worker_methods(
-    driver: Any, methods: list[str], arena: bool, args: argparse.Namespace, deadline: float
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One worker (fresh again after an error it cannot recover from) for ``methods``."""
-    results: list[dict[str, Any]] = []
+    driver: Any,
+    methods: list[str],
+    arena: bool,
+    args: argparse.Namespace,
+    deadline: float,
+    report: dict[str, Any],
+) -> None:
+    """One worker (fresh again after an error it cannot recover from) for ``methods``; each
+    method's result goes into ``report["results"]`` and the report is saved at once (a run cut
+    short keeps what it measured)."""
+    results: list[dict[str, Any]] = report["results"]
+    worker = "worker_arena" if arena else "worker_plain"
     child: Child | None = None
-    info: dict[str, Any] = {}
     build_error = None
     try:
         for method in methods:
@@ -404,7 +411,7 @@ def run_worker_methods(
             if child is None:
                 child = Child()
                 try:
-                    info = child.ask(
+                    report[worker] = child.ask(
                         "build", timeout=120, gib=args.gib, cache_gib=args.cache_gib, arena=arena
                     )
                 except Exception as error:
@@ -413,19 +420,25 @@ def run_worker_methods(
                     child.close()
                     child = None
                     continue
-                print(
-                    f"worker ({'arena' if arena else 'no arena'}): {json.dumps(info)}", flush=True
-                )
+                print(f"{worker}: {json.dumps(report[worker])}", flush=True)
             cycles = args.cycles if method == "arena" else args.other_cycles
-            result = run_method(driver, child, method, cycles, deadline, info["reference_hash"])
+            reference = report[worker]["reference_hash"]
+            result = run_method(driver, child, method, cycles, deadline, reference)
             results.append(result)
+            save(report, args.out)
             if result["error"] and not result.get("recovered"):
                 child.close()
                 child = None
     finally:
         if child is not None:
             child.close()
-    return info, results
+
+
+def save(report: dict[str, Any], out: str) -> None:
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=1, default=str)
+    (directory / "suspend_resume_arena.json").write_text(text)
 
 
 def cell(result: dict[str, Any], key: str, width: int) -> str:
@@ -483,18 +496,19 @@ def main() -> int:
 
     driver, why = load_cuda_checkpoint()
     print(f"driver checkpoint API: {why}", flush=True)
-    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "driver": why}
-    results: list[dict[str, Any]] = []
+    report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "driver": why,
+        "arguments": vars(args),
+        "results": [],
+    }
     if driver is not None:
         plain = [m for m in args.methods if m in PLAIN]
         arena = [m for m in args.methods if m in ARENA]
         if plain:
-            report["worker_plain"], found = run_worker_methods(driver, plain, False, args, deadline)
-            results += found
+            run_worker_methods(driver, plain, False, args, deadline, report)
         if arena:
-            report["worker_arena"], found = run_worker_methods(driver, arena, True, args, deadline)
-            results += found
-    report["results"] = results
+            run_worker_methods(driver, arena, True, args, deadline, report)
     hashes = {
         name: (report.get(name) or {}).get("reference_hash")
         for name in ("worker_plain", "worker_arena")
@@ -504,16 +518,14 @@ def main() -> int:
     )
     report["total_s"] = time.monotonic() - started
     live = (report.get("worker_arena") or report.get("worker_plain") or {}).get("live_tensor_bytes")
-    print_table(results, live)
+    print_table(report["results"], live)
     print(
         f"live tensor bytes {live}; reference hash with and without the arena the same:"
         f" {report['same_reference_hash_with_and_without_arena']}; total"
         f" {report['total_s']:.1f} s",
         flush=True,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "suspend_resume_arena.json").write_text(json.dumps(report, indent=1, default=str))
+    save(report, args.out)
     return 0
 
 
