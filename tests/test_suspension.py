@@ -258,10 +258,11 @@ class FakeOffloader:
         self.calls.append(("offload", runner.pid or 0))
         return self.answer
 
-    async def restore(self, runner: Runner) -> None:
+    async def restore(self, runner: Runner) -> dict[str, object]:
         self.calls.append(("restore", runner.pid or 0))
         if self.fail_restore:
             raise OffloadError("/_minifal/restore answered 500: CUDA_ERROR_OUT_OF_MEMORY")
+        return {"copy_back": {"seconds": 0.05}}
 
 
 def test_the_runner_offloads_before_the_checkpoint_and_restores_after_the_restore() -> None:

@@ -111,9 +111,11 @@ class RunnerOffload:
             return None
         return Offloaded.from_json(answer)
 
-    async def restore(self, runner: Runner) -> None:
-        """Raises ``OffloadError`` (or a connection error) when the runner cannot restore."""
-        await self._post(runner, RESTORE_PATH, self.restore_timeout)
+    async def restore(self, runner: Runner) -> dict[str, Any]:
+        """The runner's timings (for its ``resume`` event); raises ``OffloadError`` (or a
+        connection error) when it cannot restore."""
+        answer = await self._post(runner, RESTORE_PATH, self.restore_timeout)
+        return {"copy_back": answer}
 
     async def _post(self, runner: Runner, path: str, timeout: float) -> dict[str, Any]:
         async with asyncio.timeout(timeout):

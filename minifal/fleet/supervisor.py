@@ -70,7 +70,7 @@ class Offloader(Protocol):
 
     async def offload(self, runner: Runner) -> Offloaded | None: ...
 
-    async def restore(self, runner: Runner) -> None: ...
+    async def restore(self, runner: Runner) -> dict[str, Any]: ...
 
 
 SUSPENSION_STATES = (RunnerState.SUSPENDING, RunnerState.SUSPENDED, RunnerState.RESUMING)
@@ -266,8 +266,7 @@ class Supervisor:
         start = time.time()
         try:
             await asyncio.to_thread(self.suspender.resume, pid)
-            if self.offloader is not None:
-                await self.offloader.restore(runner)
+            restored = {} if self.offloader is None else await self.offloader.restore(runner)
             healthy = await runner.instance.answers(RESUME_PROBE_TIMEOUT_SECONDS)
         except Exception as exc:
             await self._suspension_failed(runner, f"resume failed: {exc}")
@@ -277,7 +276,7 @@ class Supervisor:
             return
         end = time.time()
         runner.resumed(end, end - start)
-        record_for(runner.events_file, runner.runner_id, pid, "resume", start, end)
+        record_for(runner.events_file, runner.runner_id, pid, "resume", start, end, **restored)
         logger.info("[%s] resumed in %.2f s", runner.runner_id, end - start)
         self.on_ready()
 
