@@ -49,6 +49,7 @@ ALLOCATION_PINNED = 1  # CU_MEM_ALLOCATION_TYPE_PINNED (device memory that canno
 LOCATION_DEVICE = 1  # CU_MEM_LOCATION_TYPE_DEVICE
 ACCESS_READ_WRITE = 3  # CU_MEM_ACCESS_FLAGS_PROT_READWRITE
 GRANULARITY_RECOMMENDED = 1  # CU_MEM_ALLOC_GRANULARITY_RECOMMENDED
+HOST_PAGE = 4096
 
 
 class VirtualMemoryError(RuntimeError):
@@ -197,9 +198,10 @@ class CudaDeviceMemory:
         return torch.as_tensor(_DeviceRange(address, size), device=self.device)
 
     def host_buffer(self, size: int) -> torch.Tensor:
-        buffer = torch.empty(size, dtype=torch.uint8)
         if not self.pin_host:
-            return buffer
+            return torch.empty(size, dtype=torch.uint8)
+        block = torch.empty(size + HOST_PAGE, dtype=torch.uint8)
+        buffer = block[-block.data_ptr() % HOST_PAGE :][:size]  # pinned from a page's start
         self._call(
             "cuMemHostRegister_v2",
             ctypes.c_void_p(buffer.data_ptr()),
