@@ -290,6 +290,11 @@ def memory_of(pid: int) -> dict[str, int]:
             name, _, value = line.partition(":")
             if name in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmPin", "VmLck"):
                 fields[name] = int(value.split()[0]) * 1024
+    with open("/proc/meminfo") as meminfo:  # the host's view, wherever the driver keeps it
+        for line in meminfo:
+            name, _, value = line.partition(":")
+            if name == "MemAvailable":
+                fields[name] = int(value.split()[0]) * 1024
     return fields
 
 
@@ -332,6 +337,9 @@ def one_cycle(driver: Any, child: Child, method: str, first: bool) -> dict[str, 
     before, suspended = cycle["rss_before"]["VmRSS"], cycle["rss_suspended"]["VmRSS"]
     offloaded = cycle["prepare"].get("offloaded") or {}
     cycle["checkpoint_host_bytes"] = suspended - before
+    cycle["checkpoint_mem_available_drop"] = (
+        cycle["rss_before"]["MemAvailable"] - cycle["rss_suspended"]["MemAvailable"]
+    )
     cycle["pinned_host_bytes"] = offloaded.get("host_bytes", 0)
     cycle["held_host_bytes"] = cycle["checkpoint_host_bytes"] + cycle["pinned_host_bytes"]
     return cycle
@@ -367,7 +375,9 @@ def run_method(
         print(
             f"  {method} {number + 1}: first answer {cycle['first_answer_s']:.3f} s,"
             f" checkpoint {cycle['checkpoint_s']:.3f} s, restore {cycle['restore_s']:.3f} s,"
-            f" held {cycle['held_host_bytes'] / GIB:.2f} GiB, hash {cycle['hash']}",
+            f" held {cycle['held_host_bytes'] / GIB:.2f} GiB (MemAvailable fell by"
+            f" {cycle['checkpoint_mem_available_drop'] / GIB:.2f} GiB in the checkpoint),"
+            f" hash {cycle['hash']}",
             flush=True,
         )
     done = result["cycles"]
