@@ -461,7 +461,7 @@ def print_table(results: list[dict[str, Any]], live: int | None) -> None:
     print(
         f"{'method':24} {'n':>2} {'offload':>8} {'ckpt':>7} {'restore':>8} {'copy back':>9}"
         f" {'call':>6} {'1st answer':>10} {'max':>6} {'held GiB':>8} {'x live':>6}"
-        f" {'GPU MiB':>7} same"
+        f" {'to ckpt':>7} {'GPU MiB':>7} same"
     )
     for result in results:
         if not result.get("cycles"):
@@ -472,16 +472,22 @@ def print_table(results: list[dict[str, Any]], live: int | None) -> None:
         held = result["median_held_host_bytes"]
         ratio = f"{held / live:6.2f}" if live else "     -"
         gpu = result["cycles"][0].get("gpu_mib_suspended")
+        left = result["cycles"][0].get("gpu_mib_before_checkpoint")
         print(
             f"{result['method']:24} {len(result['cycles']):2} {cell(result, 'median_offload_s', 8)}"
             f" {cell(result, 'median_checkpoint_s', 7)} {cell(result, 'median_restore_s', 8)}"
             f" {cell(result, 'median_copy_back_s', 9)} {cell(result, 'median_call_s', 6)}"
             f" {cell(result, 'median_first_answer_s', 10)} {cell(result, 'max_first_answer_s', 6)}"
-            f" {held / GIB:8.2f} {ratio} {gpu if gpu is not None else '-':>7}"
+            f" {held / GIB:8.2f} {ratio} {left if left is not None else '-':>7}"
+            f" {gpu if gpu is not None else '-':>7}"
             f" {result['same_hash']}"
             + (f"  (error: {result['error']})" if result.get("error") else "")
         )
-    print("times in s (medians); held = pinned host copy + what the checkpoint added to VmRSS")
+    print(
+        "times in s (medians); held: pinned host copy + what the checkpoint added to VmRSS;"
+        " to ckpt: the worker's GPU MiB left for the checkpoint (after the offload); GPU MiB:"
+        " while suspended (nvidia-smi, first cycle)"
+    )
 
 
 def main() -> int:
