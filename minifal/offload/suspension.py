@@ -74,11 +74,16 @@ class ProcessArenas:
         self._said: set[str] = set()
 
     def keep_addresses(
-        self, *modules: torch.nn.Module, memory: DeviceMemory | None = None
+        self,
+        *modules: torch.nn.Module,
+        memory: DeviceMemory | None = None,
+        release_addresses: bool = False,
+        pin_host: bool = True,
     ) -> TensorArena | None:
         """Put the GPU parameters and buffers of ``modules`` in a new arena (see the module
         docstring); None, with the reason logged once, where it cannot be done. ``memory``:
-        where the arena lives (None: the CUDA driver's, on the modules' GPU)."""
+        where the arena lives (None: the CUDA driver's, on the modules' GPU, its host copy
+        pinned unless ``pin_host`` is False); ``release_addresses``: see ``TensorArena``."""
         import torch
 
         from minifal.offload.arena import TensorArena, module_tensors
@@ -86,11 +91,11 @@ class ProcessArenas:
         start = time.perf_counter()
         try:
             if memory is None:
-                memory, why = _cuda_memory(module_tensors(modules))
+                memory, why = _cuda_memory(module_tensors(modules), pin_host)
                 if memory is None:
                     self._say_once(why)
                     return None
-            arena = TensorArena.place(modules, memory)
+            arena = TensorArena.place(modules, memory, release_addresses)
         except Exception as error:
             self._say_once(f"{type(error).__name__}: {error}")
             return None
@@ -146,7 +151,9 @@ class ProcessArenas:
             logger.info("offload: tensors stay where they are (%s); a suspension moves all", why)
 
 
-def _cuda_memory(tensors: Iterable[torch.Tensor]) -> tuple[DeviceMemory | None, str]:
+def _cuda_memory(
+    tensors: Iterable[torch.Tensor], pin_host: bool
+) -> tuple[DeviceMemory | None, str]:
     """The CUDA driver's memory on the GPU of the first of ``tensors`` there, or why not."""
     import torch
 
@@ -157,7 +164,7 @@ def _cuda_memory(tensors: Iterable[torch.Tensor]) -> tuple[DeviceMemory | None, 
 
     index = torch.cuda.current_device() if device.index is None else device.index
     torch.cuda.synchronize(index)  # torch's context exists on that device
-    return load_device_memory(index)
+    return load_device_memory(index, pin_host=pin_host)
 
 
 def _release_cached_blocks() -> int:
