@@ -235,7 +235,9 @@ def error_name(library: ctypes.CDLL, result: int) -> str:
     return f"CUresult {result}"
 
 
-def load_device_memory(index: int, library: str = LIBRARY) -> tuple[CudaDeviceMemory | None, str]:
+def load_device_memory(
+    index: int, library: str = LIBRARY, pin_host: bool = True
+) -> tuple[CudaDeviceMemory | None, str]:
     """Virtual memory calls on CUDA device ``index`` of this process, or None and why not
     (the caller says it once). torch must have initialised CUDA on that device already."""
     try:
@@ -257,6 +259,6 @@ def load_device_memory(index: int, library: str = LIBRARY) -> tuple[CudaDeviceMe
     ):
         return None, f"CUDA device {index} does not support virtual memory management"
     try:
-        return CudaDeviceMemory(cuda, index), "CUDA virtual memory management"
+        return CudaDeviceMemory(cuda, index, pin_host), "CUDA virtual memory management"
     except VirtualMemoryError as error:
         return None, str(error)
