@@ -366,3 +366,26 @@ def test_a_host_without_the_driver_has_no_device_memory_and_says_why() -> None:
 
     memory, why = load_device_memory(0, library="libcuda-that-is-not-here.so.1")
     assert memory is None and "not found" in why
+
+
+def test_on_a_gpu_the_arena_asks_the_driver_for_that_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The glue between keep_addresses and the driver's memory (the driver itself faked: no
+    GPU here), so that a CPU run catches a call that does not fit."""
+    from types import SimpleNamespace
+
+    from minifal.offload import cuda_vmm, suspension
+
+    asked: list[tuple[int, bool]] = []
+
+    def load(index: int, library: str = cuda_vmm.LIBRARY, pin_host: bool = True) -> tuple:
+        asked.append((index, pin_host))
+        return None, "no virtual memory on this fake device"
+
+    monkeypatch.setattr(cuda_vmm, "load_device_memory", load)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    on_gpu = SimpleNamespace(device=torch.device("cuda", 1))
+    memory, why = suspension._cuda_memory([on_gpu], pin_host=False)  # type: ignore[list-item]
+    assert memory is None and why == "no virtual memory on this fake device"
+    assert asked == [(1, False)]
