@@ -97,7 +97,7 @@ class ProcessArenas:
                     return None
             arena = TensorArena.place(modules, memory, release_addresses)
         except Exception as error:
-            self._say_once(f"{type(error).__name__}: {error}")
+            self._say_once(f"{type(error).__name__}: {error}", logging.WARNING)
             return None
         if arena is None:
             self._say_once(f"the modules have no tensor on {memory.device}")
@@ -145,10 +145,12 @@ class ProcessArenas:
                 memory_s += timings.memory_s
         return {"seconds": time.perf_counter() - start, "copy_s": copy_s, "memory_s": memory_s}
 
-    def _say_once(self, why: str) -> None:
+    def _say_once(self, why: str, level: int = logging.INFO) -> None:
         if why not in self._said:
             self._said.add(why)
-            logger.info("offload: tensors stay where they are (%s); a suspension moves all", why)
+            logger.log(
+                level, "offload: tensors stay where they are (%s); a suspension moves all", why
+            )
 
 
 def _cuda_memory(
