@@ -22,7 +22,9 @@ On minifal with a GPU, ``MINIFAL_SD_CUDA_GRAPHS`` names the modules whose calls 
 CUDA graphs (default ``unet,vae,text``; ``none``): at batch 1 a step is launch-bound, and a
 graph launches a module's kernels at once. BENCHMARKS.md has the measurements behind the
 defaults. After warmup nothing recompiles: a size not covered by the warmup still works,
-eagerly, and the log says so.
+eagerly, and the log says so. On minifal with a GPU the modules' weights live in an arena at
+fixed addresses (``minifal.offload``; ``MINIFAL_SD_ARENA=0``: not), so that a suspended runner
+moves them to pinned host memory itself and the driver's checkpoint carries only the rest.
 
 Batching (``MINIFAL_SD_BATCH_SIZES``, e.g. ``1,2,4,8,16``; default ``1``: off, see
 BENCHMARKS.md section 12): on minifal, requests that arrive together run as one pipeline call
@@ -81,6 +83,7 @@ PRECOMPILABLE = ("unet", "vae", "text")
 DEFAULT_PRECOMPILE = {"cuda": "unet,vae", "cpu": "unet"}
 WARMUP_SIZES = ((512, 512), (768, 512))
 CHANNELS_LAST_ENV = "MINIFAL_SD_CHANNELS_LAST"  # "1": UNet and VAE weights in channels_last
+ARENA_ENV = "MINIFAL_SD_ARENA"  # "0": weights stay in torch's allocator (suspension moves all)
 CUDNN_BENCHMARK_ENV = "MINIFAL_SD_CUDNN_BENCHMARK"  # "1": cuDNN times its algorithms per shape
 BATCH_SIZES_ENV = "MINIFAL_SD_BATCH_SIZES"
 # Off by default: measured on an H200 through the gateway (BENCHMARKS.md section 12), batches
@@ -118,6 +121,17 @@ def minifal_cuda_graphed():
     except ImportError:
         return None
     return cuda_graphed
+
+
+def minifal_keep_addresses():
+    """minifal's arena for weights at fixed addresses, or None on fal (or when turned off)."""
+    if os.environ.get(ARENA_ENV) == "0":
+        return None
+    try:
+        from minifal.offload.suspension import keep_addresses
+    except ImportError:
+        return None
+    return keep_addresses
 
 
 def module_names(variable: str, default: str) -> list[str]:
@@ -303,6 +317,10 @@ class SDTurbo(fal.App):
 
             self.pipeline.unet.to(memory_format=torch.channels_last)
             self.pipeline.vae.to(memory_format=torch.channels_last)
+        keep_addresses = minifal_keep_addresses()
+        if keep_addresses is not None and self.device.type == "cuda":
+            # before any graph or artifact sees the weights' addresses: those stay from now on
+            keep_addresses(self.pipeline.unet, self.pipeline.vae, self.pipeline.text_encoder)
         logger.info(
             "pipeline: %s; compile: %s; batch sizes: %s",
             loaded.description,

@@ -44,6 +44,13 @@ READY_PATH = "/_minifal/ready"
 """Answers 200 once ``setup()`` has run (the port opens after it) and the App's declared
 ``HealthCheck`` endpoint, if it has one, answers 2xx (``minifal.runner.readiness``). Not the
 App's ``GET /health``: that is its ``health()``, which may fail without the runner being unready."""
+OFFLOAD_PATH = "/_minifal/offload"
+"""POST, before the gateway checkpoints an idle runner: it moves the tensors its App keeps in
+arenas to host memory and releases torch's cached GPU blocks (``minifal.offload``); answers
+200 with what it moved (JSON), 500 with ``detail`` when it could not (then nothing is lost)."""
+RESTORE_PATH = "/_minifal/restore"
+"""POST, after the driver restored it: the arenas come back at their addresses; 200, or 500
+with ``detail`` (the runner cannot serve). Safe to repeat: nothing offloaded, nothing done."""
 REQUEST_ID_HEADER = "x-fal-request-id"
 ENDPOINT_HEADER = "x-fal-endpoint"
 """The endpoint the caller asked for (a health check names the App's health endpoint)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from minifal.fleet.backends.base import RunnerRevision
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.runner import Runner, RunnerState
-from minifal.fleet.supervisor import Supervisor, Suspender
+from minifal.fleet.supervisor import Offloader, Supervisor, Suspender
 
 
 class FakeInstance:
@@ -99,6 +99,7 @@ def supervisor(
     gpus: list[str] | None = None,
     suspender: Suspender | None = None,
     grace_seconds: float = 0.05,
+    offloader: Offloader | None = None,
 ) -> tuple[Supervisor, list[str]]:
     """A supervisor with back-off steps and grace periods of milliseconds; its ready calls."""
     readies: list[str] = []
@@ -112,6 +113,7 @@ def supervisor(
         backoff_step=0.01,
         lost_runner_grace=0.01,
         suspender=suspender,
+        offloader=offloader,
     )
     return made, readies
 

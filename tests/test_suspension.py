@@ -14,8 +14,10 @@ from fleet_fakes import FakeBackend, states, supervisor, until
 from minifal.cli.runners_table import format_runners
 from minifal.fleet.backends.cuda_checkpoint import describe_error, load_cuda_checkpoint
 from minifal.fleet.gateway import PHASES, choose_suspender
-from minifal.fleet.runner import RunnerState
+from minifal.fleet.runner import Runner, RunnerState
+from minifal.fleet.runner_offload import OffloadError
 from minifal.fleet.scaler import FleetSnapshot, Phase, RunnerView, ScalingSettings, decide
+from minifal.offload.suspension import Offloaded
 
 pytestmark = pytest.mark.unit
 
@@ -238,3 +240,60 @@ def test_runners_table_says_what_a_suspended_runner_holds() -> None:
     assert "SUSPENDED" in text
     assert "runner-0: suspended 2 time(s) (last 6.3s), resumed 1 time(s) (last 1.9s)" in text
     assert "holds 9.0 GiB of host memory" in text
+
+
+# -- offload before the checkpoint (the runner's half, faked; tests/test_offload.py has the real
+# routes) ------------------------------------------------------------------------------------------
+
+
+class FakeOffloader:
+    """Records its steps in the driver's list, so the order of both shows; fails when told."""
+
+    def __init__(self, calls: list[tuple[str, int]], answer: Offloaded | None) -> None:
+        self.calls = calls
+        self.answer = answer
+        self.fail_restore = False
+
+    async def offload(self, runner: Runner) -> Offloaded | None:
+        self.calls.append(("offload", runner.pid or 0))
+        return self.answer
+
+    async def restore(self, runner: Runner) -> dict[str, object]:
+        self.calls.append(("restore", runner.pid or 0))
+        if self.fail_restore:
+            raise OffloadError("/_minifal/restore answered 500: CUDA_ERROR_OUT_OF_MEMORY")
+        return {"copy_back": {"seconds": 0.05}}
+
+
+def test_the_runner_offloads_before_the_checkpoint_and_restores_after_the_restore() -> None:
+    async def scenario() -> None:
+        driver = FakeDriver()
+        offloaded = Offloaded(arenas=1, device_bytes=2 * GIB, host_bytes=2 * GIB)
+        offloader = FakeOffloader(driver.calls, offloaded)
+        fleet, _ = supervisor(FakeBackend(), suspender=driver, offloader=offloader)
+        runner = fleet.add_runner()
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE")
+        pid = runner.pid or 0
+        fleet.suspend(runner)
+        await until(lambda: runner.state is RunnerState.SUSPENDED, "SUSPENDED")
+        assert runner.suspensions.pinned_bytes == 2 * GIB
+        fleet.resume(runner)
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE again")
+        assert driver.calls == [
+            ("offload", pid),
+            ("suspend", pid),
+            ("resume", pid),
+            ("restore", pid),
+        ]
+        assert runner.suspensions.pinned_bytes is None  # held while suspended only
+        offloader.answer = None  # the runner could not offload: the checkpoint takes all
+        fleet.suspend(runner)
+        await until(lambda: runner.state is RunnerState.SUSPENDED, "SUSPENDED again")
+        assert runner.suspensions.pinned_bytes is None
+        offloader.fail_restore = True
+        fleet.resume(runner)
+        await until(lambda: runner.state is RunnerState.FAILURE_DELAY, "a crash")
+        assert "resume failed" in (runner.last_exit_reason or "")
+        await fleet.stop()
+
+    asyncio.run(scenario())

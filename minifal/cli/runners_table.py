@@ -142,6 +142,8 @@ def suspension_note(runner: dict[str, Any]) -> str | None:
         )
     if record.get("host_memory_bytes") is not None:
         note += f"; holds {record['host_memory_bytes'] / 2**30:.1f} GiB of host memory"
+        if record.get("pinned_bytes") is not None:
+            note += f" ({record['pinned_bytes'] / 2**30:.1f} GiB of it pinned tensors)"
     return note
 
 

@@ -7,6 +7,7 @@ docs/architecture.md draws who calls whom.
 
 Only the CLI imports the fleet. The fleet imports what the gateway needs without serving an
 App: the runner contract, the App's manifest (read in a child process), the runner's import
-record and stored-files route, ``host``, ``startup``, ``compat``, and the SSRF check of
+record and stored-files route, the offload record a runner answers with (``offload``),
+``host``, ``startup``, ``compat``, and the SSRF check of
 ``toolkit``; never a runner's server or the user's App.
 """

@@ -36,6 +36,7 @@ from minifal.fleet.request_logs import RequestLogs
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.runner import RunnerState
 from minifal.fleet.runner_http import RunnerClient
+from minifal.fleet.runner_offload import RunnerOffload
 from minifal.fleet.scaler import (
     FleetSnapshot,
     Phase,
@@ -169,6 +170,7 @@ class Gateway:
             )
             suspender = choose_suspender(options.suspend, launch.use_gpus)
         self.scaling = dataclasses.replace(options.scaling, suspend=suspender is not None)
+        self.runner_client = runner_client or RunnerClient()
         self.supervisor = Supervisor(
             backend,
             GpuPool(options.gpus if launch.use_gpus else [], settings.gpus_per_runner),
@@ -177,6 +179,7 @@ class Gateway:
             self.grace_seconds,
             on_ready=self._runner_ready,
             suspender=suspender,
+            offloader=None if suspender is None else RunnerOffload(self.runner_client),
         )
         self.deployer = Deployer(
             self.supervisor,
@@ -197,7 +200,6 @@ class Gateway:
         self.environment = environment_summary(settings.kind, settings.image)
         """Where the runners run: here, whatever container image the App declares."""
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
-        self.runner_client = runner_client or RunnerClient()
         self.forwarder = Forwarder(
             manifest,
             self.scheduler,

@@ -53,6 +53,10 @@ class Suspensions:
     suspended_since: float | None = None
     host_memory_bytes: int | None = None
     """Its resident host memory while SUSPENDED (its GPU state included)."""
+    pinned_bytes: int | None = None
+    """Of it, the pinned copies of the tensors the runner offloaded itself (None: none)."""
+    checkpoint_bytes: int | None = None
+    """Of it, what the driver's checkpoint added (the GPU state the runner left to it)."""
 
 
 class Runner:
@@ -166,6 +170,7 @@ class Runner:
         self.withheld = False
         self.suspensions.suspended_since = None
         self.suspensions.host_memory_bytes = None
+        self.suspensions.pinned_bytes = self.suspensions.checkpoint_bytes = None
         self._record(RunnerState.SETUP)
 
     def became_ready(self, at: float) -> None:
@@ -217,11 +222,20 @@ class Runner:
         """An idle runner's GPU state starts moving to host memory: no requests meanwhile."""
         self._record(RunnerState.SUSPENDING)
 
-    def suspended(self, at: float, seconds: float, host_memory_bytes: int | None) -> None:
+    def suspended(
+        self,
+        at: float,
+        seconds: float,
+        host_memory_bytes: int | None,
+        pinned_bytes: int | None = None,
+        checkpoint_bytes: int | None = None,
+    ) -> None:
         self.suspensions.suspends += 1
         self.suspensions.last_suspend_s = seconds
         self.suspensions.suspended_since = at
         self.suspensions.host_memory_bytes = host_memory_bytes
+        self.suspensions.pinned_bytes = pinned_bytes
+        self.suspensions.checkpoint_bytes = checkpoint_bytes
         self._record(RunnerState.SUSPENDED)
 
     def resuming(self) -> None:
@@ -233,6 +247,7 @@ class Runner:
         self.suspensions.last_resume_s = seconds
         self.suspensions.suspended_since = None
         self.suspensions.host_memory_bytes = None
+        self.suspensions.pinned_bytes = self.suspensions.checkpoint_bytes = None
         self.idle_since = at
         self._record(RunnerState.IDLE)
 

@@ -16,7 +16,9 @@ Each runner has one lifecycle task: start -> SETUP -> ready (IDLE/RUNNING) -> ..
   SUSPENDED) through a ``Suspender`` (``cuda_checkpoint.py``); ``resume()`` moves it back and
   health-checks it (RESUMING -> IDLE). A step that fails is a crash: the instance is killed and
   its lifecycle restarts it after the back-off. A suspended runner that is stopped is killed:
-  its ``teardown()`` cannot run without its GPU state.
+  its ``teardown()`` cannot run without its GPU state. With an ``Offloader``
+  (``runner_offload.py``) the runner first moves its App's tensors to host memory itself, so
+  the checkpoint carries only the rest, and brings them back after the restore.
 The supervisor is the only one to change a runner's lifecycle state (``Runner``'s methods).
 """
 
@@ -33,7 +35,9 @@ from typing import Any, Protocol
 from minifal.fleet.backends.base import RunnerBackend, RunnerRevision
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.runner import Runner, RunnerState
+from minifal.fleet.runner_offload import HeldMemory
 from minifal.host import envs
+from minifal.offload.suspension import Offloaded
 from minifal.startup.events import record_for, runner_events_file
 
 logger = logging.getLogger("minifal.fleet")
@@ -59,6 +63,14 @@ class Suspender(Protocol):
     def suspend(self, pid: int, lock_timeout_s: float) -> object: ...
 
     def resume(self, pid: int) -> object: ...
+
+
+class Offloader(Protocol):
+    """The runner's own half of a suspension, around the checkpoint (``RunnerOffload``)."""
+
+    async def offload(self, runner: Runner) -> Offloaded | None: ...
+
+    async def restore(self, runner: Runner) -> dict[str, Any]: ...
 
 
 SUSPENSION_STATES = (RunnerState.SUSPENDING, RunnerState.SUSPENDED, RunnerState.RESUMING)
@@ -92,6 +104,7 @@ class Supervisor:
         backoff_step: float | None = None,
         lost_runner_grace: float = LOST_RUNNER_GRACE_SECONDS,
         suspender: Suspender | None = None,
+        offloader: Offloader | None = None,
     ) -> None:
         self.backend = backend
         self.gpu_pool = gpu_pool
@@ -104,6 +117,7 @@ class Supervisor:
         self.lost_runner_grace = lost_runner_grace
         self.on_ready = on_ready
         self.suspender = suspender
+        self.offloader = offloader
         self.runners: list[Runner] = []
         self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -231,6 +245,8 @@ class Supervisor:
     async def _suspend(self, runner: Runner, pid: int) -> None:
         assert self.suspender is not None
         start = time.time()
+        offloaded = None if self.offloader is None else await self.offloader.offload(runner)
+        before = resident_bytes(pid)
         try:
             await asyncio.to_thread(self.suspender.suspend, pid, SUSPEND_LOCK_TIMEOUT_SECONDS)
         except Exception as exc:
@@ -238,20 +254,19 @@ class Supervisor:
             return
         end = time.time()
         memory = resident_bytes(pid)
-        runner.suspended(end, end - start, memory)
-        record_for(runner.events_file, runner.runner_id, pid, "suspend", start, end, rss=memory)
-        logger.info(
-            "[%s] suspended in %.2f s (host memory held: %s)",
-            runner.runner_id,
-            end - start,
-            "?" if memory is None else f"{memory / 2**30:.1f} GiB",
+        held = HeldMemory.of(memory, before, offloaded)
+        runner.suspended(end, end - start, memory, held.pinned, held.checkpoint)
+        record_for(
+            runner.events_file, runner.runner_id, pid, "suspend", start, end, **held.details()
         )
+        logger.info("[%s] suspended in %.2f s (%s)", runner.runner_id, end - start, held)
 
     async def _resume(self, runner: Runner, pid: int) -> None:
         assert self.suspender is not None and runner.instance is not None
         start = time.time()
         try:
             await asyncio.to_thread(self.suspender.resume, pid)
+            restored = {} if self.offloader is None else await self.offloader.restore(runner)
             healthy = await runner.instance.answers(RESUME_PROBE_TIMEOUT_SECONDS)
         except Exception as exc:
             await self._suspension_failed(runner, f"resume failed: {exc}")
@@ -261,7 +276,7 @@ class Supervisor:
             return
         end = time.time()
         runner.resumed(end, end - start)
-        record_for(runner.events_file, runner.runner_id, pid, "resume", start, end)
+        record_for(runner.events_file, runner.runner_id, pid, "resume", start, end, **restored)
         logger.info("[%s] resumed in %.2f s", runner.runner_id, end - start)
         self.on_ready()
 

@@ -387,6 +387,15 @@ SD_CUDNN_BENCHMARK: Setting[str] = Setting(
     "1: cuDNN autotunes SD-Turbo's convolutions (torch.backends.cudnn.benchmark; GPU).",
     Scope.EXAMPLE_APPS,
 )
+SD_ARENA: Setting[str] = Setting(
+    "MINIFAL_SD_ARENA",
+    "0 or 1",
+    _text,
+    "1",
+    "0: SD-Turbo's weights stay in torch's allocator, not in an offload arena (a suspension's "
+    "checkpoint then moves them; GPU, minifal).",
+    Scope.EXAMPLE_APPS,
+)
 
 # -- read by the repository's scripts and tests ----------------------------------------------------
 

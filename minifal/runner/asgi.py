@@ -34,6 +34,7 @@ from minifal.ref import clear_current_app, set_current_app
 from minifal.request_context import RequestContext, reset_current_request, set_current_request
 from minifal.runner.batching import close_batchers
 from minifal.runner.errors import INTERNAL_SERVER_ERROR, error_response, install_error_handlers
+from minifal.runner.offload_route import install_offload_routes
 from minifal.runner.openapi import WebsocketRoute, install_fal_openapi
 from minifal.runner.readiness import probe, readiness_answer
 from minifal.runner.realtime import serve_realtime_session
@@ -155,6 +156,7 @@ def build_asgi_app(
 
     app._add_extra_routes(api)
     api.add_api_route(STORED_FILES_PATH, stored_file, methods=["GET"], include_in_schema=False)
+    install_offload_routes(api)  # around a suspension's checkpoint
 
     websocket_routes: list[WebsocketRoute] = []
     for method_name, spec in endpoints:

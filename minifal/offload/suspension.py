@@ -1,0 +1,186 @@
+"""This process's arenas, and the two steps around a suspension's driver checkpoint.
+
+An App opts in after loading its models, before anything captures their addresses (CUDA
+graphs, compiled artifacts' warmup)::
+
+    try:
+        from minifal.offload.suspension import keep_addresses
+    except ImportError:  # on fal
+        keep_addresses = None
+    if keep_addresses is not None:
+        keep_addresses(pipeline.unet, pipeline.vae, pipeline.text_encoder)
+
+The runner's ``/_minifal/offload`` (``prepare_for_checkpoint``) then moves those tensors to
+pinned host memory and frees their GPU memory, and releases the caching allocator's free blocks
+(for every App, arena or not), so that the driver's checkpoint moves only what is left (the
+context, CUDA-graph pools, workspaces); ``/_minifal/restore`` (``restore_after_checkpoint``)
+brings them back at the same addresses once the driver has restored the rest. Both are methods
+of ``PROCESS_ARENAS``, the process's one ``ProcessArenas``.
+
+Where this cannot work (no GPU, no driver support, a failure while placing) ``keep_addresses``
+leaves the modules as they are and says why, once; the suspension then checkpoints everything,
+as without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from minifal.offload.arena import DeviceMemory, TensorArena
+
+logger = logging.getLogger("minifal.offload")
+
+
+@dataclass(frozen=True)
+class Offloaded:
+    """What ``prepare_for_checkpoint`` did (the runner's answer to the gateway)."""
+
+    arenas: int = 0
+    device_bytes: int = 0
+    """GPU memory the arenas gave back."""
+    host_bytes: int = 0
+    """Pinned host memory holding them (kept while the runner lives, from the first offload)."""
+    cache_released_bytes: int = 0
+    """Free blocks of torch's caching allocator given back (``empty_cache``)."""
+    seconds: float = 0.0
+    copy_s: float = 0.0
+    host_buffer_s: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, answer: dict[str, Any]) -> Offloaded:
+        """The runner's answer as the gateway reads it (unknown keys ignored)."""
+        known = {field.name for field in fields(cls)}
+        return cls(**{key: value for key, value in answer.items() if key in known})
+
+
+class ProcessArenas:
+    """The arenas of this process; one offload or restore at a time."""
+
+    def __init__(self) -> None:
+        self.arenas: list[TensorArena] = []
+        self._lock = threading.Lock()
+        self._said: set[str] = set()
+
+    def keep_addresses(
+        self,
+        *modules: torch.nn.Module,
+        memory: DeviceMemory | None = None,
+        release_addresses: bool = False,
+        pin_host: bool = True,
+    ) -> TensorArena | None:
+        """Put the GPU parameters and buffers of ``modules`` in a new arena (see the module
+        docstring); None, with the reason logged once, where it cannot be done. ``memory``:
+        where the arena lives (None: the CUDA driver's, on the modules' GPU, its host copy
+        pinned unless ``pin_host`` is False); ``release_addresses``: see ``TensorArena``."""
+        import torch
+
+        from minifal.offload.arena import TensorArena, module_tensors
+
+        start = time.perf_counter()
+        try:
+            if memory is None:
+                memory, why = _cuda_memory(module_tensors(modules), pin_host)
+                if memory is None:
+                    self._say_once(why)
+                    return None
+            arena = TensorArena.place(modules, memory, release_addresses)
+        except Exception as error:
+            self._say_once(f"{type(error).__name__}: {error}", logging.WARNING)
+            return None
+        if arena is None:
+            self._say_once(f"the modules have no tensor on {memory.device}")
+            return None
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()  # the tensors' old copies
+        with self._lock:
+            self.arenas.append(arena)
+        logger.info(
+            "offload: %d tensors (%.2f GiB) in an arena at fixed addresses (%.2f s)",
+            arena.tensor_count,
+            arena.size / 2**30,
+            time.perf_counter() - start,
+        )
+        return arena
+
+    def prepare_for_checkpoint(self) -> Offloaded:
+        """Offload every arena, then release the caching allocator's free blocks."""
+        start = time.perf_counter()
+        with self._lock:
+            copy_s = host_buffer_s = 0.0
+            for arena in self.arenas:
+                timings = arena.offload()
+                copy_s += timings.copy_s
+                host_buffer_s += timings.host_buffer_s
+            released = _release_cached_blocks()
+            return Offloaded(
+                arenas=len(self.arenas),
+                device_bytes=sum(arena.size for arena in self.arenas),
+                host_bytes=sum(arena.host_bytes for arena in self.arenas),
+                cache_released_bytes=released,
+                seconds=time.perf_counter() - start,
+                copy_s=copy_s,
+                host_buffer_s=host_buffer_s,
+            )
+
+    def restore_after_checkpoint(self) -> dict[str, Any]:
+        """Restore every offloaded arena (nothing to do when none is: safe to repeat)."""
+        start = time.perf_counter()
+        with self._lock:
+            copy_s = memory_s = 0.0
+            for arena in self.arenas:
+                timings = arena.restore()
+                copy_s += timings.copy_s
+                memory_s += timings.memory_s
+        return {"seconds": time.perf_counter() - start, "copy_s": copy_s, "memory_s": memory_s}
+
+    def _say_once(self, why: str, level: int = logging.INFO) -> None:
+        if why not in self._said:
+            self._said.add(why)
+            logger.log(
+                level, "offload: tensors stay where they are (%s); a suspension moves all", why
+            )
+
+
+def _cuda_memory(
+    tensors: Iterable[torch.Tensor], pin_host: bool
+) -> tuple[DeviceMemory | None, str]:
+    """The CUDA driver's memory on the GPU of the first of ``tensors`` there, or why not."""
+    import torch
+
+    device = next((t.device for t in tensors if t.device.type == "cuda"), None)
+    if device is None:
+        return None, "the modules have no tensor on a GPU"
+    from minifal.offload.cuda_vmm import load_device_memory
+
+    index = torch.cuda.current_device() if device.index is None else device.index
+    torch.cuda.synchronize(index)  # torch's context exists on that device
+    return load_device_memory(index, pin_host=pin_host)
+
+
+def _release_cached_blocks() -> int:
+    """``torch.cuda.empty_cache()`` where this process uses CUDA; the bytes it gave back.
+    Never imports torch (an App without it has nothing to release)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return 0
+    devices = range(torch.cuda.device_count())
+    before = sum(torch.cuda.memory_reserved(device) for device in devices)
+    torch.cuda.empty_cache()  # every device's
+    return before - sum(torch.cuda.memory_reserved(device) for device in devices)
+
+
+PROCESS_ARENAS = ProcessArenas()
+"""The one set of a process: what its App placed, what the runner's routes offload."""
+keep_addresses = PROCESS_ARENAS.keep_addresses

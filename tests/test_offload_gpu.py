@@ -1,0 +1,49 @@
+"""An arena on a real GPU (``minifal.offload`` over the CUDA driver's virtual memory calls): a
+module's weights placed at fixed addresses, a CUDA graph captured on them, the weights offloaded
+(their GPU memory given back) and restored at the same addresses, the graph replayed: the same
+output, bit for bit. No checkpoint here: benchmarks/suspend_resume_arena.py times the whole.
+
+Skipped on CPU CI (no GPU); on a GPU host: ``pytest tests/test_offload_gpu.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"),
+]
+
+MIB = 2**20
+
+
+def test_a_graph_captured_on_arena_weights_replays_the_same_after_a_round_trip() -> None:
+    from minifal.compiled.cuda_graphs import cuda_graphed
+    from minifal.offload.arena import ArenaState
+    from minifal.offload.suspension import ProcessArenas
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*(torch.nn.Linear(2048, 2048) for _ in range(16)))
+    model = model.cuda().half().eval()
+    arenas = ProcessArenas()
+    arena = arenas.keep_addresses(model)
+    assert arena is not None, "no arena on this GPU (the log says why)"
+    graphed = cuda_graphed(model)
+    tokens = torch.randn(64, 2048, device="cuda", dtype=torch.half)
+    with torch.inference_mode():
+        graphed(tokens)
+        expected = graphed(tokens).clone()  # replayed
+    pointers = [p.data_ptr() for p in model.parameters()]
+    free_before = torch.cuda.mem_get_info()[0]
+    offloaded = arenas.prepare_for_checkpoint()
+    assert arena.state is ArenaState.OFFLOADED and offloaded.host_bytes == arena.size
+    assert torch.cuda.mem_get_info()[0] - free_before >= arena.size - 8 * MIB  # given back
+    arenas.restore_after_checkpoint()
+    assert [p.data_ptr() for p in model.parameters()] == pointers
+    with torch.inference_mode():
+        again = graphed(tokens)
+    assert graphed.captured_signatures == 1
+    assert torch.equal(again, expected)
