@@ -21,7 +21,9 @@ from starlette.types import ASGIApp
 
 from minifal.app import App
 from minifal.fleet.gateway import Gateway, GatewayOptions
-from minifal.fleet.http_api import build_gateway_app
+from minifal.fleet.gateway_group import GatewayGroup, runner_prefix
+from minifal.fleet.gpu_pool import GpuPool
+from minifal.fleet.http_api import build_gateway_app, build_group_app
 from minifal.fleet.runner_http import RunnerAddress
 from minifal.fleet.scaler import ScalingSettings
 from minifal.runner.app_manifest import AppManifest, ManifestEndpoint
@@ -96,14 +98,10 @@ def manifest_of(app_class: type[App]) -> AppManifest:
     )
 
 
-@contextmanager
-def gateway_client(
-    app: App, data_dir: Path, runners: int = 1, **options: Any
-) -> Iterator[tuple[TestClient, Gateway]]:
-    """A gateway of ``runners`` in-process runners serving ``app``, its lifespan running; yields
-    once every runner is ready. ``options``: more ``GatewayOptions`` fields."""
+def in_process_gateway(app: App, data_dir: Path, runners: int, **options: Any) -> Gateway:
+    """A gateway of ``runners`` in-process runners serving ``app`` (not started)."""
     app_class = type(app)
-    gateway = Gateway(
+    return Gateway(
         manifest_of(app_class),
         GatewayOptions(
             app_reference=app_class.__name__,
@@ -118,9 +116,41 @@ def gateway_client(
         backend=FakeBackend(),
         runner_client=InProcessRunners(build_asgi_app(app)),  # type: ignore[arg-type]
     )
+
+
+@contextmanager
+def gateway_client(
+    app: App, data_dir: Path, runners: int = 1, **options: Any
+) -> Iterator[tuple[TestClient, Gateway]]:
+    """A gateway of ``runners`` in-process runners serving ``app``, its lifespan running; yields
+    once every runner is ready. ``options``: more ``GatewayOptions`` fields."""
+    gateway = in_process_gateway(app, data_dir, runners, **options)
     with TestClient(build_gateway_app(gateway)) as client:
         wait_for(lambda: client.get("/health").json()["runners_ready"] == runners, "ready runners")
         yield client, gateway
+
+
+@contextmanager
+def group_client(
+    apps: Iterable[App], data_dir: Path, gpus: Iterable[str] = (), **options: Any
+) -> Iterator[tuple[TestClient, GatewayGroup]]:
+    """One gateway serving several apps (one in-process runner each), as ``minifal run A B``
+    builds it: a gateway per app, runner ids prefixed with the app, one GPU pool."""
+    pool = GpuPool(list(gpus), 0)
+    gateways = {}
+    for app in apps:
+        name = type(app).resolved_app_name()
+        gateways[name] = in_process_gateway(
+            app, data_dir, 1, gpu_pool=pool, runner_prefix=runner_prefix(name), **options
+        )
+    group = GatewayGroup(gateways, "in-process")
+    asgi_app = build_group_app(group, options.get("auth_key"), 1 << 20)
+    with TestClient(asgi_app) as client:
+        wait_for(
+            lambda: client.get("/health").json()["runners_ready"] == len(gateways),
+            "ready runners",
+        )
+        yield client, group
 
 
 def wait_for(condition: Any, what: str, timeout: float = READY_TIMEOUT_S) -> None:

@@ -27,7 +27,7 @@ from minifal.fleet.backends.base import RunnerBackend, RunnerLaunch
 from minifal.fleet.backends.local import LocalRunnerBackend, fork_server_enabled
 from minifal.fleet.deployer import Deployer
 from minifal.fleet.forwarding import Forwarder
-from minifal.fleet.gpu_pool import GpuPool
+from minifal.fleet.gpu_pool import AppGpus, GpuPool
 from minifal.fleet.health_monitor import HealthMonitor
 from minifal.fleet.job_store.base import JobStore, StoreBusy, StoreUnavailable
 from minifal.fleet.job_store.memory import MemoryJobStore
@@ -105,6 +105,11 @@ class GatewayOptions:
     already); None: child processes of the gateway."""
     watch: bool = False
     """Deploy a new revision when the app file changes (``minifal run --watch``)."""
+    gpu_pool: GpuPool | None = None
+    """The pool this gateway's runners take GPUs from, shared by every app of a gateway that
+    serves several (``gateway_group``); None: a pool of ``gpus`` of its own."""
+    runner_prefix: str = "runner"
+    """Runner ids are ``<runner_prefix>-<n>``; with several apps, ``<app>-runner``."""
 
 
 def choose_suspender(mode: str, use_gpus: bool) -> Suspender | None:
@@ -171,12 +176,16 @@ class Gateway:
         self.scaling = dataclasses.replace(options.scaling, suspend=suspender is not None)
         self.supervisor = Supervisor(
             backend,
-            GpuPool(options.gpus if launch.use_gpus else [], settings.gpus_per_runner),
+            AppGpus(
+                options.gpu_pool or GpuPool(options.gpus, settings.gpus_per_runner),
+                settings.gpus_per_runner if launch.use_gpus else 0,
+            ),
             launch.run_dir,
             settings.startup_timeout,
             self.grace_seconds,
             on_ready=self._runner_ready,
             suspender=suspender,
+            runner_prefix=options.runner_prefix,
         )
         self.deployer = Deployer(
             self.supervisor,

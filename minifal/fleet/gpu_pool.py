@@ -1,13 +1,16 @@
 """Which GPUs each runner gets: fal gives a runner ``num_gpus`` GPUs of its own.
 
 With more runners than GPUs allow, runners share GPUs round-robin (the least used first) and the
-caller logs that they do.
+caller logs that they do. Several apps behind one gateway (``minifal run A B``) draw from one
+pool: each app's supervisor holds an ``AppGpus``, the one place where an app asks for GPUs.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass
+from typing import Protocol
 
 from minifal.host.nvidia_smi import list_gpus
 
@@ -18,13 +21,15 @@ class GpuPool:
         self.per_runner = per_runner if gpus else 0
         self.users: Counter[str] = Counter({gpu: 0 for gpu in self.gpus})
 
-    def acquire(self) -> tuple[list[str], bool]:
-        """GPUs for a new runner, and whether any of them is already used by another runner."""
-        if self.per_runner == 0:
+    def acquire(self, per_runner: int | None = None) -> tuple[list[str], bool]:
+        """GPUs for a new runner (``per_runner`` of them, default the pool's), and whether any
+        of them is already used by another runner."""
+        count = self.per_runner if per_runner is None else per_runner
+        if count == 0 or not self.gpus:
             return [], False
         # Least used first; ties keep the order the user gave (--gpus 0,1,...).
         ranked = sorted(self.gpus, key=lambda gpu: (self.users[gpu], self.gpus.index(gpu)))
-        chosen = ranked[: self.per_runner]
+        chosen = ranked[:count]
         shared = any(self.users[gpu] > 0 for gpu in chosen)
         for gpu in chosen:
             self.users[gpu] += 1
@@ -34,6 +39,29 @@ class GpuPool:
         for gpu in gpus:
             if self.users[gpu] > 0:
                 self.users[gpu] -= 1
+
+
+class GpuSource(Protocol):
+    """What a supervisor asks for its runners' GPUs (a ``GpuPool`` or an app's share of one)."""
+
+    def acquire(self) -> tuple[list[str], bool]: ...
+
+    def release(self, gpus: list[str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class AppGpus:
+    """One app's share of a pool that several apps draw from: its runners take ``per_runner``
+    GPUs each (0: the app runs on CPU) from ``pool``, and give them back there."""
+
+    pool: GpuPool
+    per_runner: int
+
+    def acquire(self) -> tuple[list[str], bool]:
+        return self.pool.acquire(self.per_runner)
+
+    def release(self, gpus: list[str]) -> None:
+        self.pool.release(gpus)
 
 
 def detect_gpus() -> list[str]:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from minifal.fleet.backends.base import RunnerBackend, RunnerRevision
-from minifal.fleet.gpu_pool import GpuPool
+from minifal.fleet.gpu_pool import GpuSource
 from minifal.fleet.runner import Runner, RunnerState
 from minifal.host import envs
 from minifal.startup.events import record_for, runner_events_file
@@ -84,7 +84,7 @@ class Supervisor:
     def __init__(
         self,
         backend: RunnerBackend,
-        gpu_pool: GpuPool,
+        gpu_pool: GpuSource,
         run_dir: Path,
         startup_timeout: float | None,
         grace_seconds: float,
@@ -92,7 +92,10 @@ class Supervisor:
         backoff_step: float | None = None,
         lost_runner_grace: float = LOST_RUNNER_GRACE_SECONDS,
         suspender: Suspender | None = None,
+        runner_prefix: str = "runner",
     ) -> None:
+        """``runner_prefix``: runner ids are ``<prefix>-<n>`` (an app's name first where a
+        gateway serves several apps, so that ids are unique across them)."""
         self.backend = backend
         self.gpu_pool = gpu_pool
         self.run_dir = run_dir
@@ -108,6 +111,7 @@ class Supervisor:
         self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_index = 0
+        self.runner_prefix = runner_prefix
 
     @property
     def live_runners(self) -> list[Runner]:
@@ -130,7 +134,7 @@ class Supervisor:
     def add_runner(self, revision: RunnerRevision | None = None, trial: bool = False) -> Runner:
         """A new runner serving ``revision``; on ``trial``, a first start that fails ends it."""
         gpus, shared = self.gpu_pool.acquire()
-        runner_id = f"runner-{self._next_index}"
+        runner_id = f"{self.runner_prefix}-{self._next_index}"
         self._next_index += 1
         if shared:
             logger.warning(
