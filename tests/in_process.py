@@ -9,7 +9,7 @@ runs its lifespan: the gateway's autoscaler, scheduler, supervisor and forwarder
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from minifal.fleet.gateway import Gateway, GatewayOptions
 from minifal.fleet.gateway_group import GatewayGroup, runner_prefix
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.http_api import build_gateway_app, build_group_app
+from minifal.fleet.job_store.base import JobStore
 from minifal.fleet.runner_http import RunnerAddress
 from minifal.fleet.scaler import ScalingSettings
 from minifal.runner.app_manifest import AppManifest, ManifestEndpoint
@@ -132,22 +133,26 @@ def gateway_client(
 
 @contextmanager
 def group_client(
-    apps: Iterable[App], data_dir: Path, gpus: Iterable[str] = (), **options: Any
+    apps: Iterable[App],
+    data_dir: Path,
+    runners: int = 1,
+    job_stores: Callable[[str], JobStore] | None = None,
 ) -> Iterator[tuple[TestClient, GatewayGroup]]:
-    """One gateway serving several apps (one in-process runner each), as ``minifal run A B``
-    builds it: a gateway per app, runner ids prefixed with the app, one GPU pool."""
-    pool = GpuPool(list(gpus), 0)
+    """One gateway serving several apps (``runners`` in-process runners each), as ``minifal
+    run A B`` builds it: a gateway per app, runner ids prefixed with the app, one GPU pool,
+    each app's job store (``job_stores(app name)``; default: in memory)."""
+    pool = GpuPool([], 0)
     gateways = {}
     for app in apps:
         name = type(app).resolved_app_name()
+        store = {"job_store": job_stores(name)} if job_stores else {}
         gateways[name] = in_process_gateway(
-            app, data_dir, 1, gpu_pool=pool, runner_prefix=runner_prefix(name), **options
+            app, data_dir, runners, gpu_pool=pool, runner_prefix=runner_prefix(name), **store
         )
     group = GatewayGroup(gateways, "in-process")
-    asgi_app = build_group_app(group, options.get("auth_key"), 1 << 20)
-    with TestClient(asgi_app) as client:
+    with TestClient(build_group_app(group, None, 1 << 20)) as client:
         wait_for(
-            lambda: client.get("/health").json()["runners_ready"] == len(gateways),
+            lambda: client.get("/health").json()["runners_ready"] == runners * len(gateways),
             "ready runners",
         )
         yield client, group

@@ -17,6 +17,7 @@ import minifal as fal
 from minifal.compat.project import ProjectError, project_app_names
 from minifal.fleet.gateway_group import GatewayGroup, app_in_path
 from minifal.fleet.gpu_pool import AppGpus, GpuPool
+from minifal.fleet.job_store.base import JobStore
 from minifal.fleet.job_store.choice import job_store_for
 from minifal.fleet.job_store.rules import Retention
 
@@ -123,6 +124,28 @@ def test_runners_health_and_metrics_show_the_app_of_each_runner(
     assert 'fal_app_requests_received_total{app="upper-app"} 1.0' in metrics
     assert 'fal_app_requests_received_total{app="reverse-app"} 0.0' in metrics
     assert 'fal_app_runners{app="reverse-app",state="IDLE"} 1.0' in metrics
+
+
+def test_after_a_restart_each_app_answers_the_requests_its_store_kept(tmp_path: Path) -> None:
+    """A durable queue per app: what one app accepted, the same app answers after a restart."""
+
+    def stores(name: str) -> JobStore:
+        return job_store_for("sqlite", tmp_path, Retention(), name)
+
+    apps = [UpperApp(), ReverseApp()]
+    with group_client(apps, tmp_path, runners=0, job_stores=stores) as (client, group):
+        upper = client.post("/queue/local/upper-app", json={"text": "kept"}).json()
+        reverse = client.post("/queue/local/reverse-app/twice", json={"text": "ab"}).json()
+        group.begin_shutdown()  # no runner took them: they stay in each app's store
+    with group_client(apps, tmp_path, runners=1, job_stores=stores) as (client, _):
+        for submitted, answer in ((upper, "KEPT"), (reverse, "abab")):
+            wait_for(
+                lambda s=submitted: (
+                    client.get(path_of(s["status_url"])).json()["status"] == "COMPLETED"
+                ),
+                "the kept request",
+            )
+            assert client.get(path_of(submitted["response_url"])).json() == {"text": answer}
 
 
 def test_the_fleets_routes_win_over_an_app_path() -> None:
