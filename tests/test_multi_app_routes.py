@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from starlette.testclient import TestClient
 
 import minifal as fal
+from minifal.cli.runners_table import format_runners
 from minifal.compat.project import ProjectError, project_app_names
 from minifal.fleet.gateway_group import GatewayGroup, app_in_path
 from minifal.fleet.gpu_pool import AppGpus, GpuPool
@@ -117,6 +118,9 @@ def test_runners_health_and_metrics_show_the_app_of_each_runner(
     assert rows == {("upper-app", "upper-app-runner-0"), ("reverse-app", "reverse-app-runner-0")}
     assert [app["app"] for app in table["apps"]] == ["upper-app", "reverse-app"]
     assert table["run_id"] == "in-process"
+    text = format_runners(table)  # minifal runners
+    assert text.startswith("apps upper-app, reverse-app, run in-process: 2 runner(s)")
+    assert "upper-app runs in" in text and "reverse-app-runner-0" in text
     health = client.get("/health").json()
     assert health["runners_ready"] == 2 and set(health["apps"]) == {"upper-app", "reverse-app"}
     metrics = client.get("/metrics").text
