@@ -150,6 +150,13 @@ def test_busy_starting_resuming_and_suspending_runners_are_never_taken() -> None
         assert plan.reclaims == () and plan.grants == () and plan.waiting_for_gpus == ("b",)
 
 
+def test_a_runner_in_its_crash_back_off_is_stopped_first() -> None:
+    crashed = holding("a", PooledRunner("a-0", ("0",), Hold.BACKING_OFF))
+    c = holding("c", idle("c-0", "1", since=NOW - 50, keep_until=NOW - 1))
+    plan = plan_for(crashed, c, waiting("b"), gpus="0,1")
+    assert [(r.runner_id, r.action) for r in plan.reclaims] == [("a-0", Action.STOP)]
+
+
 def test_the_least_recently_used_idle_runner_is_taken() -> None:
     a = holding("a", idle("a-0", "0", since=NOW - 2))
     c = holding("c", idle("c-0", "1", since=NOW - 9))

@@ -15,17 +15,17 @@ for them and, when the pool is full, takes GPUs back from idle runners of other 
    takes, in order: a suspended runner of its app whose GPUs are free (resumed), free GPUs (a
    new runner), GPUs being freed already (it waits for them; nothing new is taken), and last,
    when its app has requests waiting, GPUs taken back from other apps (reclaims).
-3. Reclaims, in tiers: idle runners past their keep-alive, then idle runners within it
-   (keep_alive keeps a runner only while no other app is waiting for its GPU), then, once the
-   ask's oldest request has waited ``protected_wait`` seconds, idle runners that keep their
-   app at ``min_concurrency``, and last, once it has waited ``starvation_wait`` seconds and its
-   app has no runner at all, busy runners are drained (no new requests, stopped once those
-   they hold end), so that an app whose runners never idle cannot starve the others. Within a
-   tier, a runner whose GPUs the asking app has a suspended runner parked on goes first (a
-   resume is faster than a start), then the least recently used. A runner that is starting,
-   resuming or suspending, or has a request in flight, is never suspended or stopped.
-   A reclaimed runner is suspended where its app can be, else stopped; the GPUs it frees are
-   granted on a later plan, once it has let go of them.
+3. Reclaims, in tiers: (0) runners in a crash back-off (stopped: nothing runs there);
+   (1) idle runners past their keep-alive; (2) idle runners within it (keep_alive keeps a
+   runner only while no other app waits for its GPU); (3) once the ask's oldest request has
+   waited ``protected_wait`` seconds, idle runners that keep their app at ``min_concurrency``;
+   (4) once it has waited ``starvation_wait`` seconds and its app has no runner at all, busy
+   runners, drained (no new requests, stopped once those they hold end), so that an app whose
+   runners never idle cannot starve the others. Within a tier, a runner whose GPUs the asking
+   app has a suspended runner parked on goes first (a resume is faster than a start), then the
+   least recently used. A runner that is starting, resuming or suspending, or has a request in
+   flight, is never suspended or stopped. A reclaimed runner is suspended where its app can
+   be, else stopped; the GPUs it frees are granted on a later plan, once it has let go of them.
 4. Host memory: suspended runners of every app count against one budget; while they hold more,
    the oldest suspended ones are stopped. (Suspending to a file in the data dir is not built.)
 """
@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 class Hold(enum.Enum):
     """What a runner does with its GPUs, as the arbiter sees it."""
 
-    STARTING = "starting"  # PENDING, SETUP, FAILURE_DELAY: never taken
+    STARTING = "starting"  # PENDING, SETUP: never taken
+    BACKING_OFF = "backing_off"  # FAILURE_DELAY: crashed, waits to start again; stopped first
     READY = "ready"  # IDLE, RUNNING: taken when idle
     SUSPENDING = "suspending"  # letting go of its GPUs' memory
     SUSPENDED = "suspended"  # no GPU memory; parked on its GPUs
@@ -52,6 +53,8 @@ class Hold(enum.Enum):
 RESIDENT = frozenset(Hold) - {Hold.SUSPENDED}
 """States in which a runner holds its GPUs (their memory, or soon)."""
 FREEING = frozenset({Hold.SUSPENDING, Hold.STOPPING})
+LIVE = frozenset({Hold.STARTING, Hold.READY, Hold.RESUMING})
+"""States that keep an app at its ``min_concurrency`` (a crashed runner does not)."""
 
 
 @dataclass(frozen=True)
@@ -251,7 +254,7 @@ def _reclaim(
     for tier, app, runner in candidates:
         if needed <= 0:
             break
-        action = Action.DRAIN if tier == DRAIN_TIER else _leave_action(app)
+        action = TIER_ACTIONS.get(tier) or _leave_action(app)
         chosen.append(Reclaim(app.app, runner.runner_id, action, ask.app.app, TIER_REASONS[tier]))
         needed -= len(runner.gpus)
     if needed > 0:
@@ -264,22 +267,24 @@ def _reclaim(
 
 
 TIER_REASONS = (
+    "crashed, waiting to restart",
     "idle past keep_alive",
     "idle (keep_alive yields to waiting requests)",
     "idle (min_concurrency yields after protected_wait)",
     "busy: drained for an app starved past starvation_wait",
 )
-DRAIN_TIER = 3
+DRAIN_TIER = 4
+TIER_ACTIONS = {0: Action.STOP, DRAIN_TIER: Action.DRAIN}
+"""Tiers whose runners leave one way whether their app can suspend or not."""
 
 
 def _takeable(
     app: PooledApp, ask: _Ask, now: float, settings: ArbiterSettings
 ) -> list[tuple[PooledRunner, int]]:
     """The runners of ``app`` that ``ask`` may take, each with its tier (see the docstring)."""
+    takeable = [(r, 0) for r in app.runners if r.hold is Hold.BACKING_OFF]
     ready = [r for r in app.runners if r.hold is Hold.READY]
-    if not ready:
-        return []
-    live = sum(1 for r in app.runners if r.hold in (Hold.STARTING, Hold.READY, Hold.RESUMING))
+    live = sum(1 for r in app.runners if r.hold in LIVE)
     protected_ok = ask.app.oldest_wait >= settings.protected_wait
     starving = (
         ask.app.oldest_wait >= settings.starvation_wait
@@ -288,14 +293,13 @@ def _takeable(
     )
     idle = sorted((r for r in ready if r.in_flight == 0), key=_last_used)
     spare = live - app.min_concurrency  # idle ones beyond min_concurrency, LRU first
-    takeable: list[tuple[PooledRunner, int]] = []
     for index, runner in enumerate(idle):
         if index >= spare:
             if protected_ok:
-                takeable.append((runner, 2))
+                takeable.append((runner, 3))
             continue
         expired = runner.keep_alive_until is not None and now >= runner.keep_alive_until
-        takeable.append((runner, 0 if expired else 1))
+        takeable.append((runner, 1 if expired else 2))
     if starving:
         takeable.extend((r, DRAIN_TIER) for r in ready if r.in_flight > 0)
     return takeable

@@ -38,7 +38,7 @@ ARBITRATE_EVERY_SECONDS = 0.05
 HOLDS = {
     RunnerState.PENDING: Hold.STARTING,
     RunnerState.SETUP: Hold.STARTING,
-    RunnerState.FAILURE_DELAY: Hold.STARTING,  # it restarts on the same GPUs
+    RunnerState.FAILURE_DELAY: Hold.BACKING_OFF,  # it restarts on the same GPUs
     RunnerState.IDLE: Hold.READY,
     RunnerState.RUNNING: Hold.READY,
     RunnerState.DRAINING: Hold.STOPPING,
