@@ -27,6 +27,7 @@ from minifal.fleet.http_api import build_gateway_app, build_group_app
 from minifal.fleet.job_store.base import JobStore
 from minifal.fleet.runner_http import RunnerAddress
 from minifal.fleet.scaler import ScalingSettings
+from minifal.fleet.shared_gpu_pool import SharedGpuPool
 from minifal.runner.app_manifest import AppManifest, ManifestEndpoint
 from minifal.runner.asgi import build_asgi_app
 
@@ -149,7 +150,7 @@ def group_client(
         gateways[name] = in_process_gateway(
             app, data_dir, runners, gpu_pool=pool, runner_prefix=runner_prefix(name), **store
         )
-    group = GatewayGroup(gateways, "in-process")
+    group = GatewayGroup(gateways, "in-process", SharedGpuPool([]))
     with TestClient(build_group_app(group, None, 1 << 20)) as client:
         wait_for(
             lambda: client.get("/health").json()["runners_ready"] == runners * len(gateways),

@@ -21,6 +21,7 @@ from minifal.fleet.gpu_pool import AppGpus, GpuPool
 from minifal.fleet.job_store.base import JobStore
 from minifal.fleet.job_store.choice import job_store_for
 from minifal.fleet.job_store.rules import Retention
+from minifal.fleet.shared_gpu_pool import SharedGpuPool
 
 pytestmark = pytest.mark.unit
 
@@ -161,7 +162,7 @@ def test_the_fleets_routes_win_over_an_app_path() -> None:
 
 def test_a_group_needs_two_apps_with_names_fit_for_a_path() -> None:
     with pytest.raises(ValueError, match="two apps or more"):
-        GatewayGroup({}, "run")
+        GatewayGroup({}, "run", SharedGpuPool([]))
 
 
 def test_apps_share_one_gpu_pool_each_with_its_own_count() -> None:

@@ -139,10 +139,12 @@ class Gateway:
         options: GatewayOptions,
         backend: RunnerBackend | None = None,
         runner_client: RunnerClient | None = None,
+        suspender: Suspender | None = None,
     ) -> None:
         """``backend`` (where runners run) and ``runner_client`` (how requests reach them): None
         for what ``options`` says (Ray actors or child processes, over HTTP). The in-process
-        tests pass fakes whose runners are ASGI apps in this process (never suspended)."""
+        tests pass fakes whose runners are ASGI apps in this process, suspended (``suspender``)
+        by a fake driver or never."""
         self.manifest = manifest
         self.options = options
         settings = manifest.settings
@@ -160,12 +162,11 @@ class Gateway:
         )
         self.request_logs = RequestLogs()
         """Each request's log lines, from its runner's output."""
-        suspender: Suspender | None = None  # a given backend's runners are never suspended
         if backend is None and options.ray_resources is not None:
             from minifal.fleet.backends.ray_actors import RayRunnerBackend
 
             backend = RayRunnerBackend(launch, options.ray_resources, self.request_logs.add)
-            # suspender stays None: a checkpoint of a process on another node: not here
+            suspender = None  # a checkpoint of a process on another node: not here
             if options.suspend == "on":
                 logger.warning("suspend: local runners only; idle runners on Ray are stopped")
         elif backend is None:
@@ -224,6 +225,9 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.shutdown_deadline: float | None = None
         """When the grace period that the first stop signal started ends (``time.time()``)."""
+        self.shares_gpus = False
+        """A GPU pool shared with other apps (``shared_gpu_pool.py``) starts and resumes this
+        gateway's runners, on the GPUs its arbiter grants; the scaler still says how many."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -360,6 +364,8 @@ class Gateway:
         if self.deployer.rolling_out:  # the rollout starts and stops runners meanwhile
             self.deployer.step(decision.desired)
             return
+        if self.shares_gpus:  # the shared pool starts and resumes them where its arbiter says
+            decision = dataclasses.replace(decision, start=0, resume=())
         for runner_id in decision.resume:
             runner = self.supervisor.find(runner_id)
             if runner is not None and self.supervisor.resume(runner):

@@ -5,7 +5,9 @@ queue and scheduler, its scaling settings, its job store (its own namespace of t
 ``job_store.choice``), its revisions and its OpenAPI. What the group adds is what a caller sees
 of all of them at once: which app a path names (fal's ``/<owner>/<app>/...``), one start and
 stop for every app, and the fleet-wide ``/health``, ``/runners`` and ``/metrics`` with the app
-of each runner. Their runners take GPUs from one pool (``GatewayOptions.gpu_pool``).
+of each runner. The GPUs are one pool for every app (``SharedGpuPool``, whose arbiter decides
+which app's runners start or resume where; docs/gpu-pool.md): each app's scaler says how many
+runners it wants, the pool starts and resumes them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from minifal.fleet.gateway import Gateway
 from minifal.fleet.metrics import render_by_app
+from minifal.fleet.shared_gpu_pool import SharedGpuPool
 
 APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 """An app name that can be a path segment, a directory and a runner id's prefix."""
@@ -49,7 +52,10 @@ class GatewayGroup:
     """The gateways of several apps (by app name, in the order given), started and stopped as
     one; each answers for its own app, the group for all of them."""
 
-    def __init__(self, gateways: Mapping[str, Gateway], run_id: str) -> None:
+    def __init__(
+        self, gateways: Mapping[str, Gateway], run_id: str, gpu_pool: SharedGpuPool
+    ) -> None:
+        """``gpu_pool``: the machine's GPUs (none on a CPU machine); every app joins it."""
         if len(gateways) < 2:
             raise ValueError("a gateway group serves two apps or more")
         for name in gateways:
@@ -58,6 +64,9 @@ class GatewayGroup:
         self.gateways = dict(gateways)
         self.run_id = run_id
         self.grace_seconds = max(gateway.grace_seconds for gateway in self.gateways.values())
+        self.gpu_pool = gpu_pool
+        for name, gateway in self.gateways.items():
+            gpu_pool.join(name, gateway)
 
     def find(self, path: str) -> Gateway | None:
         """The gateway of the app ``path`` names, if it names one of this group's."""
@@ -66,13 +75,16 @@ class GatewayGroup:
 
     async def start(self) -> None:
         await asyncio.gather(*(gateway.start() for gateway in self.gateways.values()))
+        await self.gpu_pool.start()
 
     def begin_shutdown(self) -> None:
         for gateway in self.gateways.values():
             gateway.begin_shutdown()
 
     async def stop(self) -> None:
-        """Every app drains and stops at once (each within its own grace period)."""
+        """The pool stops granting; then every app drains and stops at once (each within its
+        own grace period)."""
+        await self.gpu_pool.stop()
         results = await asyncio.gather(
             *(gateway.stop() for gateway in self.gateways.values()), return_exceptions=True
         )

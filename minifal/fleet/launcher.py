@@ -1,7 +1,9 @@
 """``minifal run``: inspect the app, start the gateway and its runners, serve until stopped.
 
 Several apps (``minifal run A B``): one gateway per app (``Gateway``), behind one listener
-(``gateway_group``, ``http_api.build_group_app``), their runners drawing from one GPU pool.
+(``gateway_group``, ``http_api.build_group_app``), their runners on one GPU pool whose arbiter
+grants GPUs (``shared_gpu_pool``; the suspended runners of every app share one host-memory
+budget, ``--suspend-memory-gib``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from minifal.fleet.job_store.rules import (
 )
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.scaler import DEFAULT_SUSPENDED_KEEP_ALIVE, ScalingSettings
+from minifal.fleet.shared_gpu_pool import SharedGpuPool
 from minifal.fleet.webhook_policy import WebhookPolicy
 from minifal.host import envs
 from minifal.host.body_limit import configured_max_body_bytes, parse_size
@@ -314,7 +317,13 @@ def run_fleet(arguments: FleetArguments) -> int:
         )
     write_run_file(data_dir / "runs" / run_id, references, gateways, gpus, cluster)
     if several:
-        group = GatewayGroup(gateways, run_id)
+        gpu_pool = SharedGpuPool(
+            gpus,
+            host_memory_budget=int(arguments.suspend_memory_gib * 2**30)
+            if arguments.suspend_memory_gib
+            else half_available_memory(),
+        )
+        group = GatewayGroup(gateways, run_id, gpu_pool)
         asgi_app = build_group_app(group, auth_key, max_body_bytes)
         grace_seconds, on_exit = group.grace_seconds, group.begin_shutdown
     else:

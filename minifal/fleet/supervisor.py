@@ -131,9 +131,15 @@ class Supervisor:
 
     # -- what the gateway asks for ---------------------------------------------------------------
 
-    def add_runner(self, revision: RunnerRevision | None = None, trial: bool = False) -> Runner:
-        """A new runner serving ``revision``; on ``trial``, a first start that fails ends it."""
-        gpus, shared = self.gpu_pool.acquire()
+    def add_runner(
+        self,
+        revision: RunnerRevision | None = None,
+        trial: bool = False,
+        gpus: list[str] | None = None,
+    ) -> Runner:
+        """A new runner serving ``revision``; on ``trial``, a first start that fails ends it.
+        ``gpus``: those a shared GPU pool granted it (else the fleet's own pool chooses)."""
+        gpus, shared = self.gpu_pool.acquire(gpus)
         runner_id = f"{self.runner_prefix}-{self._next_index}"
         self._next_index += 1
         if shared:
