@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from starlette.testclient import TestClient
 
 import minifal as fal
+from minifal.cli.main import build_parser
 from minifal.cli.runners_table import format_runners
 from minifal.compat.project import ProjectError, project_app_names
 from minifal.fleet.gateway_group import GatewayGroup, app_in_path
@@ -21,7 +22,10 @@ from minifal.fleet.gpu_pool import AppGpus, GpuPool
 from minifal.fleet.job_store.base import JobStore
 from minifal.fleet.job_store.choice import job_store_for
 from minifal.fleet.job_store.rules import Retention
+from minifal.fleet.launcher import several_apps_problem
 from minifal.fleet.shared_gpu_pool import SharedGpuPool
+from minifal.runner.app_manifest import AppManifest
+from minifal.settings import AppSettings
 
 pytestmark = pytest.mark.unit
 
@@ -196,3 +200,25 @@ def test_a_project_without_app_arguments_serves_every_app(tmp_path: Path) -> Non
     (tmp_path / "pyproject.toml").write_text("[tool.fal]\n")
     with pytest.raises(ProjectError, match=r"no \[tool\.fal\.apps\.NAME\] table"):
         project_app_names(tmp_path)
+
+
+def manifest_named(name: str) -> AppManifest:
+    return AppManifest(name, "Cls", AppSettings(), (), {})
+
+
+def test_several_apps_need_distinct_names_fit_for_a_path_and_no_ray() -> None:
+    assert several_apps_problem([manifest_named("a"), manifest_named("b")], None) is None
+    twice = several_apps_problem([manifest_named("a"), manifest_named("a")], None)
+    assert twice is not None and twice.startswith("two apps are named a")
+    spaced = several_apps_problem([manifest_named("a"), manifest_named("b c")], None)
+    assert spaced is not None and "'b c'" in spaced
+    on_ray = several_apps_problem([manifest_named("a"), manifest_named("b")], "auto")
+    assert on_ray == "--ray serves one app per gateway for now"
+
+
+def test_minifal_run_takes_several_apps_and_none_means_the_projects() -> None:
+    assert build_parser().parse_args(["run", "a.py", "b.py::B", "--workers", "1"]).apps == [
+        "a.py",
+        "b.py::B",
+    ]
+    assert build_parser().parse_args(["run"]).apps == []

@@ -55,8 +55,6 @@ logger = logging.getLogger("minifal.fleet")
 @dataclass(frozen=True)
 class FleetArguments:
     app: str
-    more_apps: tuple[str, ...] = ()
-    """Apps served behind the same gateway, each at ``/<owner>/<app>/`` (``gateway_group``)."""
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     workers: int | None = None
@@ -81,6 +79,8 @@ class FleetArguments:
     queue_retention: float = DEFAULT_RETENTION_SECONDS
     queue_retention_size: str | None = None
     """Bytes of answered requests kept, like ``1GB``; None: ``DEFAULT_RETENTION_BYTES``."""
+    more_apps: tuple[str, ...] = ()
+    """Apps served behind the same gateway, each at ``/<owner>/<app>/`` (``gateway_group``)."""
 
 
 def scaling_settings(
