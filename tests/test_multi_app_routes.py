@@ -12,6 +12,7 @@ import pytest
 from in_process import group_client, wait_for
 from pydantic import BaseModel
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 import minifal as fal
 from minifal.cli.main import build_parser
@@ -101,6 +102,21 @@ def test_each_app_has_its_own_queue(fleet: tuple[TestClient, GatewayGroup]) -> N
     assert list(group.gateways["upper-app"].forwarder.jobs) == [upper["request_id"]]
     logs = client.get(f"/requests/{reverse['request_id']}/logs")
     assert logs.status_code == 200 and logs.json()["request_id"] == reverse["request_id"]
+
+
+def test_a_websocket_reaches_the_app_its_path_names(
+    fleet: tuple[TestClient, GatewayGroup],
+) -> None:
+    """The app's own forwarder answers (``/`` is no websocket endpoint of it); a path that
+    names no app is closed by the fleet. Websockets to runners: test_realtime_streams.py."""
+    client, _ = fleet
+    for path, reason in (
+        ("/local/upper-app/", "Path / not found"),
+        ("/local/other-app/", "Path /local/other-app/ names no app"),
+    ):
+        with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect(path) as ws:
+            ws.receive_text()
+        assert (closed.value.code, closed.value.reason) == (4404, reason)
 
 
 def test_each_app_has_its_own_openapi(fleet: tuple[TestClient, GatewayGroup]) -> None:
