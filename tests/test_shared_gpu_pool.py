@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fleet_fakes import FakeBackend, FakeDriver, until
+from fleet_fakes import FakeBackend, FakeDriver, supervisor, until
 from in_process import InProcessRunners, manifest_of
 from pydantic import BaseModel
 
@@ -227,5 +227,21 @@ def test_a_busy_app_is_drained_for_an_app_starved_past_starvation_wait(tmp_path:
                 a.last_exit_reason or ""
             )
             assert overlaps == []
+
+    asyncio.run(scenario())
+
+
+def test_granted_gpus_are_not_counted_in_the_fleets_own_pool() -> None:
+    async def scenario() -> None:
+        fleet, _ = supervisor(FakeBackend(), gpus=["0", "1"])
+        granted = fleet.add_runner(gpus=["1"])
+        assert granted.gpus == ["1"] and fleet.gpu_pool.users == {"0": 0, "1": 0}
+        own = fleet.add_runner()  # the fleet's own pool still chooses for the rest
+        assert own.gpus == ["0"] and fleet.gpu_pool.users == {"0": 1, "1": 0}
+        fleet.retire(granted, "test")
+        await until(lambda: granted.state is RunnerState.TERMINATED, "granted runner stopped")
+        assert fleet.gpu_pool.users == {"0": 1, "1": 0}
+        await fleet.stop()
+        assert fleet.gpu_pool.users == {"0": 0, "1": 0}
 
     asyncio.run(scenario())
