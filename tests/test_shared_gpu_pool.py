@@ -231,13 +231,13 @@ def test_a_busy_app_is_drained_for_an_app_starved_past_starvation_wait(tmp_path:
     asyncio.run(scenario())
 
 
-def test_granted_gpus_are_not_counted_in_the_fleets_own_pool() -> None:
+def test_granted_gpus_are_counted_in_the_fleets_pool_until_their_runner_ends() -> None:
     async def scenario() -> None:
         fleet, _ = supervisor(FakeBackend(), gpus=["0", "1"])
         granted = fleet.add_runner(gpus=["1"])
-        assert granted.gpus == ["1"] and fleet.gpu_pool.users == {"0": 0, "1": 0}
-        own = fleet.add_runner()  # the fleet's own pool still chooses for the rest
-        assert own.gpus == ["0"] and fleet.gpu_pool.users == {"0": 1, "1": 0}
+        assert granted.gpus == ["1"] and fleet.gpu_pool.users == {"0": 0, "1": 1}
+        own = fleet.add_runner()  # the fleet's own choice sees GPU 1 in use
+        assert own.gpus == ["0"] and fleet.gpu_pool.users == {"0": 1, "1": 1}
         fleet.retire(granted, "test")
         await until(lambda: granted.state is RunnerState.TERMINATED, "granted runner stopped")
         assert fleet.gpu_pool.users == {"0": 1, "1": 0}

@@ -1,7 +1,8 @@
 """Which GPUs each runner gets: fal gives a runner ``num_gpus`` GPUs of its own.
 
 With more runners than GPUs allow, runners share GPUs round-robin (the least used first) and the
-caller logs that they do.
+caller logs that they do. Where several apps share the machine's GPUs, the shared pool's
+arbiter (``shared_gpu_pool.py``, ``gpu_arbiter.py``) chooses them instead and this only counts.
 """
 
 from __future__ import annotations
@@ -18,14 +19,19 @@ class GpuPool:
         self.per_runner = per_runner if gpus else 0
         self.users: Counter[str] = Counter({gpu: 0 for gpu in self.gpus})
 
-    def acquire(self) -> tuple[list[str], bool]:
-        """GPUs for a new runner, and whether any of them is already used by another runner."""
-        if self.per_runner == 0:
+    def acquire(self, granted: list[str] | None = None) -> tuple[list[str], bool]:
+        """GPUs for a new runner, and whether any of them is already used by another runner.
+        ``granted``: those a shared pool chose, which holds one runner per GPU at a time (its
+        suspended runners hold no GPU memory)."""
+        if granted is not None:
+            chosen, shared = list(granted), False
+        elif self.per_runner == 0:
             return [], False
-        # Least used first; ties keep the order the user gave (--gpus 0,1,...).
-        ranked = sorted(self.gpus, key=lambda gpu: (self.users[gpu], self.gpus.index(gpu)))
-        chosen = ranked[: self.per_runner]
-        shared = any(self.users[gpu] > 0 for gpu in chosen)
+        else:
+            # Least used first; ties keep the order the user gave (--gpus 0,1,...).
+            ranked = sorted(self.gpus, key=lambda gpu: (self.users[gpu], self.gpus.index(gpu)))
+            chosen = ranked[: self.per_runner]
+            shared = any(self.users[gpu] > 0 for gpu in chosen)
         for gpu in chosen:
             self.users[gpu] += 1
         return chosen, shared

@@ -108,8 +108,6 @@ class Supervisor:
         self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_index = 0
-        self._granted: set[Runner] = set()
-        """Runners on GPUs a shared pool granted, not taken from ``gpu_pool``."""
 
     @property
     def live_runners(self) -> list[Runner]:
@@ -136,10 +134,8 @@ class Supervisor:
         gpus: list[str] | None = None,
     ) -> Runner:
         """A new runner serving ``revision``; on ``trial``, a first start that fails ends it.
-        ``gpus``: those a shared GPU pool granted it (``shared_gpu_pool``), which holds one
-        runner per GPU at a time; they are not counted in the fleet's own pool."""
-        granted = gpus
-        gpus, shared = self.gpu_pool.acquire() if granted is None else (granted, False)
+        ``gpus``: those a shared GPU pool granted it (else the fleet's own pool chooses)."""
+        gpus, shared = self.gpu_pool.acquire(gpus)
         runner_id = f"runner-{self._next_index}"
         self._next_index += 1
         if shared:
@@ -150,8 +146,6 @@ class Supervisor:
             )
         events_file = runner_events_file(self.run_dir, runner_id)
         runner = Runner(runner_id, gpus, events_file, revision, trial)
-        if granted is not None:
-            self._granted.add(runner)
         self.runners.append(runner)
         self._spawn(self._lifecycle(runner), f"{runner_id}-lifecycle")
         return runner
@@ -334,10 +328,7 @@ class Supervisor:
                 failures += 1
                 await self._back_off(runner, failures)
         finally:
-            if runner in self._granted:
-                self._granted.discard(runner)
-            else:
-                self.gpu_pool.release(runner.gpus)
+            self.gpu_pool.release(runner.gpus)
             runner.terminated()
             self._forget_old_runners()
 
