@@ -157,6 +157,23 @@ def test_a_runner_in_its_crash_back_off_is_stopped_first() -> None:
     assert [(r.runner_id, r.action) for r in plan.reclaims] == [("a-0", Action.STOP)]
 
 
+def test_a_runner_whose_process_died_while_its_gpu_served_another_app_is_stopped() -> None:
+    crashed = holding("a", PooledRunner("runner-0", ("0",), Hold.BACKING_OFF))
+    plan = plan_for(crashed, holding("b", busy("runner-0", "0")))
+    assert [(r.app, r.runner_id, r.action) for r in plan.reclaims] == [
+        ("a", "runner-0", Action.STOP)
+    ]
+    assert plan_for(crashed).reclaims == ()  # on a GPU of its own, it restarts there
+
+
+def test_runners_are_told_apart_by_app_and_id() -> None:
+    a = holding("a", idle("runner-0", "0"))
+    b = waiting("b", runners=(asleep("runner-0", "1"),))
+    plan = plan_for(a, b, waiting("c", 0.5), gpus="0,1")
+    assert plan.grants == (Grant("b", ("1",), resume="runner-0"),)
+    assert [(r.app, r.runner_id, r.for_app) for r in plan.reclaims] == [("a", "runner-0", "c")]
+
+
 def test_the_least_recently_used_idle_runner_is_taken() -> None:
     a = holding("a", idle("a-0", "0", since=NOW - 2))
     c = holding("c", idle("c-0", "1", since=NOW - 9))

@@ -28,6 +28,8 @@ for them and, when the pool is full, takes GPUs back from idle runners of other 
    be, else stopped; the GPUs it frees are granted on a later plan, once it has let go of them.
 4. Host memory: suspended runners of every app count against one budget; while they hold more,
    the oldest suspended ones are stopped. (Suspending to a file in the data dir is not built.)
+5. A runner in a crash back-off on GPUs another runner holds (its process died while it was
+   suspended) is stopped rather than restarted there.
 """
 
 from __future__ import annotations
@@ -163,16 +165,16 @@ class _Pool:
     freeing: list[str]
     parked: dict[str, set[str]] = field(default_factory=dict)
     """GPU -> apps with a suspended runner parked on it."""
-    taken: set[str] = field(default_factory=set)
-    """Runners reclaimed or resumed in this plan."""
+    taken: set[tuple[str, str]] = field(default_factory=set)
+    """Runners (app, runner id) reclaimed or resumed in this plan."""
 
 
 def arbitrate(snapshot: PoolSnapshot, settings: ArbiterSettings | None = None) -> PoolPlan:
     settings = settings or ArbiterSettings()
     pool = _pool_of(snapshot)
     grants: list[Grant] = []
-    reclaims = list(over_memory_budget(snapshot))
-    pool.taken.update(reclaim.runner_id for reclaim in reclaims)
+    reclaims = over_memory_budget(snapshot) + crashed_on_a_held_gpu(snapshot)
+    pool.taken.update((reclaim.app, reclaim.runner_id) for reclaim in reclaims)
     unserved: list[str] = []
     asks = [_Ask(app, number) for app in snapshot.apps for number in range(app.wants)]
     for ask in sorted(asks, key=_Ask.order):
@@ -214,12 +216,12 @@ def _grant(app: PooledApp, pool: _Pool) -> Grant | None:
         r
         for r in app.runners
         if r.hold is Hold.SUSPENDED
-        and r.runner_id not in pool.taken
+        and (app.app, r.runner_id) not in pool.taken
         and all(gpu in pool.free for gpu in r.gpus)
     ]
     if suspended:
         runner = max(suspended, key=lambda r: r.suspended_since or 0.0)
-        pool.taken.add(runner.runner_id)
+        pool.taken.add((app.app, runner.runner_id))
         _take(pool.free, runner.gpus)
         return Grant(app.app, runner.gpus, resume=runner.runner_id)
     if len(pool.free) < app.gpus_per_runner:
@@ -245,7 +247,7 @@ def _reclaim(
             for app in snapshot.apps
             if app.app != ask.app.app
             for runner, tier in _takeable(app, ask, snapshot.now, settings)
-            if runner.runner_id not in pool.taken
+            if (app.app, runner.runner_id) not in pool.taken
         ),
         key=lambda c: (c[0], not _parks(ask.app, c[2], pool), _last_used(c[2])),
     )
@@ -260,7 +262,7 @@ def _reclaim(
     if needed > 0:
         return []
     for reclaim in chosen:
-        pool.taken.add(reclaim.runner_id)
+        pool.taken.add((reclaim.app, reclaim.runner_id))
     pool.free.clear()  # what was free or on its way is promised to this ask now
     pool.freeing.clear()
     return chosen
@@ -339,3 +341,21 @@ def over_memory_budget(snapshot: PoolSnapshot) -> list[Reclaim]:
         held -= runner.host_memory
         stops.append(Reclaim(app.app, runner.runner_id, Action.STOP, None, "host memory budget"))
     return stops
+
+
+def crashed_on_a_held_gpu(snapshot: PoolSnapshot) -> list[Reclaim]:
+    """Runners in a crash back-off on GPUs another runner holds (a suspended runner whose
+    process died while its GPU served another app): stopped before they restart there."""
+    held = {
+        gpu
+        for app in snapshot.apps
+        for runner in app.runners
+        if runner.hold in RESIDENT - {Hold.BACKING_OFF}
+        for gpu in runner.gpus
+    }
+    return [
+        Reclaim(app.app, runner.runner_id, Action.STOP, None, "crashed on a GPU held by another")
+        for app in snapshot.apps
+        for runner in app.runners
+        if runner.hold is Hold.BACKING_OFF and any(gpu in held for gpu in runner.gpus)
+    ]

@@ -50,9 +50,15 @@ HOLDS = {
 
 
 def hold_of(runner: Runner) -> Hold | None:
-    """What a runner does with its GPUs; None once it holds none (TERMINATED)."""
+    """What a runner does with its GPUs; None once it holds none and never will again."""
     if runner.state is RunnerState.TERMINATED:
         return None
+    if (
+        runner.retiring
+        and runner.suspensions.suspended_since is not None
+        and runner.state is not RunnerState.RESUMING
+    ):
+        return None  # stopped while suspended: no GPU memory since its suspend, never resumed
     if runner.retiring:
         return Hold.STOPPING
     if runner.withheld and runner.state in (RunnerState.IDLE, RunnerState.RUNNING):
