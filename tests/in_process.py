@@ -101,7 +101,8 @@ def manifest_of(app_class: type[App]) -> AppManifest:
 
 
 def in_process_gateway(app: App, data_dir: Path, runners: int, **options: Any) -> Gateway:
-    """A gateway of ``runners`` in-process runners serving ``app`` (not started)."""
+    """A gateway of ``runners`` in-process runners serving ``app`` (not started); ``options``
+    (``GatewayOptions`` fields) may give other ``scaling`` and ``gpus``."""
     app_class = type(app)
     return Gateway(
         manifest_of(app_class),
@@ -110,10 +111,8 @@ def in_process_gateway(app: App, data_dir: Path, runners: int, **options: Any) -
             data_dir=data_dir,
             run_id="in-process",
             public_url="http://testserver/",
-            scaling=ScalingSettings.fixed(runners),
-            gpus=[],
             echo_output=False,
-            **options,
+            **{"scaling": ScalingSettings.fixed(runners), "gpus": [], **options},
         ),
         backend=FakeBackend(),
         runner_client=InProcessRunners(build_asgi_app(app)),  # type: ignore[arg-type]
@@ -138,19 +137,30 @@ def group_client(
     data_dir: Path,
     runners: int = 1,
     job_stores: Callable[[str], JobStore] | None = None,
+    gpus: list[str] | None = None,
+    **options: Any,
 ) -> Iterator[tuple[TestClient, GatewayGroup]]:
     """One gateway serving several apps (``runners`` in-process runners each), as ``minifal
-    run A B`` builds it: a gateway per app, runner ids prefixed with the app, one GPU pool,
-    each app's job store (``job_stores(app name)``; default: in memory)."""
-    pool = GpuPool([], 0)
+    run A B`` builds it: a gateway per app, runner ids prefixed with the app, one GPU pool of
+    ``gpus`` (none: the arbiter grants every start), each app's job store (``job_stores(app
+    name)``; default: in memory). ``options``: more ``GatewayOptions`` fields of every app."""
+    gpus = gpus or []
+    pool = GpuPool(gpus, 0)
     gateways = {}
     for app in apps:
         name = type(app).resolved_app_name()
         store = {"job_store": job_stores(name)} if job_stores else {}
         gateways[name] = in_process_gateway(
-            app, data_dir, runners, gpu_pool=pool, runner_prefix=runner_prefix(name), **store
+            app,
+            data_dir,
+            runners,
+            gpus=gpus,
+            gpu_pool=pool,
+            runner_prefix=runner_prefix(name),
+            **store,
+            **options,
         )
-    group = GatewayGroup(gateways, "in-process", SharedGpuPool([]))
+    group = GatewayGroup(gateways, "in-process", SharedGpuPool(gpus))
     with TestClient(build_group_app(group, None, 1 << 20)) as client:
         wait_for(
             lambda: client.get("/health").json()["runners_ready"] == runners * len(gateways),

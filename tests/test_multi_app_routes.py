@@ -24,6 +24,8 @@ from minifal.fleet.job_store.base import JobStore
 from minifal.fleet.job_store.choice import job_store_for
 from minifal.fleet.job_store.rules import Retention
 from minifal.fleet.launcher import several_apps_problem
+from minifal.fleet.runner import RunnerState
+from minifal.fleet.scaler import ScalingSettings
 from minifal.fleet.shared_gpu_pool import SharedGpuPool
 from minifal.runner.app_manifest import AppManifest
 from minifal.settings import AppSettings
@@ -171,6 +173,35 @@ def test_after_a_restart_each_app_answers_the_requests_its_store_kept(tmp_path: 
                 "the kept request",
             )
             assert client.get(path_of(submitted["response_url"])).json() == {"text": answer}
+
+
+class GpuUpperApp(UpperApp):
+    machine_type = "GPU-H100"
+
+
+class GpuReverseApp(ReverseApp):
+    machine_type = "GPU-H100"
+
+
+def test_two_apps_take_turns_on_one_gpu_behind_one_gateway(tmp_path: Path) -> None:
+    """The group's pool arbitrates (``shared_gpu_pool``; its rules: test_gpu_arbiter.py): an
+    app's request takes the GPU from the other app's idle runner, stopped here (suspension
+    needs the CUDA driver: test_shared_gpu_pool.py with a fake one)."""
+    scaling = ScalingSettings(min_concurrency=0, keep_alive=60.0, hard_cap=1)
+    apps = [GpuUpperApp(), GpuReverseApp()]
+    with group_client(apps, tmp_path, runners=0, gpus=["0"], scaling=scaling) as (client, group):
+        upper, reverse = group.gateways["gpu-upper-app"], group.gateways["gpu-reverse-app"]
+        assert client.post("/local/gpu-upper-app", json={"text": "a"}).json() == {"text": "A"}
+        (first,) = upper.supervisor.runners
+        assert first.gpus == ["0"]
+        assert client.post("/local/gpu-reverse-app", json={"text": "ab"}).json() == {"text": "ba"}
+        (second,) = reverse.supervisor.runners
+        assert second.gpus == ["0"] and first.state is RunnerState.TERMINATED
+        assert "GPU for gpu-reverse-app" in (first.last_exit_reason or "")
+        assert client.post("/local/gpu-upper-app", json={"text": "b"}).json() == {"text": "B"}
+        rows = client.get("/runners").json()["runners"]
+        held = [row["runner_id"] for row in rows if row["state"] in ("IDLE", "RUNNING")]
+        assert held == ["gpu-upper-app-runner-1"]  # one runner on the GPU at a time
 
 
 def test_the_fleets_routes_win_over_an_app_path() -> None:
