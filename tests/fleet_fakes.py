@@ -1,9 +1,11 @@
 """A fake runner backend for the supervisor's process-free tests: instances the test drives
-(ready, crash, exit, health after a resume), and a supervisor with millisecond timings."""
+(ready, crash, exit, health after a resume), a fake CUDA checkpoint driver (the real one needs a
+GPU: tests/test_suspension_gpu.py), and a supervisor with millisecond timings."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,6 +86,27 @@ class FakeBackend:
 
     async def close(self) -> None:
         pass
+
+
+class FakeDriver:
+    """Records calls; fails a step when told; can hold a resume until released."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.fail: str | None = None
+        self.resume_gate = threading.Event()
+        self.resume_gate.set()
+
+    def suspend(self, pid: int, lock_timeout_s: float) -> None:
+        self.calls.append(("suspend", pid))
+        if self.fail == "suspend":
+            raise RuntimeError(f"lock of pid {pid} failed: CUDA_ERROR_TIMEOUT")
+
+    def resume(self, pid: int) -> None:
+        self.calls.append(("resume", pid))
+        assert self.resume_gate.wait(5.0)
+        if self.fail == "resume":
+            raise RuntimeError("restore failed")
 
 
 async def until(condition: Callable[[], bool], what: str, timeout: float = 2.0) -> None:

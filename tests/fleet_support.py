@@ -12,12 +12,14 @@ import signal
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import fal_client
+import fal_client.client as fal_client_module
 import httpx
 from conftest import clean_env, free_port, minifal_command
 
@@ -142,7 +144,7 @@ def logged_auth_key(fleet: Fleet) -> str:
 
 @contextmanager
 def start_fleet(
-    app: str | Path,
+    app: str | Path | Sequence[str | Path],
     work_dir: Path,
     *,
     workers: int | None = 2,
@@ -158,6 +160,8 @@ def start_fleet(
 ) -> Iterator[Fleet]:
     """``minifal run APP --workers N --port P --data-dir work_dir/data``, until the block ends.
 
+    ``app``: one app, or several (``minifal run A B ...``: one gateway, an app at each path).
+
     ``workers=None`` passes no ``--workers`` (the App's scaling settings decide); ``env`` is
     added to the fleet's environment. Ready means every runner ready, or with
     ``wait_for_runners=False`` (implied by ``workers=None``) the gateway answering. ``port``,
@@ -167,7 +171,8 @@ def start_fleet(
     data_dir = data_dir or work_dir / "data"
     log_path = work_dir / log_name
     log_file = log_path.open("wb")
-    arguments = ["run", str(app), "--port", str(port), "--data-dir", str(data_dir)]
+    apps = [str(app)] if isinstance(app, str | Path) else [str(each) for each in app]
+    arguments = ["run", *apps, "--port", str(port), "--data-dir", str(data_dir)]
     if workers is not None:
         arguments += ["--workers", str(workers)]
     arguments += extra_args
@@ -210,3 +215,20 @@ def pid_is_gone(pid: int) -> bool:
         return True
     state = next((line for line in status.splitlines() if line.startswith("State:")), "")
     return state.split()[1:2] == ["Z"]
+
+
+@contextmanager
+def fal_client_of(fleet: Fleet) -> Iterator[fal_client.SyncClient]:
+    """fal's client, unchanged but for where it sends: fal's hosts become the gateway's
+    address (plain HTTP on loopback; the TLS variant is in test_fleet.py)."""
+    names = ("RUN_URL_FORMAT", "QUEUE_URL_FORMAT", "REALTIME_URL_FORMAT")
+    saved = [getattr(fal_client_module, name) for name in names]
+    host = f"127.0.0.1:{fleet.port}/"
+    urls = (f"http://{host}", f"http://{host}queue/", f"ws://{host}")
+    for name, url in zip(names, urls, strict=True):
+        setattr(fal_client_module, name, url)
+    try:
+        yield fal_client.SyncClient(key="local:key")
+    finally:
+        for name, value in zip(names, saved, strict=True):
+            setattr(fal_client_module, name, value)

@@ -9,7 +9,7 @@ runs its lifespan: the gateway's autoscaler, scheduler, supervisor and forwarder
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,13 @@ from starlette.types import ASGIApp
 
 from minifal.app import App
 from minifal.fleet.gateway import Gateway, GatewayOptions
-from minifal.fleet.http_api import build_gateway_app
+from minifal.fleet.gateway_group import GatewayGroup, runner_prefix
+from minifal.fleet.gpu_pool import GpuPool
+from minifal.fleet.http_api import build_gateway_app, build_group_app
+from minifal.fleet.job_store.base import JobStore
 from minifal.fleet.runner_http import RunnerAddress
 from minifal.fleet.scaler import ScalingSettings
+from minifal.fleet.shared_gpu_pool import SharedGpuPool
 from minifal.runner.app_manifest import AppManifest, ManifestEndpoint
 from minifal.runner.asgi import build_asgi_app
 
@@ -96,31 +100,73 @@ def manifest_of(app_class: type[App]) -> AppManifest:
     )
 
 
-@contextmanager
-def gateway_client(
-    app: App, data_dir: Path, runners: int = 1, **options: Any
-) -> Iterator[tuple[TestClient, Gateway]]:
-    """A gateway of ``runners`` in-process runners serving ``app``, its lifespan running; yields
-    once every runner is ready. ``options``: more ``GatewayOptions`` fields."""
+def in_process_gateway(app: App, data_dir: Path, runners: int, **options: Any) -> Gateway:
+    """A gateway of ``runners`` in-process runners serving ``app`` (not started); ``options``
+    (``GatewayOptions`` fields) may give other ``scaling`` and ``gpus``."""
     app_class = type(app)
-    gateway = Gateway(
+    return Gateway(
         manifest_of(app_class),
         GatewayOptions(
             app_reference=app_class.__name__,
             data_dir=data_dir,
             run_id="in-process",
             public_url="http://testserver/",
-            scaling=ScalingSettings.fixed(runners),
-            gpus=[],
             echo_output=False,
-            **options,
+            **{"scaling": ScalingSettings.fixed(runners), "gpus": [], **options},
         ),
         backend=FakeBackend(),
         runner_client=InProcessRunners(build_asgi_app(app)),  # type: ignore[arg-type]
     )
+
+
+@contextmanager
+def gateway_client(
+    app: App, data_dir: Path, runners: int = 1, **options: Any
+) -> Iterator[tuple[TestClient, Gateway]]:
+    """A gateway of ``runners`` in-process runners serving ``app``, its lifespan running; yields
+    once every runner is ready. ``options``: more ``GatewayOptions`` fields."""
+    gateway = in_process_gateway(app, data_dir, runners, **options)
     with TestClient(build_gateway_app(gateway)) as client:
         wait_for(lambda: client.get("/health").json()["runners_ready"] == runners, "ready runners")
         yield client, gateway
+
+
+@contextmanager
+def group_client(
+    apps: Iterable[App],
+    data_dir: Path,
+    runners: int = 1,
+    job_stores: Callable[[str], JobStore] | None = None,
+    gpus: list[str] | None = None,
+    **options: Any,
+) -> Iterator[tuple[TestClient, GatewayGroup]]:
+    """One gateway serving several apps (``runners`` in-process runners each), as ``minifal
+    run A B`` builds it: a gateway per app, runner ids prefixed with the app, one GPU pool of
+    ``gpus`` (none: the arbiter grants every start), each app's job store (``job_stores(app
+    name)``; default: in memory). ``options``: more ``GatewayOptions`` fields of every app."""
+    gpus = gpus or []
+    pool = GpuPool(gpus, 0)
+    gateways = {}
+    for app in apps:
+        name = type(app).resolved_app_name()
+        store = {"job_store": job_stores(name)} if job_stores else {}
+        gateways[name] = in_process_gateway(
+            app,
+            data_dir,
+            runners,
+            gpus=gpus,
+            gpu_pool=pool,
+            runner_prefix=runner_prefix(name),
+            **store,
+            **options,
+        )
+    group = GatewayGroup(gateways, "in-process", SharedGpuPool(gpus))
+    with TestClient(build_group_app(group, None, 1 << 20)) as client:
+        wait_for(
+            lambda: client.get("/health").json()["runners_ready"] == runners * len(gateways),
+            "ready runners",
+        )
+        yield client, group
 
 
 def wait_for(condition: Any, what: str, timeout: float = READY_TIMEOUT_S) -> None:

@@ -22,7 +22,7 @@ import fal_client.client as fal_client_module
 import httpx
 import pytest
 from fal_client.client import FalClientHTTPError
-from fleet_support import Fleet, poll_until, start_fleet
+from fleet_support import Fleet, fal_client_of, poll_until, start_fleet
 
 from minifal.compat.fal_alias import install_fal_alias
 
@@ -54,23 +54,6 @@ def served(app_class: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     reference = f"{APPS_FILE}::{app_class}"
     with start_fleet(reference, tmp_path_factory.mktemp(app_class), workers=1) as fleet:
         yield fleet
-
-
-@contextmanager
-def fal_client_of(fleet: Fleet) -> Iterator[fal_client.SyncClient]:
-    """fal's client, unchanged but for where it sends: fal's hosts become the gateway's
-    address (plain HTTP on loopback; the TLS variant is in test_fleet.py)."""
-    names = ("RUN_URL_FORMAT", "QUEUE_URL_FORMAT", "REALTIME_URL_FORMAT")
-    saved = [getattr(fal_client_module, name) for name in names]
-    host = f"127.0.0.1:{fleet.port}/"
-    urls = (f"http://{host}", f"http://{host}queue/", f"ws://{host}")
-    for name, url in zip(names, urls, strict=True):
-        setattr(fal_client_module, name, url)
-    try:
-        yield fal_client.SyncClient(key="local:key")
-    finally:
-        for name, value in zip(names, saved, strict=True):
-            setattr(fal_client_module, name, value)
 
 
 def wait_in_progress(handle: fal_client.SyncRequestHandle) -> None:

@@ -6,10 +6,9 @@ detection and error messages, and how /runners and `minifal runners` show it."""
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
-from fleet_fakes import FakeBackend, states, supervisor, until
+from fleet_fakes import FakeBackend, FakeDriver, states, supervisor, until
 
 from minifal.cli.runners_table import format_runners
 from minifal.fleet.backends.cuda_checkpoint import describe_error, load_cuda_checkpoint
@@ -76,27 +75,6 @@ def test_suspension_states_are_phases_the_scaler_understands() -> None:
 
 
 # -- the supervisor's state machine (fake backend, fake driver) ----------------------------------
-
-
-class FakeDriver:
-    """Records calls; fails a step when told; can hold a resume until released."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, int]] = []
-        self.fail: str | None = None
-        self.resume_gate = threading.Event()
-        self.resume_gate.set()
-
-    def suspend(self, pid: int, lock_timeout_s: float) -> None:
-        self.calls.append(("suspend", pid))
-        if self.fail == "suspend":
-            raise RuntimeError(f"lock of pid {pid} failed: CUDA_ERROR_TIMEOUT")
-
-    def resume(self, pid: int) -> None:
-        self.calls.append(("resume", pid))
-        assert self.resume_gate.wait(5.0)
-        if self.fail == "resume":
-            raise RuntimeError("restore failed")
 
 
 def test_suspend_then_resume_keeps_the_same_process() -> None:

@@ -48,11 +48,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from minifal.compat.project import ProjectError, project_app_names
     from minifal.fleet.launcher import FleetArguments, run_fleet
 
+    try:
+        apps = args.apps or project_app_names()
+    except ProjectError as exc:
+        print(f"minifal: {exc}", file=sys.stderr)
+        return 2
     return run_fleet(
         FleetArguments(
-            app=args.app,
+            app=apps[0],
+            more_apps=tuple(apps[1:]),
             host=args.host,
             port=args.port,
             workers=args.workers,
@@ -151,8 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-size", help=MAX_BODY_HELP)
     serve.set_defaults(handler=_serve)
 
-    run = commands.add_parser("run", help="serve an App with a gateway and a fleet of runners")
-    run.add_argument("app", help=APP_HELP)
+    run = commands.add_parser(
+        "run", help="serve Apps with a gateway and a fleet of runners per App"
+    )
+    run.add_argument(
+        "apps",
+        nargs="*",
+        metavar="app",
+        help=APP_HELP + ". Several: each at /<owner>/<app>/ behind one gateway. None: every "
+        "app of the project's pyproject.toml",
+    )
     run.add_argument("--host", default=DEFAULT_HOST)
     run.add_argument("--port", type=int, default=DEFAULT_PORT)
     run.add_argument(

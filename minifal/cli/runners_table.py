@@ -3,7 +3,9 @@
 A title, where the runners run (this environment, and the container image the App declared),
 fal's columns (Alias, Machine Type, Runner ID, In Flight Requests, Expires In, Uptime, Revision,
 State), then minifal's own: how long the runner took to become ready, and its GPUs; below it,
-the app's last revisions (which serves, which rolls out, which failed and why).
+the app's last revisions (which serves, which rolls out, which failed and why). A gateway that
+serves several apps lists every app's runners in one table (the Alias column is each runner's
+app, as on fal), and each app's environment and revisions below it.
 """
 
 from __future__ import annotations
@@ -71,10 +73,27 @@ def format_runners(payload: dict[str, Any]) -> str:
     lines = [[header for header, _, _ in COLUMNS]]
     lines += [[show(runner.get(key)) for _, key, show in COLUMNS] for runner in runners]
     table = align_columns(lines).splitlines()
-    app, run_id = _text(payload.get("app")), _text(payload.get("run_id"))
-    title = f"app {app}, run {run_id}: {len(runners)} runner(s)"
-    environment = payload.get("environment")
-    where = [environment_note(app, environment)] if isinstance(environment, dict) else []
+    run_id = _text(payload.get("run_id"))
+    apps = payload.get("apps") if isinstance(payload.get("apps"), list) else None
+    if apps is None:  # one app
+        app = _text(payload.get("app"))
+        title = f"app {app}, run {run_id}: {len(runners)} runner(s)"
+        environment = payload.get("environment")
+        where = [environment_note(app, environment)] if isinstance(environment, dict) else []
+        revisions = revision_notes(payload.get("revisions"))
+    else:
+        names = ", ".join(_text(app.get("app")) for app in apps)
+        title = f"apps {names}, run {run_id}: {len(runners)} runner(s)"
+        where = [
+            environment_note(_text(app.get("app")), app["environment"])
+            for app in apps
+            if isinstance(app.get("environment"), dict)
+        ]
+        revisions = [
+            f"{_text(app.get('app'))}: {note}"
+            for app in apps
+            for note in revision_notes(app.get("revisions"))
+        ]
     exits = [
         f"{runner.get('runner_id')}: last exit: {runner['last_exit_reason']}"
         for runner in runners
@@ -82,7 +101,6 @@ def format_runners(payload: dict[str, Any]) -> str:
     ]
     on_cpu = cpu_notes(payload.get("runners") or [])
     suspensions = [line for runner in runners if (line := suspension_note(runner))]
-    revisions = revision_notes(payload.get("revisions"))
     return "\n".join([title, *where, *table, *on_cpu, *exits, *suspensions, *revisions])
 
 

@@ -6,6 +6,8 @@ ref = "src/app.py::MyApp"        # or python_entry_point = "package.module:MyApp
 keep_alive = 300                 # any App setting; auth = "private"; name = "public-name"
 ```
 
+``minifal run`` with no app serves every app of the table, behind one gateway.
+
 ``minifal run my-app`` (and ``serve``, ``dockerfile``) finds the file as fal's CLI does: from
 the current directory up, the first directory that has a ``.git`` or a ``pyproject.toml`` with a
 ``[tool.fal]`` table is the project root, and its ``pyproject.toml`` is read. ``ref`` is relative
@@ -182,6 +184,20 @@ def load_project_app(key: str, start: Path | None = None) -> ProjectApp:
     if not isinstance(apps[key], dict):
         raise ProjectError(f"[tool.fal.apps.{key}] must be a table in {pyproject}")
     return _resolve(key, pyproject, dict(apps[key]))
+
+
+def project_app_names(start: Path | None = None) -> list[str]:
+    """The names of every ``[tool.fal.apps]`` table of the project, in the file's order."""
+    pyproject = find_pyproject_toml(start)
+    if pyproject is None:
+        raise ProjectError(
+            f"no app given and no pyproject.toml with [tool.fal] was found from "
+            f"{(start or Path.cwd()).resolve()} up: pass path/to/app.py[::Class] or app names"
+        )
+    apps = _read_toml(pyproject).get("tool", {}).get("fal", {}).get("apps", {})
+    if not isinstance(apps, dict) or not apps:
+        raise ProjectError(f"no app given and {pyproject} has no [tool.fal.apps.NAME] table")
+    return list(apps)
 
 
 def _resolve(key: str, pyproject: Path, table: dict[str, Any]) -> ProjectApp:

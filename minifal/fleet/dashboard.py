@@ -17,7 +17,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from minifal.fleet.auth import KEY_COOKIE
-from minifal.fleet.gateway import Gateway
 from minifal.startup.report import report_json, report_rows
 from minifal.startup.runs import RUNS_DIRNAME, RunNotFoundError, load_run
 from minifal.startup.timeline import OTHER_COLOURS, PHASE_COLOURS
@@ -67,14 +66,14 @@ def run_report(data_dir: Path, run_id: str) -> dict[str, Any] | None:
     return report
 
 
-def dashboard_router(gateway: Gateway) -> APIRouter:
+def dashboard_router(data_dir: Path, run_id: str, auth_key: str | None) -> APIRouter:
+    """The page and its runs, of the gateway whose data dir, run and auth key these are."""
     router = APIRouter(prefix="/dashboard")
-    data_dir = gateway.options.data_dir
 
     @router.get("")
     async def page(request: Request) -> Response:
         key = request.query_params.get("key")
-        if key and gateway.options.auth_key:  # the middleware checked it: keep it in a cookie
+        if key and auth_key:  # the middleware checked it: keep it in a cookie
             redirect = RedirectResponse("/dashboard", status_code=303)
             redirect.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict", path="/")
             return redirect
@@ -88,8 +87,7 @@ def dashboard_router(gateway: Gateway) -> APIRouter:
 
     @router.get("/api/runs")
     async def runs() -> dict[str, Any]:
-        current = gateway.options.run_id
-        return {"current": current, "runs": list_runs(data_dir, current)}
+        return {"current": run_id, "runs": list_runs(data_dir, run_id)}
 
     @router.get("/api/runs/{run_id}")
     async def run(run_id: str) -> Response:

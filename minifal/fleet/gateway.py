@@ -27,7 +27,7 @@ from minifal.fleet.backends.base import RunnerBackend, RunnerLaunch
 from minifal.fleet.backends.local import LocalRunnerBackend, fork_server_enabled
 from minifal.fleet.deployer import Deployer
 from minifal.fleet.forwarding import Forwarder
-from minifal.fleet.gpu_pool import GpuPool
+from minifal.fleet.gpu_pool import AppGpus, GpuPool
 from minifal.fleet.health_monitor import HealthMonitor
 from minifal.fleet.job_store.base import JobStore, StoreBusy, StoreUnavailable
 from minifal.fleet.job_store.memory import MemoryJobStore
@@ -106,6 +106,11 @@ class GatewayOptions:
     already); None: child processes of the gateway."""
     watch: bool = False
     """Deploy a new revision when the app file changes (``minifal run --watch``)."""
+    gpu_pool: GpuPool | None = None
+    """The pool this gateway's runners take GPUs from, shared by every app of a gateway that
+    serves several (``gateway_group``); None: a pool of ``gpus`` of its own."""
+    runner_prefix: str = "runner"
+    """Runner ids are ``<runner_prefix>-<n>``; with several apps, ``<app>-runner``."""
 
 
 def choose_suspender(mode: str, use_gpus: bool) -> Suspender | None:
@@ -135,10 +140,12 @@ class Gateway:
         options: GatewayOptions,
         backend: RunnerBackend | None = None,
         runner_client: RunnerClient | None = None,
+        suspender: Suspender | None = None,
     ) -> None:
         """``backend`` (where runners run) and ``runner_client`` (how requests reach them): None
         for what ``options`` says (Ray actors or child processes, over HTTP). The in-process
-        tests pass fakes whose runners are ASGI apps in this process (never suspended)."""
+        tests pass fakes whose runners are ASGI apps in this process, suspended (``suspender``)
+        by a fake driver or never."""
         self.manifest = manifest
         self.options = options
         settings = manifest.settings
@@ -156,12 +163,11 @@ class Gateway:
         )
         self.request_logs = RequestLogs()
         """Each request's log lines, from its runner's output."""
-        suspender: Suspender | None = None  # a given backend's runners are never suspended
         if backend is None and options.ray_resources is not None:
             from minifal.fleet.backends.ray_actors import RayRunnerBackend
 
             backend = RayRunnerBackend(launch, options.ray_resources, self.request_logs.add)
-            # suspender stays None: a checkpoint of a process on another node: not here
+            suspender = None  # a checkpoint of a process on another node: not here
             if options.suspend == "on":
                 logger.warning("suspend: local runners only; idle runners on Ray are stopped")
         elif backend is None:
@@ -173,13 +179,17 @@ class Gateway:
         self.runner_client = runner_client or RunnerClient()
         self.supervisor = Supervisor(
             backend,
-            GpuPool(options.gpus if launch.use_gpus else [], settings.gpus_per_runner),
+            AppGpus(
+                options.gpu_pool or GpuPool(options.gpus, settings.gpus_per_runner),
+                settings.gpus_per_runner if launch.use_gpus else 0,
+            ),
             launch.run_dir,
             settings.startup_timeout,
             self.grace_seconds,
             on_ready=self._runner_ready,
             suspender=suspender,
             offloader=None if suspender is None else RunnerOffload(self.runner_client),
+            runner_prefix=options.runner_prefix,
         )
         self.deployer = Deployer(
             self.supervisor,
@@ -217,6 +227,9 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.shutdown_deadline: float | None = None
         """When the grace period that the first stop signal started ends (``time.time()``)."""
+        self.shares_gpus = False
+        """A GPU pool shared with other apps (``shared_gpu_pool.py``) starts and resumes this
+        gateway's runners, on the GPUs its arbiter grants; the scaler still says how many."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -353,6 +366,8 @@ class Gateway:
         if self.deployer.rolling_out:  # the rollout starts and stops runners meanwhile
             self.deployer.step(decision.desired)
             return
+        if self.shares_gpus:  # the shared pool starts and resumes them where its arbiter says
+            decision = dataclasses.replace(decision, start=0, resume=())
         for runner_id in decision.resume:
             runner = self.supervisor.find(runner_id)
             if runner is not None and self.supervisor.resume(runner):

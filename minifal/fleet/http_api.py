@@ -11,8 +11,14 @@ Routes (``<app-path>`` is ``<owner>/<app-name>/<endpoint>`` as on fal, or the en
   GET  /dashboard (+ /dashboard/static/..., /dashboard/api/runs[/ID]): the web page (``dashboard``)
   POST /_minifal/deploy, GET /_minifal/revisions[/ID]: new revisions (``admin_api``)
 
+Several apps behind one gateway (``build_group_app``): each app's routes above under its own
+``/<owner>/<app>/...`` (and ``/queue/<owner>/<app>/...``), its OpenAPI at
+``/<owner>/<app>/openapi.json`` (and ``/docs``); ``/health /runners /metrics /files /dashboard
+/requests/ID/logs`` are the fleet's, over every app; no bare ``/`` calls and no
+``/_minifal/deploy``.
+
 How a request reaches a runner and comes back: ``forwarding``. The queue's bodies:
-``queue_protocol``. The gateway's state: ``gateway``.
+``queue_protocol``. The gateway's state: ``gateway`` (``gateway_group`` for several apps).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from minifal.fleet.admin_api import AdminRoutes
@@ -31,6 +37,7 @@ from minifal.fleet.auth import KeyAuthMiddleware
 from minifal.fleet.dashboard import dashboard_router
 from minifal.fleet.forwarding import Forwarder
 from minifal.fleet.gateway import Gateway
+from minifal.fleet.gateway_group import GatewayGroup
 from minifal.fleet.queue_host import QueueHostMiddleware
 from minifal.fleet.request_logs_route import request_logs_router
 from minifal.host.body_limit import BodyLimitMiddleware
@@ -83,7 +90,6 @@ def build_gateway_app(gateway: Gateway) -> ASGIApp:
 
 def build_routes(gateway: Gateway) -> FastAPI:
     manifest = gateway.manifest
-    forwarder = gateway.forwarder
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -105,11 +111,12 @@ def build_routes(gateway: Gateway) -> FastAPI:
 
     @api.get("/metrics")
     async def metrics() -> Response:
-        return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(gateway.metrics.render(), media_type=METRICS_MEDIA_TYPE)
 
     api.add_api_route(STORED_FILES_PATH, stored_file, methods=["GET"])
 
-    api.include_router(dashboard_router(gateway))
+    options = gateway.options
+    api.include_router(dashboard_router(options.data_dir, options.run_id, options.auth_key))
     api.include_router(request_logs_router(gateway.request_logs))
 
     @api.get("/openapi.json")
@@ -120,7 +127,16 @@ def build_routes(gateway: Gateway) -> FastAPI:
     async def docs() -> Response:
         return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{manifest.app_name} - docs")
 
-    # -- queue protocol (``forwarding``'s queue door) ----------------------------------------------
+    add_app_routes(api, gateway.forwarder)
+    return api
+
+
+METRICS_MEDIA_TYPE = "text/plain; version=0.0.4"
+
+
+def add_app_routes(api: FastAPI, forwarder: Forwarder) -> None:
+    """An app's queue protocol (``forwarding``'s queue door) and websockets; the sync calls
+    are ``SyncCalls``'."""
 
     @api.get(REQUESTS_PATH + "/status")
     async def queue_status(request: Request, request_id: str) -> Response:
@@ -148,10 +164,103 @@ def build_routes(gateway: Gateway) -> FastAPI:
     async def queue_submit(request: Request, rest: str) -> Response:
         return await forwarder.submit_queued(request, rest)
 
-    # -- synchronous calls and websockets ---------------------------------------------------------
+    # -- websockets (the sync calls are SyncCalls') -----------------------------------------------
 
     @api.websocket("/{rest:path}")
     async def websocket_call(websocket: WebSocket, rest: str) -> None:
         await forwarder.open_websocket(websocket, rest)
+
+
+# -- several apps --------------------------------------------------------------------------------
+
+
+def build_group_app(group: GatewayGroup, auth_key: str | None, max_body_bytes: int) -> ASGIApp:
+    """The ASGI app of a gateway that serves several apps: queue host, key check and body
+    limit, then the app a path names, or the fleet's own routes."""
+    app: ASGIApp = AppRouter(group)
+    app = BodyLimitMiddleware(app, max_bytes=max_body_bytes)
+    if auth_key:
+        app = KeyAuthMiddleware(app, key=auth_key)
+    return QueueHostMiddleware(app)
+
+
+class AppRouter:
+    """``/<owner>/<app>/...`` and ``/queue/<owner>/<app>/...`` to that app's routes (its sync
+    calls first); everything else, and the lifespan, to the fleet's routes."""
+
+    def __init__(self, group: GatewayGroup) -> None:
+        self.group = group
+        self.fleet_routes = build_fleet_routes(group)
+        self.app_routes = {
+            name: SyncCalls(gateway.forwarder, build_app_routes(gateway))
+            for name, gateway in group.gateways.items()
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = self.group.find(scope["path"]) if scope["type"] != "lifespan" else None
+        if gateway is None:
+            await self.fleet_routes(scope, receive, send)
+        else:
+            await self.app_routes[gateway.manifest.app_name](scope, receive, send)
+
+
+def build_app_routes(gateway: Gateway) -> FastAPI:
+    """One app's routes among several: its OpenAPI and docs under its path, the queue protocol
+    and websockets. No lifespan: the group starts and stops every app."""
+    api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @api.get("/{owner}/{app}/openapi.json")
+    async def openapi() -> dict[str, Any]:
+        return gateway.manifest.openapi  # the serving revision's
+
+    @api.get("/{owner}/{app}/docs")
+    async def docs(owner: str, app: str) -> Response:
+        return get_swagger_ui_html(
+            openapi_url=f"/{owner}/{app}/openapi.json", title=f"{app} - docs"
+        )
+
+    add_app_routes(api, gateway.forwarder)
+    return api
+
+
+def build_fleet_routes(group: GatewayGroup) -> FastAPI:
+    """``/health``, ``/runners``, ``/metrics`` over every app; files, the dashboard and request
+    logs; a 404 naming the apps for any other path."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await group.start()
+        yield
+        await group.stop()
+
+    api = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    first = next(iter(group.gateways.values())).options
+
+    @api.get("/health")
+    async def health() -> dict[str, Any]:
+        return group.health()
+
+    @api.get("/runners")
+    async def runners() -> dict[str, Any]:
+        return group.runners_table()
+
+    @api.get("/metrics")
+    async def metrics() -> Response:
+        return Response(group.render_metrics(), media_type=METRICS_MEDIA_TYPE)
+
+    api.add_api_route(STORED_FILES_PATH, stored_file, methods=["GET"])
+    api.include_router(dashboard_router(first.data_dir, group.run_id, first.auth_key))
+    logs = (gateway.request_logs for gateway in group.gateways.values())
+    api.include_router(request_logs_router(*logs))
+
+    paths = ", ".join(f"/<owner>/{name}/" for name in group.gateways)
+
+    @api.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    async def no_app(rest: str) -> Response:
+        return JSONResponse({"detail": f"Path /{rest} names no app; the apps: {paths}"}, 404)
+
+    @api.websocket("/{rest:path}")
+    async def no_app_websocket(websocket: WebSocket, rest: str) -> None:
+        await websocket.close(code=4404, reason=f"Path /{rest} names no app")
 
     return api

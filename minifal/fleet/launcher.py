@@ -1,4 +1,10 @@
-"""``minifal run``: inspect the app, start the gateway and its runners, serve until stopped."""
+"""``minifal run``: inspect the app, start the gateway and its runners, serve until stopped.
+
+Several apps (``minifal run A B``): one gateway per app (``Gateway``), behind one listener
+(``gateway_group``, ``http_api.build_group_app``), their runners on one GPU pool whose arbiter
+grants GPUs (``shared_gpu_pool``; the suspended runners of every app share one host-memory
+budget, ``--suspend-memory-gib``).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,18 @@ import os
 import secrets
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
 
 from minifal.fleet.auth import exposure_warning
 from minifal.fleet.gateway import Gateway, GatewayOptions
-from minifal.fleet.gpu_pool import detect_gpus
-from minifal.fleet.http_api import build_gateway_app
+from minifal.fleet.gateway_group import APP_NAME, GatewayGroup, runner_prefix
+from minifal.fleet.gpu_pool import GpuPool, detect_gpus
+from minifal.fleet.http_api import build_gateway_app, build_group_app
 from minifal.fleet.job_store.base import StoreUnavailable
 from minifal.fleet.job_store.choice import check_reachable, job_store_for
 from minifal.fleet.job_store.rules import (
@@ -27,6 +36,7 @@ from minifal.fleet.job_store.rules import (
 )
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.scaler import DEFAULT_SUSPENDED_KEEP_ALIVE, ScalingSettings
+from minifal.fleet.shared_gpu_pool import SharedGpuPool
 from minifal.fleet.webhook_policy import WebhookPolicy
 from minifal.host import envs
 from minifal.host.body_limit import configured_max_body_bytes, parse_size
@@ -69,6 +79,8 @@ class FleetArguments:
     queue_retention: float = DEFAULT_RETENTION_SECONDS
     queue_retention_size: str | None = None
     """Bytes of answered requests kept, like ``1GB``; None: ``DEFAULT_RETENTION_BYTES``."""
+    more_apps: tuple[str, ...] = ()
+    """Apps served behind the same gateway, each at ``/<owner>/<app>/`` (``gateway_group``)."""
 
 
 def scaling_settings(
@@ -152,6 +164,35 @@ def join_ray_cluster(address: str, gpus_per_runner: int) -> RayCluster | None:
         return None
 
 
+def inspect_apps(references: tuple[str, ...]) -> list[AppManifest] | None:
+    """Every app's manifest (each in its own child process, at once); None when one cannot be
+    loaded (said on stderr)."""
+    with ThreadPoolExecutor(max_workers=len(references)) as pool:
+        futures = [pool.submit(inspect_app, reference) for reference in references]
+    manifests = []
+    for reference, future in zip(references, futures, strict=True):
+        try:
+            manifests.append(future.result())
+        except ManifestError as exc:
+            print(f"minifal: cannot load {reference}:\n{exc}", file=sys.stderr)
+            return None
+    return manifests
+
+
+def several_apps_problem(manifests: list[AppManifest], ray: str | None) -> str | None:
+    """Why these apps cannot be served behind one gateway, or None."""
+    names = [manifest.app_name for manifest in manifests]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        return f"two apps are named {', '.join(twice)}: an app's name is its path (/<owner>/<app>/)"
+    bad = [name for name in names if not APP_NAME.fullmatch(name)]
+    if bad:
+        return f"app name {bad[0]!r}: letters, digits, '.', '_' and '-' only (it is a path)"
+    if ray is not None:
+        return "--ray serves one app per gateway for now"
+    return None
+
+
 def run_fleet(arguments: FleetArguments) -> int:
     configure_logging()
     if bool(arguments.tls_cert) != bool(arguments.tls_key):
@@ -160,12 +201,16 @@ def run_fleet(arguments: FleetArguments) -> int:
     data_dir = activate_data_dir(resolve_data_dir(arguments.data_dir))
     run_id = time.strftime("%Y%m%d-%H%M%S")
     logger.info("data dir: %s (run %s)", data_dir, run_id)
-    try:
-        manifest = inspect_app(arguments.app)
-    except ManifestError as exc:
-        print(f"minifal: cannot load {arguments.app}:\n{exc}", file=sys.stderr)
+    references = (arguments.app, *arguments.more_apps)
+    manifests = inspect_apps(references)
+    if manifests is None:
         return 2
-    settings = manifest.settings
+    several = len(manifests) > 1
+    problem = several_apps_problem(manifests, arguments.ray) if several else None
+    if problem:
+        print(f"minifal: {problem}", file=sys.stderr)
+        return 2
+    gpus_per_runner = max(manifest.settings.gpus_per_runner for manifest in manifests)
     if arguments.workers is not None and arguments.workers < 1:
         print("minifal: --workers must be at least 1", file=sys.stderr)
         return 2
@@ -174,7 +219,7 @@ def run_fleet(arguments: FleetArguments) -> int:
         print("minifal: --gpus picks this machine's GPUs; with --ray, Ray does", file=sys.stderr)
         return 2
     if arguments.ray is not None:
-        cluster = join_ray_cluster(arguments.ray, settings.gpus_per_runner)
+        cluster = join_ray_cluster(arguments.ray, gpus_per_runner)
         if cluster is None:
             return 2
         gpus: list[str] = []
@@ -184,20 +229,13 @@ def run_fleet(arguments: FleetArguments) -> int:
             if arguments.gpus is not None
             else detect_gpus()
         )
-        if settings.gpus_per_runner > 0 and not gpus:
-            logger.warning(
-                "%s wants a GPU but none is visible: runners run on CPU", manifest.app_name
-            )
-    scaling = scaling_settings(
-        manifest,
-        arguments.workers,
-        gpus,
-        cluster.hard_cap if cluster else None,
-        arguments.suspended_keep_alive,
-        int(arguments.suspend_memory_gib * 2**30) if arguments.suspend_memory_gib else None,
-    )
+        for manifest in manifests:
+            if manifest.settings.gpus_per_runner > 0 and not gpus:
+                logger.warning(
+                    "%s wants a GPU but none is visible: runners run on CPU", manifest.app_name
+                )
     auth_key = arguments.auth_key or envs.AUTH_KEY.get()
-    if settings.app_auth == "private" and not auth_key:
+    if any(manifest.settings.app_auth == "private" for manifest in manifests) and not auth_key:
         auth_key = secrets.token_urlsafe(24)
         logger.warning("app_auth='private': requests need 'Authorization: Key %s'", auth_key)
     warning = exposure_warning(arguments.host, arguments.port, auth_key)
@@ -220,66 +258,120 @@ def run_fleet(arguments: FleetArguments) -> int:
             if arguments.queue_retention_size
             else DEFAULT_RETENTION_BYTES,
         )
-        job_store = job_store_for(arguments.queue_store, data_dir, retention)
-        check_reachable(job_store)
+        job_stores = [
+            job_store_for(
+                arguments.queue_store,
+                data_dir,
+                retention,
+                manifest.app_name if several else None,
+            )
+            for manifest in manifests
+        ]
+        for job_store in job_stores:
+            check_reachable(job_store)
     except (ValueError, StoreUnavailable) as exc:
         print(f"minifal: --queue-store: {exc}", file=sys.stderr)
         return 2
     scheme = "https" if arguments.tls_cert else "http"
     url_host = "127.0.0.1" if arguments.host in ("0.0.0.0", "::") else arguments.host
     public_url = f"{scheme}://{url_host}:{arguments.port}/"
-    options = GatewayOptions(
-        app_reference=arguments.app,
-        data_dir=data_dir,
-        run_id=run_id,
-        public_url=public_url,
-        scaling=scaling,
-        gpus=gpus,
-        auth_key=auth_key,
-        max_queue=arguments.max_queue if arguments.max_queue else None,
-        suspend=arguments.suspend,
-        max_body_bytes=max_body_bytes,
-        webhook_policy=webhook_policy,
-        job_store=job_store,
-        ray_resources=cluster.resources if cluster else None,
-        watch=arguments.watch,
-    )
-    run_dir = data_dir / "runs" / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(
-        json.dumps(
-            {
-                "app": manifest.app_name,
-                "reference": arguments.app,
-                "scaling": asdict(scaling),
-                "gpus": gpus,
-                "ray": cluster.summary() if cluster else None,
-            }
+    (data_dir / "runs" / run_id).mkdir(parents=True, exist_ok=True)
+    shared_pool = GpuPool(gpus, 0) if several else None  # each app asks for its own count
+    gateways: dict[str, Gateway] = {}
+    for reference, manifest, job_store in zip(references, manifests, job_stores, strict=True):
+        scaling = scaling_settings(
+            manifest,
+            arguments.workers,
+            gpus,
+            cluster.hard_cap if cluster else None,
+            arguments.suspended_keep_alive,
+            int(arguments.suspend_memory_gib * 2**30) if arguments.suspend_memory_gib else None,
         )
-    )
-    gateway = Gateway(manifest, options)
-    if cluster is not None:
-        where = cluster.describe()
-    elif options.gpus and settings.gpus_per_runner:
-        where = f"on GPUs {','.join(gpus)}"
+        options = GatewayOptions(
+            app_reference=reference,
+            data_dir=data_dir,
+            run_id=run_id,
+            public_url=public_url,
+            scaling=scaling,
+            gpus=gpus,
+            auth_key=auth_key,
+            max_queue=arguments.max_queue if arguments.max_queue else None,
+            suspend=arguments.suspend,
+            max_body_bytes=max_body_bytes,
+            webhook_policy=webhook_policy,
+            job_store=job_store,
+            ray_resources=cluster.resources if cluster else None,
+            watch=arguments.watch,
+            gpu_pool=shared_pool,
+            runner_prefix=runner_prefix(manifest.app_name) if several else "runner",
+        )
+        gateways[manifest.app_name] = Gateway(manifest, options)
+        path = f"<owner>/{manifest.app_name}/" if several else ""
+        logger.info(
+            "serving %s at %s%s with %s %s",
+            manifest.app_name,
+            public_url,
+            path,
+            describe_fleet(scaling, arguments.workers),
+            describe_place(cluster, gpus, manifest.settings.gpus_per_runner),
+        )
+    write_run_file(data_dir / "runs" / run_id, references, gateways, gpus, cluster)
+    if several:
+        gpu_pool = SharedGpuPool(
+            gpus,
+            host_memory_budget=int(arguments.suspend_memory_gib * 2**30)
+            if arguments.suspend_memory_gib
+            else half_available_memory(),
+        )
+        group = GatewayGroup(gateways, run_id, gpu_pool)
+        asgi_app = build_group_app(group, auth_key, max_body_bytes)
+        grace_seconds, on_exit = group.grace_seconds, group.begin_shutdown
     else:
-        where = "on CPU"
-    if arguments.workers is not None:
-        fleet = f"{arguments.workers} runner(s)"
-    else:
-        upper = min(c for c in (scaling.max_concurrency, scaling.hard_cap) if c is not None)
-        fleet = f"{scaling.min_concurrency}..{upper} runners (keep_alive {scaling.keep_alive:g} s)"
-    logger.info("serving %s at %s with %s %s", manifest.app_name, public_url, fleet, where)
+        gateway = next(iter(gateways.values()))
+        asgi_app = build_gateway_app(gateway)
+        grace_seconds, on_exit = gateway.grace_seconds, gateway.begin_shutdown
     config = uvicorn.Config(
-        build_gateway_app(gateway),
+        asgi_app,
         host=arguments.host,
         port=arguments.port,
         ssl_certfile=arguments.tls_cert,
         ssl_keyfile=arguments.tls_key,
-        timeout_graceful_shutdown=int(gateway.grace_seconds),
+        timeout_graceful_shutdown=int(grace_seconds),
         log_level="info",
         access_log=arguments.access_log,
     )
-    server = QuietExitServer(config, on_exit=gateway.begin_shutdown)
+    server = QuietExitServer(config, on_exit=on_exit)
     server.run()
     return 0 if server.started else 1
+
+
+def describe_fleet(scaling: ScalingSettings, workers: int | None) -> str:
+    if workers is not None:
+        return f"{workers} runner(s)"
+    upper = min(c for c in (scaling.max_concurrency, scaling.hard_cap) if c is not None)
+    return f"{scaling.min_concurrency}..{upper} runners (keep_alive {scaling.keep_alive:g} s)"
+
+
+def describe_place(cluster: RayCluster | None, gpus: list[str], gpus_per_runner: int) -> str:
+    if cluster is not None:
+        return cluster.describe()
+    if gpus and gpus_per_runner:
+        return f"on GPUs {','.join(gpus)}"
+    return "on CPU"
+
+
+def write_run_file(
+    run_dir: Path,
+    references: tuple[str, ...],
+    gateways: dict[str, Gateway],
+    gpus: list[str],
+    cluster: RayCluster | None,
+) -> None:
+    """``runs/<run>/run.json``: what was served (each app's reference and scaling) and where."""
+    apps = [
+        {"app": name, "reference": reference, "scaling": asdict(gateway.options.scaling)}
+        for reference, (name, gateway) in zip(references, gateways.items(), strict=True)
+    ]
+    where = {"gpus": gpus, "ray": cluster.summary() if cluster else None}
+    run = {**apps[0], **where} if len(apps) == 1 else {"apps": apps, **where}
+    (run_dir / "run.json").write_text(json.dumps(run))

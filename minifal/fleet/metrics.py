@@ -2,7 +2,8 @@
 
 Billing, as fal's platform counts it: an answer's ``x-fal-billable-units`` header is the units
 it costs; an answer without one is billed per second of inference; a 5xx is never billed. The
-App's declared ``BillingComponents`` are exposed as info series.
+App's declared ``BillingComponents`` are exposed as info series. A gateway that serves several
+apps renders each app's series with an ``app`` label (``render_by_app``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from minifal.billing import BILLABLE_UNITS_HEADER, billable_components, parse_billable_units
 from minifal.fleet.runner import Runner, RunnerState
@@ -164,3 +166,32 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _AppLabelledCollector:
+    """Every app's series in one exposition: each sample gets its app's ``app`` label, and the
+    families of one name are merged (a family's HELP and TYPE are said once)."""
+
+    def __init__(self, registries: Mapping[str, CollectorRegistry]) -> None:
+        self.registries = registries
+
+    def collect(self) -> Iterable[Metric]:
+        merged: dict[str, Metric] = {}
+        for app, registry in self.registries.items():
+            for family in registry.collect():
+                into = merged.get(family.name)
+                if into is None:
+                    into = Metric(family.name, family.documentation, family.type, family.unit)
+                    merged[family.name] = into
+                into.samples += [
+                    sample._replace(labels={"app": app, **sample.labels})
+                    for sample in family.samples
+                ]
+        return list(merged.values())
+
+
+def render_by_app(metrics: Mapping[str, GatewayMetrics]) -> bytes:
+    """The metrics of several apps' gateways as one exposition, labelled by app name."""
+    registry = CollectorRegistry()
+    registry.register(_AppLabelledCollector({app: each.registry for app, each in metrics.items()}))
+    return generate_latest(registry)

@@ -9,12 +9,15 @@ from fastapi.responses import JSONResponse, Response
 from minifal.fleet.request_logs import RequestLogs
 
 
-def request_logs_router(logs: RequestLogs) -> APIRouter:
+def request_logs_router(*apps_logs: RequestLogs) -> APIRouter:
+    """The route over each app's logs (one app's, or every app's of a gateway that serves
+    several: request ids are unique across them)."""
     router = APIRouter()
 
     @router.get("/requests/{request_id}/logs")
     async def request_logs(request_id: str) -> Response:
-        if not logs.knows(request_id):
+        logs = next((logs for logs in apps_logs if logs.knows(request_id)), None)
+        if logs is None:
             return JSONResponse({"detail": "Request not found"}, 404)
         return JSONResponse({"request_id": request_id, "logs": logs.fal_logs(request_id)})
 

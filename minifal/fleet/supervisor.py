@@ -20,6 +20,7 @@ Each runner has one lifecycle task: start -> SETUP -> ready (IDLE/RUNNING) -> ..
   (``runner_offload.py``) the runner first moves its App's tensors to host memory itself, so
   the checkpoint carries only the rest, and brings them back after the restore.
 The supervisor is the only one to change a runner's lifecycle state (``Runner``'s methods).
+It is long because each of those transitions, with its failure path, is here in one place.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from minifal.fleet.backends.base import RunnerBackend, RunnerRevision
-from minifal.fleet.gpu_pool import GpuPool
+from minifal.fleet.gpu_pool import GpuSource
 from minifal.fleet.runner import Runner, RunnerState
 from minifal.fleet.runner_offload import HeldMemory
 from minifal.host import envs
@@ -96,7 +97,7 @@ class Supervisor:
     def __init__(
         self,
         backend: RunnerBackend,
-        gpu_pool: GpuPool,
+        gpu_pool: GpuSource,
         run_dir: Path,
         startup_timeout: float | None,
         grace_seconds: float,
@@ -105,7 +106,10 @@ class Supervisor:
         lost_runner_grace: float = LOST_RUNNER_GRACE_SECONDS,
         suspender: Suspender | None = None,
         offloader: Offloader | None = None,
+        runner_prefix: str = "runner",
     ) -> None:
+        """``runner_prefix``: runner ids are ``<prefix>-<n>`` (an app's name first where a
+        gateway serves several apps, so that ids are unique across them)."""
         self.backend = backend
         self.gpu_pool = gpu_pool
         self.run_dir = run_dir
@@ -122,6 +126,7 @@ class Supervisor:
         self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_index = 0
+        self.runner_prefix = runner_prefix
 
     @property
     def live_runners(self) -> list[Runner]:
@@ -141,10 +146,16 @@ class Supervisor:
 
     # -- what the gateway asks for ---------------------------------------------------------------
 
-    def add_runner(self, revision: RunnerRevision | None = None, trial: bool = False) -> Runner:
-        """A new runner serving ``revision``; on ``trial``, a first start that fails ends it."""
-        gpus, shared = self.gpu_pool.acquire()
-        runner_id = f"runner-{self._next_index}"
+    def add_runner(
+        self,
+        revision: RunnerRevision | None = None,
+        trial: bool = False,
+        gpus: list[str] | None = None,
+    ) -> Runner:
+        """A new runner serving ``revision``; on ``trial``, a first start that fails ends it.
+        ``gpus``: those a shared GPU pool granted it (else the fleet's own pool chooses)."""
+        gpus, shared = self.gpu_pool.acquire(gpus)
+        runner_id = f"{self.runner_prefix}-{self._next_index}"
         self._next_index += 1
         if shared:
             logger.warning(

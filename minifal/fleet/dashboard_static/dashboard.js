@@ -1,7 +1,7 @@
 // minifal's dashboard: runners (polled from /runners), startup timelines (the data dir's runs,
 // drawn as SVG from the startup report's JSON) and a playground per endpoint (forms generated
-// from /openapi.json, submitted through the queue). Plain JS, no build step, no network beyond
-// this gateway.
+// from /openapi.json, or each app's /local/<app>/openapi.json, submitted through the queue).
+// Plain JS, no build step, no network beyond this gateway.
 "use strict";
 
 const RUNNERS_EVERY_MS = 1000;
@@ -50,18 +50,25 @@ function duration(value) {
 
 const openHistories = new Set();
 
-function renderRunners(data) {
-  document.getElementById("app-name").textContent = data.app;
-  const revisions = data.revisions || {};
+function revisionNote(revisions) {
+  revisions = revisions || {};
   const rollout = revisions.rollout ? `, rolling out ${revisions.rollout}` : "";
   const failed = (revisions.revisions || []).filter((r) => r.status === "failed").slice(-1)
     .map((r) => `, ${r.revision} failed: ${r.reason}`).join("");
-  document.getElementById("run-id").textContent =
-    `run ${data.run_id}, revision ${revisions.serving || "-"}${rollout}${failed}`;
+  return `revision ${revisions.serving || "-"}${rollout}${failed}`;
+}
+
+// One app: /runners has its name and revisions; several: `apps`, one entry per app.
+function renderRunners(data) {
+  const apps = data.apps || [{ app: data.app, revisions: data.revisions }];
+  document.getElementById("app-name").textContent = apps.map((app) => app.app).join(", ");
+  const notes = apps.map((app) => (data.apps ? `${app.app} ` : "") + revisionNote(app.revisions));
+  document.getElementById("run-id").textContent = `run ${data.run_id}, ${notes.join("; ")}`;
   const body = document.querySelector("#runners tbody");
   body.replaceChildren();
   for (const runner of data.runners) {
     const row = el("tr", { class: "runner", "data-runner": runner.runner_id },
+      el("td", { text: runner.alias || "-" }),
       el("td", { text: runner.runner_id }),
       el("td", { text: runner.machine_type || "-" }),
       el("td", { text: runner.revision || "-" }),
@@ -86,7 +93,7 @@ function renderRunners(data) {
       const held = runner.suspensions && runner.suspensions.host_memory_bytes;
       const note = held ? ` (suspended, holds ${(held / 2 ** 30).toFixed(1)} GiB)` : "";
       body.append(el("tr", { class: "history" },
-        el("td", { colspan: "11", text: steps.join(" → ") + note })));
+        el("td", { colspan: "12", text: steps.join(" → ") + note })));
     }
   }
 }
@@ -381,15 +388,20 @@ function endpointForm(spec, path, operation) {
   return form;
 }
 
+// One app: its endpoints at their own paths; several: each app's at /local/<app>/...
 async function buildPlayground() {
   const container = document.getElementById("playground");
   try {
-    const spec = await getJSON("/openapi.json");
+    const runners = await getJSON("/runners");
+    const apps = runners.apps ? runners.apps.map((app) => `/local/${app.app}`) : [""];
     const forms = [];
-    for (const [path, operations] of Object.entries(spec.paths || {})) {
-      if (operations.post) {
-        const form = endpointForm(spec, path, operations.post);
-        if (form) forms.push(form);
+    for (const prefix of apps) {
+      const spec = await getJSON(`${prefix}/openapi.json`);
+      for (const [path, operations] of Object.entries(spec.paths || {})) {
+        if (operations.post) {
+          const form = endpointForm(spec, prefix ? `${prefix}${path}` : path, operations.post);
+          if (form) forms.push(form);
+        }
       }
     }
     container.replaceChildren(...(forms.length ? forms : [el("p", { class: "muted", text: "no JSON endpoints" })]));

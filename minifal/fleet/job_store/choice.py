@@ -6,6 +6,10 @@ sqlite:///ABS/DIR[?synchronous=full]
 redis://HOST:PORT/DB[?lease=10&prefix=minifal:queue:]
                               Redis (also ``rediss://``), shared by several gateways
 memory                        nothing kept: the queue dies with the gateway
+
+A gateway that serves several apps keeps one store per app (``namespace``: the app's name):
+DATA_DIR/queue/apps/<app>/, DIR/apps/<app>/, or the Redis prefix followed by ``<app>:``, so
+that each app takes up only its own requests after a restart.
 """
 
 from __future__ import annotations
@@ -21,19 +25,23 @@ from minifal.fleet.job_store.rules import Retention
 DEFAULT_QUEUE_STORE = "sqlite"
 
 
-def job_store_for(spec: str | None, data_dir: Path, retention: Retention) -> JobStore:
-    """The store ``spec`` names (raises ``ValueError`` with what is wrong)."""
+def job_store_for(
+    spec: str | None, data_dir: Path, retention: Retention, namespace: str | None = None
+) -> JobStore:
+    """The store ``spec`` names (raises ``ValueError`` with what is wrong); ``namespace``: one
+    app's part of it, where a gateway serves several."""
     spec = (spec or DEFAULT_QUEUE_STORE).strip()
     if spec == "memory":
         return MemoryJobStore()
+    within = Path("apps", namespace) if namespace else Path()
     if spec == "sqlite":
-        return _sqlite(data_dir / "queue", retention, {})
+        return _sqlite(data_dir / "queue" / within, retention, {})
     parts = urlsplit(spec)
     options = dict(parse_qsl(parts.query))
     if parts.scheme == "sqlite":
         if not parts.path.startswith("/"):
             raise ValueError("sqlite:///ABSOLUTE/DIR (three slashes and an absolute path)")
-        return _sqlite(Path(parts.path), retention, options)
+        return _sqlite(Path(parts.path) / within, retention, options)
     if parts.scheme in ("redis", "rediss"):
         from minifal.fleet.job_store.redis import (
             DEFAULT_LEASE_SECONDS,
@@ -42,7 +50,7 @@ def job_store_for(spec: str | None, data_dir: Path, retention: Retention) -> Job
         )
 
         lease = _seconds(options.pop("lease", str(DEFAULT_LEASE_SECONDS)), "lease")
-        prefix = options.pop("prefix", DEFAULT_PREFIX)
+        prefix = options.pop("prefix", DEFAULT_PREFIX) + (f"{namespace}:" if namespace else "")
         url = urlunsplit(parts._replace(query=urlencode(options)))
         return RedisJobStore(url, retention, lease_seconds=lease, prefix=prefix)
     raise ValueError(f"{spec!r}: expected sqlite, sqlite:///DIR, redis://HOST:PORT/DB or memory")
