@@ -4,12 +4,14 @@ playground for each endpoint.
 The page is three static files (``dashboard_static/``: HTML, JS, CSS; no build step, no CDN)
 that read what the gateway already serves: ``/runners``, ``/openapi.json`` and the queue. Two
 routes here add the data dir's runs (their startup reports as JSON, with the PNG timeline's
-colours). With an auth key, ``/dashboard?key=K`` stores the key in a same-site, HTTP-only
-cookie that the auth middleware accepts, so that a browser can open the page.
+colours and the phases in progress). With an auth key, ``/dashboard?key=K`` stores the key in a
+same-site, HTTP-only cookie that the auth middleware accepts, so that a browser can open the page.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,17 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 
 from minifal.fleet.auth import KEY_COOKIE
 from minifal.fleet.gateway import Gateway
+from minifal.startup.progress import HISTORY_RUNS, run_in_progress
 from minifal.startup.report import report_json, report_rows
-from minifal.startup.runs import RUNS_DIRNAME, RunNotFoundError, load_run
+from minifal.startup.runs import (
+    RUNS_DIRNAME,
+    Run,
+    RunnerStart,
+    RunNotFoundError,
+    load_run,
+    recent_runs,
+    running_here,
+)
 from minifal.startup.timeline import OTHER_COLOURS, PHASE_COLOURS
 
 STATIC_DIR = Path(__file__).parent / "dashboard_static"
@@ -55,21 +66,58 @@ def list_runs(data_dir: Path, current: str) -> list[dict[str, Any]]:
     return runs[:RUNS_LISTED]
 
 
-def run_report(data_dir: Path, run_id: str) -> dict[str, Any] | None:
-    """``minifal startup-report --json`` of one run, with the timeline's colours."""
+def run_report(
+    data_dir: Path,
+    run_id: str,
+    running: Callable[[RunnerStart], bool] = running_here,
+    earlier: Callable[[str], list[Run]] | None = None,
+    now: float | None = None,
+) -> dict[str, Any] | None:
+    """``minifal startup-report --json`` of one run, with the timeline's colours; ``running``
+    says whose process still runs, ``earlier(run_id)`` gives the runs before it (for "last
+    time"; by default read now)."""
     try:
         run = load_run(data_dir, run_id)
     except RunNotFoundError:
         return None
-    report = report_json(run, report_rows(run))
+    runs_dir = data_dir / RUNS_DIRNAME
+    before = earlier or (lambda current: recent_runs(runs_dir, HISTORY_RUNS, but=current))
+    in_progress = run_in_progress(run, running, lambda: before(run.run_id))
+    report = report_json(run, report_rows(run, in_progress), time.time() if now is None else now)
     report["colours"] = {name: hex_colour(colour) for name, colour in PHASE_COLOURS.items()}
     report["other_colours"] = [hex_colour(colour) for colour in OTHER_COLOURS]
     return report
 
 
+class EarlierRuns:
+    """The runs before a run, read once per run id: the page asks every two seconds, and
+    finished runs do not change (a few run ids kept)."""
+
+    KEPT = 4
+
+    def __init__(self, runs_dir: Path) -> None:
+        self.runs_dir = runs_dir
+        self._read: dict[str, list[Run]] = {}
+
+    def __call__(self, run_id: str) -> list[Run]:
+        if run_id not in self._read:
+            if len(self._read) >= self.KEPT:
+                self._read.pop(next(iter(self._read)))
+            self._read[run_id] = recent_runs(self.runs_dir, HISTORY_RUNS, but=run_id)
+        return self._read[run_id]
+
+
 def dashboard_router(gateway: Gateway) -> APIRouter:
     router = APIRouter(prefix="/dashboard")
     data_dir = gateway.options.data_dir
+    earlier = EarlierRuns(data_dir / RUNS_DIRNAME)
+
+    def running_in(run_id: str) -> Callable[[RunnerStart], bool]:
+        """Whether a start of run ``run_id`` runs: one of this gateway's live runners (on any
+        node), or a process of this machine."""
+        runners = gateway.supervisor.runners if run_id == gateway.options.run_id else []
+        live = {runner.pid for runner in runners if runner.pid is not None and not runner.exited}
+        return lambda start: start.pid in live or running_here(start)
 
     @router.get("")
     async def page(request: Request) -> Response:
@@ -95,7 +143,7 @@ def dashboard_router(gateway: Gateway) -> APIRouter:
     async def run(run_id: str) -> Response:
         if "/" in run_id or run_id.startswith("."):
             return JSONResponse({"detail": "Not found"}, 404)
-        report = run_report(data_dir, run_id)
+        report = run_report(data_dir, run_id, running_in(run_id), earlier)
         if report is None:
             return JSONResponse({"detail": f"no run {run_id}"}, 404)
         return JSONResponse(report)
