@@ -33,9 +33,10 @@ IN_PROGRESS_RUN = "20000101-000000-in-progress"
 
 
 def _write_run_in_progress(data_dir: Path) -> None:
-    """A run whose runner is this test's process (it runs): its compile began a minute ago;
-    an earlier run's same compile took 100 s."""
+    """A run whose runner is this test's process (it runs): its compile began a second after
+    the process; an earlier run's same compile took 100 s."""
     now, pid = time.time(), os.getpid()
+    origin = process_started_at(pid)
     common = {"runner_id": "runner-0", "pid": pid, "details": {"key": "demo", "hit": False}}
     earlier = data_dir / "runs" / "19990101-000000-finished" / "runner-0.jsonl"
     earlier.parent.mkdir(parents=True)
@@ -43,8 +44,8 @@ def _write_run_in_progress(data_dir: Path) -> None:
     earlier.write_text(json.dumps({**common, **ended, "pid": 1}) + "\n")
     running = data_dir / "runs" / IN_PROGRESS_RUN / "runner-0.jsonl"
     running.parent.mkdir(parents=True)
-    started = {"phase": "process_start", "start": process_started_at(pid), "details": {}}
-    begun = {"kind": "start", "phase": "compile_cache.compile", "start": now - 60, "span": "1"}
+    started = {"phase": "process_start", "start": origin, "details": {}}
+    begun = {"kind": "start", "phase": "compile_cache.compile", "start": origin + 1, "span": "1"}
     running.write_text(json.dumps({**common, **started}) + "\n" + json.dumps({**common, **begun}))
 
 

@@ -143,8 +143,10 @@ function openBar(group, { phase, timing, open }, x, lane, top, colour) {
   });
   bar.append(svg("title", {}, `${words} (${state})`));
   group.append(bar);
-  group.append(svg("text", { x: x(lane.started_at_s + timing.end_s) + 3, y: top + LANE.bar - 2,
-    class: "in-progress-label" }, open.running ? words : `${open.title}: never finished`));
+  // beside the bar's end, or over the bar where the plot ends
+  const at = x(lane.started_at_s + timing.end_s), inside = at > LANE.width - 260;
+  group.append(svg("text", { x: inside ? at - 3 : at + 3, y: top + LANE.bar - 2, class: "in-progress-label",
+    "text-anchor": inside ? "end" : "start" }, open.running ? words : `${open.title}: never finished`));
 }
 
 function colourOf(report, phase, others) {
