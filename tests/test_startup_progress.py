@@ -171,7 +171,7 @@ def test_a_crashed_runners_phase_does_not_run_forever(tmp_path: Path) -> None:
     assert crashed.elapsed_s(T0 + 10_000) == 0.0  # it began at its process's last event
     rows = report_rows(run, run_in_progress(run, lambda start: False, lambda: []))
     text = format_in_progress(rows, T0 + 10_000)
-    assert "runner-0  never finished (the process exited): compiling sd: 0.0 s" in text
+    assert "runner-0  never finished (its process exited): compiling sd, began at 3.00 s" in text
 
 
 def test_running_here_is_this_machines_process_with_that_start_time(tmp_path: Path) -> None:

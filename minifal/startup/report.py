@@ -286,13 +286,18 @@ def format_graphs(rows: list[RunnerRow]) -> str:
 
 def format_in_progress(rows: list[RunnerRow], now: float) -> str:
     """The phases begun and not ended, a line each: running for how long (and last time), or
-    never finished (its process exited)."""
+    never finished (its process exited, when is not recorded: no duration is made up)."""
     lines = []
     for row in rows:
         for phase in row.in_progress:
-            text = phase_text(phase.title, phase.elapsed_s(now), phase.last_s)
-            state = "running" if phase.running else "never finished (the process exited)"
-            lines.append(f"  {row.label}  {state}: {text}")
+            if phase.running:
+                text = phase_text(phase.title, phase.elapsed_s(now), phase.last_s)
+                lines.append(f"  {row.label}  running: {text}")
+            else:
+                began = f"began at {phase.start - row.origin:.2f} s"
+                lines.append(
+                    f"  {row.label}  never finished (its process exited): {phase.title}, {began}"
+                )
     return "\n".join(["in progress:", *lines]) if lines else ""
 
 

@@ -131,8 +131,8 @@ function openBar(group, { phase, timing, open }, x, lane, top, colour) {
   const start = lane.started_at_s + timing.start_s;
   const elapsed = timing.end_s - timing.start_s;
   const last = open.last_s === null ? "" : `, last time ${open.last_s.toFixed(1)} s`;
-  const state = open.running ? "running" : "never finished (its process exited)";
-  const words = `${open.title}: ${elapsed.toFixed(1)} s${last}`;
+  const words = open.running ? `${open.title}: ${elapsed.toFixed(1)} s${last}`
+    : `${open.title}: never finished (its process exited)`;
   if (open.last_s !== null) {
     group.append(svg("rect", { x: x(start), y: top, width: Math.max(1, x(start + open.last_s) - x(start)),
       height: LANE.bar, class: "last-time", fill: "none", stroke: colour }));
@@ -141,12 +141,12 @@ function openBar(group, { phase, timing, open }, x, lane, top, colour) {
     x: x(start), y: top, width: Math.max(2, x(lane.started_at_s + timing.end_s) - x(start)), height: LANE.bar,
     fill: colour, class: `phase phase-${phase.replace(/\./g, "-")} ${open.running ? "in-progress" : "unfinished"}`,
   });
-  bar.append(svg("title", {}, `${words} (${state})`));
+  bar.append(svg("title", {}, words));
   group.append(bar);
   // beside the bar's end, or over the bar where the plot ends
   const at = x(lane.started_at_s + timing.end_s), inside = at > LANE.width - 260;
   group.append(svg("text", { x: inside ? at - 3 : at + 3, y: top + LANE.bar - 2, class: "in-progress-label",
-    "text-anchor": inside ? "end" : "start" }, open.running ? words : `${open.title}: never finished`));
+    "text-anchor": inside ? "end" : "start" }, words));
 }
 
 function colourOf(report, phase, others) {
