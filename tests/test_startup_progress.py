@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from minifal.fleet.dashboard import EarlierRuns, run_report
+from minifal.fleet.dashboard import EarlierRuns, run_report, running_in
 from minifal.host.processes import process_started_at, still_running
 from minifal.startup.events import begin, finish, phase, read_events
 from minifal.startup.progress import (
@@ -358,6 +358,14 @@ def test_the_dashboards_run_api_data_draws_what_runs(tmp_path: Path) -> None:
     assert [p["running"] for p in gone["runners"][0]["in_progress"]] == [False, False]
     assert [p["end_s"] for p in gone["runners"][0]["in_progress"]] == [3.0, 3.0]
     assert run_report(tmp_path, "no-such-run") is None
+
+
+def test_the_gateways_live_runners_run_in_its_own_run_only(tmp_path: Path) -> None:
+    _write(tmp_path / "runs" / "now" / "runner-0.jsonl", _runner_0(pid=100))
+    (start,) = load_run(tmp_path, "now").starts  # pid 100 on a node only the gateway knows
+    assert running_in("now", "now", lambda: {100})(start)
+    assert not running_in("now", "now", lambda: {101})(start)
+    assert not running_in("now", "another run", lambda: {100})(start)
 
 
 def test_earlier_runs_are_read_once_per_run(tmp_path: Path) -> None:

@@ -89,6 +89,16 @@ def run_report(
     return report
 
 
+def running_in(
+    run_id: str, current: str, live_pids: Callable[[], set[int]]
+) -> Callable[[RunnerStart], bool]:
+    """Whether a runner start of run ``run_id`` still runs: one of the gateway's live runners
+    (``live_pids``, asked for the ``current`` run only: pids of other runs are other
+    processes), or a process of this machine with that pid and start time."""
+    live = live_pids() if run_id == current else set()
+    return lambda start: start.pid in live or running_here(start)
+
+
 class EarlierRuns:
     """The runs before a run, read once per run id: the page asks every two seconds, and
     finished runs do not change (a few run ids kept)."""
@@ -112,12 +122,10 @@ def dashboard_router(gateway: Gateway) -> APIRouter:
     data_dir = gateway.options.data_dir
     earlier = EarlierRuns(data_dir / RUNS_DIRNAME)
 
-    def running_in(run_id: str) -> Callable[[RunnerStart], bool]:
-        """Whether a start of run ``run_id`` runs: one of this gateway's live runners (on any
-        node), or a process of this machine."""
-        runners = gateway.supervisor.runners if run_id == gateway.options.run_id else []
-        live = {runner.pid for runner in runners if runner.pid is not None and not runner.exited}
-        return lambda start: start.pid in live or running_here(start)
+    def live_pids() -> set[int]:
+        """This gateway's runner processes that have not exited (on any node)."""
+        runners = gateway.supervisor.runners
+        return {runner.pid for runner in runners if runner.pid is not None and not runner.exited}
 
     @router.get("")
     async def page(request: Request) -> Response:
@@ -143,7 +151,8 @@ def dashboard_router(gateway: Gateway) -> APIRouter:
     async def run(run_id: str) -> Response:
         if "/" in run_id or run_id.startswith("."):
             return JSONResponse({"detail": "Not found"}, 404)
-        report = run_report(data_dir, run_id, running_in(run_id), earlier)
+        running = running_in(run_id, gateway.options.run_id, live_pids)
+        report = run_report(data_dir, run_id, running, earlier)
         if report is None:
             return JSONResponse({"detail": f"no run {run_id}"}, 404)
         return JSONResponse(report)
