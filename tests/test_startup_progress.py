@@ -14,7 +14,7 @@ import pytest
 
 from minifal.fleet.dashboard import EarlierRuns, run_report, running_in
 from minifal.host.processes import process_started_at, still_running
-from minifal.startup.events import begin, finish, phase, read_events
+from minifal.startup.events import begin, finish, phase, read_events, record
 from minifal.startup.progress import (
     PhaseHistory,
     console_lines,
@@ -135,6 +135,27 @@ def test_start_lines_without_an_end_are_the_unfinished_phases(tmp_path: Path) ->
     assert report_rows(load_run(tmp_path))[0].phases.keys() == {"imports", "app_import"} | {
         "process_start"
     }
+
+
+def test_a_start_line_pairs_with_an_end_line_record_wrote_at_the_same_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A phase timed by hand (``record()`` at its end) announced by ``begin()`` with its start."""
+    file = tmp_path / "runs" / "r" / "runner-0.jsonl"
+    monkeypatch.setenv("MINIFAL_EVENTS_FILE", str(file))
+    monkeypatch.setenv("MINIFAL_RUNNER_ID", "runner-0")
+    graph = {"module": "UNet", "signature": SIGNATURE}
+    record("process_start", T0)
+    begin("precompiled.compile", T0 + 1.25, **graph)
+    begin("precompiled.compile", T0 + 2.5, **graph, in_worker=True)
+    record("precompiled.compile", T0 + 1.25, T0 + 30.0, **graph, in_worker=True)
+
+    (start,) = load_run(tmp_path).starts
+
+    assert [(e.phase, e.start, e.end) for e in start.events][1:] == [
+        ("precompiled.compile", T0 + 1.25, T0 + 30.0)
+    ]
+    assert [(e.phase, e.start) for e in start.unfinished] == [("precompiled.compile", T0 + 2.5)]
 
 
 def test_files_without_start_lines_parse_as_before(tmp_path: Path) -> None:

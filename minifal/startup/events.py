@@ -15,8 +15,10 @@ now; its end line carries the same ``span`` id::
 
 Older files have no start lines and no ``span``: every line is a finished phase. A start line
 without its end line is a phase in progress, or one its process never finished (it died);
-``runs.py`` pairs them. Writing never raises into the caller: losing a timing line must not stop
-an app from starting.
+``runs.py`` pairs them. A phase that :func:`record` writes when it ends can still announce its
+start: ``begin(name, start, ...)`` with the start time its ``record(name, start, ...)`` will
+give pairs by process, phase and start time. Writing never raises into the caller: losing a
+timing line must not stop an app from starting.
 """
 
 from __future__ import annotations

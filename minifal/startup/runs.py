@@ -196,10 +196,18 @@ def running_here(start: RunnerStart) -> bool:
 
 
 def paired(events: list[StartupEvent]) -> list[StartupEvent]:
-    """One file's events with each start line dropped whose end line is there (same ``span``):
-    what stays of the start lines are the phases not finished when the file was read."""
-    ended = {event.span for event in events if event.span is not None and not event.unfinished}
-    return [event for event in events if not (event.unfinished and event.span in ended)]
+    """One file's events with each start line dropped whose end line is there: the same
+    ``span``, or (an end line that ``record()`` wrote, without one) the same process, phase and
+    start time. What stays of the start lines are the phases not finished when it was read."""
+    finished = [event for event in events if not event.unfinished]
+    spans = {event.span for event in finished if event.span is not None}
+    starts = {(event.pid, event.phase, event.start) for event in finished}
+    return [
+        event
+        for event in events
+        if not event.unfinished
+        or (event.span not in spans and (event.pid, event.phase, event.start) not in starts)
+    ]
 
 
 def _split_by_process(events: list[StartupEvent]) -> list[list[StartupEvent]]:
