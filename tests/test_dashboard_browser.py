@@ -1,18 +1,24 @@
 """The dashboard in a real browser (Debian's chromium, headless, driven by Playwright) against
 a real two-runner fleet of the SD-Turbo app (tiny random pipeline, eager): both runners appear
-as IDLE, the timeline has one lane per runner, and a playground request renders its image and
-shows its own log lines.
+as IDLE, the timeline has one lane per runner, an earlier run's phase still in progress is drawn
+up to now with its last time, and a playground request renders its image and shows its own log
+lines.
 A screenshot is saved with the test's files (``dashboard.png`` in its tmp dir: ``pytest
 --basetemp DIR`` keeps it where you want it). Skipped where Playwright or chromium is not
 installed; `.ci/run` installs both."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 from fleet_support import start_fleet
+
+from minifal.host.processes import process_started_at
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -23,10 +29,29 @@ pytestmark = [
 
 APP = Path(__file__).resolve().parents[1] / "apps" / "sd_turbo.py"
 TIMEOUT_MS = 120_000
+IN_PROGRESS_RUN = "20000101-000000-in-progress"
+
+
+def _write_run_in_progress(data_dir: Path) -> None:
+    """A run whose runner is this test's process (it runs): its compile began a second after
+    the process; an earlier run's same compile took 100 s."""
+    now, pid = time.time(), os.getpid()
+    origin = process_started_at(pid)
+    common = {"runner_id": "runner-0", "pid": pid, "details": {"key": "demo", "hit": False}}
+    earlier = data_dir / "runs" / "19990101-000000-finished" / "runner-0.jsonl"
+    earlier.parent.mkdir(parents=True)
+    ended = {"phase": "compile_cache.compile", "start": now - 500, "end": now - 400}
+    earlier.write_text(json.dumps({**common, **ended, "pid": 1}) + "\n")
+    running = data_dir / "runs" / IN_PROGRESS_RUN / "runner-0.jsonl"
+    running.parent.mkdir(parents=True)
+    started = {"phase": "process_start", "start": origin, "details": {}}
+    begun = {"kind": "start", "phase": "compile_cache.compile", "start": origin + 1, "span": "1"}
+    running.write_text(json.dumps({**common, **started}) + "\n" + json.dumps({**common, **begun}))
 
 
 def test_runners_timeline_and_playground_in_a_browser(tmp_path: Path) -> None:
     env = {"MINIFAL_SD_COMPILE": "none", "MINIFAL_SD_WEIGHTS": "random-tiny"}
+    _write_run_in_progress(tmp_path / "data")
     with (
         start_fleet(APP, tmp_path, workers=2, env=env) as fleet,
         playwright_api.sync_playwright() as playwright,
@@ -49,6 +74,13 @@ def test_runners_timeline_and_playground_in_a_browser(tmp_path: Path) -> None:
             lanes.nth(1).wait_for()
             assert lanes.count() == 2
             assert page.locator("#timelines rect.phase-setup").count() == 2
+            # beside it, a run whose compile is in progress: a bar up to now, its last time
+            page.select_option("#run-b", IN_PROGRESS_RUN)
+            growing = page.locator(f'.timeline[data-run="{IN_PROGRESS_RUN}"] rect.in-progress')
+            growing.wait_for()
+            assert "compiling demo: " in growing.locator("title").text_content()
+            assert "last time 100.0 s" in growing.locator("title").text_content()
+            assert page.locator(f'.timeline[data-run="{IN_PROGRESS_RUN}"] rect.last-time').count()
             # the playground: the form from the OpenAPI schema, through the queue
             form = page.locator('form.endpoint[data-path="/"]')
             form.locator('[name="prompt"]').fill("a fox in the snow")

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from minifal.startup.events import read_events
+
 pytest.importorskip("torch")
 
 pytestmark = pytest.mark.compile
@@ -104,10 +106,7 @@ def test_a_warm_runner_can_make_each_first_call_with_placeholders(published) -> 
     assert warm["dynamo_graphs"] == 0
     assert "placeholder call" not in warm["log"]  # no failed first call
     assert_equals_eager(warm)
-    events = [
-        json.loads(line)
-        for line in (data_dir / "events-block-0-4x8,2x8.jsonl").read_text().splitlines()
-    ]
+    events = read_events(data_dir / "events-block-0-4x8,2x8.jsonl")
     loads = [e["details"] for e in events if e["phase"] == "precompiled.load"]
     assert len(loads) == 2
     assert all(load["first_call_s"] is not None for load in loads)
@@ -162,10 +161,7 @@ def test_workers_compile_the_signatures_at_once_and_publish_them(tmp_path: Path)
     workers = {"MINIFAL_PRECOMPILED_WORKERS": "2"}
     cold = run(tmp_path, "block", 0, "2x8,4x8", after="2x8", env_extra=workers)
     assert cold["resolutions"] == ["compiled", "compiled"]
-    events = [
-        json.loads(line)
-        for line in (tmp_path / "events-block-0-2x8,4x8.jsonl").read_text().splitlines()
-    ]
+    events = read_events(tmp_path / "events-block-0-2x8,4x8.jsonl")
     compiles = [e["details"] for e in events if e["phase"] == "precompiled.compile"]
     assert [(c["in_worker"], c["saved"]) for c in compiles] == [(True, True), (True, True)]
     # each worker's last line, through the runner's log: its seconds and its collector's

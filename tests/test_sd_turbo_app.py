@@ -4,7 +4,6 @@ shared compiled cache, two runners behind a real gateway, real HTTP."""
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,8 @@ pytest.importorskip("diffusers")
 pytest.importorskip("torch")
 
 from PIL import Image
+
+from minifal.startup.events import read_events
 
 SD_TURBO_APP = Path(__file__).resolve().parents[1] / "apps" / "sd_turbo.py"
 # The precompiled strategy covers the text encoder here (``MINIFAL_SD_PRECOMPILE``, documented):
@@ -98,7 +99,7 @@ def test_one_runner_compiled_and_the_other_loaded_its_kernels(fleet: Fleet) -> N
     assert len(run_dirs) == 1
     compiles = {}
     for events_file in run_dirs[0].glob("runner-*.jsonl"):
-        events = [json.loads(line) for line in events_file.read_text().splitlines()]
+        events = read_events(events_file)
         (compile_event,) = [e for e in events if e["phase"] == "compile_cache.compile"]
         compiles[events_file.stem] = compile_event["details"]
     assert len(compiles) == 2
@@ -113,7 +114,7 @@ def test_the_loading_runner_ran_no_dynamo(fleet: Fleet) -> None:
     (run_dir,) = (fleet.data_dir / "runs").iterdir()
     blocks = {}
     for events_file in run_dir.glob("runner-*.jsonl"):
-        events = [json.loads(line) for line in events_file.read_text().splitlines()]
+        events = read_events(events_file)
         (block,) = [e["details"] for e in events if e["phase"] == "precompiled"]
         blocks[events_file.stem] = block
     by_role = sorted(blocks.values(), key=lambda block: block["compiled"])

@@ -393,6 +393,11 @@ class Gateway:
 
     # -- observability ---------------------------------------------------------------------------
 
+    def live_runner_pids(self) -> set[int]:
+        """This gateway's runner processes that have not exited (on any node)."""
+        runners = self.supervisor.runners
+        return {runner.pid for runner in runners if runner.pid is not None and not runner.exited}
+
     def runners_table(self) -> dict[str, Any]:
         now = time.time()
         settings = self.manifest.settings

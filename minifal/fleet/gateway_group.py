@@ -104,6 +104,10 @@ class GatewayGroup:
             "queue_size": sum(app["queue_size"] for app in apps.values()),
         }
 
+    def live_runner_pids(self) -> set[int]:
+        """Every app's runner processes that have not exited."""
+        return set().union(*(gateway.live_runner_pids() for gateway in self.gateways.values()))
+
     def runners_table(self) -> dict[str, Any]:
         """Every app's runners in one table (each row's ``alias`` is its app, as on fal), and
         per app where its runners run and its revisions."""

@@ -116,7 +116,11 @@ def build_routes(gateway: Gateway) -> FastAPI:
     api.add_api_route(STORED_FILES_PATH, stored_file, methods=["GET"])
 
     options = gateway.options
-    api.include_router(dashboard_router(options.data_dir, options.run_id, options.auth_key))
+    api.include_router(
+        dashboard_router(
+            options.data_dir, options.run_id, options.auth_key, gateway.live_runner_pids
+        )
+    )
     api.include_router(request_logs_router(gateway.request_logs))
 
     @api.get("/openapi.json")
@@ -249,7 +253,9 @@ def build_fleet_routes(group: GatewayGroup) -> FastAPI:
         return Response(group.render_metrics(), media_type=METRICS_MEDIA_TYPE)
 
     api.add_api_route(STORED_FILES_PATH, stored_file, methods=["GET"])
-    api.include_router(dashboard_router(first.data_dir, group.run_id, first.auth_key))
+    api.include_router(
+        dashboard_router(first.data_dir, group.run_id, first.auth_key, group.live_runner_pids)
+    )
     logs = (gateway.request_logs for gateway in group.gateways.values())
     api.include_router(request_logs_router(*logs))
 

@@ -8,12 +8,13 @@ warm precompiled runner).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from minifal.cli.text_table import align_columns, short_node
 from minifal.runner_contract import LOCAL_NODE
+from minifal.startup.progress import PhaseInProgress, phase_text
 from minifal.startup.runs import PROCESS_START, Run, RunnerStart, StartupEvent, is_number
 
 READY = "ready"
@@ -84,16 +85,25 @@ class RunnerRow:
     dynamo_s: float | None = None  # Dynamo seconds of this start (compiled caches); None: none
     node: str | None = None  # where it ran: "local" or a Ray node id; None: not recorded
     revision: str | None = None  # the app revision it served; None: not recorded
+    in_progress: tuple[PhaseInProgress, ...] = ()  # begun, not ended: running or never will
+    origin: float = 0.0  # its process start (time.time() seconds): zero of its phases
 
 
 # --- rows ----------------------------------------------------------------------------------------
 
 
-def report_rows(run: Run) -> list[RunnerRow]:
-    return [_row(start, run.origin) for start in run.starts]
+def report_rows(
+    run: Run, in_progress: Mapping[str, tuple[PhaseInProgress, ...]] | None = None
+) -> list[RunnerRow]:
+    """One row per runner start; ``in_progress`` (``progress.run_in_progress``): its phases
+    begun and not ended, by label."""
+    found = in_progress or {}
+    return [_row(start, run.origin, found.get(start.label, ())) for start in run.starts]
 
 
-def _row(start: RunnerStart, run_origin: float) -> RunnerRow:
+def _row(
+    start: RunnerStart, run_origin: float, in_progress: tuple[PhaseInProgress, ...]
+) -> RunnerRow:
     grouped: dict[str, list[StartupEvent]] = {}
     for event in start.events:
         grouped.setdefault(event.phase, []).append(event)
@@ -122,6 +132,8 @@ def _row(start: RunnerStart, run_origin: float) -> RunnerRow:
         dynamo_s=dynamo_seconds(start.events),
         node=start.node,
         revision=start.revision,
+        in_progress=in_progress,
+        origin=start.origin,
     )
 
 
@@ -272,6 +284,23 @@ def format_graphs(rows: list[RunnerRow]) -> str:
     return "\n".join(lines)
 
 
+def format_in_progress(rows: list[RunnerRow], now: float) -> str:
+    """The phases begun and not ended, a line each: running for how long (and last time), or
+    never finished (its process exited, when is not recorded: no duration is made up)."""
+    lines = []
+    for row in rows:
+        for phase in row.in_progress:
+            if phase.running:
+                text = phase_text(phase.title, phase.elapsed_s(now), phase.last_s)
+                lines.append(f"  {row.label}  running: {text}")
+            else:
+                began = f"began at {phase.start - row.origin:.2f} s"
+                lines.append(
+                    f"  {row.label}  never finished (its process exited): {phase.title}, {began}"
+                )
+    return "\n".join(["in progress:", *lines]) if lines else ""
+
+
 def instant_phases(rows: list[RunnerRow]) -> set[str]:
     """Phases that are an instant in every row that has them (``ready``, ``startup_timeout``)."""
     instants: dict[str, bool] = {}
@@ -285,8 +314,9 @@ def _seconds(value: float) -> str:
     return f"{value:.2f}"
 
 
-def report_json(run: Run, rows: list[RunnerRow]) -> dict[str, Any]:
-    """The report as data; seconds are relative to each runner's process start."""
+def report_json(run: Run, rows: list[RunnerRow], now: float | None = None) -> dict[str, Any]:
+    """The report as data; seconds are relative to each runner's process start. A phase in
+    progress ends ``now`` (running) or at its process's last event (never finished)."""
     return {
         "run_id": run.run_id,
         "path": str(run.path),
@@ -316,7 +346,24 @@ def report_json(run: Run, rows: list[RunnerRow]) -> dict[str, Any]:
                     }
                     for name, timing in row.phases.items()
                 },
+                "in_progress": [
+                    _in_progress_json(phase, row.origin, now) for phase in row.in_progress
+                ],
             }
             for row in rows
         ],
+    }
+
+
+def _in_progress_json(phase: PhaseInProgress, origin: float, now: float | None) -> dict[str, Any]:
+    start_s = phase.start - origin
+    elapsed = phase.elapsed_s(phase.start if now is None else now)
+    return {
+        "phase": phase.phase,
+        "title": phase.title,
+        "start_s": round(start_s, 6),
+        "end_s": round(start_s + elapsed, 6),
+        "running": phase.running,
+        "last_s": None if phase.last_s is None else round(phase.last_s, 6),
+        "details": phase.details,
     }

@@ -2,17 +2,22 @@
 
 Every runner appends its phases to ``DATA_DIR/runs/<run-id>/<runner-id>.jsonl`` (see
 :mod:`minifal.startup.events`). A runner that restarted has one start per process
-(``runner-1``, ``runner-1#2``): each ``process_start`` begins one.
+(``runner-1``, ``runner-1#2``): each ``process_start`` begins one. A phase's start line is paired
+with its end line by ``span``; a start line left without one is an *unfinished* phase: running,
+if its process still runs (``startup/progress.py`` decides), else never finished.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from minifal.startup.events import read_events
+from minifal.host.processes import still_running
+from minifal.runner_contract import LOCAL_NODE
+from minifal.startup.events import is_start_line, read_events
 
 RUNS_DIRNAME = "runs"
 PROCESS_START = "process_start"
@@ -32,10 +37,12 @@ class StartupEvent:
     runner_id: str
     pid: int | None
     details: dict[str, Any]
+    span: str | None = None  # pairs a start line with its end line; None in older files
+    unfinished: bool = False  # a start line with no end line: ``end`` is its start
 
     @property
     def instant(self) -> bool:
-        return self.end <= self.start
+        return self.end <= self.start and not self.unfinished
 
     @classmethod
     def parse(cls, raw: object) -> StartupEvent | None:
@@ -45,8 +52,9 @@ class StartupEvent:
         phase, start, runner_id = raw.get("phase"), raw.get("start"), raw.get("runner_id")
         if not (isinstance(phase, str) and isinstance(runner_id, str) and is_number(start)):
             return None
-        end = raw["end"] if is_number(raw.get("end")) else start
-        pid, details = raw.get("pid"), raw.get("details")
+        unfinished = is_start_line(raw)
+        end = raw["end"] if is_number(raw.get("end")) and not unfinished else start
+        pid, details, span = raw.get("pid"), raw.get("details"), raw.get("span")
         return cls(
             phase=phase,
             start=float(start),
@@ -54,6 +62,8 @@ class StartupEvent:
             runner_id=runner_id,
             pid=pid if isinstance(pid, int) else None,
             details=details if isinstance(details, dict) else {},
+            span=span if isinstance(span, str) else None,
+            unfinished=unfinished,
         )
 
 
@@ -65,7 +75,13 @@ class RunnerStart:
     number: int  # 1 for the first process of this runner id, 2 after its first restart...
     origin: float  # when the process started: zero of this start's phases
     pid: int | None
-    events: tuple[StartupEvent, ...]
+    events: tuple[StartupEvent, ...]  # finished phases and instants
+    unfinished: tuple[StartupEvent, ...] = ()  # phases started and not ended (yet)
+
+    @property
+    def last_written(self) -> float:
+        """The latest time its events tell of: a process that died died after it."""
+        return max(event.end for event in (*self.events, *self.unfinished))
 
     @property
     def label(self) -> str:
@@ -125,11 +141,16 @@ def _last_written(run_dir: Path) -> float:
 
 def load_run(data_dir: Path, run_id: str | None = None) -> Run:
     """Read every runner's events of one run; files without runner events are ignored."""
-    path = find_run_dir(data_dir, run_id)
+    return read_run(find_run_dir(data_dir, run_id))
+
+
+def read_run(path: Path) -> Run:
+    """The run whose events are in the run dir ``path``."""
     processes: list[list[StartupEvent]] = []
     for file in sorted(path.glob("*.jsonl")):
-        events = [event for raw in read_events(file) if (event := StartupEvent.parse(raw))]
-        processes.extend(_split_by_process(events))
+        raws = read_events(file, starts=True)
+        events = [event for raw in raws if (event := StartupEvent.parse(raw))]
+        processes.extend(_split_by_process(paired(events)))
 
     by_runner: dict[str, list[list[StartupEvent]]] = {}
     for events in processes:
@@ -140,10 +161,53 @@ def load_run(data_dir: Path, run_id: str | None = None) -> Run:
         for number, events in enumerate(ordered, start=1):
             starts.append(
                 RunnerStart(
-                    runner_id, number, _process_origin(events), events[0].pid, tuple(events)
+                    runner_id,
+                    number,
+                    _process_origin(events),
+                    events[0].pid,
+                    tuple(event for event in events if not event.unfinished),
+                    tuple(event for event in events if event.unfinished),
                 )
             )
     return Run(run_id=path.name, path=path, starts=tuple(starts))
+
+
+def recent_runs(runs_dir: Path, limit: int, but: str | None = None) -> list[Run]:
+    """The ``limit`` runs under ``runs_dir`` written to last (a run dir's own mtime: its files
+    were created then), newest first, but the run ``but``: bounded work, whatever the history."""
+    try:
+        dirs = [
+            (entry.stat().st_mtime, Path(entry.path))
+            for entry in os.scandir(runs_dir)
+            if entry.is_dir() and entry.name != but
+        ]
+    except OSError:
+        return []
+    newest = sorted(dirs, reverse=True)[:limit]
+    return [read_run(path) for _, path in newest]
+
+
+def running_here(start: RunnerStart) -> bool:
+    """Whether ``start``'s process still runs on this machine (one on a Ray node: not known
+    here, so False; the gateway knows its own runners)."""
+    if start.pid is None or start.node not in (None, LOCAL_NODE):
+        return False
+    return still_running(start.pid, start.origin)
+
+
+def paired(events: list[StartupEvent]) -> list[StartupEvent]:
+    """One file's events with each start line dropped whose end line is there: the same
+    ``span``, or (an end line that ``record()`` wrote, without one) the same process, phase and
+    start time. What stays of the start lines are the phases not finished when it was read."""
+    finished = [event for event in events if not event.unfinished]
+    spans = {event.span for event in finished if event.span is not None}
+    starts = {(event.pid, event.phase, event.start) for event in finished}
+    return [
+        event
+        for event in events
+        if not event.unfinished
+        or (event.span not in spans and (event.pid, event.phase, event.start) not in starts)
+    ]
 
 
 def _split_by_process(events: list[StartupEvent]) -> list[list[StartupEvent]]:

@@ -54,7 +54,7 @@ from minifal.compiled.cache.settings import (
 from minifal.compiled.cache.torch_timings import CompileTimes, compile_times
 from minifal.host.data_dir import data_dir
 from minifal.host.gpu import get_gpu_type
-from minifal.startup.events import phase, record
+from minifal.startup.events import OpenSpan, begin, finish, phase
 
 logger = logging.getLogger("minifal.compile_cache")
 
@@ -78,6 +78,7 @@ class _Session:
     hit: bool = False
     fx_counters_at_load: dict[str, int] = field(default_factory=dict)
     times_at_load: CompileTimes = field(default_factory=compile_times)
+    block: OpenSpan | None = None  # the ``compile_cache.compile`` phase: from load to sync
 
 
 _sessions: dict[str, _Session] = {}
@@ -108,6 +109,9 @@ def load_cache_scope(cache_key: str, include: Callable[[str], bool] | None = Non
     session.fx_counters_at_load = _fx_counters()
     session.times_at_load = compile_times()
     session.loaded_at = time.time()
+    session.block = begin(
+        "compile_cache.compile", session.loaded_at, key=cache_key, hit=session.hit
+    )
     return manifest_digest(session.scanner.scan())
 
 
@@ -269,9 +273,9 @@ def _sync(session: _Session, dir_hash: str, scan: bool) -> None:
     now = time.time()
     fx = _fx_counters()
     times = compile_times().since(session.times_at_load)
-    record(
-        "compile_cache.compile",
-        session.loaded_at,
+    block = session.block or OpenSpan("compile_cache.compile", session.loaded_at, None)
+    finish(
+        block,
         now,
         key=session.key,
         hit=session.hit,

@@ -48,7 +48,9 @@ from minifal.runner_contract import (
     runner_environment,
     runner_socket_path,
 )
-from minifal.startup.events import read_events, runner_events_file
+from minifal.startup.events import runner_events_file
+from minifal.startup.progress import HISTORY_RUNS, PhaseHistory, console_lines
+from minifal.startup.runs import RunnerStart, read_run, recent_runs
 
 logger = logging.getLogger("minifal.fleet")
 
@@ -218,6 +220,7 @@ class LocalRunnerProcess:
         self.unix_path = unix_path
         """Where the gateway sends requests (``url`` stays for probes and websockets)."""
         self._output_task = asyncio.create_task(self._copy_output(), name=f"{runner_id}-log")
+        self._earlier: list[RunnerStart] | None = None  # earlier runs' starts, read once
 
     @property
     def pid(self) -> int:
@@ -266,10 +269,12 @@ class LocalRunnerProcess:
     async def wait_ready(self, timeout: float) -> bool:
         """Poll the ready path until it answers (the port opens after ``setup()``).
 
-        Logs a progress line every few seconds with the last startup phase the runner finished.
+        Every few seconds, logs what the runner is doing: the phases running, for how long, and
+        how long the same ones took last time; and the long phases it finished meanwhile.
         """
         deadline = self.started_at + timeout
         next_progress = time.time() + PROGRESS_EVERY_SECONDS
+        reported_until = self.started_at
         async with httpx.AsyncClient(timeout=2.0) as client:
             while time.time() < deadline:
                 if self.exited:
@@ -278,14 +283,12 @@ class LocalRunnerProcess:
                     response = await client.get(f"{self.url}{READY_PATH}")
                     if response.status_code == 200:
                         return True
-                if time.time() >= next_progress:
+                now = time.time()
+                if now >= next_progress:
                     next_progress += PROGRESS_EVERY_SECONDS
-                    logger.info(
-                        "[%s] starting: %.0f s, %s",
-                        self.runner_id,
-                        time.time() - self.started_at,
-                        self.progress(),
-                    )
+                    for line in self.progress(reported_until, now):
+                        logger.info("[%s] %s", self.runner_id, line)
+                    reported_until = now
                 await asyncio.sleep(READY_POLL_SECONDS)
         return False
 
@@ -297,15 +300,16 @@ class LocalRunnerProcess:
                 return False
         return response.status_code == 200
 
-    def progress(self) -> str:
-        events = read_events(self.events_file, self.pid)
-        if not events:
-            return "importing"
-        last = events[-1]
-        error = (last.get("details") or {}).get("error")
-        if error:
-            return f"{last['phase']} failed: {error}"
-        return f"last finished phase: {last['phase']}"
+    def progress(self, since: float, now: float) -> list[str]:
+        """Lines about this starting runner (``startup/progress.py``), from its events file and
+        the data dir's last few runs."""
+        run = read_run(self.events_file.parent)
+        if self._earlier is None:
+            earlier = recent_runs(run.path.parent, HISTORY_RUNS, but=run.run_id)
+            self._earlier = [start for past in earlier for start in past.starts]
+        history = PhaseHistory([*self._earlier, *run.starts])
+        mine = next((start for start in reversed(run.starts) if start.pid == self.pid), None)
+        return console_lines(mine, self.started_at, history, since, now)
 
     async def wait_exit(self) -> int:
         code = await self.process.wait()

@@ -114,18 +114,46 @@ const LANE = { label: 230, width: 1000, bar: 12, gap: 2, pad: 5, minLevels: 2 };
 
 // Bars go on levels: longest first, each on the first level where it overlaps no other bar, so
 // a phase inside another (a compile inside setup) sits under it instead of hiding behind it.
+// A phase in progress (begun, not ended) is a bar too, up to now; `open` holds what the report
+// says of it (running or never finished, its last time).
 function levelled(lane) {
   const bars = Object.entries(lane.phases)
     .filter(([, timing]) => !timing.instant)
-    .sort(([, a], [, b]) => (b.end_s - b.start_s) - (a.end_s - a.start_s));
+    .map(([phase, timing]) => ({ phase, timing, open: null }))
+    .concat((lane.in_progress || []).map((open) => ({ phase: open.phase, timing: open, open })))
+    .sort((a, b) => (b.timing.end_s - b.timing.start_s) - (a.timing.end_s - a.timing.start_s));
   const levels = [];
-  return bars.map(([phase, timing]) => {
+  return bars.map(({ phase, timing, open }) => {
     let level = levels.findIndex((taken) =>
       taken.every(([start, end]) => timing.end_s <= start || timing.start_s >= end));
     if (level < 0) { level = levels.length; levels.push([]); }
     levels[level].push([timing.start_s, timing.end_s]);
-    return { phase, timing, level };
+    return { phase, timing, level, open };
   });
+}
+
+// A phase in progress: a bar up to now (translucent with a dashed edge while it runs, paler if its
+// process exited before it ended), the outline of how long it took last time, its words beside it.
+function openBar(group, { phase, timing, open }, x, lane, top, colour) {
+  const start = lane.started_at_s + timing.start_s;
+  const elapsed = timing.end_s - timing.start_s;
+  const last = open.last_s === null ? "" : `, last time ${open.last_s.toFixed(1)} s`;
+  const words = open.running ? `${open.title}: ${elapsed.toFixed(1)} s${last}`
+    : `${open.title}: never finished (its process exited)`;
+  if (open.last_s !== null) {
+    group.append(svg("rect", { x: x(start), y: top, width: Math.max(1, x(start + open.last_s) - x(start)),
+      height: LANE.bar, class: "last-time", fill: "none", stroke: colour }));
+  }
+  const bar = svg("rect", {
+    x: x(start), y: top, width: Math.max(2, x(lane.started_at_s + timing.end_s) - x(start)), height: LANE.bar,
+    fill: colour, class: `phase phase-${phase.replace(/\./g, "-")} ${open.running ? "in-progress" : "unfinished"}`,
+  });
+  bar.append(svg("title", {}, words));
+  group.append(bar);
+  // beside the bar's end, or over the bar where the plot ends
+  const at = x(lane.started_at_s + timing.end_s), inside = at > LANE.width - 260;
+  group.append(svg("text", { x: inside ? at - 3 : at + 3, y: top + LANE.bar - 2, class: "in-progress-label",
+    "text-anchor": inside ? "end" : "start" }, words));
 }
 
 function colourOf(report, phase, others) {
@@ -139,6 +167,9 @@ function timelineSvg(report, legend) {
   let end = 1;
   for (const lane of lanes) {
     for (const timing of Object.values(lane.phases)) end = Math.max(end, lane.started_at_s + timing.end_s);
+    for (const open of lane.in_progress || []) {
+      end = Math.max(end, lane.started_at_s + Math.max(open.end_s, open.start_s + (open.last_s || 0)));
+    }
   }
   const plot = LANE.width - LANE.label - 10;
   const x = (s) => LANE.label + (s / end) * plot;
@@ -166,10 +197,15 @@ function timelineSvg(report, legend) {
     const revision = lane.revision ? ` · ${lane.revision}` : "";
     group.append(svg("text", { x: 4, y: top + 16 }, `${lane.runner}${revision}`));
     group.append(svg("text", { x: 4, y: top + 30, fill: "#6e6e6e" }, `${ready}, ${lane.cache || ""}`));
-    for (const { phase, timing, level } of placed[index]) {
+    for (const placedBar of placed[index]) {
+      const { phase, timing, level } = placedBar;
       const start = lane.started_at_s + timing.start_s;
       const colour = colourOf(report, phase, others);
       legend.set(phase, colour);
+      if (placedBar.open) {
+        openBar(group, placedBar, x, lane, top + LANE.pad + level * (LANE.bar + LANE.gap), colour);
+        continue;
+      }
       const bar = svg("rect", {
         x: x(start), y: top + LANE.pad + level * (LANE.bar + LANE.gap),
         width: Math.max(1, x(lane.started_at_s + timing.end_s) - x(start)), height: LANE.bar,
