@@ -5,9 +5,10 @@
 MODEL is ``block`` (a small attention block, quick to compile on CPU) or ``block-wide`` (the same
 with another width: another structure), or ``unet`` (diffusers' UNet with the tiny SD-Turbo
 UNet's block types, two levels deep). Inside ``precompiled_modules(KEY)`` it calls the wrapped
-model once per warmup shape, then once per "after" shape outside the block, and prints one
-``RESULT {json}`` line: how each call was served, the largest difference from eager, torch's
-own Dynamo counters and timings for the whole run.
+model once per warmup shape, then (serving while compiling: once the switchover is over) once
+per "after" shape outside the block, and prints one ``RESULT {json}`` line: how each call was
+served at the block's end and at the end, the largest difference from eager, torch's own Dynamo
+counters and timings for the whole run.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(me
 REPO = Path(__file__).resolve().parents[2]
 BREAK_WORKERS = "--break-workers"
 """An argument: the compile workers are replaced by ones that exit with 3."""
+SWITCHOVER_TIMEOUT_S = 300.0
 
 
 class AttentionBlock(torch.nn.Module):
@@ -103,6 +105,9 @@ def main() -> None:
             wrapped = precompiled.module(module)
             print("IN-BODY", flush=True)
             outputs = [(shape, call(wrapped, shape)) for shape in shapes(warmup)]
+        at_ready = sorted(wrapped.resolutions.values())
+        if precompiled.switchover is not None:  # the runner would serve meanwhile
+            assert precompiled.switchover.join(SWITCHOVER_TIMEOUT_S), "switchover still running"
         outputs += [(shape, call(wrapped, shape)) for shape in after]
         for shape, output in outputs:
             expected = call(module, shape)
@@ -113,6 +118,7 @@ def main() -> None:
     times = compile_times().since(before)
     result = {
         "served": served,
+        "at_ready": at_ready,
         "resolutions": sorted(wrapped.resolutions.values()),
         "dynamo_graphs": times.dynamo_graphs,
         "dynamo_s": times.dynamo_s,
