@@ -67,6 +67,7 @@ class Load:
         self.url, self.clients, self.interval, self.t0 = url, clients, interval, t0
         self.answers: list[Answer] = []
         self.listening_at: float | None = None  # the gateway's first answer of any kind
+        self.seed0_images: list[bytes] = []  # the first and the latest image of seed 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [
@@ -98,6 +99,8 @@ class Load:
                     answer.status = response.status_code
                     if response.status_code == 200:
                         answer.image_url = response.json()["image"]["url"]
+                        if seed == 0:
+                            self._keep_seed0(client.get(answer.image_url).content)
                     else:
                         answer.error = response.text[:200]
                 except httpx.HTTPError as exc:
@@ -106,6 +109,12 @@ class Load:
                 with self._lock:
                     self.answers.append(answer)
                 self._stop.wait(self.interval)
+
+    def _keep_seed0(self, image: bytes) -> None:
+        with self._lock:
+            self.seed0_images[1:] = [image]
+            if len(self.seed0_images) == 1:  # the first one stays first
+                self.seed0_images.append(image)
 
     def _post(self, client: httpx.Client, seed: int) -> httpx.Response:
         return client.post(f"{self.url}/", json={**BODY, "seed": seed})
@@ -162,17 +171,17 @@ def compiled_speed_at(answers: list[Answer], tail_from: float) -> tuple[float | 
     return reached, statistics.median(tail)
 
 
-def image_difference(client: httpx.Client, first: str, last: str) -> int | None:
-    """The largest per-channel difference (0-255) of two images, None without Pillow."""
+def image_difference(images: list[bytes]) -> int | None:
+    """The largest per-channel difference (0-255) of the first and the last image; None
+    without two images or without Pillow."""
     try:
         from PIL import Image, ImageChops
     except ImportError:
         return None
-    images = [
-        Image.open(io.BytesIO(client.get(url).content)).convert("RGB") for url in (first, last)
-    ]
-    extrema = ImageChops.difference(*images).getextrema()
-    return max(high for _, high in extrema)
+    if len(images) < 2:
+        return None
+    first, last = (Image.open(io.BytesIO(image)).convert("RGB") for image in images[:2])
+    return max(high for _, high in ImageChops.difference(first, last).getextrema())
 
 
 def main() -> int:
@@ -258,12 +267,7 @@ def main() -> int:
         [*switch_times, *(r["ready_s"] or 0 for r in runners.values())], default=None
     )
     seed0 = [a for a in sorted(ok, key=lambda a: a.sent) if a.seed == 0 and a.image_url]
-    with httpx.Client(timeout=60.0) as client:
-        difference = (
-            image_difference(client, seed0[0].image_url, seed0[-1].image_url)
-            if len(seed0) >= 2
-            else None
-        )
+    difference = image_difference(load.seed0_images)
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": " ".join(command),
@@ -284,6 +288,7 @@ def main() -> int:
         "failures": [asdict(a) for a in failed[:20]],
         "seed0_eager_vs_last_max_pixel_diff": difference,
         "seed0_first_sent_s": round(seed0[0].sent, 2) if seed0 else None,
+        "seed0_last_sent_s": round(seed0[-1].sent, 2) if seed0 else None,
         "answers": [asdict(a) for a in answers],
     }
     (args.out / "cold_start_serving.json").write_text(json.dumps(result, indent=2))

@@ -29,6 +29,7 @@ from minifal.host import envs  # noqa: E402
 pytestmark = pytest.mark.unit
 
 JOIN_S = 10.0
+NUDGE = 1e-3  # within the float32 tolerance of the check against eager
 
 
 @pytest.fixture
@@ -141,7 +142,7 @@ def test_calls_during_the_switch_get_eager_or_artifact_results_never_an_error() 
     wrapped, loader, compiles = waiting_runner(linear)
 
     def artifact(weight, bias, tensor):  # eager's result, nudged within the tolerance
-        return (tensor @ weight.t() + bias + 1e-6,)
+        return (tensor @ weight.t() + bias + NUDGE,)
 
     results: list[torch.Tensor] = []
     errors: list[BaseException] = []
@@ -165,16 +166,20 @@ def test_calls_during_the_switch_get_eager_or_artifact_results_never_an_error() 
     publish(loader, linear, x, artifact)
     assert background.join(JOIN_S)
     with torch.no_grad():
-        results.append(wrapped(x))
+        after = wrapped(x)  # (a caller's call that began before the switch may end after it)
     stop.set()
     for thread in callers:
         thread.join(JOIN_S)
     assert not errors
     expected = linear(x).detach()
+
+    def nudged(result: torch.Tensor) -> bool:
+        return bool((result - expected - NUDGE).abs().max() < NUDGE / 100)
+
     eager = [r for r in results if torch.equal(r, expected)]
-    compiled = [r for r in results if torch.equal(r, expected + 1e-6)]
+    compiled = [r for r in results if nudged(r)]
     assert len(eager) + len(compiled) == len(results)
-    assert compiled and torch.equal(results[-1], expected + 1e-6)
+    assert nudged(after)
 
 
 def test_stopping_ends_the_wait_for_another_runners_compile() -> None:
