@@ -208,7 +208,8 @@ def main() -> int:
     command = [sys.executable, "-m", "minifal.cli", "run", str(args.repo / "apps" / "sd_turbo.py")]
     command += ["--workers", str(args.workers), "--port", str(args.port)]
     command += ["--data-dir", str(data_dir)] + (["--gpus", args.gpus] if args.gpus else [])
-    environ = {**os.environ, "PYTHONPATH": str(args.repo)}
+    path = [str(args.repo), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     if args.wait_for_compiled:
         environ["MINIFAL_SERVE_WHILE_COMPILING"] = "0"
     url = f"http://127.0.0.1:{args.port}"
