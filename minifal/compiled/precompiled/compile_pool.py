@@ -170,8 +170,8 @@ class CompilePool:
         first call, and its CUDA graph capture, happen here, not in a request). ``on_done``
         hears of each: the compile, or None and why not."""
         deadline = current_settings().deadline
-        pending_list, self._pending = self._pending, []
-        for position, pending in enumerate(pending_list):
+        while self._pending:  # abort() (another thread) kills and forgets what is left
+            pending = self._pending[0]
             label = pending.signature.label
             inference = any(t.is_inference() for t in pending.call.tensors)
             try:
@@ -197,11 +197,13 @@ class CompilePool:
                 if on_done is not None:
                     on_done(pending, None, str(exc))
                 if time.time() >= deadline:  # no time left for the others either
-                    for later in pending_list[position + 1 :]:
-                        later.worker.kill()
-                        later.target.use_fallback(later.signature)
+                    later, self._pending = self._pending[1:], []
+                    for left in later:
+                        left.worker.kill()
+                        left.target.use_fallback(left.signature)
                         if on_done is not None:
-                            on_done(later, None, "no time left before the deadline")
+                            on_done(left, None, "no time left before the deadline")
                     return
             finally:
+                self._pending = [p for p in self._pending if p is not pending]
                 pending.worker.discard()  # whatever the store did not adopt
