@@ -182,7 +182,7 @@ def test_calls_during_the_switch_get_eager_or_artifact_results_never_an_error() 
     assert nudged(after)
 
 
-def test_stopping_ends_the_wait_for_another_runners_compile() -> None:
+def test_stopping_ends_the_wait_for_another_runners_compile(events: Path) -> None:
     """The runner shuts down while the other runner still compiles: the switchover ends at
     once, the store load is told to stop waiting, and the signature stays eager."""
     linear = torch.nn.Linear(3, 2).eval()
@@ -198,6 +198,8 @@ def test_stopping_ends_the_wait_for_another_runners_compile() -> None:
     assert background.join(0)
     assert done == [False]
     assert not loader._keep_waiting()  # the lease wait's next poll gives up
+    (switch,) = read_events(events, "precompiled.switch")
+    assert not switch["switched"] and switch["reason"] == "stopped: the runner shuts down"
     background_work.done(number)
     assert wrapped.resolutions == {_label(x): "eager, switching"}
 

@@ -40,6 +40,7 @@ from minifal.startup.events import record
 logger = logging.getLogger("minifal.precompiled")
 
 STORE_POLL_S = 1.0  # how often a wait for the store looks at stop()
+STOPPED = "stopped: the runner shuts down"
 
 
 class Switchover:
@@ -86,13 +87,11 @@ class Switchover:
         try:
             loaded = self._wait_for_store()
             if not loaded:
+                why = STOPPED if self._stop.is_set() else "the store did not load by the deadline"
                 if not self._stop.is_set():
-                    logger.warning(
-                        "precompiled %r: the store did not load by the deadline; serving eagerly",
-                        self.cache_key,
-                    )
+                    logger.warning("precompiled %r: %s; serving eagerly", self.cache_key, why)
                 for deferred in self._deferred:
-                    self._record(deferred, None, "the store did not load")
+                    self._record(deferred, None, why)
                 return
             for deferred in self._deferred:
                 if self._stop.is_set():
@@ -164,7 +163,8 @@ class Switchover:
     ) -> None:
         deferred = self._by_signature.get((id(pending.target), pending.signature.digest))
         if deferred is not None:
-            self._record(deferred, None if compiled is None else compiled.max_abs_diff, why)
+            difference = None if compiled is None else compiled.max_abs_diff
+            self._record(deferred, difference, STOPPED if self._stop.is_set() else why)
 
     def _record(
         self,
