@@ -22,9 +22,13 @@ On minifal with a GPU, ``MINIFAL_SD_CUDA_GRAPHS`` names the modules whose calls 
 CUDA graphs (default ``unet,vae,text``; ``none``): at batch 1 a step is launch-bound, and a
 graph launches a module's kernels at once. BENCHMARKS.md has the measurements behind the
 defaults. After warmup nothing recompiles: a size not covered by the warmup still works,
-eagerly, and the log says so. On minifal with a GPU the modules' weights live in an arena at
-fixed addresses (``minifal.offload``; ``MINIFAL_SD_ARENA=0``: not), so that a suspended runner
-moves them to pinned host memory itself and the driver's checkpoint carries only the rest.
+eagerly, and the log says so. On minifal a cold runner (one that compiles, or waits for
+another's compile) is ready after an eager warmup and serves eagerly (CUDA graphs of the eager
+modules on a GPU) while the artifacts are compiled in the background; each warmup size switches
+to its artifact as soon as it is ready (``MINIFAL_SERVE_WHILE_COMPILING=0``: ready only once
+compiled, as on fal's plain path). On minifal with a GPU the modules' weights live in an arena
+at fixed addresses (``minifal.offload``; ``MINIFAL_SD_ARENA=0``: not), so that a suspended
+runner moves them to pinned host memory itself and the driver's checkpoint carries only the rest.
 
 Batching (``MINIFAL_SD_BATCH_SIZES``, e.g. ``1,2,4,8,16``; default ``1``: off, see
 BENCHMARKS.md section 12): on minifal, requests that arrive together run as one pipeline call

@@ -302,3 +302,37 @@ def test_importing_the_toolkit_modules_does_not_import_torch() -> None:
 
     code = "import sys, minifal.compiled.cache, minifal.host.gpu; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.unit
+def test_a_wait_for_another_runners_compile_asks_at_each_poll_whether_to_go_on(
+    tmp_path: Path,
+) -> None:
+    """``keep_waiting`` (serving while compiling: the runner shuts down) ends the wait as a miss
+    without the lease; its first call tells the waiter that the wait began."""
+    import time
+
+    from minifal.compiled.cache import api
+    from minifal.compiled.cache.manifest import DirScanner
+
+    location = CacheLocation(tmp_path, "CPU", "tests/wait", "torch-x")
+    assert LeaseDir(location.leases_dir).try_acquire(1) is not None  # held: this process lives
+    private = tmp_path / "private"
+    session = api._Session(
+        "tests/wait",
+        private,
+        DirScanner(private),
+        loaded_at=time.time(),
+        location=location,
+        store=SegmentStore(location.segments_dir),
+    )
+    asked: list[int] = []
+
+    def keep_waiting() -> bool:
+        asked.append(1)
+        return len(asked) < 2
+
+    settings = CacheSettings(lease_ttl_s=30.0, deadline=time.time() + 60, local_root=None)
+    api._claim_or_wait(session, settings, keep_waiting)
+    assert len(asked) == 2
+    assert session.heartbeat is None  # no lease taken

@@ -2,6 +2,9 @@
 
 Each child (tests/precompiled_support/child.py) is a runner-like process sharing one data dir. What
 it reports about Dynamo comes from torch's own counters, and every output is compared with eager.
+Children serve while compiling (the default): their warmup is answered eagerly, and they wait for
+the switchover before their "after" calls. They compile inline (no worker processes, which cost a
+torch import each) unless a test asks for workers.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def start(
     """``break_workers``: the child's compile workers exit with 3 at once."""
     env = {
         **os.environ,
+        "MINIFAL_PRECOMPILED_WORKERS": "0",
         **(env_extra or {}),
         "MINIFAL_DATA_DIR": str(data_dir),
         "MINIFAL_EVENTS_FILE": str(data_dir / f"events-{model}-{seed}-{warmup}.jsonl"),
@@ -79,16 +83,30 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     return data_dir, run(data_dir, "block", 0, "2x8,4x8")
 
 
-def test_the_first_runner_compiles_each_warmup_signature(published) -> None:
-    _, cold = published
+def test_the_first_runner_serves_eagerly_then_switches_each_signature_to_compiled(
+    published,
+) -> None:
+    data_dir, cold = published
+    assert cold["at_ready"] == ["eager, switching", "eager, switching"]  # ready before compiling
     assert cold["resolutions"] == ["compiled", "compiled"]
     assert cold["dynamo_graphs"] >= 2
     assert_equals_eager(cold)
+    events = [
+        json.loads(line)
+        for line in (data_dir / "events-block-0-2x8,4x8.jsonl").read_text().splitlines()
+    ]
+    switches = [e["details"] for e in events if e["phase"] == "precompiled.switch"]
+    assert [(s["source"], s["switched"]) for s in switches] == [("compiled", True)] * 2
+    assert all(s["max_abs_diff"] <= 1e-4 for s in switches)
+    (summary,) = [e for e in events if e["phase"] == "precompiled"]
+    assert summary["details"]["served_while_compiling"]
+    assert summary["end"] >= max(e["end"] for e in events if e["phase"] == "precompiled.switch")
 
 
 def test_a_warm_runner_runs_no_dynamo_and_matches_eager(published) -> None:
     data_dir, _ = published
     warm = run(data_dir, "block", 0, "2x8,4x8")
+    assert warm["at_ready"] == ["loaded", "loaded"]  # a warm runner does not serve eagerly
     assert warm["resolutions"] == ["loaded", "loaded"]
     assert warm["dynamo_graphs"] == 0
     assert warm["frames"] == 0
@@ -125,17 +143,26 @@ def test_new_weights_reuse_the_artifacts_and_an_uncovered_call_runs_eagerly(publ
     assert_equals_eager(outcome)  # computed with its own weights, not the compiler's
 
 
-def test_another_structure_never_loads_these_artifacts(published) -> None:
+def test_another_structure_never_loads_these_artifacts_and_can_wait_for_its_compile(
+    published,
+) -> None:
+    """With ``MINIFAL_SERVE_WHILE_COMPILING=0`` (as before serving while compiling), the block
+    ends with its signature compiled."""
     data_dir, _ = published
-    wide = run(data_dir, "block-wide", 0, "2x8")
+    waits = {"MINIFAL_SERVE_WHILE_COMPILING": "0"}
+    wide = run(data_dir, "block-wide", 0, "2x8", env_extra=waits)
+    assert wide["at_ready"] == ["compiled"]
     assert wide["resolutions"] == ["compiled"]
     assert_equals_eager(wide)
 
 
 def test_two_runners_started_together_compile_once(tmp_path: Path) -> None:
-    first = start(tmp_path, "block", 0, "2x8,4x8")
-    second = start(tmp_path, "block", 0, "2x8,4x8")
+    """Both serve eagerly while one compiles; the other picks the artifacts up when they are
+    published, checked against its own eager outputs."""
+    first = start(tmp_path, "block", 0, "2x8,4x8", after="2x8")
+    second = start(tmp_path, "block", 0, "2x8,4x8", after="2x8")
     outcomes = [result(first), result(second)]
+    assert [o["at_ready"] for o in outcomes] == [["eager, switching"] * 2] * 2
     assert sorted(o["resolutions"] for o in outcomes) == [
         ["compiled", "compiled"],
         ["loaded", "loaded"],
@@ -145,7 +172,7 @@ def test_two_runners_started_together_compile_once(tmp_path: Path) -> None:
 
 
 def test_the_sd_turbo_unet_warm_start_skips_dynamo(tmp_path: Path) -> None:
-    """The real app's module class (a two-level UNet of the tiny one's block types): diffusers'
+    """The real app's module class (a one-level UNet of the tiny one's block types): diffusers'
     decorated forward, keyword inputs, None arguments."""
     cold = run(tmp_path, "unet", 0, "16")
     assert cold["resolutions"] == ["compiled"]
@@ -167,16 +194,15 @@ def test_workers_compile_the_signatures_at_once_and_publish_them(tmp_path: Path)
     # each worker's last line, through the runner's log: its seconds and its collector's
     assert cold["log"].count("(garbage collection ") == 2, cold["log"][-3000:]
     assert_equals_eager(cold)  # the calls in the block (eager) and the one after (compiled)
-    warm = run(tmp_path, "block", 0, "2x8,4x8")
-    assert warm["resolutions"] == ["loaded", "loaded"]
-    assert warm["dynamo_graphs"] == 0
-    assert_equals_eager(warm)
+    (sync,) = [e["details"] for e in events if e["phase"] == "compile_cache.sync"]
+    assert sync["reason"] == "published"
 
 
 def test_a_failed_worker_leaves_its_signature_to_the_fallback(tmp_path: Path) -> None:
     """The worker is replaced by one that exits with 3 (child.py ``--break-workers``)."""
     env = {"MINIFAL_PRECOMPILED_WORKERS": "1"}
     outcome = run(tmp_path, "block", 0, "2x8", after="2x8", env_extra=env, break_workers=True)
+    assert outcome["at_ready"] == ["eager, switching"]
     assert outcome["resolutions"] == ["eager"]
     assert "was not compiled (the compile worker exited with 3" in outcome["log"]
     assert_equals_eager(outcome)

@@ -1,9 +1,15 @@
 """apps/sd_turbo.py end to end on CPU: the tiny random-weight pipeline, real torch.compile, the
-shared compiled cache, two runners behind a real gateway, real HTTP."""
+shared compiled cache, two runners behind a real gateway, real HTTP.
+
+The runners serve while compiling (the default): both are ready after an eager warmup, one
+compiles in the background and the other loads what it publishes. The fixture waits until both
+switched (their ``precompiled`` events), so the tests after it see compiled code only."""
 
 from __future__ import annotations
 
 import io
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +33,7 @@ SD_TURBO_APP = Path(__file__).resolve().parents[1] / "apps" / "sd_turbo.py"
 # One intra-op thread per runner: two runners share two cores (speed only, the same bytes).
 FLEET_ENV = {"MINIFAL_SD_PRECOMPILE": "text", "OMP_NUM_THREADS": "1"}
 READY_TIMEOUT_S = 500.0
+SWITCHED_TIMEOUT_S = 500.0
 
 pytestmark = pytest.mark.compile
 
@@ -37,7 +44,28 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     with start_fleet(
         SD_TURBO_APP, work_dir, workers=2, env=FLEET_ENV, ready_timeout=READY_TIMEOUT_S
     ) as fleet:
+        wait_until_switched(fleet)
         yield fleet
+
+
+def runner_events(fleet: Fleet) -> dict[str, list[dict]]:
+    (run_dir,) = (fleet.data_dir / "runs").iterdir()
+    return {
+        path.stem: [json.loads(line) for line in path.read_text().splitlines()]
+        for path in run_dir.glob("runner-*.jsonl")
+    }
+
+
+def wait_until_switched(fleet: Fleet) -> None:
+    """Until both runners recorded their ``precompiled`` block (after their switchover)."""
+    deadline = time.monotonic() + SWITCHED_TIMEOUT_S
+    while time.monotonic() < deadline:
+        events = runner_events(fleet)
+        done = [n for n, evs in events.items() if any(e["phase"] == "precompiled" for e in evs)]
+        if len(done) == 2:
+            return
+        time.sleep(0.5)
+    raise AssertionError("the runners did not switch to compiled code in time")
 
 
 def generate(fleet: Fleet, **body: object) -> httpx.Response:
@@ -107,6 +135,19 @@ def test_one_runner_compiled_and_the_other_loaded_its_kernels(fleet: Fleet) -> N
     assert hits == [False, True], compiles
     loader = next(details for details in compiles.values() if details["hit"])
     assert loader["fxgraph_cache_miss"] == 0 and loader["fxgraph_cache_hit"] > 0
+
+
+def test_both_runners_were_ready_before_their_compiled_code_took_over(fleet: Fleet) -> None:
+    """One compiled, one waited for its publish: each served eagerly from ready on, and each
+    switched after, its artifact checked against eager."""
+    sources = []
+    for events in runner_events(fleet).values():
+        (ready,) = [e for e in events if e["phase"] == "ready"]
+        (switch,) = [e for e in events if e["phase"] == "precompiled.switch"]
+        assert switch["details"]["switched"], switch
+        assert ready["start"] < switch["end"]
+        sources.append(switch["details"]["source"])
+    assert sorted(sources) == ["compiled", "loaded"]
 
 
 def test_the_loading_runner_ran_no_dynamo(fleet: Fleet) -> None:

@@ -285,6 +285,7 @@ def test_json_report_keys(data_dir: Path) -> None:
         "cache",
         "dynamo_s",
         "graphs",
+        "switches",
         "phases",
         "in_progress",
     }

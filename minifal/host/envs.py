@@ -244,6 +244,15 @@ PRECOMPILED_WORKERS: Setting[int | None] = Setting(
     "How many compile worker processes a runner's precompiled modules use (0: compile inline).",
     default_text="0 below 8 cores, else one per 4 cores, at most 4",
 )
+SERVE_WHILE_COMPILING: Setting[bool] = Setting(
+    "MINIFAL_SERVE_WHILE_COMPILING",
+    "0 or 1",
+    _switch,
+    True,
+    "0: a runner whose precompiled modules compile (or wait for another runner's compile) is "
+    "ready only once they are compiled, not as soon as its eager warmup ran.",
+    default_text="1",
+)
 PRECOMPILED_PRELOAD: Setting[str | None] = Setting(
     "MINIFAL_PRECOMPILED_PRELOAD",
     "first-calls, artifacts, store, none",

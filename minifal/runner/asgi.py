@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from minifal.app import App
+from minifal.compiled import background_work
 from minifal.endpoints import EndpointSpec, RealtimeOptions
 from minifal.exceptions import FalServerlessException
 from minifal.host.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
@@ -129,6 +130,7 @@ def build_asgi_app(
                 except Exception:
                     logger.exception("teardown() failed")
                 await close_batchers(app)  # @batched workers: what still waits runs, then they end
+                await run_in_threadpool(background_work.stop_all)  # compiles after setup()
         finally:
             clear_current_app(app)
 

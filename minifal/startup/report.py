@@ -3,7 +3,8 @@
 Phases this module does not know are shown like the others; ``compile_cache.*`` is read for the
 cache column, ``precompiled.*`` for the list of compiled graphs (one per module and input
 signature: loaded or compiled, how long) and both for each runner's Dynamo seconds (zero on a
-warm precompiled runner).
+warm precompiled runner). A runner that served while compiling has its ``precompiled.switch``
+events listed apart: when each signature went from eager to compiled code, after ``ready``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ READY = "ready"
 CACHE_PREFIX = "compile_cache."
 PRECOMPILED = "precompiled"
 GRAPH_PHASES = {"precompiled.load": "loaded", "precompiled.compile": "compiled"}
+SWITCH = "precompiled.switch"
 # A runner's lifecycle, in order: the order of the table's columns and of the legend.
 KNOWN_ORDER = (
     PROCESS_START,
@@ -40,7 +42,7 @@ KNOWN_ORDER = (
     "teardown",
 )
 # Not table columns: the process start is each row's zero, and "ready at" shows ready.
-COVERED_BY_OTHER_COLUMNS = frozenset({PROCESS_START, READY})
+COVERED_BY_OTHER_COLUMNS = frozenset({PROCESS_START, READY, SWITCH})
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,18 @@ class CompiledGraph:
 
 
 @dataclass(frozen=True)
+class Switch:
+    """A call signature served eagerly from ``ready`` on, until its artifact took over."""
+
+    module: str
+    signature: str
+    at_s: float  # when it switched (or gave up), seconds after the process start
+    switched: bool
+    source: str  # "compiled" here, or "loaded" from another runner's publish
+    reason: str | None  # why it stayed eager
+
+
+@dataclass(frozen=True)
 class RunnerRow:
     label: str
     runner_id: str
@@ -87,6 +101,7 @@ class RunnerRow:
     revision: str | None = None  # the app revision it served; None: not recorded
     in_progress: tuple[PhaseInProgress, ...] = ()  # begun, not ended: running or never will
     origin: float = 0.0  # its process start (time.time() seconds): zero of its phases
+    switches: tuple[Switch, ...] = ()
 
 
 # --- rows ----------------------------------------------------------------------------------------
@@ -134,6 +149,18 @@ def _row(
         revision=start.revision,
         in_progress=in_progress,
         origin=start.origin,
+        switches=tuple(
+            Switch(
+                module=str(event.details.get("module", "?")),
+                signature=str(event.details.get("signature", "?")),
+                at_s=event.end - start.origin,
+                switched=bool(event.details.get("switched")),
+                source=str(event.details.get("source", "compiled")),
+                reason=event.details.get("reason"),
+            )
+            for event in sorted(start.events, key=lambda e: e.end)
+            if event.phase == SWITCH
+        ),
     )
 
 
@@ -281,6 +308,7 @@ def format_graphs(rows: list[RunnerRow]) -> str:
                 f"  {label.ljust(width)}  {graph.how:8} {graph.seconds:7.2f} s{dynamo_part}  "
                 f"{graph.module} {graph.signature}"
             )
+    lines += _switch_lines(rows)
     return "\n".join(lines)
 
 
@@ -299,6 +327,24 @@ def format_in_progress(rows: list[RunnerRow], now: float) -> str:
                     f"  {row.label}  never finished (its process exited): {phase.title}, {began}"
                 )
     return "\n".join(["in progress:", *lines]) if lines else ""
+
+
+def _switch_lines(rows: list[RunnerRow]) -> list[str]:
+    """Serving while compiling: when each runner was ready, and each signature switched."""
+    switch_rows = [(row, switch) for row in rows for switch in row.switches]
+    if not switch_rows:
+        return []
+    lines = ["served eagerly from ready, then switched to compiled code:"]
+    width = max(len(row.label) for row, _ in switch_rows)
+    for row, switch in switch_rows:
+        ready = "?" if row.ready_at_s is None else _seconds(row.ready_at_s)
+        if switch.switched:
+            what = f"{switch.source} at {_seconds(switch.at_s)} s"
+        else:
+            what = f"stayed eager ({switch.reason})"
+        label = row.label.ljust(width)
+        lines.append(f"  {label}  ready {ready} s  {what}  {switch.module} {switch.signature}")
+    return lines
 
 
 def instant_phases(rows: list[RunnerRow]) -> set[str]:
@@ -335,6 +381,7 @@ def report_json(run: Run, rows: list[RunnerRow], now: float | None = None) -> di
                 "cache": row.cache,
                 "dynamo_s": row.dynamo_s,
                 "graphs": [asdict(graph) for graph in row.graphs],
+                "switches": [asdict(switch) for switch in row.switches],
                 "phases": {
                     name: {
                         "start_s": round(timing.start_s, 6),

@@ -89,9 +89,16 @@ def load_inductor_cache(cache_key: str) -> str:
     return load_cache_scope(cache_key)
 
 
-def load_cache_scope(cache_key: str, include: Callable[[str], bool] | None = None) -> str:
+def load_cache_scope(
+    cache_key: str,
+    include: Callable[[str], bool] | None = None,
+    keep_waiting: Callable[[], bool] | None = None,
+) -> str:
     """``load_inductor_cache``, where only the private dir's files that ``include`` accepts (by
-    path relative to the dir) are this key's: hashed, and published by ``sync_inductor_cache``."""
+    path relative to the dir) are this key's: hashed, and published by ``sync_inductor_cache``.
+
+    ``keep_waiting`` is asked at each poll while another runner holds the lease: False stops
+    the wait (a miss, without the lease). Its first call says that the wait began."""
     settings = current_settings()
     try:
         root = private_cache_root(settings.local_root)
@@ -103,7 +110,7 @@ def load_cache_scope(cache_key: str, include: Callable[[str], bool] | None = Non
     session = _Session(cache_key, root, DirScanner(root, include), loaded_at=time.time())
     _sessions[cache_key] = session
     try:
-        _load(session, settings)
+        _load(session, settings, keep_waiting)
     except Exception as exc:
         logger.warning("compiled cache %r: load failed (%s); compiling instead", cache_key, exc)
     session.fx_counters_at_load = _fx_counters()
@@ -141,7 +148,9 @@ def synchronized_inductor_cache(cache_key: str) -> Iterator[None]:
         sync_inductor_cache(cache_key, dir_hash)
 
 
-def _load(session: _Session, settings: CacheSettings) -> None:
+def _load(
+    session: _Session, settings: CacheSettings, keep_waiting: Callable[[], bool] | None
+) -> None:
     with phase("compile_cache.load", key=session.key, hit=False) as details:
         fingerprint = current_fingerprint()
         location = CacheLocation(data_dir(), get_gpu_type(), session.key, fingerprint.dir_name)
@@ -157,10 +166,12 @@ def _load(session: _Session, settings: CacheSettings) -> None:
         reason = _miss_reason(location, fingerprint)
         details["reason"] = f"corrupt artifact: {', '.join(corrupt)}" if corrupt else reason
         logger.info("compiled cache %r: miss (%s)", session.key, details["reason"])
-    _claim_or_wait(session, settings)
+    _claim_or_wait(session, settings, keep_waiting)
 
 
-def _claim_or_wait(session: _Session, settings: CacheSettings) -> None:
+def _claim_or_wait(
+    session: _Session, settings: CacheSettings, keep_waiting: Callable[[], bool] | None = None
+) -> None:
     """Become the one runner that compiles, or wait for it and load what it publishes."""
     assert session.location is not None and session.store is not None
     leases = LeaseDir(session.location.leases_dir)
@@ -200,6 +211,9 @@ def _claim_or_wait(session: _Session, settings: CacheSettings) -> None:
                 details.update(role="compile", reason=reason, generation=generation)
                 if verdict.reason:
                     logger.info("compiled cache %r: taking the lease (%s)", session.key, reason)
+                return
+            if keep_waiting is not None and not keep_waiting():
+                details.update(reason=f"stopped waiting ({verdict.reason})")
                 return
             now = time.time()
             if now >= settings.deadline:

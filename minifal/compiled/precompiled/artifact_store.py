@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from minifal.compiled.cache import sync_inductor_cache
 from minifal.compiled.cache.api import load_cache_scope
@@ -41,12 +42,13 @@ class ArtifactStore:
         self.not_saved = 0  # compiled, but could not be saved
         self.capture_s = 0.0  # Dynamo's seconds of the saved and unsaved compiles
 
-    def load(self) -> ArtifactDir | None:
+    def load(self, keep_waiting: Callable[[], bool] | None = None) -> ArtifactDir | None:
         """Fill the private dir with this key's artifacts (may wait for another runner's
-        compile, bounded by the startup deadline); where they are, or None when the private
-        dir could not be set up. Raises what the store raises: a failed load is a compile."""
+        compile, bounded by the startup deadline, while ``keep_waiting()``); where they are, or
+        None when the private dir could not be set up. Raises what the store raises: a failed
+        load is a compile."""
         prime_torch_key()
-        self._dir_hash = load_cache_scope(self.cache_key, belongs_to_artifacts)
+        self._dir_hash = load_cache_scope(self.cache_key, belongs_to_artifacts, keep_waiting)
         if self._dir_hash:
             self.artifact_dir = ArtifactDir(private_cache_root(current_settings().local_root))
         return self.artifact_dir

@@ -3,8 +3,12 @@
 Compiles are taken while the block is open, and only then: after it an uncovered call runs
 the fallback. With workers (``MINIFAL_PRECOMPILED_WORKERS``, read by the block), a captured call
 is handed to a worker (waiting for a free one) while the dispatch answers the call eagerly;
-``finish()``, at the block's end, collects each worker's artifact, checks it against eager on
-the call it was captured from and hands it to its module, which serves and publishes it.
+``finish()`` collects each worker's artifact, checks it against eager on the call it was
+captured from and hands it to its module, which serves and publishes it.
+
+A deferring pool (serving while compiling) takes no compile during the block: each new call
+signature is only noted (``defer``), answered eagerly, and the block's switchover captures and
+compiles it after the runner is ready.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
@@ -28,6 +32,7 @@ from minifal.compiled.precompiled.graph_compile import (
     NotPrecompilable,
     checked_call,
 )
+from minifal.compiled.precompiled.warm_loader import LoadedArtifact
 
 logger = logging.getLogger("minifal.precompiled")
 
@@ -38,11 +43,33 @@ class CompileTarget(Protocol):
     @property
     def fallback(self) -> str: ...
 
+    @property
+    def module_digest(self) -> str: ...
+
+    def capture(self, call: FlatCall) -> CapturedCall: ...
+
+    def install_loaded(
+        self, call: FlatCall, signature: CallSignature, loaded: LoadedArtifact
+    ) -> float: ...
+
     def install(
         self, call: FlatCall, signature: CallSignature, compiled: CompiledCall, started: float
-    ) -> Callable[[FlatCall], Any]: ...
+    ) -> None: ...
 
     def use_fallback(self, signature: CallSignature) -> None: ...
+
+
+@dataclass(frozen=True)
+class DeferredCall:
+    """A call signature answered eagerly during the block; the switchover compiles it later."""
+
+    target: CompileTarget
+    name: str  # the module's class name, for logs
+    call: FlatCall  # the first call of this signature: captured, and checked against, later
+    signature: CallSignature
+    deferred_at: float  # time.time() of that first call
+    grad_enabled: bool
+    inference: bool
 
 
 @dataclass(frozen=True)
@@ -61,10 +88,38 @@ class PendingCompile:
 class CompilePool:
     """``workers`` compile worker processes at most at once (0: compiles happen inline)."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, defer: bool = False) -> None:
         self.workers = workers
         self.accepting = False  # from start() to close(): compiles are taken
+        self._defer = defer
         self._pending: list[PendingCompile] = []
+        self._deferred: list[DeferredCall] = []
+
+    @property
+    def deferring(self) -> bool:
+        """New call signatures are noted for later, not compiled now."""
+        return self.accepting and self._defer
+
+    def defer(
+        self, target: CompileTarget, name: str, call: FlatCall, signature: CallSignature
+    ) -> None:
+        """Note ``call`` (its tensors are kept) for the switchover, in this grad mode."""
+        self._deferred.append(
+            DeferredCall(
+                target,
+                name,
+                call,
+                signature,
+                time.time(),
+                torch.is_grad_enabled(),
+                torch.is_inference_mode_enabled(),
+            )
+        )
+
+    def take_deferred(self) -> list[DeferredCall]:
+        """The calls deferred so far, in order; the pool forgets them."""
+        deferred, self._deferred = self._deferred, []
+        return deferred
 
     def start(self) -> None:
         self.accepting = True
@@ -101,17 +156,22 @@ class CompilePool:
         )
 
     def abort(self) -> None:
-        """Stop the workers (the block failed): nothing of theirs is installed or published."""
-        for pending in self._pending:
+        """Stop the workers (the block failed, or the runner stops): nothing of theirs is
+        installed or published."""
+        self._deferred.clear()
+        for pending in list(self._pending):
             pending.worker.kill()
         self._pending.clear()
 
-    def finish(self) -> None:
-        """Collect every worker's artifact: check it against eager, serve and publish it, and
-        run it once (its first call, and its CUDA graph capture, happen here, not in a request)."""
+    def finish(
+        self, on_done: Callable[[PendingCompile, CompiledCall | None, str], None] | None = None
+    ) -> None:
+        """Collect every worker's artifact: check it against eager, serve and publish it (its
+        first call, and its CUDA graph capture, happen here, not in a request). ``on_done``
+        hears of each: the compile, or None and why not."""
         deadline = current_settings().deadline
-        pending_list, self._pending = self._pending, []
-        for position, pending in enumerate(pending_list):
+        while self._pending:  # abort() (another thread) kills and forgets what is left
+            pending = self._pending[0]
             label = pending.signature.label
             inference = any(t.is_inference() for t in pending.call.tensors)
             try:
@@ -120,10 +180,11 @@ class CompilePool:
                     compiled = checked_call(
                         pending.captured, artifact, seconds, pending.worker.artifact_path
                     )
-                    runner = pending.target.install(
+                    pending.target.install(
                         pending.call, pending.signature, compiled, pending.started
                     )
-                    runner(pending.call)
+                if on_done is not None:
+                    on_done(pending, compiled, "")
             except NotPrecompilable as exc:
                 logger.warning(
                     "precompiled %s: %s was not compiled (%s): runs %s",
@@ -133,10 +194,16 @@ class CompilePool:
                     pending.target.fallback,
                 )
                 pending.target.use_fallback(pending.signature)
+                if on_done is not None:
+                    on_done(pending, None, str(exc))
                 if time.time() >= deadline:  # no time left for the others either
-                    for later in pending_list[position + 1 :]:
-                        later.worker.kill()
-                        later.target.use_fallback(later.signature)
+                    later, self._pending = self._pending[1:], []
+                    for left in later:
+                        left.worker.kill()
+                        left.target.use_fallback(left.signature)
+                        if on_done is not None:
+                            on_done(left, None, "no time left before the deadline")
                     return
             finally:
+                self._pending = [p for p in self._pending if p is not pending]
                 pending.worker.discard()  # whatever the store did not adopt

@@ -114,7 +114,7 @@ def checked_call(
         got = list(artifact(*captured.example_inputs))
     except Exception as exc:
         raise NotPrecompilable(f"the compiled graph failed: {type(exc).__name__}: {exc}") from exc
-    diff = _check_outputs(got, captured.expected)
+    diff = check_outputs(got, captured.expected)
     return CompiledCall(
         artifact,
         captured.input_plan,
@@ -185,7 +185,9 @@ def _input_plan(module: torch.nn.Module, call: FlatCall, inputs: list) -> list[s
     return plan
 
 
-def _check_outputs(got: list, expected: list[torch.Tensor]) -> float:
+def check_outputs(got: list, expected: list[torch.Tensor]) -> float:
+    """The largest difference of ``got`` from eager's ``expected``, within the tolerance
+    (:data:`TOLERANCE`); :class:`NotPrecompilable` saying where it is not."""
     if len(got) != len(expected):
         raise NotPrecompilable(f"the graph returns {len(got)} tensors, eager {len(expected)}")
     worst = 0.0

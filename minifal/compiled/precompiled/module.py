@@ -8,6 +8,13 @@ resolved once, under a lock: a loaded artifact of this module and signature, els
 the fallback: eager (the default) or plain ``torch.compile``. A call is never answered by an
 artifact made for another signature, so an uncovered call is slower, never wrong.
 
+Serving while compiling (the block's default), a new signature with no artifact yet is not
+compiled in the call: it is answered eagerly (from a CUDA graph of the eager module where asked)
+and handed to the block, whose switchover (``switchover.py``) later installs an artifact for it.
+An install is one assignment in the signature's slot, made once the artifact matched eager and
+ran its first call: a call in flight finishes on what it started with, the next one runs the
+artifact, and none sees half of it.
+
 Its block (``session.py``) hands it the three parts it asks: the warm loader (which artifact is
 loaded for a signature), the compile pool (whether compiling is still allowed; workers) and the
 artifact store (where a fresh artifact is saved for publishing).
@@ -37,13 +44,15 @@ from minifal.compiled.cuda_graphs import GraphedCall, WeightSlots, capturable_ca
 from minifal.compiled.precompiled.artifact_store import ArtifactStore
 from minifal.compiled.precompiled.compile_pool import CompilePool
 from minifal.compiled.precompiled.graph_compile import (
+    CapturedCall,
     CompiledCall,
     NotPrecompilable,
     capture_call,
+    check_outputs,
     compile_captured,
 )
 from minifal.compiled.precompiled.structure import module_digest
-from minifal.compiled.precompiled.warm_loader import WarmLoader
+from minifal.compiled.precompiled.warm_loader import LoadedArtifact, WarmLoader
 from minifal.compiled.wrapped_module import WrappedModule
 
 logger = logging.getLogger("minifal.precompiled")
@@ -160,6 +169,10 @@ class PrecompiledModule(WrappedModule):
             else:
                 self.resolutions[signature.label] = "loaded"
                 return runner, _NOT_RUN
+        if self._compiles.deferring:
+            self._compiles.defer(self, self._name, call, signature)
+            self.resolutions[signature.label] = "eager, switching"
+            return self._eager_runner(call, signature), _NOT_RUN
         if self._compiles.accepting:
             try:
                 return self._compile(call, signature)
@@ -193,27 +206,65 @@ class PrecompiledModule(WrappedModule):
             else:
                 self.resolutions[signature.label] = "compiling"
                 return self._target_runner(self._orig_mod), result
-        return self._compiled_runner(call, signature, compile_captured(captured), started), result
+        compiled = compile_captured(captured)
+        runner = self._compiled_runner(call, signature, compiled)
+        self._save(signature, compiled, started)
+        return runner, result
+
+    def capture(self, call: FlatCall) -> CapturedCall:
+        """``call``'s graph (Dynamo), and eager's output to check a compile against."""
+        return capture_call(self._orig_mod, call)[0]
 
     def install(
         self, call: FlatCall, signature: CallSignature, compiled: CompiledCall, started: float
-    ) -> _Runner:
-        """Serve ``signature`` from ``compiled`` (a worker's) from now on; publish it."""
-        runner = self._compiled_runner(call, signature, compiled, started)
+    ) -> None:
+        """Serve ``signature`` from ``compiled`` from now on, once it ran ``call`` (its first
+        call, and CUDA graph capture, happen here, not in a request); save it for publishing."""
+        self._switch(call, signature, self._compiled_runner(call, signature, compiled))
+        self._save(signature, compiled, started)
+
+    def install_loaded(
+        self, call: FlatCall, signature: CallSignature, loaded: LoadedArtifact
+    ) -> float:
+        """Serve ``signature`` from ``loaded`` (another runner's) once its output on ``call``
+        matched eager's; returns the largest difference. :class:`NotPrecompilable` if not."""
+        run = _artifact_runner(
+            loaded.artifact,
+            InputBinder(self._orig_mod, loaded.meta.input_plan),
+            loaded.meta.out_spec,
+        )
+        args, kwargs = call.rebuild(tuple(call.tensors))
+        expected = torch_internals.tree_leaves(self._orig_mod(*args, **kwargs))
+        try:
+            got = torch_internals.tree_leaves(run(call.tensors))
+        except Exception as exc:
+            raise NotPrecompilable(f"the artifact failed: {type(exc).__name__}: {exc}") from exc
+        difference = check_outputs(got, expected)
+        self._switch(call, signature, self._graphed(run, call, signature))
+        self.resolutions[signature.label] = "loaded"
+        return difference
+
+    def _switch(self, call: FlatCall, signature: CallSignature, runner: _Runner) -> None:
+        """Run ``runner`` once, then make it the one that serves ``signature``."""
+        try:
+            runner(call)
+        except Exception as exc:
+            raise NotPrecompilable(f"its first call failed: {type(exc).__name__}: {exc}") from exc
         with self._lock:
             self._runners[signature.digest] = runner
-        return runner
 
     def use_fallback(self, signature: CallSignature) -> None:
-        """Serve ``signature`` by the fallback from now on (its compile failed)."""
+        """Serve ``signature`` by the fallback from now on (its compile failed); an eager
+        fallback keeps the eager runner that served it meanwhile (graphed, where asked)."""
         with self._lock:
-            self._runners[signature.digest] = self._fallback_runner()
+            if self._fallback != "eager" or signature.digest not in self._runners:
+                self._runners[signature.digest] = self._fallback_runner()
         self.resolutions[signature.label] = self._fallback
 
     def _compiled_runner(
-        self, call: FlatCall, signature: CallSignature, compiled: CompiledCall, started: float
+        self, call: FlatCall, signature: CallSignature, compiled: CompiledCall
     ) -> _Runner:
-        runner = self._graphed(
+        return self._graphed(
             _artifact_runner(
                 compiled.artifact,
                 InputBinder(self._orig_mod, compiled.input_plan),
@@ -222,9 +273,11 @@ class PrecompiledModule(WrappedModule):
             call,
             signature,
         )
+
+    def _save(self, signature: CallSignature, compiled: CompiledCall, started: float) -> None:
+        """Save a compile for publishing (its ``precompiled.compile`` event from ``started``)."""
         self._store.save(type(self._orig_mod), self._digest, signature, compiled, started)
         self.resolutions[signature.label] = "compiled"
-        return runner
 
     def _graphed(
         self,
@@ -245,6 +298,16 @@ class PrecompiledModule(WrappedModule):
             capture_in=capture_in,
         )
         return lambda flat: graphed(flat.tensors)
+
+    def _eager_runner(self, call: FlatCall, signature: CallSignature) -> _Runner:
+        """The module as it is, for this signature: replayed from a CUDA graph where asked."""
+        module = self._orig_mod
+
+        def run(tensors: list[torch.Tensor]) -> Any:
+            args, kwargs = call.rebuild(tuple(tensors))
+            return module(*args, **kwargs)
+
+        return self._graphed(run, call, signature)
 
     def _fallback_runner(self) -> _Runner:
         if self._fallback == "compile":

@@ -8,6 +8,11 @@ From that first placeholder call on the thread also runs what ``run_warmed()`` h
 first CUDA graph capture of each such artifact, where torch's per-thread state (cuDNN's
 execution plans) is warm, until ``stop_serving()``. Every wait is bounded by the runner's
 startup deadline.
+
+When another runner holds the compile lease the store load waits for its publish. With
+``serve_while_waiting`` a call does not wait with it: it learns there is no artifact yet (and is
+answered eagerly; the block's switchover installs the artifact once it is in). ``stop()`` ends
+that wait early (the runner shuts down).
 """
 
 from __future__ import annotations
@@ -70,10 +75,15 @@ def _read_artifact(cache_key: str, meta: ArtifactMeta, path: Path) -> _ReadArtif
 class WarmLoader:
     """Loads ``store``'s artifacts (as ``preload`` says) and answers which one a call gets."""
 
-    def __init__(self, store: ArtifactStore, preload: str) -> None:
+    def __init__(
+        self, store: ArtifactStore, preload: str, serve_while_waiting: bool = False
+    ) -> None:
         self._store = store
         self.cache_key = store.cache_key
         self.preload = preload
+        self._serve_while_waiting = serve_while_waiting
+        self._waiting = threading.Event()  # another runner holds the lease: its publish is awaited
+        self._stopped = threading.Event()
         self._loaded: dict[tuple[str, str], LoadedArtifact] = {}
         self.loaded_count = 0
         self.waited_s = 0.0  # calls waiting for the background load
@@ -104,10 +114,13 @@ class WarmLoader:
         """The loaded artifact of this module and signature, waiting (bounded) for the loader
         to have it or to be done; None when there is none."""
         start = time.monotonic()
-        if self.preload in ("first-calls", "artifacts") and self._thread is not None:
-            ready = self._wait_for_artifact((module_digest, signature_digest))
-        else:
+        if self._thread is None:
             ready = self.wait_ready()
+        else:
+            preloads = self.preload in ("first-calls", "artifacts")
+            ready = self._wait_for_artifact((module_digest, signature_digest), preloads)
+            if ready and not preloads and self._ready.is_set():
+                ready = self.wait_ready()
         self.waited_s += time.monotonic() - start
         if not ready:
             logger.warning("precompiled %r: store not loaded by the deadline", self.cache_key)
@@ -125,22 +138,47 @@ class WarmLoader:
                 self._load_artifacts(artifact_dir)
         return True
 
-    def wait_store(self) -> bool:
-        """Wait for the store load (made here in ``"none"`` mode), bounded by the deadline."""
+    def wait_store(self, timeout: float | None = None) -> bool:
+        """Wait for the store load (made here in ``"none"`` mode), at most ``timeout`` seconds
+        and never past the deadline."""
         with self._load_lock:
             if self.preload == "none" and not self._ready.is_set():
                 self._load()
-        return self._ready.wait(max(0.0, current_settings().deadline - time.time()))
+        left = max(0.0, current_settings().deadline - time.time())
+        return self._ready.wait(left if timeout is None else min(left, timeout))
 
-    def _wait_for_artifact(self, key: tuple[str, str]) -> bool:
-        """Wait until the background thread has loaded this artifact, or loaded everything.
+    @property
+    def waiting_for_compile(self) -> bool:
+        """Calls are answered without waiting: the store waits for another runner's publish."""
+        return self._serve_while_waiting and self._waiting.is_set() and not self._ready.is_set()
+
+    def stop(self) -> None:
+        """Stop waiting for another runner's publish (this runner shuts down)."""
+        self._stopped.set()
+
+    def _keep_waiting(self) -> bool:
+        """The store load's question at each poll of another runner's lease."""
+        if not self._waiting.is_set():
+            with self._progress:
+                self._waiting.set()
+                self._progress.notify_all()
+        return not self._stopped.is_set()
+
+    def _wait_for_artifact(self, key: tuple[str, str], preloads: bool) -> bool:
+        """Wait until the background thread has loaded this artifact (``preloads``), or loaded
+        everything, or (serving while waiting) waits for another runner's compile.
 
         It loads them in the order they were first called when compiled, so a runner's first
         warmup call starts as soon as its own artifact is in, while the thread goes on."""
         timeout = max(0.0, current_settings().deadline - time.time())
         with self._progress:
             return self._progress.wait_for(
-                lambda: key in self._loaded or self._ready.is_set(), timeout
+                lambda: (
+                    (preloads and key in self._loaded)
+                    or self._ready.is_set()
+                    or self.waiting_for_compile
+                ),
+                timeout,
             )
 
     def run_warmed(self, fn: Callable[[], None]) -> None:
@@ -215,7 +253,7 @@ class WarmLoader:
 
     def _load(self) -> None:
         try:
-            artifact_dir = self._store.load()
+            artifact_dir = self._store.load(self._keep_waiting)
             if artifact_dir is not None and self.preload in ("first-calls", "artifacts"):
                 self._load_artifacts(artifact_dir)
         except Exception as exc:  # never stop the app: a failed load is a compile
