@@ -22,7 +22,8 @@ from minifal.startup.progress import (
     progress_line,
     run_in_progress,
 )
-from minifal.startup.report import format_in_progress, report_json, report_rows
+from minifal.startup.report import report_json, report_rows
+from minifal.startup.report_text import format_in_progress
 from minifal.startup.runs import load_run, read_run, recent_runs, running_here
 
 pytestmark = pytest.mark.unit

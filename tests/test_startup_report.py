@@ -19,13 +19,8 @@ from PIL import Image
 
 from minifal.cli.runners_table import format_duration, format_runners, main_runners
 from minifal.cli.startup_report import main_startup_report
-from minifal.startup.report import (
-    format_graphs,
-    format_table,
-    phase_names,
-    report_json,
-    report_rows,
-)
+from minifal.startup.report import phase_names, report_json, report_rows
+from minifal.startup.report_text import format_graphs, format_table
 from minifal.startup.runs import RunNotFoundError, load_run
 from minifal.startup.timeline import render_timeline_png
 

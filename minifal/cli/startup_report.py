@@ -16,13 +16,8 @@ from pathlib import Path
 
 from minifal.host.data_dir import resolve_data_dir
 from minifal.startup.progress import HISTORY_RUNS, run_in_progress
-from minifal.startup.report import (
-    format_graphs,
-    format_in_progress,
-    format_table,
-    report_json,
-    report_rows,
-)
+from minifal.startup.report import report_json, report_rows
+from minifal.startup.report_text import format_graphs, format_in_progress, format_table
 from minifal.startup.runs import RunNotFoundError, load_run, recent_runs, running_here
 from minifal.startup.timeline import TIMELINE_FILENAME, render_timeline_png
 

@@ -1,4 +1,5 @@
-"""A run's startup as rows: one per runner start, one column per phase, as text and JSON.
+"""A run's startup as rows: one per runner start, one column per phase, and as JSON (the text
+``minifal startup-report`` prints is ``report_text.py``).
 
 Phases this module does not know are shown like the others; ``compile_cache.*`` is read for the
 cache column, ``precompiled.*`` for the list of compiled graphs (one per module and input
@@ -13,9 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from minifal.cli.text_table import align_columns, short_node
-from minifal.runner_contract import LOCAL_NODE
-from minifal.startup.progress import PhaseInProgress, phase_text
+from minifal.startup.progress import PhaseInProgress
 from minifal.startup.runs import PROCESS_START, Run, RunnerStart, StartupEvent, is_number
 
 READY = "ready"
@@ -252,101 +251,6 @@ def phase_names(rows: list[RunnerRow]) -> list[str]:
 # --- text and JSON -------------------------------------------------------------------------------
 
 
-def format_table(rows: list[RunnerRow]) -> str:
-    """Plain aligned columns; a phase's duration, or for an instant (``@name``) when it happened."""
-    phases = [name for name in phase_names(rows) if name not in COVERED_BY_OTHER_COLUMNS]
-    instants = instant_phases(rows)
-    nodes = any(row.node not in (None, LOCAL_NODE) for row in rows)  # a column on a cluster
-    revisions = len({row.revision for row in rows}) > 1  # a column once a deploy happened
-    header = [
-        "runner",
-        *(["node"] if nodes else []),
-        *(["revision"] if revisions else []),
-        "pid",
-        "started",
-        *(f"@{name}" if name in instants else name for name in phases),
-        "cache",
-        "ready at",
-    ]
-    lines = [header]
-    for row in rows:
-        cells = [
-            _seconds(row.phases[name].value_s) if name in row.phases else "-" for name in phases
-        ]
-        lines.append(
-            [
-                row.label,
-                *([short_node(row.node)] if nodes else []),
-                *([row.revision or "-"] if revisions else []),
-                "-" if row.pid is None else str(row.pid),
-                f"+{row.started_at_s:.2f}",
-                *cells,
-                row.cache,
-                "-" if row.ready_at_s is None else _seconds(row.ready_at_s),
-            ]
-        )
-    # runner, node, revision and cache read left to right; numbers align right
-    text_columns = {0, len(header) - 2, *range(1, 1 + int(nodes) + int(revisions))}
-    return align_columns(
-        lines, right_aligned={i for i in range(len(header)) if i not in text_columns}
-    )
-
-
-def format_graphs(rows: list[RunnerRow]) -> str:
-    """Each runner's Dynamo seconds and precompiled graphs: loaded or compiled, how long."""
-    lines = []
-    dynamo = [f"{row.label} {row.dynamo_s:.2f} s" for row in rows if row.dynamo_s is not None]
-    if dynamo:
-        lines.append("Dynamo (tracing + guards, torch's timers): " + ", ".join(dynamo))
-    graph_rows = [(row.label, graph) for row in rows for graph in row.graphs]
-    if graph_rows:
-        lines.append("precompiled graphs:")
-        width = max(len(label) for label, _ in graph_rows)
-        for label, graph in graph_rows:
-            dynamo_part = f" (Dynamo {graph.dynamo_s:.2f} s)" if graph.how == "compiled" else ""
-            lines.append(
-                f"  {label.ljust(width)}  {graph.how:8} {graph.seconds:7.2f} s{dynamo_part}  "
-                f"{graph.module} {graph.signature}"
-            )
-    lines += _switch_lines(rows)
-    return "\n".join(lines)
-
-
-def format_in_progress(rows: list[RunnerRow], now: float) -> str:
-    """The phases begun and not ended, a line each: running for how long (and last time), or
-    never finished (its process exited, when is not recorded: no duration is made up)."""
-    lines = []
-    for row in rows:
-        for phase in row.in_progress:
-            if phase.running:
-                text = phase_text(phase.title, phase.elapsed_s(now), phase.last_s)
-                lines.append(f"  {row.label}  running: {text}")
-            else:
-                began = f"began at {phase.start - row.origin:.2f} s"
-                lines.append(
-                    f"  {row.label}  never finished (its process exited): {phase.title}, {began}"
-                )
-    return "\n".join(["in progress:", *lines]) if lines else ""
-
-
-def _switch_lines(rows: list[RunnerRow]) -> list[str]:
-    """Serving while compiling: when each runner was ready, and each signature switched."""
-    switch_rows = [(row, switch) for row in rows for switch in row.switches]
-    if not switch_rows:
-        return []
-    lines = ["served eagerly from ready, then switched to compiled code:"]
-    width = max(len(row.label) for row, _ in switch_rows)
-    for row, switch in switch_rows:
-        ready = "?" if row.ready_at_s is None else _seconds(row.ready_at_s)
-        if switch.switched:
-            what = f"{switch.source} at {_seconds(switch.at_s)} s"
-        else:
-            what = f"stayed eager ({switch.reason})"
-        label = row.label.ljust(width)
-        lines.append(f"  {label}  ready {ready} s  {what}  {switch.module} {switch.signature}")
-    return lines
-
-
 def instant_phases(rows: list[RunnerRow]) -> set[str]:
     """Phases that are an instant in every row that has them (``ready``, ``startup_timeout``)."""
     instants: dict[str, bool] = {}
@@ -354,10 +258,6 @@ def instant_phases(rows: list[RunnerRow]) -> set[str]:
         for name, timing in row.phases.items():
             instants[name] = instants.get(name, True) and timing.instant
     return {name for name, instant in instants.items() if instant}
-
-
-def _seconds(value: float) -> str:
-    return f"{value:.2f}"
 
 
 def report_json(run: Run, rows: list[RunnerRow], now: float | None = None) -> dict[str, Any]:
