@@ -22,6 +22,9 @@ the host memory of the gateway's processes (the gateway, its fork servers and ru
 of their resident memory) and the machine's available memory; from the gateway's log, the
 arbiter's actions (suspend, resume, start, stop) and the suspend and resume times. Prints a
 table (modes side by side) and writes ``app_rotation_<cpu|gpu>_<modes>.json`` under ``--out``.
+
+Long because it is one script to run in one device call: the fleet, the rotation, the answers'
+checks, the memory sampler, the log's reading and the report.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ CPU_NAMES = [f"rotation-{x}" for x in "abcd"]
 READY_TIMEOUT_S = 900.0
 REQUEST_TIMEOUT_S = 120.0  # a stuck switch is a failure, not a hang
 STOP_TIMEOUT_S = 120.0
+STOP_RESERVE_S = 45.0
+SCRIPT_START = time.monotonic()
 LOG_ACTIONS = {
     "suspend": re.compile(r"\] suspending: "),
     "resume": re.compile(r"\] resuming on GPU "),
@@ -259,6 +264,8 @@ def rotate(
     slots = random.Random(args.seed)
     records: list[dict[str, Any]] = []
     end = time.monotonic() + args.duration
+    if args.max_wall:  # leave the fleet's stop and the report their time within the wall
+        end = min(end, SCRIPT_START + args.max_wall - STOP_RESERVE_S)
     slot, n = 0, len(apps)  # the cold starts sent 0..3
     while time.monotonic() < end:
         app = apps[slot % len(apps)]
@@ -350,6 +357,10 @@ def switch_phases(log_text: str) -> dict[str, Any]:
     }
 
 
+def not_right(record: dict[str, Any]) -> bool:
+    return record.get("status") != 200 or bool(record.get("wrong_app"))
+
+
 def run_mode(suspension: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     apps_refs = CPU_APPS if args.cpu else GPU_APPS
     apps = CPU_NAMES if args.cpu else list(GPU_SEEDS)
@@ -408,6 +419,7 @@ def run_mode(suspension: str, args: argparse.Namespace, work: Path) -> dict[str,
         failed=len(failed),
         failures=failed[:20],
         wrong_app=sum(1 for r in answered if r.get("wrong_app")),
+        requests_per_app={app: sum(1 for r in records if r["app"] == app) for app in apps},
         switches=sum(1 for r in records if r["first_after_switch"]),
         first_answer_after_switch_s=spread(switches),
         latency_all_s=spread([r["seconds"] for r in answered]),
@@ -420,7 +432,8 @@ def run_mode(suspension: str, args: argparse.Namespace, work: Path) -> dict[str,
             state: sum(1 for r in runners if r["state"] == state)
             for state in sorted({r["state"] for r in runners})
         },
-        records=records,
+        # every switch's first request and every failed or wrong one (the rest: latency_*)
+        records=[r for r in records if r["first_after_switch"] or not_right(r)],
         samples=sampler.samples,
     )
     if not args.cpu:
@@ -516,6 +529,11 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=300.0, help="rotation seconds")
     parser.add_argument("--switch-min", type=float, default=1.0)
     parser.add_argument("--switch-max", type=float, default=2.0)
+    parser.add_argument(
+        "--max-wall",
+        type=float,
+        help="seconds for the whole script: the last rotation is cut short to end in time",
+    )
     parser.add_argument("--gap", type=float, default=0.0, help="seconds between requests")
     parser.add_argument("--seed", type=int, default=30, help="of the slots' lengths")
     parser.add_argument("--gpus", default="0")
