@@ -425,6 +425,7 @@ def run_mode(suspension: str, args: argparse.Namespace, work: Path) -> dict[str,
         latency_all_s=spread([r["seconds"] for r in answered]),
         latency_within_slot_s=spread(steady),
         memory=memory_summary(sampler.samples, rotation_start, rotation_end),
+        suspends_available="suspend: idle runners are suspended" in log_text,
         arbiter=arbiter_actions(log_text),
         switch_phases=switch_phases(log_text),
         runners_per_app={app: sum(1 for r in runners if r["alias"] == app) for app in apps},
@@ -458,6 +459,7 @@ def fmt(value: Any, digits: int = 2) -> str:
 def table(results: list[dict[str, Any]]) -> str:
     rows: list[tuple[str, Any]] = [
         ("suspension", lambda r: r["suspension"]),
+        ("runners can suspend (gateway log)", lambda r: r["suspends_available"]),
         ("rotation seconds", lambda r: r["duration_s"]),
         ("requests", lambda r: r["requests"]),
         ("failed (cold starts failed)", lambda r: f"{r['failed']} ({r['cold_failed']})"),
