@@ -20,7 +20,8 @@ switch (sending the new app's first request to its answer) and every request's l
 every ``--sample-every`` seconds the GPU memory (``nvidia-smi``, against the card's total) and
 the host memory of the gateway's processes (the gateway, its fork servers and runners: the sum
 of their resident memory) and the machine's available memory; from the gateway's log, the
-arbiter's actions (suspend, resume, start, stop) and the suspend and resume times. Prints a
+arbiter's actions (suspend, resume, start, stop), the suspend and resume times and each
+switch's phases (the runner taken, its GPU let go, granted, the new one ready). Prints a
 table (modes side by side) and writes ``app_rotation_<cpu|gpu>_<modes>.json`` under ``--out``.
 
 Long because it is one script to run in one device call: the fleet, the rotation, the answers'
@@ -476,11 +477,11 @@ def table(results: list[dict[str, Any]]) -> str:
         ("gateway RSS first / last MiB", gateway_cell),
         ("host available min MiB", lambda r: r["memory"]["host_available_min_mib"]),
         (
-            "arbiter suspend / resume",
+            "suspends / resumes (log)",
             lambda r: f"{r['arbiter']['suspend']} / {r['arbiter']['resume']}",
         ),
         (
-            "arbiter start / stop",
+            "starts / stops for a GPU (log)",
             lambda r: f"{r['arbiter']['start']} / {r['arbiter']['stop_for_gpu']}",
         ),
         ("resume p50 s (log)", lambda r: r["arbiter"]["resume_seconds"]["p50"]),
