@@ -469,8 +469,8 @@ def table(results: list[dict[str, Any]]) -> str:
         ("first answer after switch p50 s", lambda r: r["first_answer_after_switch_s"]["p50"]),
         ("first answer after switch p90 s", lambda r: r["first_answer_after_switch_s"]["p90"]),
         ("first answer after switch max s", lambda r: r["first_answer_after_switch_s"]["max"]),
-        ("latency within a slot p50 s", lambda r: r["latency_within_slot_s"]["p50"]),
-        ("latency all p90 s", lambda r: r["latency_all_s"]["p90"]),
+        ("latency within a slot p50 ms", lambda r: ms(r["latency_within_slot_s"]["p50"])),
+        ("latency all p90 ms", lambda r: ms(r["latency_all_s"]["p90"])),
         ("GPU max used / total MiB", gpu_cell),
         ("host RSS max MiB (gateway tree)", lambda r: r["memory"]["host_tree_rss_max_mib"]),
         ("host RSS first / last fifth MiB", rss_cell),
@@ -509,6 +509,10 @@ def gpu_cell(result: dict[str, Any]) -> str:
     if memory["gpu_total_mib"] is None:
         return "no nvidia-smi"
     return f"{memory['gpu_max_used_mib']} / {memory['gpu_total_mib']}"
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else 1000 * seconds
 
 
 def gateway_cell(result: dict[str, Any]) -> str:
