@@ -6,7 +6,9 @@ Each child (tests/compile_cache_support/child.py) reports torch's own FX graph c
 The children compile scalar C++ kernels (``TORCHINDUCTOR_VEC_ISA_OK=0``): otherwise every process,
 whose private cache dir starts empty, first dry-compiles a probe per vector instruction set
 (AVX2, AVX-512, AMX...), about half of a cold start's seconds here. The kernels are still
-Inductor's, compiled, cached, published and loaded like any other.
+Inductor's, compiled, cached, published and loaded like any other. The children fork from one
+server that has imported torch (``tests/fork_support.py``), but for the two that need a mount
+namespace of their own.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fork_support import ForkServer
 
 pytest.importorskip("torch")
 
@@ -29,6 +33,7 @@ pytestmark = pytest.mark.compile
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).parent / "compile_cache_support" / "child.py"
+FORK_SERVER = CHILD.with_name("fork_server.py")
 KEY = "tests/mlp"
 TIMEOUT_S = 240
 # torch's own knob: no vector-ISA probes (see the module docstring)
@@ -48,35 +53,51 @@ def child_env(data_dir: Path, events: Path, **extra: str) -> dict[str, str]:
 
 
 class Child:
-    """One runner-like process; ``result()`` waits for its RESULT line. ``args`` may hold more
-    ``KEY SHAPES`` pairs after the first (KEY, ``shapes``), and the child's options."""
+    """One runner-like process, forked from the module's fork server; ``result()`` waits for its
+    RESULT line. ``args`` may hold more ``KEY SHAPES`` pairs after the first (KEY, ``shapes``),
+    and the child's options."""
+
+    server: ForkServer  # set by the module's ``fork_server`` fixture
+    logs: Path  # where children's output files go (idem)
 
     def __init__(self, data_dir: Path, shapes: str, *args: str, **env: str) -> None:
-        self.events = data_dir.parent / f"events-{time.monotonic_ns()}.jsonl"
-        command = [sys.executable, str(CHILD), KEY, shapes, *args]
-        self.process = subprocess.Popen(
-            command,
-            env=child_env(data_dir, self.events, **env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        stamp = time.monotonic_ns()
+        self.events = data_dir.parent / f"events-{stamp}.jsonl"
+        self.process = self.server.fork(
+            [str(CHILD), KEY, shapes, *args],
+            child_env(data_dir, self.events, **env),
+            self.logs / f"child-{stamp}.out",
+            self.logs / f"child-{stamp}.err",
         )
         self.stderr = ""
 
     def wait_in_body(self) -> None:
         """Block until the child is inside the context (its load/claim is done)."""
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.startswith("IN-BODY"):
-                return
-        raise AssertionError(f"child never entered the body: {self.process.stderr.read()}")  # type: ignore[union-attr]
+        deadline = time.monotonic() + TIMEOUT_S
+        while "IN-BODY" not in self.process.stdout():
+            if not self.process.running() or time.monotonic() > deadline:
+                raise AssertionError(f"child never entered the body: {self.process.stderr()}")
+            time.sleep(0.05)  # the back-off of a bounded poll
 
     def result(self) -> dict[str, Any]:
-        stdout, self.stderr = self.process.communicate(timeout=TIMEOUT_S)
-        for line in stdout.splitlines():
+        self.process.wait(TIMEOUT_S)
+        self.stderr = self.process.stderr()
+        for line in self.process.stdout().splitlines():
             if line.startswith("RESULT "):
                 return json.loads(line[len("RESULT ") :])
         raise AssertionError(f"no result (exit {self.process.returncode}):\n{self.stderr}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fork_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
+    """Children fork from one process that has imported torch, Dynamo and Inductor (each would
+    spend about half its CPU seconds importing them); each compiles in its own process."""
+    server = ForkServer(FORK_SERVER, {**os.environ, **SCALAR_KERNELS, "PYTHONPATH": str(REPO)})
+    Child.server, Child.logs = server, tmp_path_factory.mktemp("children")
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def phases(result: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -129,7 +150,6 @@ def test_holder_killed_mid_compile_is_taken_over(tmp_path: Path) -> None:
     waiter = Child(data, "8")
     time.sleep(2)  # the waiter is now polling the held lease
     holder.process.kill()
-    holder.process.wait()
     result = waiter.result()
     assert result["fx_miss"] == 1 and result["outcome"] == "ok"
     (wait,) = phases(result, "wait")
