@@ -3,12 +3,10 @@
 Each child (tests/compile_cache_support/child.py) reports torch's own FX graph cache counters, so
 "one compiled, the others hit" is what torch did, not what our logs claim.
 
-The children compile scalar C++ kernels (``TORCHINDUCTOR_VEC_ISA_OK=0``): otherwise every process,
-whose private cache dir starts empty, first dry-compiles a probe per vector instruction set
-(AVX2, AVX-512, AMX...), about half of a cold start's seconds here. The kernels are still
-Inductor's, compiled, cached, published and loaded like any other. The children fork from one
-server that has imported torch (``tests/fork_support.py``), but for the two that need a mount
-namespace of their own.
+The children compile scalar C++ kernels (``TORCHINDUCTOR_VEC_ISA_OK=0``, set in conftest.py for
+the whole suite: no vector-ISA probes, which were half of a cold child's seconds here) and fork
+from one server that has imported torch (``tests/fork_support.py``), but for the two that need a
+mount namespace of their own.
 """
 
 from __future__ import annotations
@@ -36,14 +34,11 @@ CHILD = Path(__file__).parent / "compile_cache_support" / "child.py"
 FORK_SERVER = CHILD.with_name("fork_server.py")
 KEY = "tests/mlp"
 TIMEOUT_S = 240
-# torch's own knob: no vector-ISA probes (see the module docstring)
-SCALAR_KERNELS = {"TORCHINDUCTOR_VEC_ISA_OK": "0"}
 
 
 def child_env(data_dir: Path, events: Path, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
-        **SCALAR_KERNELS,
         "MINIFAL_DATA_DIR": str(data_dir),
         "MINIFAL_EVENTS_FILE": str(events),
         "PYTHONPATH": str(REPO),
@@ -92,7 +87,7 @@ class Child:
 def fork_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
     """Children fork from one process that has imported torch, Dynamo and Inductor (each would
     spend about half its CPU seconds importing them); each compiles in its own process."""
-    server = ForkServer(FORK_SERVER, {**os.environ, **SCALAR_KERNELS, "PYTHONPATH": str(REPO)})
+    server = ForkServer(FORK_SERVER, {**os.environ, "PYTHONPATH": str(REPO)})
     Child.server, Child.logs = server, tmp_path_factory.mktemp("children")
     try:
         yield server
