@@ -26,6 +26,13 @@ APPS_DIR = Path(__file__).parent / "apps"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 
+# Inductor's CPU kernels stay scalar in this process and every one the suite starts (torch's own
+# knob; read when Inductor is imported, inherited by children). A process whose Inductor cache
+# dir starts empty, as every runner's private dir does, otherwise first dry-compiles and loads a
+# probe per vector instruction set (AVX2, AVX-512, AMX...): 5-10 s of g++ per process here. The
+# kernels are still Inductor's C++, compiled, cached, published and loaded like any other.
+os.environ.setdefault("TORCHINDUCTOR_VEC_ISA_OK", "0")
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -2,6 +2,11 @@
 
 Each child (tests/compile_cache_support/child.py) reports torch's own FX graph cache counters, so
 "one compiled, the others hit" is what torch did, not what our logs claim.
+
+The children compile scalar C++ kernels (``TORCHINDUCTOR_VEC_ISA_OK=0``, set in conftest.py for
+the whole suite: no vector-ISA probes, which were half of a cold child's seconds here) and fork
+from one server that has imported torch (``tests/fork_support.py``), but for the two that need a
+mount namespace of their own.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fork_support import ForkServer
 
 pytest.importorskip("torch")
 
@@ -24,55 +31,80 @@ pytestmark = pytest.mark.compile
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).parent / "compile_cache_support" / "child.py"
+FORK_SERVER = CHILD.with_name("fork_server.py")
 KEY = "tests/mlp"
 TIMEOUT_S = 240
 
 
+def child_env(data_dir: Path, events: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "MINIFAL_DATA_DIR": str(data_dir),
+        "MINIFAL_EVENTS_FILE": str(events),
+        "PYTHONPATH": str(REPO),
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
 class Child:
-    """One runner-like process; ``result()`` waits for its RESULT line."""
+    """One runner-like process, forked from the module's fork server; ``result()`` waits for its
+    RESULT line. ``args`` may hold more ``KEY SHAPES`` pairs after the first (KEY, ``shapes``),
+    and the child's options."""
+
+    server: ForkServer  # set by the module's ``fork_server`` fixture
+    logs: Path  # where children's output files go (idem)
 
     def __init__(self, data_dir: Path, shapes: str, *args: str, **env: str) -> None:
-        self.events = data_dir.parent / f"events-{time.monotonic_ns()}.jsonl"
-        environ = {
-            **os.environ,
-            "MINIFAL_DATA_DIR": str(data_dir),
-            "MINIFAL_EVENTS_FILE": str(self.events),
-            "PYTHONPATH": str(REPO),
-            "PYTHONUNBUFFERED": "1",
-            **env,
-        }
-        command = [sys.executable, str(CHILD), KEY, shapes, *args]
-        self.process = subprocess.Popen(
-            command, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        stamp = time.monotonic_ns()
+        self.events = data_dir.parent / f"events-{stamp}.jsonl"
+        self.process = self.server.fork(
+            [str(CHILD), KEY, shapes, *args],
+            child_env(data_dir, self.events, **env),
+            self.logs / f"child-{stamp}.out",
+            self.logs / f"child-{stamp}.err",
         )
         self.stderr = ""
 
     def wait_in_body(self) -> None:
         """Block until the child is inside the context (its load/claim is done)."""
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.startswith("IN-BODY"):
-                return
-        raise AssertionError(f"child never entered the body: {self.process.stderr.read()}")  # type: ignore[union-attr]
+        deadline = time.monotonic() + TIMEOUT_S
+        while "IN-BODY" not in self.process.stdout():
+            if not self.process.running() or time.monotonic() > deadline:
+                raise AssertionError(f"child never entered the body: {self.process.stderr()}")
+            time.sleep(0.05)  # the back-off of a bounded poll
 
     def result(self) -> dict[str, Any]:
-        stdout, self.stderr = self.process.communicate(timeout=TIMEOUT_S)
-        for line in stdout.splitlines():
+        self.process.wait(TIMEOUT_S)
+        self.stderr = self.process.stderr()
+        for line in self.process.stdout().splitlines():
             if line.startswith("RESULT "):
                 return json.loads(line[len("RESULT ") :])
         raise AssertionError(f"no result (exit {self.process.returncode}):\n{self.stderr}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fork_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
+    """Children fork from one process that has imported torch, Dynamo and Inductor (each would
+    spend about half its CPU seconds importing them); each compiles in its own process."""
+    server = ForkServer(FORK_SERVER, {**os.environ, "PYTHONPATH": str(REPO)})
+    Child.server, Child.logs = server, tmp_path_factory.mktemp("children")
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def phases(result: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return [e["details"] for e in result["events"] if e["phase"] == f"compile_cache.{name}"]
 
 
-def version_dirs(data_dir: Path) -> list[Path]:
-    return sorted((data_dir / "inductor-caches" / "CPU").glob(f"{KEY}/torch-*"))
+def version_dirs(data_dir: Path, key: str = KEY) -> list[Path]:
+    return sorted((data_dir / "inductor-caches" / "CPU").glob(f"{key}/torch-*"))
 
 
-def segments(data_dir: Path) -> list[Path]:
-    return sorted((data_dir / "inductor-caches" / "CPU").glob(f"{KEY}/torch-*/segments/*.tar"))
+def segments(data_dir: Path, key: str = KEY) -> list[Path]:
+    return sorted((data_dir / "inductor-caches" / "CPU").glob(f"{key}/torch-*/segments/*.tar"))
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +145,6 @@ def test_holder_killed_mid_compile_is_taken_over(tmp_path: Path) -> None:
     waiter = Child(data, "8")
     time.sleep(2)  # the waiter is now polling the held lease
     holder.process.kill()
-    holder.process.wait()
     result = waiter.result()
     assert result["fx_miss"] == 1 and result["outcome"] == "ok"
     (wait,) = phases(result, "wait")
@@ -201,15 +232,9 @@ def test_read_only_data_dir_still_loads(published: Path, tmp_path: Path) -> None
         f"mount --bind {data} {data} && mount -o remount,ro,bind {data} {data} && "
         f"exec {sys.executable} {CHILD} {KEY} 8,16"
     )
-    env = {
-        **os.environ,
-        "MINIFAL_DATA_DIR": str(data),
-        "MINIFAL_EVENTS_FILE": str(events),
-        "PYTHONPATH": str(REPO),
-    }
     run = subprocess.run(
         ["unshare", "-m", "sh", "-c", script],
-        env=env,
+        env=child_env(data, events),
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,
@@ -249,44 +274,59 @@ def test_body_exception_propagates_and_releases_the_lease(tmp_path: Path) -> Non
 # -- faults of the shared disk and of other hosts (issue 12): the app starts every time -----------
 
 
-def left_lease(published: Path, tmp_path: Path, **record: object) -> Path:
-    """A data dir whose store is empty but whose lease file says another runner is compiling."""
-    data = copy_of(published, tmp_path)
+SKEWED_KEYS = {0.0: KEY, 3600.0: f"{KEY}-ahead", -3600.0: f"{KEY}-behind"}
+OWN_SHAPE = {0.0: "8", 3600.0: "16", -3600.0: "24"}  # a graph the child has not compiled yet
+
+
+def left_leases(published: Path, data: Path) -> None:
+    """Make each of SKEWED_KEYS's stores empty, with a lease file saying that another runner,
+    on a host whose clock is SKEW seconds off ours, is compiling it."""
+    shutil.copytree(published, data)
     (version_dir,) = version_dirs(data)
-    for segment in segments(data):
-        segment.unlink()
-    for manifest in version_dir.glob("*.json"):
-        manifest.unlink()
-    leases = version_dir / "leases"
-    leases.mkdir(exist_ok=True)
-    for old in leases.glob("lease-*.json"):
-        old.unlink()
-    body = {
-        "token": "left-behind",
-        "runner_id": "runner-7",
-        "host": "a-host-that-no-longer-exists",
-        "pid": 4242,
-        "beat": 3,
-        "wall_time": time.time(),
-        "released": False,
-        **record,
-    }
-    (leases / "lease-0000000009.json").write_text(json.dumps(body))
-    return data
+    shutil.rmtree(version_dir)  # the store of KEY, as if nobody had published yet
+    now = time.time()
+    for skew_s, key in SKEWED_KEYS.items():
+        leases = data / "inductor-caches" / "CPU" / key / version_dir.name / "leases"
+        leases.mkdir(parents=True)
+        body = {
+            "token": "left-behind",
+            "runner_id": "runner-7",
+            "host": "a-host-that-no-longer-exists",
+            "pid": 4242,
+            "beat": 3,
+            "wall_time": now + skew_s,
+            "released": False,
+        }
+        (leases / "lease-0000000009.json").write_text(json.dumps(body))
 
 
-@pytest.mark.parametrize("skew_s", [0.0, 3600.0, -3600.0])
+@pytest.fixture(scope="module")
+def taken_over(
+    published: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    """One runner-like process that meets the three left leases one after the other."""
+    data = tmp_path_factory.mktemp("left-leases") / "data"
+    left_leases(published, data)
+    first, *others = SKEWED_KEYS  # a Child's first key is KEY
+    more = [arg for skew_s in others for arg in (SKEWED_KEYS[skew_s], OWN_SHAPE[skew_s])]
+    result = Child(data, OWN_SHAPE[first], *more, MINIFAL_CACHE_LEASE_TTL="2").result()
+    return data, result
+
+
+@pytest.mark.parametrize("skew_s", list(SKEWED_KEYS))
 def test_a_lease_left_by_a_host_that_is_gone_is_taken_over(
-    published: Path, tmp_path: Path, skew_s: float
+    taken_over: tuple[Path, dict[str, Any]], skew_s: float
 ) -> None:
     """The holder's host no longer exists (its pid means nothing here) and its clock may be an
     hour ahead of or behind ours: only its silent heartbeat can tell, after the TTL."""
-    data = left_lease(published, tmp_path, wall_time=time.time() + skew_s)
-    result = Child(data, "8", MINIFAL_CACHE_LEASE_TTL="2").result()
-    assert result["outcome"] == "ok" and result["fx_miss"] == 1, result
-    (wait,) = phases(result, "wait")
+    data, result = taken_over
+    key = SKEWED_KEYS[skew_s]
+    assert result["outcome"] == "ok", result
+    (wait,) = [w for w in phases(result, "wait") if w["key"] == key]
     assert wait["role"] == "compile", wait
-    assert len(segments(data)) == 1
+    (compiled,) = [c for c in phases(result, "compile") if c["key"] == key]
+    assert compiled["fxgraph_cache_miss"] == 1, compiled
+    assert len(segments(data, key)) == 1
 
 
 def _can_mount_tmpfs(path: Path) -> bool:
@@ -304,15 +344,9 @@ def test_a_full_disk_fails_the_publish_not_the_app(tmp_path: Path) -> None:
         pytest.skip("cannot mount a private tmpfs here (needs CAP_SYS_ADMIN)")
     events = tmp_path / "full-events.jsonl"
     script = f"mount -t tmpfs -o size=64k tmpfs {data} && exec {sys.executable} {CHILD} {KEY} 8"
-    env = {
-        **os.environ,
-        "MINIFAL_DATA_DIR": str(data),
-        "MINIFAL_EVENTS_FILE": str(events),
-        "PYTHONPATH": str(REPO),
-    }
     run = subprocess.run(
         ["unshare", "-m", "sh", "-c", script],
-        env=env,
+        env=child_env(data, events),
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,

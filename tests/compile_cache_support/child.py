@@ -3,8 +3,11 @@
 Prints one JSON line (``RESULT {...}``) with torch's own FX-graph-cache counters and the startup
 events of this process, so tests judge hits and misses by what torch did, not by our logs.
 
-usage: child.py KEY SHAPES [--sleep-in-body S] [--raise-in-body] [--torch-version V]
+usage: child.py KEY SHAPES [KEY SHAPES ...] [--sleep-in-body S] [--raise-in-body]
+                [--torch-version V]
   SHAPES: comma-separated batch sizes, e.g. "8,16" (each a separately compiled static graph)
+  Several KEY SHAPES pairs: one cache context per key, one after the other (give each key shapes
+  of its own, so that each compiles a graph the process has not compiled yet).
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ class BodyError(RuntimeError):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("key")
-    parser.add_argument("shapes")
+    parser.add_argument("pairs", nargs="+", metavar="KEY SHAPES")
     parser.add_argument("--sleep-in-body", type=float, default=0.0)
     parser.add_argument("--raise-in-body", action="store_true")
     parser.add_argument("--torch-version", help="pretend to be another torch build")
     args = parser.parse_args()
+    if len(args.pairs) % 2:
+        parser.error("give KEY SHAPES pairs")
 
     import torch
 
@@ -47,14 +51,15 @@ def main() -> None:
     outcome = "ok"
     started = time.time()
     try:
-        with synchronized_inductor_cache(args.key):
-            print("IN-BODY", flush=True)
-            time.sleep(args.sleep_in_body)
-            with torch.no_grad():
-                for batch in (int(s) for s in args.shapes.split(",")):
-                    compiled(torch.randn(batch, 32))
-            if args.raise_in_body:
-                raise BodyError("boom")
+        for key, shapes in zip(args.pairs[::2], args.pairs[1::2], strict=True):
+            with synchronized_inductor_cache(key):
+                print("IN-BODY", flush=True)
+                time.sleep(args.sleep_in_body)
+                with torch.no_grad():
+                    for batch in (int(s) for s in shapes.split(",")):
+                        compiled(torch.randn(batch, 32))
+                if args.raise_in_body:
+                    raise BodyError("boom")
     except BodyError as exc:
         outcome = f"raised {type(exc).__name__}: {exc}"
     path = events_file()
