@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from startup_events import T0, ended_event
 
 from minifal.fleet.dashboard import EarlierRuns, run_report, running_in
 from minifal.host.processes import process_started_at, still_running
@@ -28,23 +29,7 @@ from minifal.startup.runs import load_run, read_run, recent_runs, running_here
 
 pytestmark = pytest.mark.unit
 
-T0 = 1_750_000_000.0
 SIGNATURE = "args[0]=f16[1,4,64,64] grad=off"
-
-
-def _ended(
-    runner: str, pid: int, name: str, start: float, end: float | None = None, **details: Any
-) -> dict[str, Any]:
-    end = start if end is None else end
-    return {
-        "phase": name,
-        "start": T0 + start,
-        "end": T0 + end,
-        "duration_s": round(end - start, 6),
-        "runner_id": runner,
-        "pid": pid,
-        "details": details,
-    }
 
 
 def _started(runner: str, pid: int, name: str, start: float, **details: Any) -> dict[str, Any]:
@@ -67,10 +52,10 @@ def _write(path: Path, lines: list[dict[str, Any]]) -> None:
 def _runner_0(pid: int = 100) -> list[dict[str, Any]]:
     """Compiles (cache miss): setup and the compile are running when the file is read."""
     return [
-        _ended("runner-0", pid, "process_start", 0.0),
-        _ended("runner-0", pid, "imports", 0.0, 1.5),
+        ended_event("runner-0", pid, "process_start", 0.0),
+        ended_event("runner-0", pid, "imports", 0.0, 1.5),
         {**_started("runner-0", pid, "app_import", 1.5), "span": "a"},
-        {**_ended("runner-0", pid, "app_import", 1.5, 2.0), "span": "a"},
+        {**ended_event("runner-0", pid, "app_import", 1.5, 2.0), "span": "a"},
         _started("runner-0", pid, "setup", 2.0, app="SDTurbo"),
         _started("runner-0", pid, "compile_cache.compile", 3.0, key="sd", hit=False),
     ]
@@ -79,7 +64,7 @@ def _runner_0(pid: int = 100) -> list[dict[str, Any]]:
 def _earlier_run(data_dir: Path, run_id: str, compile_s: float, end: float = -100.0) -> None:
     """A finished run, ``end`` seconds from T0: its compile took ``compile_s``."""
     start = end - compile_s - 10
-    r = lambda *a, **k: _ended("runner-0", 7, *a, **k)  # noqa: E731
+    r = lambda *a, **k: ended_event("runner-0", 7, *a, **k)  # noqa: E731
     _write(
         data_dir / "runs" / run_id / "runner-0.jsonl",
         [
@@ -168,7 +153,7 @@ def test_files_without_start_lines_parse_as_before(tmp_path: Path) -> None:
 
 def test_a_restarted_runners_earlier_process_is_not_running(tmp_path: Path) -> None:
     second = [
-        _ended("runner-0", 200, "process_start", 50.0),
+        ended_event("runner-0", 200, "process_start", 50.0),
         _started("runner-0", 200, "setup", 52.0, app="SDTurbo"),
     ]
     _write(tmp_path / "runs" / "r" / "runner-0.jsonl", _runner_0(pid=100) + second)
@@ -202,7 +187,7 @@ def test_running_here_is_this_machines_process_with_that_start_time(tmp_path: Pa
     assert started is not None and still_running(pid, started)
     assert not still_running(pid, started - 3600)  # the same pid, another process
     lines = [
-        {**_ended("runner-0", pid, "process_start", 0.0, node="local"), "start": started},
+        {**ended_event("runner-0", pid, "process_start", 0.0, node="local"), "start": started},
         _started("runner-0", pid, "setup", 2.0),
     ]
     _write(tmp_path / "runs" / "here" / "runner-0.jsonl", lines)
@@ -232,7 +217,7 @@ def test_last_time_is_the_latest_same_work_finished_before_it_began(tmp_path: Pa
 
 
 def test_failures_and_a_lease_claim_are_not_last_times(tmp_path: Path) -> None:
-    r = lambda *a, **k: _ended("runner-0", 7, *a, **k)  # noqa: E731
+    r = lambda *a, **k: ended_event("runner-0", 7, *a, **k)  # noqa: E731
     _write(
         tmp_path / "runs" / "r" / "runner-0.jsonl",
         [
@@ -311,7 +296,7 @@ def test_the_console_line_before_any_event_and_between_phases(tmp_path: Path) ->
     assert console_lines(None, T0, history, since=T0, now=T0 + 5.0) == [
         "starting: 5.0 s; importing Python modules: 5.0 s, last time 4.0 s"
     ]
-    r = lambda *a, **k: _ended("runner-0", 7, *a, **k)  # noqa: E731
+    r = lambda *a, **k: ended_event("runner-0", 7, *a, **k)  # noqa: E731
     _write(
         tmp_path / "runs" / "failed" / "runner-0.jsonl",
         [r("process_start", 0.0), r("setup", 0.0, 0.5, app="A", error="OSError: disk")],

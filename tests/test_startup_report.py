@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from startup_events import T0, ended_event
 
 from minifal.cli.runners_table import format_duration, format_runners, main_runners
 from minifal.cli.startup_report import main_startup_report
@@ -24,23 +25,7 @@ from minifal.startup.report_text import format_graphs, format_table
 from minifal.startup.runs import RunNotFoundError, load_run
 from minifal.startup.timeline import render_timeline_png
 
-T0 = 1_750_000_000.0
 RUN_ID = "20250615-120000-4242"
-
-
-def _event(
-    runner: str, pid: int, phase: str, start: float, end: float | None = None, **details: Any
-) -> dict[str, Any]:
-    end = start if end is None else end
-    return {
-        "phase": phase,
-        "start": T0 + start,
-        "end": T0 + end,
-        "duration_s": round(end - start, 6),
-        "runner_id": runner,
-        "pid": pid,
-        "details": details,
-    }
 
 
 def _write_events(path: Path, events: list[dict[str, Any]], torn_tail: str = "") -> None:
@@ -50,7 +35,7 @@ def _write_events(path: Path, events: list[dict[str, Any]], torn_tail: str = "")
 
 def _runner_0() -> list[dict[str, Any]]:
     """Compiles: the cache had nothing for its key."""
-    e = lambda *a, **k: _event("runner-0", 100, *a, **k)  # noqa: E731
+    e = lambda *a, **k: ended_event("runner-0", 100, *a, **k)  # noqa: E731
     return [
         e("process_start", 0.0),
         e("imports", 0.0, 1.5),
@@ -66,8 +51,8 @@ def _runner_0() -> list[dict[str, Any]]:
 
 def _runner_1() -> list[dict[str, Any]]:
     """Waits for runner-0's compile, then hits; restarts later with an unknown phase."""
-    first = lambda *a, **k: _event("runner-1", 101, *a, **k)  # noqa: E731
-    second = lambda *a, **k: _event("runner-1", 205, *a, **k)  # noqa: E731
+    first = lambda *a, **k: ended_event("runner-1", 101, *a, **k)  # noqa: E731
+    second = lambda *a, **k: ended_event("runner-1", 205, *a, **k)  # noqa: E731
     return [
         first("process_start", 0.3),
         first("imports", 0.3, 1.7),
@@ -120,8 +105,10 @@ def test_load_run_finds_runners_and_splits_restarts(data_dir: Path) -> None:
 @pytest.mark.unit
 def test_restart_written_to_another_file(tmp_path: Path) -> None:
     run = tmp_path / "runs" / "r"
-    _write_events(run / "runner-2.jsonl", [_event("runner-2", 9, "process_start", 0.0)])
-    _write_events(run / "runner-2.restart.jsonl", [_event("runner-2", 12, "process_start", 9.0)])
+    _write_events(run / "runner-2.jsonl", [ended_event("runner-2", 9, "process_start", 0.0)])
+    _write_events(
+        run / "runner-2.restart.jsonl", [ended_event("runner-2", 12, "process_start", 9.0)]
+    )
 
     starts = load_run(tmp_path).starts
 
@@ -177,7 +164,7 @@ def test_phases_are_ordered_as_they_happen(data_dir: Path) -> None:
 
 @pytest.mark.unit
 def test_cache_status_with_several_keys(tmp_path: Path) -> None:
-    e = lambda *a, **k: _event("runner-0", 7, *a, **k)  # noqa: E731
+    e = lambda *a, **k: ended_event("runner-0", 7, *a, **k)  # noqa: E731
     _write_events(
         tmp_path / "runs" / "r" / "runner-0.jsonl",
         [
@@ -218,7 +205,7 @@ def test_text_table_has_a_row_per_start_and_the_cache_column(data_dir: Path) -> 
 
 @pytest.mark.unit
 def test_instant_phases_show_when_they_happened(tmp_path: Path) -> None:
-    e = lambda *a, **k: _event("runner-0", 7, *a, **k)  # noqa: E731
+    e = lambda *a, **k: ended_event("runner-0", 7, *a, **k)  # noqa: E731
     _write_events(
         tmp_path / "runs" / "r" / "runner-0.jsonl",
         [e("process_start", 5.0), e("setup", 6.0, 20.0), e("startup_timeout", 25.0, timeout_s=20)],
@@ -234,7 +221,7 @@ def test_instant_phases_show_when_they_happened(tmp_path: Path) -> None:
 def test_runners_on_ray_nodes_get_a_node_column(tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "r"
     for runner, node in (("runner-0", "a" * 56), ("runner-1", "b" * 56)):
-        e = lambda *a, runner=runner, **k: _event(runner, 7, *a, **k)  # noqa: E731
+        e = lambda *a, runner=runner, **k: ended_event(runner, 7, *a, **k)  # noqa: E731
         _write_events(run_dir / f"{runner}.jsonl", [e("process_start", 5.0, node=node)])
 
     rows = report_rows(load_run(tmp_path))
@@ -249,7 +236,7 @@ def test_runners_on_ray_nodes_get_a_node_column(tmp_path: Path) -> None:
 def test_runners_of_several_revisions_get_a_revision_column(tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "r"
     for runner, revision in (("runner-0", "r1-aaaaaaaa"), ("runner-1", "r2-bbbbbbbb")):
-        e = lambda *a, runner=runner, **k: _event(runner, 7, *a, **k)  # noqa: E731
+        e = lambda *a, runner=runner, **k: ended_event(runner, 7, *a, **k)  # noqa: E731
         events = [e("process_start", 5.0, node="local", revision=revision), e("ready", 6.0)]
         _write_events(run_dir / f"{runner}.jsonl", events)
 
@@ -587,8 +574,8 @@ def test_runners_connection_refused(capsys: pytest.CaptureFixture[str]) -> None:
 def test_precompiled_graphs_and_dynamo_seconds_per_runner(tmp_path: Path) -> None:
     """The compiler captured (Dynamo) and compiled each shape; the warm runner loaded them."""
     shape_a, shape_b = "args[0]=f16[1,4,64,64] grad=off", "args[0]=f16[1,4,64,96] grad=off"
-    cold = lambda *a, **k: _event("runner-0", 1, *a, **k)  # noqa: E731
-    warm = lambda *a, **k: _event("runner-1", 2, *a, **k)  # noqa: E731
+    cold = lambda *a, **k: ended_event("runner-0", 1, *a, **k)  # noqa: E731
+    warm = lambda *a, **k: ended_event("runner-1", 2, *a, **k)  # noqa: E731
     _write_events(
         tmp_path / "runs" / "r" / "runner-0.jsonl",
         [
