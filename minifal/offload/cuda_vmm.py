@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-LIBRARY = "libcuda.so.1"
+from minifal.host.cuda_driver import LIBRARY, open_driver
+
 SYMBOLS = (
     "cuInit",
     "cuDeviceGet",
@@ -240,13 +241,9 @@ def load_device_memory(
 ) -> tuple[CudaDeviceMemory | None, str]:
     """Virtual memory calls on CUDA device ``index`` of this process, or None and why not
     (the caller says it once). torch must have initialised CUDA on that device already."""
-    try:
-        cuda = ctypes.CDLL(library)
-    except OSError:
-        return None, f"no CUDA driver ({library} not found)"
-    missing = [name for name in SYMBOLS if not hasattr(cuda, name)]
-    if missing:
-        return None, f"the CUDA driver has no {', '.join(missing)}"
+    cuda, why_not = open_driver(SYMBOLS, library)
+    if cuda is None:
+        return None, why_not
     device, supported = ctypes.c_int(0), ctypes.c_int(0)
     cuda.cuInit.restype = cuda.cuDeviceGet.restype = cuda.cuDeviceGetAttribute.restype = (
         ctypes.c_int

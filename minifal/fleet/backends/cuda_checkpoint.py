@@ -20,10 +20,11 @@ import logging
 import time
 from dataclasses import dataclass
 
+from minifal.host.cuda_driver import LIBRARY, open_driver
+
 logger = logging.getLogger("minifal.fleet")
 
 MIN_DRIVER_VERSION = 12080  # cuDriverGetVersion of CUDA 12.8 (driver r570): the API appeared
-LIBRARY = "libcuda.so.1"
 SYMBOLS = (
     "cuCheckpointProcessLock",
     "cuCheckpointProcessCheckpoint",
@@ -130,13 +131,9 @@ def describe_error(library: ctypes.CDLL | None, result: int) -> str:
 
 def load_cuda_checkpoint(library: str = LIBRARY) -> tuple[CudaCheckpoint | None, str]:
     """The checkpoint API of this host, or None and why not (said once by the caller)."""
-    try:
-        cuda = ctypes.CDLL(library)
-    except OSError:
-        return None, f"no CUDA driver ({library} not found)"
-    missing = [name for name in SYMBOLS if not hasattr(cuda, name)]
-    if missing:
-        return None, f"the CUDA driver has no {', '.join(missing)} (needs r570 / CUDA 12.8+)"
+    cuda, why_not = open_driver(SYMBOLS, library, needs=" (needs r570 / CUDA 12.8+)")
+    if cuda is None:
+        return None, why_not
     version = ctypes.c_int(0)
     if cuda.cuInit(0) != 0 or cuda.cuDriverGetVersion(ctypes.byref(version)) != 0:
         return None, "the CUDA driver did not initialise (no GPU visible to the gateway?)"
