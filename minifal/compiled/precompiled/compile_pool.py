@@ -169,8 +169,8 @@ class CompilePool:
         is installed or published."""
         self._deferred.clear()
         for pending in list(self._pending):
+            pending.phase.failed(why)  # first: the kill fails the collecting thread's result
             pending.worker.kill()
-            pending.phase.failed(why)
         self._pending.clear()
 
     def finish(

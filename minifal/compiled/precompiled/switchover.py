@@ -11,7 +11,8 @@ compile pool (``DeferredCall``); this thread takes them one by one:
   or, with no workers, here; each is checked against eager and installed as it comes.
 
 An install is atomic for the calls (``PrecompiledModule.install``); one that fails or does not
-match eager leaves the signature eager and says why. Each signature's outcome is a
+match eager leaves the signature eager and says why. Each compile is a ``precompiled.compile``
+phase (``compile_phase.py``), ended on every way out; each signature's outcome is a
 ``precompiled.switch`` startup event (when it was first called, when it switched, from what). At
 the end the block publishes and releases the lease (``on_done``). ``stop()`` (the runner shuts
 down) ends the waits and kills the workers; a compile running in this thread cannot be cut
