@@ -120,7 +120,10 @@ def summarize(report: dict[str, Any]) -> list[dict[str, Any]]:
         shapes = []
         for name, how in (("precompiled.load", "loaded"), ("precompiled.compile", "compiled")):
             for item in phases.get(name, {}).get("details", []):
-                shapes.append({"signature": item.get("signature"), "how": how})
+                failed = "error" in item  # a compile that ended without an artifact
+                shapes.append(
+                    {"signature": item.get("signature"), "how": how if not failed else "failed"}
+                )
         rows.append(
             {
                 "runner": runner["runner"],

@@ -98,6 +98,12 @@ def test_the_first_runner_serves_eagerly_then_switches_each_signature_to_compile
     switches = [e["details"] for e in events if e["phase"] == "precompiled.switch"]
     assert [(s["source"], s["switched"]) for s in switches] == [("compiled", True)] * 2
     assert all(s["max_abs_diff"] <= 1e-4 for s in switches)
+    compiles = [e for e in events if e["phase"] == "precompiled.compile"]
+    starts = [e for e in compiles if e.get("kind") == "start"]  # each compile's, as it began
+    assert sorted(e["span"] for e in starts) == sorted(e["span"] for e in compiles if "end" in e)
+    assert [(e["details"]["signature"], e["details"]["in_worker"]) for e in starts] == [
+        (s["signature"], False) for s in switches
+    ]
     (summary,) = [e for e in events if e["phase"] == "precompiled"]
     assert summary["details"]["served_while_compiling"]
     assert summary["end"] >= max(e["end"] for e in events if e["phase"] == "precompiled.switch")
@@ -205,5 +211,11 @@ def test_a_failed_worker_leaves_its_signature_to_the_fallback(tmp_path: Path) ->
     assert outcome["at_ready"] == ["eager, switching"]
     assert outcome["resolutions"] == ["eager"]
     assert "was not compiled (the compile worker exited with 3" in outcome["log"]
+    (compiled,) = [
+        e
+        for e in read_events(tmp_path / "events-block-0-2x8.jsonl")
+        if e["phase"] == "precompiled.compile"
+    ]
+    assert "exited with 3" in compiled["details"]["error"]  # its phase ended, as failed
     assert_equals_eager(outcome)
     assert not list(tmp_path.glob("**/precompiled/*/*.bin"))  # nothing published

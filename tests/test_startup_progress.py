@@ -290,6 +290,30 @@ def test_the_console_line_names_what_runs_with_last_times(tmp_path: Path) -> Non
     ]
 
 
+def test_the_console_line_names_a_precompiled_compile_in_a_worker(tmp_path: Path) -> None:
+    graph = {"key": "sd/precompiled", "module": "UNet2DConditionModel", "signature": SIGNATURE}
+    r = lambda *a, **k: _ended("runner-0", 7, *a, **k)  # noqa: E731
+    _write(
+        tmp_path / "runs" / "before" / "runner-0.jsonl",
+        [r("process_start", -300.0), r("precompiled.compile", -250.0, -149.0, **graph)],
+    )
+    _write(
+        tmp_path / "runs" / "now" / "runner-0.jsonl",
+        [
+            _ended("runner-0", 100, "process_start", 0.0),
+            _started("runner-0", 100, "precompiled.compile", 3.0, **graph, in_worker=True),
+        ],
+    )
+    run = load_run(tmp_path, "now")
+    history = PhaseHistory([*load_run(tmp_path, "before").starts, *run.starts])
+    (start,) = run.starts
+
+    assert console_lines(start, T0, history, since=T0, now=T0 + 48.0) == [
+        f"starting: 48 s; compiling UNet2DConditionModel {SIGNATURE} in a worker: 45 s, "
+        "last time 101 s"
+    ]
+
+
 def test_the_console_line_before_any_event_and_between_phases(tmp_path: Path) -> None:
     _earlier_run(tmp_path, "before", compile_s=101.0)
     history = PhaseHistory(load_run(tmp_path, "before").starts)

@@ -582,6 +582,7 @@ def test_precompiled_graphs_and_dynamo_seconds_per_runner(tmp_path: Path) -> Non
             cold("process_start", 0.0),
             cold("precompiled.compile", 10.0, 50.0, module="UNet", signature=shape_a, dynamo_s=6.5),
             cold("precompiled.compile", 50.0, 80.0, module="UNet", signature=shape_b, dynamo_s=5.0),
+            cold("precompiled.compile", 80.0, 81.0, module="VAE", signature=shape_a, error="no"),
             cold("compile_cache.compile", 9.0, 81.0, hit=False, dynamo_s=11.5),
             cold("precompiled", 5.0, 82.0, key="k", dynamo_s=11.5, loaded=0, compiled=2),
         ],
@@ -607,6 +608,7 @@ def test_precompiled_graphs_and_dynamo_seconds_per_runner(tmp_path: Path) -> Non
     text = format_graphs(rows)
     assert "runner-0 11.50 s, runner-1 0.00 s" in text
     assert f"compiled   40.00 s (Dynamo 6.50 s)  UNet {shape_a}" in text
+    assert f"failed      1.00 s  VAE {shape_a}" in text  # its phase ended with an error
     runners = report_json(run, rows)["runners"]
     assert runners[0]["graphs"][1] == {
         "module": "UNet",

@@ -67,7 +67,7 @@ class CompiledGraph:
 
     module: str
     signature: str
-    how: str  # "loaded" or "compiled"
+    how: str  # "loaded", "compiled" or "failed"
     seconds: float
     dynamo_s: float  # Dynamo's share (capture); 0 for a loaded graph
 
@@ -170,6 +170,8 @@ def compiled_graphs(events: Iterable[StartupEvent]) -> tuple[CompiledGraph, ...]
         how = GRAPH_PHASES.get(event.phase)
         if how is None:
             continue
+        if "error" in event.details:  # a compile that ended without an artifact
+            how = "failed"
         dynamo = event.details.get("dynamo_s", 0.0)
         graphs.append(
             CompiledGraph(

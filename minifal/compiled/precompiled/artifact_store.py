@@ -3,15 +3,15 @@
 ``load()`` does what ``load_inductor_cache(key)`` does, for the precompiled path's files only
 (fill the private dir from the shared store, or take the compile lease, or wait for its holder's
 publish) and names the dir the artifacts are in; ``save()`` puts a fresh artifact there and
-records its ``precompiled.compile`` event; ``publish()`` is ``sync_inductor_cache(key)``: it
-publishes what was saved (merge, never overwrite) and releases the lease. No threads here: the
-warm loader calls ``load()``, the dispatch ``save()``, the block's end ``publish()``.
+ends its ``precompiled.compile`` phase (``compile_phase.py``); ``publish()`` is
+``sync_inductor_cache(key)``: it publishes what was saved (merge, never overwrite) and releases
+the lease. No threads here: the warm loader calls ``load()``, the dispatch ``save()``, the
+block's end ``publish()``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 from minifal.compiled.cache import sync_inductor_cache
@@ -25,8 +25,8 @@ from minifal.compiled.precompiled.artifact_files import (
     ArtifactMeta,
     belongs_to_artifacts,
 )
+from minifal.compiled.precompiled.compile_phase import CompilePhase
 from minifal.compiled.precompiled.graph_compile import CompiledCall
-from minifal.startup.events import record
 
 logger = logging.getLogger("minifal.precompiled")
 
@@ -59,9 +59,10 @@ class ArtifactStore:
         module_digest: str,
         signature: CallSignature,
         compiled: CompiledCall,
-        started: float,
+        phase: CompilePhase,
     ) -> None:
-        """Save a fresh artifact where ``publish()`` will publish it; never raises."""
+        """Save a fresh artifact where ``publish()`` will publish it and end its compile's
+        ``phase``; never raises."""
         self.capture_s += compiled.capture_s
         meta = ArtifactMeta(
             module_class=f"{module_class.__module__}.{module_class.__qualname__}",
@@ -72,7 +73,7 @@ class ArtifactStore:
             out_spec=compiled.out_spec,
             capture_s=round(compiled.capture_s, 3),
             compile_s=round(compiled.compile_s, 3),
-            first_called_at=started,
+            first_called_at=phase.started,
             input_layouts=[list(layout) for layout in compiled.input_layouts],
             grad_enabled=compiled.grad_enabled,
         )
@@ -89,13 +90,7 @@ class ArtifactStore:
             self.compiled += 1
         else:
             self.not_saved += 1
-        record(
-            "precompiled.compile",
-            started,
-            time.time(),
-            key=self.cache_key,
-            module=module_class.__name__,
-            signature=signature.label,
+        phase.succeeded(
             dynamo_s=round(compiled.capture_s, 3),
             inductor_s=round(compiled.compile_s, 3),
             max_abs_diff=compiled.max_abs_diff,

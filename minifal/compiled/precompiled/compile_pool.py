@@ -25,6 +25,7 @@ import torch
 from minifal.compiled.cache.local_dir import private_cache_root
 from minifal.compiled.cache.settings import current_settings
 from minifal.compiled.call_signature import CallSignature, FlatCall
+from minifal.compiled.precompiled.compile_phase import CompilePhase
 from minifal.compiled.precompiled.compile_workers import WorkerCompile
 from minifal.compiled.precompiled.graph_compile import (
     CapturedCall,
@@ -35,6 +36,8 @@ from minifal.compiled.precompiled.graph_compile import (
 from minifal.compiled.precompiled.warm_loader import LoadedArtifact
 
 logger = logging.getLogger("minifal.precompiled")
+
+NO_TIME_LEFT = "no time left before the deadline"
 
 
 class CompileTarget(Protocol):
@@ -53,7 +56,11 @@ class CompileTarget(Protocol):
     ) -> float: ...
 
     def install(
-        self, call: FlatCall, signature: CallSignature, compiled: CompiledCall, started: float
+        self,
+        call: FlatCall,
+        signature: CallSignature,
+        compiled: CompiledCall,
+        phase: CompilePhase,
     ) -> None: ...
 
     def use_fallback(self, signature: CallSignature) -> None: ...
@@ -74,14 +81,17 @@ class DeferredCall:
 
 @dataclass(frozen=True)
 class PendingCompile:
-    """A captured call that a worker compiles; the block's end installs and publishes it."""
+    """A captured call that a worker compiles; the block's end installs and publishes it.
+
+    The pool owns its ``phase`` from ``submit()`` on: it ends there (the install's save, or a
+    failure), or in ``abort()``."""
 
     target: CompileTarget
     name: str  # the module's class name, for logs
     call: FlatCall
     signature: CallSignature
     captured: CapturedCall
-    started: float
+    phase: CompilePhase
     worker: WorkerCompile
 
 
@@ -135,19 +145,18 @@ class CompilePool:
         call: FlatCall,
         signature: CallSignature,
         captured: CapturedCall,
-        started: float,
+        phase: CompilePhase,
     ) -> None:
-        """Hand ``captured`` to a worker (waiting for a free one); :class:`NotPrecompilable` if
-        it cannot be handed over."""
+        """Hand ``captured`` to a worker (waiting for a free one), and its compile's ``phase``
+        with it; :class:`NotPrecompilable` if it cannot be handed over (``phase`` is the
+        caller's still)."""
         deadline = current_settings().deadline
         while sum(p.worker.running for p in self._pending) >= self.workers:
             next(p for p in self._pending if p.worker.running).worker.wait(deadline)
         threads = (os.cpu_count() or 1) // self.workers
         job_dir = private_cache_root(current_settings().local_root) / "precompiled-jobs"
         worker = WorkerCompile(captured, job_dir, threads)
-        self._pending.append(
-            PendingCompile(target, name, call, signature, captured, started, worker)
-        )
+        self._pending.append(PendingCompile(target, name, call, signature, captured, phase, worker))
         logger.info(
             "precompiled %s %s: captured (Dynamo %.1f s); compiling in a worker",
             name,
@@ -155,11 +164,12 @@ class CompilePool:
             captured.capture_s,
         )
 
-    def abort(self) -> None:
-        """Stop the workers (the block failed, or the runner stops): nothing of theirs is
-        installed or published."""
+    def abort(self, why: str) -> None:
+        """Stop the workers (the block failed, or the runner stops: ``why``): nothing of theirs
+        is installed or published."""
         self._deferred.clear()
         for pending in list(self._pending):
+            pending.phase.failed(why)  # first: the kill fails the collecting thread's result
             pending.worker.kill()
         self._pending.clear()
 
@@ -180,9 +190,7 @@ class CompilePool:
                     compiled = checked_call(
                         pending.captured, artifact, seconds, pending.worker.artifact_path
                     )
-                    pending.target.install(
-                        pending.call, pending.signature, compiled, pending.started
-                    )
+                    pending.target.install(pending.call, pending.signature, compiled, pending.phase)
                 if on_done is not None:
                     on_done(pending, compiled, "")
             except NotPrecompilable as exc:
@@ -193,6 +201,7 @@ class CompilePool:
                     exc,
                     pending.target.fallback,
                 )
+                pending.phase.failed(exc)
                 pending.target.use_fallback(pending.signature)
                 if on_done is not None:
                     on_done(pending, None, str(exc))
@@ -200,10 +209,14 @@ class CompilePool:
                     later, self._pending = self._pending[1:], []
                     for left in later:
                         left.worker.kill()
+                        left.phase.failed(NO_TIME_LEFT)
                         left.target.use_fallback(left.signature)
                         if on_done is not None:
-                            on_done(left, None, "no time left before the deadline")
+                            on_done(left, None, NO_TIME_LEFT)
                     return
+            except BaseException as exc:
+                pending.phase.failed(exc)
+                raise
             finally:
                 self._pending = [p for p in self._pending if p is not pending]
                 pending.worker.discard()  # whatever the store did not adopt

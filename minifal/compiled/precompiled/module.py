@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +41,7 @@ from minifal.compiled.call_signature import (
 )
 from minifal.compiled.cuda_graphs import GraphedCall, WeightSlots, capturable_call
 from minifal.compiled.precompiled.artifact_store import ArtifactStore
+from minifal.compiled.precompiled.compile_phase import CompilePhase
 from minifal.compiled.precompiled.compile_pool import CompilePool
 from minifal.compiled.precompiled.graph_compile import (
     CapturedCall,
@@ -195,20 +195,28 @@ class PrecompiledModule(WrappedModule):
         return self._fallback_runner(), _NOT_RUN
 
     def _compile(self, call: FlatCall, signature: CallSignature) -> tuple[_Runner, Any]:
-        """Capture ``call``; compile it here, or in a worker (answered eagerly meanwhile)."""
-        started = time.time()
-        captured, result = capture_call(self._orig_mod, call)
-        if self._compiles.workers:
-            try:
-                self._compiles.submit(self, self._name, call, signature, captured, started)
-            except NotPrecompilable as exc:
-                logger.info("precompiled %s: compiling here (%s)", self._name, exc)
-            else:
-                self.resolutions[signature.label] = "compiling"
-                return self._target_runner(self._orig_mod), result
-        compiled = compile_captured(captured)
-        runner = self._compiled_runner(call, signature, compiled)
-        self._save(signature, compiled, started)
+        """Capture ``call``; compile it here, or in a worker (answered eagerly meanwhile).
+
+        Its ``precompiled.compile`` phase starts here; the save ends it, or the exception."""
+        in_worker = self._compiles.workers > 0
+        phase = CompilePhase(self._store.cache_key, self._name, signature.label, in_worker)
+        try:
+            captured, result = capture_call(self._orig_mod, call)
+            if in_worker:
+                try:
+                    self._compiles.submit(self, self._name, call, signature, captured, phase)
+                except NotPrecompilable as exc:
+                    logger.info("precompiled %s: compiling here (%s)", self._name, exc)
+                    phase = phase.moved_inline(exc)
+                else:
+                    self.resolutions[signature.label] = "compiling"
+                    return self._target_runner(self._orig_mod), result
+            compiled = compile_captured(captured)
+            runner = self._compiled_runner(call, signature, compiled)
+        except BaseException as exc:
+            phase.failed(exc)
+            raise
+        self._save(signature, compiled, phase)
         return runner, result
 
     def capture(self, call: FlatCall) -> CapturedCall:
@@ -216,12 +224,17 @@ class PrecompiledModule(WrappedModule):
         return capture_call(self._orig_mod, call)[0]
 
     def install(
-        self, call: FlatCall, signature: CallSignature, compiled: CompiledCall, started: float
+        self,
+        call: FlatCall,
+        signature: CallSignature,
+        compiled: CompiledCall,
+        phase: CompilePhase,
     ) -> None:
         """Serve ``signature`` from ``compiled`` from now on, once it ran ``call`` (its first
-        call, and CUDA graph capture, happen here, not in a request); save it for publishing."""
+        call, and CUDA graph capture, happen here, not in a request); save it for publishing,
+        which ends its compile's ``phase`` (a failure leaves that to the caller)."""
         self._switch(call, signature, self._compiled_runner(call, signature, compiled))
-        self._save(signature, compiled, started)
+        self._save(signature, compiled, phase)
 
     def install_loaded(
         self, call: FlatCall, signature: CallSignature, loaded: LoadedArtifact
@@ -274,9 +287,9 @@ class PrecompiledModule(WrappedModule):
             signature,
         )
 
-    def _save(self, signature: CallSignature, compiled: CompiledCall, started: float) -> None:
-        """Save a compile for publishing (its ``precompiled.compile`` event from ``started``)."""
-        self._store.save(type(self._orig_mod), self._digest, signature, compiled, started)
+    def _save(self, signature: CallSignature, compiled: CompiledCall, phase: CompilePhase) -> None:
+        """Save a compile for publishing; its ``precompiled.compile`` ``phase`` ends."""
+        self._store.save(type(self._orig_mod), self._digest, signature, compiled, phase)
         self.resolutions[signature.label] = "compiled"
 
     def _graphed(

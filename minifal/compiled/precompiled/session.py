@@ -108,7 +108,7 @@ class PrecompiledModules:
 
     def abort_compiles(self) -> None:
         """Stop the workers (the block failed): nothing of theirs is installed or published."""
-        self._compiles.abort()
+        self._compiles.abort("the precompiled_modules block failed")
 
     def close(self) -> None:
         """End the block: no more compiles. Serving while compiling with signatures left to
@@ -131,7 +131,7 @@ class PrecompiledModules:
             self.switchover.start()
             return
         if not self._loader.wait_store():
-            self._compiles.abort()
+            self._compiles.abort("the store load is still running: not published")
             logger.warning(
                 "precompiled %r: the store load is still running; not published", self.cache_key
             )

@@ -11,7 +11,8 @@ compile pool (``DeferredCall``); this thread takes them one by one:
   or, with no workers, here; each is checked against eager and installed as it comes.
 
 An install is atomic for the calls (``PrecompiledModule.install``); one that fails or does not
-match eager leaves the signature eager and says why. Each signature's outcome is a
+match eager leaves the signature eager and says why. Each compile is a ``precompiled.compile``
+phase (``compile_phase.py``), ended on every way out; each signature's outcome is a
 ``precompiled.switch`` startup event (when it was first called, when it switched, from what). At
 the end the block publishes and releases the lease (``on_done``). ``stop()`` (the runner shuts
 down) ends the waits and kills the workers; a compile running in this thread cannot be cut
@@ -28,6 +29,7 @@ from collections.abc import Callable
 import torch
 
 from minifal.compiled.cache.settings import current_settings
+from minifal.compiled.precompiled.compile_phase import CompilePhase
 from minifal.compiled.precompiled.compile_pool import CompilePool, DeferredCall, PendingCompile
 from minifal.compiled.precompiled.graph_compile import (
     CompiledCall,
@@ -73,7 +75,7 @@ class Switchover:
         """End the waits, kill the workers; True if the thread ended within ``timeout``."""
         self._stop.set()
         self._loader.stop()
-        self._compiles.abort()
+        self._compiles.abort(STOPPED)
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
@@ -104,6 +106,7 @@ class Switchover:
             self._compiles.finish(self._worker_done)
         except Exception:  # never into the app: what did not switch stays eager
             logger.exception("precompiled %r: the switchover failed", self.cache_key)
+            self._compiles.abort("the switchover failed")
         finally:
             self._on_done(loaded)
 
@@ -133,20 +136,23 @@ class Switchover:
             else:
                 self._record(deferred, difference, "", source="loaded")
             return
-        started = time.time()
+        in_worker = self._compiles.workers > 0
+        phase = CompilePhase(self.cache_key, deferred.name, signature.label, in_worker)
         try:
             captured = target.capture(deferred.call)
-            if self._compiles.workers:
+            if in_worker:
                 try:
                     self._compiles.submit(
-                        target, deferred.name, deferred.call, signature, captured, started
+                        target, deferred.name, deferred.call, signature, captured, phase
                     )
                     return  # finish() installs it
                 except NotPrecompilable as exc:
                     logger.info("precompiled %s: compiling here (%s)", deferred.name, exc)
+                    phase = phase.moved_inline(exc)
             compiled = compile_captured(captured)
-            target.install(deferred.call, signature, compiled, started)
+            target.install(deferred.call, signature, compiled, phase)
         except NotPrecompilable as exc:
+            phase.failed(exc)
             logger.warning(
                 "precompiled %s: %s was not compiled (%s): stays eager",
                 deferred.name,
@@ -156,6 +162,9 @@ class Switchover:
             target.use_fallback(signature)
             self._record(deferred, None, str(exc))
             return
+        except BaseException as exc:
+            phase.failed(exc)
+            raise
         self._record(deferred, compiled.max_abs_diff, "")
 
     def _worker_done(
