@@ -292,7 +292,7 @@ def test_the_console_line_names_what_runs_with_last_times(tmp_path: Path) -> Non
 
 def test_the_console_line_names_a_precompiled_compile_in_a_worker(tmp_path: Path) -> None:
     graph = {"key": "sd/precompiled", "module": "UNet2DConditionModel", "signature": SIGNATURE}
-    r = lambda *a, **k: _ended("runner-0", 7, *a, **k)  # noqa: E731
+    r = lambda *a, **k: ended_event("runner-0", 7, *a, **k)  # noqa: E731
     _write(
         tmp_path / "runs" / "before" / "runner-0.jsonl",
         [r("process_start", -300.0), r("precompiled.compile", -250.0, -149.0, **graph)],
@@ -300,7 +300,7 @@ def test_the_console_line_names_a_precompiled_compile_in_a_worker(tmp_path: Path
     _write(
         tmp_path / "runs" / "now" / "runner-0.jsonl",
         [
-            _ended("runner-0", 100, "process_start", 0.0),
+            ended_event("runner-0", 100, "process_start", 0.0),
             _started("runner-0", 100, "precompiled.compile", 3.0, **graph, in_worker=True),
         ],
     )
