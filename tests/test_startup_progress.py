@@ -18,6 +18,7 @@ from minifal.host.processes import process_started_at, still_running
 from minifal.startup.events import begin, finish, phase, read_events, record
 from minifal.startup.progress import (
     PhaseHistory,
+    background_lines,
     console_lines,
     describe,
     progress_line,
@@ -312,6 +313,36 @@ def test_the_console_line_names_a_precompiled_compile_in_a_worker(tmp_path: Path
         f"starting: 48 s; compiling UNet2DConditionModel {SIGNATURE} in a worker: 45 s, "
         "last time 101 s"
     ]
+
+
+def test_after_ready_the_console_says_what_still_compiles_then_falls_silent(
+    tmp_path: Path,
+) -> None:
+    """Serving while compiling: the compiles after ready are reported until none runs."""
+    graph = {"key": "sd/precompiled", "module": "UNet2DConditionModel", "signature": SIGNATURE}
+    path = tmp_path / "runs" / "now" / "runner-0.jsonl"
+    lines = [
+        ended_event("runner-0", 100, "process_start", 0.0),
+        ended_event("runner-0", 100, "ready", 20.0),
+        _started("runner-0", 100, "precompiled.compile", 21.0, **graph, in_worker=True),
+    ]
+    _write(path, lines)
+    (start,) = load_run(tmp_path, "now").starts
+    history = PhaseHistory([start])
+    assert background_lines(start, history, since=T0 + 20.0, now=T0 + 66.0) == [
+        f"serving; in the background: compiling UNet2DConditionModel {SIGNATURE} in a worker: 45 s"
+    ]
+
+    done = {**ended_event("runner-0", 100, "precompiled.compile", 21.0, 121.0, **graph)}
+    done["span"] = lines[-1]["span"]
+    _write(path, [*lines, done])
+    (start,) = load_run(tmp_path, "now").starts
+    history = PhaseHistory([start])
+    assert background_lines(start, history, since=T0 + 66.0, now=T0 + 126.0) == [
+        f"done compiling UNet2DConditionModel {SIGNATURE}: 100 s"
+    ]
+    assert background_lines(start, history, since=T0 + 126.0, now=T0 + 141.0) is None
+    assert background_lines(None, history, since=T0, now=T0 + 1.0) is None
 
 
 def test_the_console_line_before_any_event_and_between_phases(tmp_path: Path) -> None:

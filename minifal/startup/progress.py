@@ -216,6 +216,22 @@ def console_lines(
     return [*done, f"starting: {seconds(now - started_at)}; {now_text}"]
 
 
+def background_lines(
+    start: RunnerStart | None, history: PhaseHistory, since: float, now: float
+) -> list[str] | None:
+    """What the gateway says about a runner that serves while phases of its start still run
+    (serving while compiling: each signature's compile after ready): the long phases it
+    finished since ``since``, then what still runs; ``None`` once nothing runs any more."""
+    if start is None:
+        return None
+    finished = finished_since(start.events, since, FINISHED_SHORTEST_S)
+    done = [finished_text(event, history) for event in finished]
+    running = progress_line(in_progress(start, True, history), now)
+    if not running:
+        return done or None
+    return [*done, f"serving; in the background: {running}"]
+
+
 def _between_phases(start: RunnerStart | None) -> str:
     last = max(start.events, key=lambda event: event.end) if start and start.events else None
     if last is None:

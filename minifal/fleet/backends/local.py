@@ -49,12 +49,19 @@ from minifal.runner_contract import (
     runner_socket_path,
 )
 from minifal.startup.events import runner_events_file
-from minifal.startup.progress import HISTORY_RUNS, PhaseHistory, console_lines
+from minifal.startup.progress import (
+    HISTORY_RUNS,
+    PhaseHistory,
+    background_lines,
+    console_lines,
+)
 from minifal.startup.runs import RunnerStart, read_run, recent_runs
 
 logger = logging.getLogger("minifal.fleet")
 
 PROGRESS_EVERY_SECONDS = 5.0
+BACKGROUND_PROGRESS_EVERY_SECONDS = 15.0
+"""After ready, while phases still run (compiles of a runner serving while compiling)."""
 READY_POLL_SECONDS = 0.2
 PER_RUNNER_ENV = (
     envs.RUNNER_ID.name,
@@ -221,6 +228,7 @@ class LocalRunnerProcess:
         """Where the gateway sends requests (``url`` stays for probes and websockets)."""
         self._output_task = asyncio.create_task(self._copy_output(), name=f"{runner_id}-log")
         self._earlier: list[RunnerStart] | None = None  # earlier runs' starts, read once
+        self._background_report: asyncio.Task | None = None
 
     @property
     def pid(self) -> int:
@@ -282,6 +290,10 @@ class LocalRunnerProcess:
                 with contextlib.suppress(httpx.HTTPError):
                     response = await client.get(f"{self.url}{READY_PATH}")
                     if response.status_code == 200:
+                        self._background_report = asyncio.create_task(
+                            self._report_background_work(time.time()),
+                            name=f"{self.runner_id}-background-progress",
+                        )
                         return True
                 now = time.time()
                 if now >= next_progress:
@@ -303,16 +315,39 @@ class LocalRunnerProcess:
     def progress(self, since: float, now: float) -> list[str]:
         """Lines about this starting runner (``startup/progress.py``), from its events file and
         the data dir's last few runs."""
+        mine, history = self._events()
+        return console_lines(mine, self.started_at, history, since, now)
+
+    async def _report_background_work(self, since: float) -> None:
+        """After ready, every 15 s while phases of its start still run (the compiles of a runner
+        serving while compiling), what they are; ends when none runs, or with the process."""
+        while not self.exited:
+            await asyncio.sleep(BACKGROUND_PROGRESS_EVERY_SECONDS)
+            now = time.time()
+            mine, history = await asyncio.to_thread(self._events)
+            lines = background_lines(mine, history, since, now)
+            if lines is None:
+                return
+            for line in lines:
+                logger.info("[%s] %s", self.runner_id, line)
+            since = now
+
+    def _events(self) -> tuple[RunnerStart | None, PhaseHistory]:
+        """This process's events and the history they are compared with."""
         run = read_run(self.events_file.parent)
         if self._earlier is None:
             earlier = recent_runs(run.path.parent, HISTORY_RUNS, but=run.run_id)
             self._earlier = [start for past in earlier for start in past.starts]
         history = PhaseHistory([*self._earlier, *run.starts])
         mine = next((start for start in reversed(run.starts) if start.pid == self.pid), None)
-        return console_lines(mine, self.started_at, history, since, now)
+        return mine, history
 
     async def wait_exit(self) -> int:
         code = await self.process.wait()
+        if self._background_report is not None:
+            self._background_report.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._background_report
         with contextlib.suppress(asyncio.CancelledError):
             await self._output_task
         return code
