@@ -210,6 +210,28 @@ def test_scheduler_waits_for_a_runner_to_become_ready() -> None:
     run(scenario())
 
 
+def test_a_job_left_alone_with_no_runner_tells_the_scaler_at_once() -> None:
+    """A scale from zero (or a resume) starts when the first request waits, not at a tick."""
+
+    async def scenario() -> None:
+        runners: list[FakeRunner] = []
+        scheduler = Scheduler(lambda: runners, max_multiplexing=1)  # type: ignore[arg-type,return-value]
+        told: list[int] = []
+        scheduler.on_first_waiting = lambda: told.append(len(scheduler.queue))
+        scheduler.submit(Job("/", b"", {}))
+        assert told == [1]
+        scheduler.submit(Job("/", b"", {}))  # the scaler knows already: said once
+        assert told == [1]
+        runners.append(FakeRunner("ready"))
+        scheduler.pump()  # one job taken, one left alone while the runner is full
+        assert told == [1, 1]
+        runners[0].in_flight = 0
+        scheduler.pump()  # the runner takes it: nothing waits
+        assert len(scheduler.queue) == 0 and told == [1, 1]
+
+    run(scenario())
+
+
 def test_closing_answers_every_waiting_job_and_leaves_started_ones_alone() -> None:
     """What the gateway does just before its grace period ends: jobs still waiting for a
     runner leave with ``ShuttingDown`` (the forwarder answers 503); jobs on runners go on."""

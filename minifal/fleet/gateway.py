@@ -13,9 +13,11 @@ in its own module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -230,6 +232,11 @@ class Gateway:
         self.shares_gpus = False
         """A GPU pool shared with other apps (``shared_gpu_pool.py``) starts and resumes this
         gateway's runners, on the GPUs its arbiter grants; the scaler still says how many."""
+        self.demand = asyncio.Event()
+        """Set when a request waits with no runner to take it: the scaler looks at once."""
+        self.demand_listeners: list[Callable[[], None]] = []
+        """Told the same (the shared GPU pool, which starts and resumes runners then)."""
+        self.scheduler.on_first_waiting = self._request_waits
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -386,9 +393,17 @@ class Gateway:
             if runner is not None:
                 self.supervisor.retire(runner, decision.reason)
 
+    def _request_waits(self) -> None:
+        self.demand.set()
+        for listener in self.demand_listeners:
+            listener()
+
     async def _scale_forever(self) -> None:
+        """Every ``SCALE_EVERY_SECONDS``, or at once when a request waits with no runner."""
         while True:
-            await asyncio.sleep(SCALE_EVERY_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.demand.wait(), SCALE_EVERY_SECONDS)
+            self.demand.clear()
             self.scale_once()
 
     # -- observability ---------------------------------------------------------------------------

@@ -40,6 +40,10 @@ class Scheduler:
         self.queue: RequestQueue[Job] = RequestQueue(max_queue)
         self.closed = False
         self.parked: Callable[[Job], bool] | None = None
+        self.on_first_waiting: Callable[[], None] | None = None
+        """Called when a job is left alone in line with no runner to take it (none ready, or
+        all full): the scaler should look now rather than at its next tick (a scale from zero,
+        a resume)."""
 
     def submit(self, job: Job, over_limit: bool = False) -> None:
         """Put the job in line (raises ``QueueFull`` unless ``over_limit``) and hand out what
@@ -83,6 +87,8 @@ class Scheduler:
         while len(self.queue):
             runner = choose_runner(self.runners(), self.max_multiplexing)
             if runner is None:
+                if len(self.queue) == 1 and self.on_first_waiting is not None:
+                    self.on_first_waiting()
                 return
             job = self.queue.pop()
             assert job is not None

@@ -96,12 +96,14 @@ class SharedGpuPool:
         self.every = every
         self.apps: dict[str, Gateway] = {}
         self._task: asyncio.Task[None] | None = None
+        self._demand = asyncio.Event()  # an app's request waits with no runner: look at once
 
     def join(self, app: str, gateway: Gateway) -> None:
         """``gateway`` serves ``app`` on this pool's GPUs from now on: the pool starts and
         resumes its runners."""
         self.apps[app] = gateway
         gateway.shares_gpus = True
+        gateway.demand_listeners.append(self._demand.set)
 
     async def start(self) -> None:
         self.arbitrate_once()
@@ -116,8 +118,12 @@ class SharedGpuPool:
             self._task = None
 
     async def _arbitrate_forever(self) -> None:
+        """Every ``every`` seconds (a runner suspended or exited frees its GPUs), or at once
+        when an app's request waits with no runner."""
         while True:
-            await asyncio.sleep(self.every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._demand.wait(), self.every)
+            self._demand.clear()
             self.arbitrate_once()
 
     def arbitrate_once(self) -> PoolPlan:
