@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 
 import minifal as fal
 from minifal.fleet.gateway import Gateway
+from minifal.fleet.scaler import ScalingSettings
 
 pytestmark = pytest.mark.unit
 
@@ -171,6 +172,21 @@ def test_a_queue_request_round_trip(gateway: tuple[TestClient, Gateway]) -> None
     assert result.json()["request_id"] == submitted["request_id"]
     cancel = client.put(path_of(submitted["cancel_url"]))
     assert (cancel.status_code, cancel.json()) == (400, {"status": "ALREADY_COMPLETED"})
+
+
+def test_a_request_at_a_fleet_scaled_to_zero_wakes_the_scaler_at_once(
+    app: GatewayTestApp, tmp_path: Path
+) -> None:
+    """The first request with no runner tells the scaler (and the shared GPU pool's listener)
+    when it is queued, rather than at the scaler's next tick; a runner starts and answers it."""
+    scaling = ScalingSettings(min_concurrency=0, max_concurrency=1)
+    with gateway_client(app, tmp_path, runners=0, scaling=scaling) as (client, gateway):
+        told: list[int] = []
+        gateway.demand_listeners.append(lambda: told.append(len(gateway.scheduler.queue)))
+        submitted = client.post("/queue/", json={"text": "from zero"}).json()
+        assert told == [1]
+        wait_for(lambda: status_of(client, submitted) == "COMPLETED", "the request from zero")
+        assert client.get(path_of(submitted["response_url"])).json()["text"] == "from zero"
 
 
 def test_a_busy_runner_queues_cancels_and_refuses_past_max_queue(
