@@ -8,6 +8,6 @@ addresses outlive its physical memory (``cuda_vmm``: the driver's virtual memory
 ``/_minifal/restore`` routes around a checkpoint.
 
 Imported by the user's App (``minifal.offload.suspension.keep_addresses``), the runner's offload
-route, and the fleet (the ``Offloaded`` record a runner answers with); imports nothing else of
-minifal, and torch only once an App asks for an arena.
+route, and the fleet (the ``Offloaded`` record a runner answers with); imports nothing of
+minifal but ``host`` (the CUDA driver library), and torch only once an App asks for an arena.
 """

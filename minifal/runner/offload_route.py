@@ -9,6 +9,8 @@ worker thread). A failure answers 500 with its reason; the gateway then checkpoi
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -20,22 +22,26 @@ from minifal.runner_contract import OFFLOAD_PATH, RESTORE_PATH
 logger = logging.getLogger("minifal.runner")
 
 
-async def offload() -> JSONResponse:
+async def _step(run: Callable[[], dict[str, Any]], what: str) -> JSONResponse:
+    """Run one step of a suspension off the event loop: its record, or a 500 that says why."""
     try:
-        offloaded = await run_in_threadpool(suspension.PROCESS_ARENAS.prepare_for_checkpoint)
+        done = await run_in_threadpool(run)
     except Exception as error:
-        logger.exception("offload before a checkpoint failed")
+        logger.exception("%s failed", what)
         return JSONResponse({"detail": f"{type(error).__name__}: {error}"}, 500)
-    return JSONResponse(offloaded.as_json())
+    return JSONResponse(done)
+
+
+async def offload() -> JSONResponse:
+    arenas = suspension.PROCESS_ARENAS
+    return await _step(
+        lambda: arenas.prepare_for_checkpoint().as_json(), "offload before a checkpoint"
+    )
 
 
 async def restore() -> JSONResponse:
-    try:
-        restored = await run_in_threadpool(suspension.PROCESS_ARENAS.restore_after_checkpoint)
-    except Exception as error:
-        logger.exception("restore after a checkpoint failed")
-        return JSONResponse({"detail": f"{type(error).__name__}: {error}"}, 500)
-    return JSONResponse(restored)
+    arenas = suspension.PROCESS_ARENAS
+    return await _step(arenas.restore_after_checkpoint, "restore after a checkpoint")
 
 
 def install_offload_routes(api: FastAPI) -> None:
