@@ -67,12 +67,14 @@ LOG_ACTIONS = {
     "stop_other": re.compile(r"\] stopping: (?!GPU for )"),
     "drain": re.compile(r"\] draining: "),
     "kill": re.compile(r"killing it"),
+    "asleep": re.compile(r"\] asleep in "),
+    "checkpoint_after_sleep": re.compile(r"\] checkpointed after "),
 }
 FLEET_LINE = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ minifal\.fleet: \[(?:[^/\]]+/)?([^\]]+)\] (.*)$"
 )
 TAKEN_FOR = re.compile(r"(?:stopping|suspending): GPU for ([^:]+):")
-SUSPENDED_IN = re.compile(r"\] suspended in ([0-9.]+) s")
+SUSPENDED_IN = re.compile(r"\] (?:suspended|asleep) in ([0-9.]+) s")  # asleep: no checkpoint yet
 RESUMED_IN = re.compile(r"\] resumed in ([0-9.]+) s")
 
 

@@ -3,9 +3,12 @@ side with a warm spawn (the runner stopped at scale-down and started again).
 
     python benchmarks/suspend_resume.py --cycles 10 --burst 8 --out suspend.json
 
-Each mode runs its own fleet (``minifal run APP --suspend on|off``) on one data dir. A first
-request starts the runner; then, per cycle: wait until the fleet has scaled to zero (the runner
-SUSPENDED, or gone), read the GPU memory its process holds (``nvidia-smi``), send one request
+Each mode runs its own fleet on one data dir: ``sleep`` (``minifal run APP --suspend on``, the
+default ``--suspend-sleep``: a runner that offloaded its weights sleeps on its GPU before the
+driver's checkpoint), ``suspend`` (``--suspend-sleep 0``: the driver's checkpoint at once),
+``stop`` (``--suspend off``). A first request starts the runner; then, per cycle: wait until
+the fleet has scaled to zero (the runner SUSPENDED, or gone), read the GPU memory its process
+holds (``nvidia-smi``) and what ``/runners`` says it holds in host memory, send one request
 with seed 0 and time the answer; every image is hashed (one seed, one hash). A last cycle sends
 a burst of concurrent requests (seeds 1..N) into the resume: each must be answered once, with
 its own seed.
@@ -86,10 +89,12 @@ def generate(client: httpx.Client, url: str, seed: int) -> dict[str, Any]:
     }
 
 
-def run_mode(suspend: bool, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    mode = "suspend" if suspend else "stop"
+def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    suspend = mode != "stop"
     command = [sys.executable, "-m", "minifal.cli", "run", APP, "--port", str(args.port)]
     command += ["--data-dir", str(work / "data"), "--suspend", "on" if suspend else "off"]
+    if mode == "suspend":
+        command += ["--suspend-sleep", "0"]
     env = {**os.environ, "MINIFAL_SD_COMPILE": args.compile}
     url = f"http://127.0.0.1:{args.port}"
     log = (work / f"{mode}.log").open("ab")
@@ -102,8 +107,9 @@ def run_mode(suspend: bool, args: argparse.Namespace, work: Path) -> dict[str, A
             for number in range(args.cycles if suspend else args.stop_cycles):
                 asleep = wait_scaled_to_zero(client, url, suspend)
                 memory = gpu_memory_mib(asleep["pid"] if asleep else None)
+                held = asleep.get("suspensions", {}) if asleep else {}
                 answer = generate(client, url, 0)
-                cycles.append({"cycle": number + 1, **memory, **answer})
+                cycles.append({"cycle": number + 1, **memory, "held": held, **answer})
                 print(f"{mode} cycle {number + 1}: {answer['seconds']:.2f} s, {memory}", flush=True)
             burst = None
             if suspend and args.burst:
@@ -146,23 +152,28 @@ def main() -> int:
     parser.add_argument("--stop-cycles", type=int, default=2, help="stop/spawn cycles")
     parser.add_argument("--burst", type=int, default=8)
     parser.add_argument("--compile", default="none", help="MINIFAL_SD_COMPILE of both fleets")
-    parser.add_argument("--modes", nargs="+", default=["suspend", "stop"])
+    parser.add_argument(
+        "--modes", nargs="+", choices=["sleep", "suspend", "stop"], default=["sleep", "stop"]
+    )
     parser.add_argument("--port", type=int, default=8795)
     parser.add_argument("--work-dir")
     parser.add_argument("--out")
     args = parser.parse_args()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="minifal-suspend-"))
     work.mkdir(parents=True, exist_ok=True)
-    results = [run_mode(mode == "suspend", args, work) for mode in args.modes]
+    results = [run_mode(mode, args, work) for mode in args.modes]
     print(
-        f"{'mode':8} {'first s':>8} {'median s':>9} {'max s':>7} {'GPU MiB':>8} same image  burst"
+        f"{'mode':8} {'first s':>8} {'median s':>9} {'max s':>7} {'GPU MiB':>8} {'host GiB':>9}"
+        f" {'pinned GiB':>10} same image  burst"
     )
     for result in results:
         held = max((c.get("process_mib") or 0 for c in result["cycles"]), default=0)
+        host = max((c["held"].get("host_memory_bytes") or 0 for c in result["cycles"]), default=0)
+        pinned = max((c["held"].get("pinned_bytes") or 0 for c in result["cycles"]), default=0)
         print(
             f"{result['mode']:8} {result['first_request_s']:8.2f} {result['median_s'] or 0:9.2f}"
-            f" {result['max_s'] or 0:7.2f} {held:8} {result['same_image']!s:10}"
-            f"  {result['burst']}"
+            f" {result['max_s'] or 0:7.2f} {held:8} {host / 2**30:9.2f} {pinned / 2**30:10.2f}"
+            f" {result['same_image']!s:10}  {result['burst']}"
         )
     if args.out:
         Path(args.out).write_text(

@@ -12,7 +12,8 @@ from pathlib import Path
 from minifal.fleet.backends.base import RunnerRevision
 from minifal.fleet.gpu_pool import GpuPool
 from minifal.fleet.runner import Runner, RunnerState
-from minifal.fleet.supervisor import Offloader, Supervisor, Suspender
+from minifal.fleet.runner_suspension import Offloader, Suspender
+from minifal.fleet.supervisor import Supervisor
 
 
 class FakeInstance:
@@ -123,6 +124,7 @@ def supervisor(
     suspender: Suspender | None = None,
     grace_seconds: float = 0.05,
     offloader: Offloader | None = None,
+    sleep_seconds: float = 0.0,
 ) -> tuple[Supervisor, list[str]]:
     """A supervisor with back-off steps and grace periods of milliseconds; its ready calls."""
     readies: list[str] = []
@@ -137,6 +139,7 @@ def supervisor(
         lost_runner_grace=0.01,
         suspender=suspender,
         offloader=offloader,
+        sleep_seconds=sleep_seconds,
     )
     return made, readies
 

@@ -150,14 +150,14 @@ def test_an_idle_runner_of_one_app_is_suspended_for_the_other_and_back(tmp_path:
             b = only_runner(beta)
             assert a.state is RunnerState.SUSPENDED and a.gpus == ["0"]  # parked on its GPU
             assert b.gpus == ["0"]
-            assert alpha.supervisor.suspender.calls == [("suspend", a.pid)]  # type: ignore[union-attr]
+            assert alpha.supervisor.suspension.suspender.calls == [("suspend", a.pid)]  # type: ignore[union-attr]
 
             # The reverse: Beta's runner is suspended, Alpha's resumed (the same process).
             pid = a.pid
             assert await ask(alpha, "three") == {"app": "alpha", "text": "three"}
             assert only_runner(alpha) is a and a.pid == pid and a.state is RunnerState.IDLE
             assert len(alpha.supervisor.backend.instances) == 1  # type: ignore[attr-defined]
-            assert [call for call, _ in alpha.supervisor.suspender.calls] == [  # type: ignore[union-attr]
+            assert [call for call, _ in alpha.supervisor.suspension.suspender.calls] == [  # type: ignore[union-attr]
                 "suspend",
                 "resume",
             ]
@@ -187,7 +187,7 @@ def test_suspended_runners_over_the_pools_host_memory_budget_are_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The fake runners are no processes: what each holds once suspended is given here.
-    monkeypatch.setattr("minifal.fleet.supervisor.resident_bytes", lambda pid: 6 * GIB)
+    monkeypatch.setattr("minifal.fleet.runner_suspension.resident_bytes", lambda pid: 6 * GIB)
     pool = SharedGpuPool(["0"], host_memory_budget=4 * GIB)
 
     async def scenario() -> None:

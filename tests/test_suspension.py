@@ -275,3 +275,85 @@ def test_the_runner_offloads_before_the_checkpoint_and_restores_after_the_restor
         await fleet.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_runner_that_offloaded_sleeps_on_its_gpu_then_is_checkpointed() -> None:
+    """Asleep: no driver call at either end, the runner's own copy back only. Left asleep past
+    ``sleep_seconds``: the driver's checkpoint takes the rest, and the resume restores it."""
+
+    async def scenario() -> None:
+        driver = FakeDriver()
+        offloaded = Offloaded(arenas=1, device_bytes=2 * GIB, host_bytes=2 * GIB)
+        offloader = FakeOffloader(driver.calls, offloaded)
+        fleet, readies = supervisor(
+            FakeBackend(), suspender=driver, offloader=offloader, sleep_seconds=0.3
+        )
+        runner = fleet.add_runner()
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE")
+        pid = runner.pid or 0
+        fleet.suspend(runner)
+        await until(lambda: runner.state is RunnerState.SUSPENDED, "SUSPENDED")
+        assert runner.suspensions.asleep and runner.suspensions.checkpoint_bytes is None
+        assert runner.suspensions.pinned_bytes == 2 * GIB
+        fleet.resume(runner)  # within the sleep
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE again")
+        assert driver.calls == [("offload", pid), ("restore", pid)]
+        assert not runner.suspensions.asleep
+        await asyncio.sleep(0.5)  # the late checkpoint of that suspension: not any more
+        assert driver.calls == [("offload", pid), ("restore", pid)]
+
+        fleet.suspend(runner)
+        await until(lambda: ("suspend", pid) in driver.calls, "the checkpoint after the sleep")
+        await until(lambda: not runner.suspensions.asleep, "checkpointed")
+        assert runner.state is RunnerState.SUSPENDED
+        fleet.resume(runner)
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE a third time")
+        assert driver.calls[2:] == [
+            ("offload", pid),
+            ("suspend", pid),
+            ("resume", pid),
+            ("restore", pid),
+        ]
+        assert readies == ["ready", "ready", "ready"]
+        await fleet.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_runner_that_offloaded_nothing_is_checkpointed_at_once_even_with_a_sleep() -> None:
+    async def scenario() -> None:
+        driver = FakeDriver()
+        offloader = FakeOffloader(driver.calls, None)  # its App keeps no arena
+        fleet, _ = supervisor(
+            FakeBackend(), suspender=driver, offloader=offloader, sleep_seconds=60
+        )
+        runner = fleet.add_runner()
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE")
+        fleet.suspend(runner)
+        await until(lambda: runner.state is RunnerState.SUSPENDED, "SUSPENDED")
+        assert not runner.suspensions.asleep
+        assert driver.calls == [("offload", runner.pid), ("suspend", runner.pid)]
+        await fleet.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_checkpoint_after_the_sleep_is_a_crash() -> None:
+    async def scenario() -> None:
+        driver = FakeDriver()
+        driver.fail = "suspend"
+        offloaded = Offloaded(arenas=1, device_bytes=GIB, host_bytes=GIB)
+        fleet, _ = supervisor(
+            FakeBackend(),
+            suspender=driver,
+            offloader=FakeOffloader(driver.calls, offloaded),
+            sleep_seconds=0.05,
+        )
+        runner = fleet.add_runner()
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE")
+        fleet.suspend(runner)
+        await until(lambda: runner.state is RunnerState.FAILURE_DELAY, "a crash")
+        assert "checkpoint after the sleep failed" in (runner.last_exit_reason or "")
+        await fleet.stop()
+
+    asyncio.run(scenario())

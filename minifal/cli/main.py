@@ -7,6 +7,7 @@ import sys
 
 from minifal.fleet.job_store.rules import DEFAULT_RETENTION_SECONDS
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
+from minifal.fleet.runner_suspension import DEFAULT_SLEEP_SECONDS
 from minifal.fleet.scaler import DEFAULT_SUSPENDED_KEEP_ALIVE
 from minifal.host import envs
 from minifal.runner_contract import DEFAULT_HOST, DEFAULT_PORT
@@ -71,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
             max_queue=args.max_queue,
             suspend=args.suspend,
             suspended_keep_alive=args.suspend_keep_alive,
+            suspend_sleep_s=args.suspend_sleep,
             suspend_memory_gib=args.suspend_memory_gib,
             max_body_size=args.max_body_size,
             webhook_allow=tuple(args.webhook_allow or ()),
@@ -200,6 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_SUSPENDED_KEEP_ALIVE,
         help="seconds a runner stays suspended before it is stopped (default %(default)g)",
+    )
+    run.add_argument(
+        "--suspend-sleep",
+        type=float,
+        default=DEFAULT_SLEEP_SECONDS,
+        metavar="SECONDS",
+        help="a suspended runner whose App keeps its weights in arenas sleeps this long first: "
+        "weights in pinned host memory, its CUDA context and graphs still on its GPU, back in "
+        "about the time the weights take to cross the link; then the driver's checkpoint takes "
+        "the rest (0: at once; default %(default)g)",
     )
     run.add_argument(
         "--suspend-memory-gib",

@@ -39,6 +39,7 @@ from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
 from minifal.fleet.runner import RunnerState
 from minifal.fleet.runner_http import RunnerClient
 from minifal.fleet.runner_offload import RunnerOffload
+from minifal.fleet.runner_suspension import DEFAULT_SLEEP_SECONDS, Suspender
 from minifal.fleet.scaler import (
     FleetSnapshot,
     Phase,
@@ -48,7 +49,7 @@ from minifal.fleet.scaler import (
     expires_in,
 )
 from minifal.fleet.scheduler import Scheduler
-from minifal.fleet.supervisor import Supervisor, Suspender
+from minifal.fleet.supervisor import Supervisor
 from minifal.fleet.webhook_policy import WebhookPolicy
 from minifal.host.body_limit import DEFAULT_MAX_BODY_BYTES
 from minifal.runner.app_manifest import AppManifest
@@ -97,6 +98,9 @@ class GatewayOptions:
     suspend: str = "auto"
     """Suspend idle runners instead of stopping them: ``auto`` (where the driver can), ``on``
     (say so when it cannot), ``off``. How long and in how much memory: ``scaling``."""
+    suspend_sleep_s: float = DEFAULT_SLEEP_SECONDS
+    """How long a suspended runner that offloaded its weights sleeps on its GPU (fast to
+    resume) before the driver's checkpoint takes the rest (``runner_suspension.py``)."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     webhook_policy: WebhookPolicy = field(
         default_factory=lambda: WebhookPolicy.for_gateway(DEFAULT_HOST)
@@ -192,6 +196,7 @@ class Gateway:
             suspender=suspender,
             offloader=None if suspender is None else RunnerOffload(self.runner_client),
             runner_prefix=options.runner_prefix,
+            sleep_seconds=options.suspend_sleep_s,
         )
         self.deployer = Deployer(
             self.supervisor,

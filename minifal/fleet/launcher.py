@@ -35,6 +35,7 @@ from minifal.fleet.job_store.rules import (
     Retention,
 )
 from minifal.fleet.request_queue import DEFAULT_MAX_QUEUE
+from minifal.fleet.runner_suspension import DEFAULT_SLEEP_SECONDS
 from minifal.fleet.scaler import DEFAULT_SUSPENDED_KEEP_ALIVE, ScalingSettings
 from minifal.fleet.shared_gpu_pool import SharedGpuPool
 from minifal.fleet.webhook_policy import WebhookPolicy
@@ -66,6 +67,7 @@ class FleetArguments:
     max_queue: int | None = DEFAULT_MAX_QUEUE
     suspend: str = "auto"
     suspended_keep_alive: float = DEFAULT_SUSPENDED_KEEP_ALIVE
+    suspend_sleep_s: float = DEFAULT_SLEEP_SECONDS
     suspend_memory_gib: float | None = None
     max_body_size: str | None = None
     webhook_allow: tuple[str, ...] = ()
@@ -297,6 +299,7 @@ def run_fleet(arguments: FleetArguments) -> int:
             auth_key=auth_key,
             max_queue=arguments.max_queue if arguments.max_queue else None,
             suspend=arguments.suspend,
+            suspend_sleep_s=arguments.suspend_sleep_s,
             max_body_bytes=max_body_bytes,
             webhook_policy=webhook_policy,
             job_store=job_store,

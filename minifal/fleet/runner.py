@@ -57,6 +57,9 @@ class Suspensions:
     """Of it, the pinned copies of the tensors the runner offloaded itself (None: none)."""
     checkpoint_bytes: int | None = None
     """Of it, what the driver's checkpoint added (the GPU state the runner left to it)."""
+    asleep: bool = False
+    """Suspended without the driver's checkpoint (yet): its CUDA context and graphs are still
+    on its GPU, its weights in pinned host memory (``runner_suspension.py``)."""
 
 
 class Runner:
@@ -171,6 +174,7 @@ class Runner:
         self.suspensions.suspended_since = None
         self.suspensions.host_memory_bytes = None
         self.suspensions.pinned_bytes = self.suspensions.checkpoint_bytes = None
+        self.suspensions.asleep = False
         self._record(RunnerState.SETUP)
 
     def became_ready(self, at: float) -> None:
@@ -229,6 +233,7 @@ class Runner:
         host_memory_bytes: int | None,
         pinned_bytes: int | None = None,
         checkpoint_bytes: int | None = None,
+        asleep: bool = False,
     ) -> None:
         self.suspensions.suspends += 1
         self.suspensions.last_suspend_s = seconds
@@ -236,7 +241,14 @@ class Runner:
         self.suspensions.host_memory_bytes = host_memory_bytes
         self.suspensions.pinned_bytes = pinned_bytes
         self.suspensions.checkpoint_bytes = checkpoint_bytes
+        self.suspensions.asleep = asleep
         self._record(RunnerState.SUSPENDED)
+
+    def checkpointed(self, host_memory_bytes: int | None, checkpoint_bytes: int | None) -> None:
+        """Asleep until now, its GPU state is in host memory too (still SUSPENDED)."""
+        self.suspensions.host_memory_bytes = host_memory_bytes
+        self.suspensions.checkpoint_bytes = checkpoint_bytes
+        self.suspensions.asleep = False
 
     def resuming(self) -> None:
         self._record(RunnerState.RESUMING)
@@ -248,6 +260,7 @@ class Runner:
         self.suspensions.suspended_since = None
         self.suspensions.host_memory_bytes = None
         self.suspensions.pinned_bytes = self.suspensions.checkpoint_bytes = None
+        self.suspensions.asleep = False
         self.idle_since = at
         self._record(RunnerState.IDLE)
 

@@ -154,7 +154,7 @@ class SharedGpuPool:
             oldest_wait=max(waits, default=0.0),
             gpus_per_runner=gateway.manifest.settings.gpus_per_runner if self.gpus else 0,
             min_concurrency=scaling.min_concurrency,
-            can_suspend=scaling.suspend and gateway.supervisor.suspender is not None,
+            can_suspend=scaling.suspend and gateway.supervisor.suspension is not None,
         )
 
     @staticmethod

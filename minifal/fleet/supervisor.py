@@ -18,7 +18,8 @@ Each runner has one lifecycle task: start -> SETUP -> ready (IDLE/RUNNING) -> ..
   its lifecycle restarts it after the back-off. A suspended runner that is stopped is killed:
   its ``teardown()`` cannot run without its GPU state. With an ``Offloader``
   (``runner_offload.py``) the runner first moves its App's tensors to host memory itself, so
-  the checkpoint carries only the rest, and brings them back after the restore.
+  the checkpoint carries only the rest, and brings them back after the restore; with
+  ``sleep_seconds`` it sleeps on its GPU that long first (``runner_suspension.py``).
 The supervisor is the only one to change a runner's lifecycle state (``Runner``'s methods).
 It is long because each of those transitions, with its failure path, is here in one place.
 """
@@ -31,14 +32,18 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from minifal.fleet.backends.base import RunnerBackend, RunnerRevision
 from minifal.fleet.gpu_pool import GpuSource
 from minifal.fleet.runner import Runner, RunnerState
-from minifal.fleet.runner_offload import HeldMemory
+from minifal.fleet.runner_suspension import (
+    Offloader,
+    RunnerSuspension,
+    Suspender,
+    SuspensionFailed,
+)
 from minifal.host import envs
-from minifal.offload.suspension import Offloaded
 from minifal.startup.events import record_for, runner_events_file
 
 logger = logging.getLogger("minifal.fleet")
@@ -50,43 +55,13 @@ REPLACE_GRACE_SECONDS = 5.0
 LOST_RUNNER_GRACE_SECONDS = 2.0
 """How long a runner whose connection broke may take to show it died (else it is hung)."""
 TERMINATED_KEPT = 20  # finished runners still listed in /runners, with their exit reason
-SUSPEND_LOCK_TIMEOUT_SECONDS = 10.0
-"""How long a suspend waits for the runner's GPU work to finish before it gives up."""
 RESUME_PROBE_TIMEOUT_SECONDS = 10.0
 DRAIN_POLL_SECONDS = 0.05
 BACK_OFF_POLL_SECONDS = 0.25
 """How often a runner in FAILURE_DELAY looks whether it was retired meanwhile."""
 
 
-class Suspender(Protocol):
-    """Moves a process's GPU state to its host memory and back (blocking calls)."""
-
-    def suspend(self, pid: int, lock_timeout_s: float) -> object: ...
-
-    def resume(self, pid: int) -> object: ...
-
-
-class Offloader(Protocol):
-    """The runner's own half of a suspension, around the checkpoint (``RunnerOffload``)."""
-
-    async def offload(self, runner: Runner) -> Offloaded | None: ...
-
-    async def restore(self, runner: Runner) -> dict[str, Any]: ...
-
-
 SUSPENSION_STATES = (RunnerState.SUSPENDING, RunnerState.SUSPENDED, RunnerState.RESUMING)
-
-
-def resident_bytes(pid: int) -> int | None:
-    """A process's resident memory (``VmRSS``), None where it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def failure_backoff(consecutive_failures: int, step: float = BACKOFF_STEP_SECONDS) -> float:
@@ -107,9 +82,12 @@ class Supervisor:
         suspender: Suspender | None = None,
         offloader: Offloader | None = None,
         runner_prefix: str = "runner",
+        sleep_seconds: float = 0.0,
     ) -> None:
         """``runner_prefix``: runner ids are ``<prefix>-<n>`` (an app's name first where a
-        gateway serves several apps, so that ids are unique across them)."""
+        gateway serves several apps, so that ids are unique across them). ``sleep_seconds``:
+        how long a suspended runner that offloaded its weights stays asleep before the
+        driver's checkpoint (``runner_suspension.py``; 0: the checkpoint at once)."""
         self.backend = backend
         self.gpu_pool = gpu_pool
         self.run_dir = run_dir
@@ -120,8 +98,13 @@ class Supervisor:
         self.backoff_step = backoff_step
         self.lost_runner_grace = lost_runner_grace
         self.on_ready = on_ready
-        self.suspender = suspender
-        self.offloader = offloader
+        self.suspension = (
+            None
+            if suspender is None
+            else RunnerSuspension(
+                suspender, offloader, sleep_seconds, self._spawn, self._suspension_failed
+            )
+        )
         self.runners: list[Runner] = []
         self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -232,7 +215,7 @@ class Supervisor:
     def suspend(self, runner: Runner) -> bool:
         """Suspend an idle runner (no request in flight; it gets none from now on)."""
         if (
-            self.suspender is None
+            self.suspension is None
             or runner.state != RunnerState.IDLE
             or runner.in_flight
             or runner.withheld
@@ -247,38 +230,28 @@ class Supervisor:
 
     def resume(self, runner: Runner) -> bool:
         """Bring a suspended runner back: requests waiting for a runner get it once healthy."""
-        if self.suspender is None or runner.state != RunnerState.SUSPENDED or runner.pid is None:
+        if self.suspension is None or runner.state != RunnerState.SUSPENDED or runner.pid is None:
             return False
         runner.resuming()
         self._spawn(self._resume(runner, runner.pid), f"{runner.runner_id}-resume")
         return True
 
     async def _suspend(self, runner: Runner, pid: int) -> None:
-        assert self.suspender is not None
-        start = time.time()
-        offloaded = None if self.offloader is None else await self.offloader.offload(runner)
-        before = resident_bytes(pid)
+        assert self.suspension is not None
         try:
-            await asyncio.to_thread(self.suspender.suspend, pid, SUSPEND_LOCK_TIMEOUT_SECONDS)
-        except Exception as exc:
-            await self._suspension_failed(runner, f"suspend failed: {exc}")
-            return
-        end = time.time()
-        memory = resident_bytes(pid)
-        held = HeldMemory.of(memory, before, offloaded)
-        runner.suspended(end, end - start, memory, held.pinned, held.checkpoint)
-        record_for(
-            runner.events_file, runner.runner_id, pid, "suspend", start, end, **held.details()
-        )
-        logger.info("[%s] suspended in %.2f s (%s)", runner.runner_id, end - start, held)
+            await self.suspension.suspend(runner, pid)
+        except SuspensionFailed as exc:
+            await self._suspension_failed(runner, str(exc))
 
     async def _resume(self, runner: Runner, pid: int) -> None:
-        assert self.suspender is not None and runner.instance is not None
+        assert self.suspension is not None and runner.instance is not None
         start = time.time()
         try:
-            await asyncio.to_thread(self.suspender.resume, pid)
-            restored = {} if self.offloader is None else await self.offloader.restore(runner)
+            restored = await self.suspension.resume(runner, pid)
             healthy = await runner.instance.answers(RESUME_PROBE_TIMEOUT_SECONDS)
+        except SuspensionFailed as exc:
+            await self._suspension_failed(runner, str(exc))
+            return
         except Exception as exc:
             await self._suspension_failed(runner, f"resume failed: {exc}")
             return

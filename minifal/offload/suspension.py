@@ -32,12 +32,18 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from minifal.compiled.background_work import GPU_GATE
+
 if TYPE_CHECKING:
     import torch
 
     from minifal.offload.arena import DeviceMemory, TensorArena
 
 logger = logging.getLogger("minifal.offload")
+
+GATE_TIMEOUT_S = 20.0
+"""How long an offload waits for a background GPU step in progress (then it fails, and the
+gateway checkpoints the whole runner: the driver's lock waits for GPU work itself)."""
 
 
 @dataclass(frozen=True)
@@ -115,8 +121,14 @@ class ProcessArenas:
         return arena
 
     def prepare_for_checkpoint(self) -> Offloaded:
-        """Offload every arena, then release the caching allocator's free blocks."""
+        """Pause background GPU work, offload every arena, then release the caching
+        allocator's free blocks. The work stays paused until ``restore_after_checkpoint``."""
         start = time.perf_counter()
+        if not GPU_GATE.close(GATE_TIMEOUT_S):
+            raise TimeoutError(
+                f"background GPU work (a compiled module's check) still runs after "
+                f"{GATE_TIMEOUT_S:g} s"
+            )
         with self._lock:
             copy_s = host_buffer_s = 0.0
             for arena in self.arenas:
@@ -135,7 +147,8 @@ class ProcessArenas:
             )
 
     def restore_after_checkpoint(self) -> dict[str, Any]:
-        """Restore every offloaded arena (nothing to do when none is: safe to repeat)."""
+        """Restore every offloaded arena (nothing to do when none is: safe to repeat), then
+        let background GPU work go on."""
         start = time.perf_counter()
         with self._lock:
             copy_s = memory_s = 0.0
@@ -143,6 +156,7 @@ class ProcessArenas:
                 timings = arena.restore()
                 copy_s += timings.copy_s
                 memory_s += timings.memory_s
+        GPU_GATE.open()
         return {"seconds": time.perf_counter() - start, "copy_s": copy_s, "memory_s": memory_s}
 
     def _say_once(self, why: str, level: int = logging.INFO) -> None:

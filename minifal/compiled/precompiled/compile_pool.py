@@ -22,6 +22,7 @@ from typing import Protocol
 
 import torch
 
+from minifal.compiled.background_work import GPU_GATE
 from minifal.compiled.cache.local_dir import private_cache_root
 from minifal.compiled.cache.settings import current_settings
 from minifal.compiled.call_signature import CallSignature, FlatCall
@@ -186,7 +187,7 @@ class CompilePool:
             inference = any(t.is_inference() for t in pending.call.tensors)
             try:
                 artifact, seconds = pending.worker.result(deadline)
-                with torch.inference_mode(inference), torch.no_grad():
+                with GPU_GATE.step(), torch.inference_mode(inference), torch.no_grad():
                     compiled = checked_call(
                         pending.captured, artifact, seconds, pending.worker.artifact_path
                     )

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import torch
 
+from minifal.compiled.background_work import GPU_GATE
 from minifal.compiled.cache.settings import current_settings
 from minifal.compiled.precompiled.compile_phase import CompilePhase
 from minifal.compiled.precompiled.compile_pool import CompilePool, DeferredCall, PendingCompile
@@ -124,7 +125,8 @@ class Switchover:
         loaded = self._loader.loaded_artifact(target.module_digest, signature.digest)
         if loaded is not None:
             try:
-                difference = target.install_loaded(deferred.call, signature, loaded)
+                with GPU_GATE.step():
+                    difference = target.install_loaded(deferred.call, signature, loaded)
             except NotPrecompilable as exc:
                 logger.warning(
                     "precompiled %s: the loaded artifact of %s is not used (%s): stays eager",
@@ -139,7 +141,8 @@ class Switchover:
         in_worker = self._compiles.workers > 0
         phase = CompilePhase(self.cache_key, deferred.name, signature.label, in_worker)
         try:
-            captured = target.capture(deferred.call)
+            with GPU_GATE.step():
+                captured = target.capture(deferred.call)
             if in_worker:
                 try:
                     self._compiles.submit(
@@ -149,8 +152,9 @@ class Switchover:
                 except NotPrecompilable as exc:
                     logger.info("precompiled %s: compiling here (%s)", deferred.name, exc)
                     phase = phase.moved_inline(exc)
-            compiled = compile_captured(captured)
-            target.install(deferred.call, signature, compiled, phase)
+            with GPU_GATE.step():  # it runs and checks the compiled code on the GPU
+                compiled = compile_captured(captured)
+                target.install(deferred.call, signature, compiled, phase)
         except NotPrecompilable as exc:
             phase.failed(exc)
             logger.warning(
