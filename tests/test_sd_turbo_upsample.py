@@ -5,6 +5,7 @@ app's ``MINIFAL_SD_VAE_UPSAMPLE`` knob."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import threading
 from pathlib import Path
@@ -123,3 +124,26 @@ def test_the_tiny_pipelines_images_differ_by_at_most_one_level_with_subpixel() -
     differences = [int(np.abs(a - b).max()) for a, b in zip(after, before, strict=True)]
     print(f"max pixel difference, subpixel vs interpolate (0-255): {max(differences)}")
     assert max(differences) <= 1
+
+
+def test_the_benchmark_counts_the_upsamplers_flops_and_prints_every_row() -> None:
+    """benchmarks/sd_turbo_vae_decoder.py's FLOP count and table (its CPU run: the report)."""
+    path = APPS_DIR.parent / "benchmarks" / "sd_turbo_vae_decoder.py"
+    spec = importlib.util.spec_from_file_location("sd_turbo_vae_decoder", path)
+    bench = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # for its dataclass
+    spec.loader.exec_module(bench)
+    config = APPS_DIR / "sd_turbo_configs" / "tiny" / "vae"
+    decoder = bench.build_vae(config, torch.device("cpu"), torch.float32).decoder
+    latents = torch.randn(2, 4, 8, 8)
+    _, interpolate = bench.count_flops(decoder, latents)  # per image: the first only
+    _, subpixel = bench.count_flops(bench.decoder_variant(decoder, "subpixel", False), latents)
+    # three upsamplers of 16 channels at 8x8, 16x16, 32x32: 2*C*C*9 MACs at each of 4*H*W
+    # outputs against 2*C*4C*4 at each of (H+1)*(W+1)
+    assert interpolate == 72 * 16 * 16 * (8 * 8 + 16 * 16 + 32 * 32)
+    assert subpixel == 32 * 16 * 16 * (9 * 9 + 17 * 17 + 33 * 33)
+    rows = [bench.Row("eager", "interpolate", 16, 95.0, 5.9375, 42.0, 42.0, 0.0, 0.0)]
+    rows.append(bench.Row("compile", "subpixel", 16, status="skipped: past the budget (201 s)"))
+    table = bench.format_table(rows).splitlines()
+    assert len(table) == 4
+    assert "| eager | interpolate | 16 | 95.00 | 5.938 | 42.00 |" in table[2]
+    assert table[3].endswith("| - | skipped: past the budget (201 s) |")
