@@ -8,6 +8,9 @@ endpoint that makes an image in one step with guidance 0.
 Weights (``MINIFAL_SD_WEIGHTS``, see ``sd_turbo_pipeline.py``): ``stabilityai/sd-turbo`` from the
 Hugging Face cache on a GPU when it is there, else the exact architecture with random weights on
 a GPU, else a tiny random pipeline on CPU. Random weights give noise images and real timings.
+``MINIFAL_SD_VAE_UPSAMPLE=subpixel`` swaps the VAE decoder's upsamplers (nearest 2x, then a 3x3
+convolution) for one 2x2 convolution of the small image each (``sd_turbo_upsample.py``: the
+same pixels, 2.25x fewer FLOPs in those layers); ``interpolate``, diffusers' own, is the default.
 
 Compilation (``MINIFAL_SD_COMPILE``): ``precompiled`` (on minifal: the first runner captures
 and compiles one graph per warmup size and publishes it; later runners load those graphs and
@@ -89,6 +92,10 @@ WARMUP_SIZES = ((512, 512), (768, 512))
 CHANNELS_LAST_ENV = "MINIFAL_SD_CHANNELS_LAST"  # "1": UNet and VAE weights in channels_last
 ARENA_ENV = "MINIFAL_SD_ARENA"  # "0": weights stay in torch's allocator (suspension moves all)
 CUDNN_BENCHMARK_ENV = "MINIFAL_SD_CUDNN_BENCHMARK"  # "1": cuDNN times its algorithms per shape
+VAE_UPSAMPLE_ENV = "MINIFAL_SD_VAE_UPSAMPLE"
+# "subpixel": the VAE decoder's upsamplers as one 2x2 convolution of the small image
+# (sd_turbo_upsample.py, 2.25x fewer FLOPs in them); the default until a GPU run shows a gain.
+VAE_UPSAMPLES = ("interpolate", "subpixel")
 BATCH_SIZES_ENV = "MINIFAL_SD_BATCH_SIZES"
 # Off by default: measured on an H200 through the gateway (BENCHMARKS.md section 12), batches
 # lost to one-at-a-time requests at 4-16 clients (38-44 against 51-52 images/s) and won at 32
@@ -157,6 +164,25 @@ def wrap_module(pipeline, name: str, wrap) -> None:
         pipeline.vae.decoder = wrap(pipeline.vae.decoder)
     else:
         pipeline.text_encoder = wrap(pipeline.text_encoder)
+
+
+def vae_upsample(value: str | None) -> str:
+    """``$MINIFAL_SD_VAE_UPSAMPLE``: ``interpolate`` (diffusers'; when unset) or ``subpixel``."""
+    value = value or VAE_UPSAMPLES[0]
+    if value not in VAE_UPSAMPLES:
+        raise ValueError(f"{VAE_UPSAMPLE_ENV}={value!r}: expected one of {VAE_UPSAMPLES}")
+    return value
+
+
+def use_vae_upsample(pipeline, upsample: str) -> None:
+    """Give the pipeline's VAE decoder the named upsamplers (in place; new weights for subpixel)."""
+    if upsample == "subpixel":
+        from sd_turbo_upsample import subpixel_upsamplers
+
+        report = subpixel_upsamplers(pipeline.vae.decoder)
+        logger.info("VAE upsamplers: %d subpixel", len(report.replaced))
+        for name, why in report.left.items():
+            logger.warning("VAE upsampler %s left as it is: %s", name, why)
 
 
 def batch_sizes(text: str) -> tuple[int, ...]:
@@ -277,7 +303,9 @@ class SDTurbo(fal.App):
             module_names(CUDA_GRAPHS_ENV, "unet,vae,text") if self.cuda_graphed else []
         )
         self.channels_last = os.environ.get(CHANNELS_LAST_ENV) == "1"
+        self.vae_upsample = vae_upsample(os.environ.get(VAE_UPSAMPLE_ENV))
         layout = "/channels-last" if self.channels_last else ""  # weights' strides: other graphs
+        layout += "/vae-subpixel" if self.vae_upsample == "subpixel" else ""  # another VAE graph
         if precompiled_modules is not None:
             # Weights are not in the graphs, so one key serves every weights source.
             with precompiled_modules(f"sd-turbo/v2/precompiled{layout}") as precompiled:
@@ -316,6 +344,7 @@ class SDTurbo(fal.App):
         loaded = load_sd_turbo_pipeline()
         self.pipeline = loaded.pipeline
         self.device = self.pipeline.device
+        use_vae_upsample(self.pipeline, self.vae_upsample)  # before any address is kept
         if self.channels_last:
             import torch
 

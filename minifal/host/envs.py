@@ -388,6 +388,15 @@ SD_CHANNELS_LAST: Setting[str] = Setting(
     "1: SD-Turbo's UNet and VAE weights in channels_last memory format (GPU).",
     Scope.EXAMPLE_APPS,
 )
+SD_VAE_UPSAMPLE: Setting[str] = Setting(
+    "MINIFAL_SD_VAE_UPSAMPLE",
+    "interpolate or subpixel",
+    _text,
+    "interpolate",
+    "subpixel: SD-Turbo's VAE decoder upsamples by one 2x2 convolution of the small image "
+    "(apps/sd_turbo_upsample.py; the same pixels, fewer FLOPs).",
+    Scope.EXAMPLE_APPS,
+)
 SD_CUDNN_BENCHMARK: Setting[str] = Setting(
     "MINIFAL_SD_CUDNN_BENCHMARK",
     "0 or 1",
