@@ -15,6 +15,7 @@ from minifal.fleet.backends.cuda_checkpoint import describe_error, load_cuda_che
 from minifal.fleet.gateway import PHASES, choose_suspender
 from minifal.fleet.runner import Runner, RunnerState
 from minifal.fleet.runner_offload import OffloadError
+from minifal.fleet.runner_suspension import may_sleep
 from minifal.fleet.scaler import FleetSnapshot, Phase, RunnerView, ScalingSettings, decide
 from minifal.offload.suspension import Offloaded
 
@@ -277,13 +278,29 @@ def test_the_runner_offloads_before_the_checkpoint_and_restores_after_the_restor
     asyncio.run(scenario())
 
 
+SMALL_LEFTOVER_ON_A_CARD = {"gpu_used_bytes": 4 * GIB, "gpu_total_bytes": 80 * GIB}
+
+
+def test_a_runner_sleeps_only_where_what_it_leaves_on_its_gpu_is_small() -> None:
+    sd_turbo = Offloaded(arenas=1, host_bytes=2 * GIB, **SMALL_LEFTOVER_ON_A_CARD)
+    assert may_sleep(sd_turbo, 60.0)
+    assert not may_sleep(sd_turbo, 0.0)  # --suspend-sleep 0
+    kv_cache_left = Offloaded(arenas=1, gpu_used_bytes=60 * GIB, gpu_total_bytes=80 * GIB)
+    assert not may_sleep(kv_cache_left, 60.0)  # would starve the next runner on that card
+    assert not may_sleep(Offloaded(arenas=1), 60.0)  # the card's memory unknown
+    assert not may_sleep(Offloaded(arenas=0, **SMALL_LEFTOVER_ON_A_CARD), 60.0)  # no arena
+    assert not may_sleep(None, 60.0)  # the runner could not offload
+
+
 def test_a_runner_that_offloaded_sleeps_on_its_gpu_then_is_checkpointed() -> None:
     """Asleep: no driver call at either end, the runner's own copy back only. Left asleep past
     ``sleep_seconds``: the driver's checkpoint takes the rest, and the resume restores it."""
 
     async def scenario() -> None:
         driver = FakeDriver()
-        offloaded = Offloaded(arenas=1, device_bytes=2 * GIB, host_bytes=2 * GIB)
+        offloaded = Offloaded(
+            arenas=1, device_bytes=2 * GIB, host_bytes=2 * GIB, **SMALL_LEFTOVER_ON_A_CARD
+        )
         offloader = FakeOffloader(driver.calls, offloaded)
         fleet, readies = supervisor(
             FakeBackend(), suspender=driver, offloader=offloader, sleep_seconds=0.3
@@ -342,7 +359,9 @@ def test_a_failed_checkpoint_after_the_sleep_is_a_crash() -> None:
     async def scenario() -> None:
         driver = FakeDriver()
         driver.fail = "suspend"
-        offloaded = Offloaded(arenas=1, device_bytes=GIB, host_bytes=GIB)
+        offloaded = Offloaded(
+            arenas=1, device_bytes=GIB, host_bytes=GIB, **SMALL_LEFTOVER_ON_A_CARD
+        )
         fleet, _ = supervisor(
             FakeBackend(),
             suspender=driver,

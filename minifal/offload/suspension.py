@@ -60,6 +60,10 @@ class Offloaded:
     seconds: float = 0.0
     copy_s: float = 0.0
     host_buffer_s: float = 0.0
+    gpu_used_bytes: int = 0
+    """Memory in use on the runner's GPU once it offloaded (every process's: the driver's
+    count); with ``gpu_total_bytes``, what decides whether it may sleep there (0: unknown)."""
+    gpu_total_bytes: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,6 +140,7 @@ class ProcessArenas:
                 copy_s += timings.copy_s
                 host_buffer_s += timings.host_buffer_s
             released = _release_cached_blocks()
+            used, total = _gpu_memory_in_use()
             return Offloaded(
                 arenas=len(self.arenas),
                 device_bytes=sum(arena.size for arena in self.arenas),
@@ -144,6 +149,8 @@ class ProcessArenas:
                 seconds=time.perf_counter() - start,
                 copy_s=copy_s,
                 host_buffer_s=host_buffer_s,
+                gpu_used_bytes=used,
+                gpu_total_bytes=total,
             )
 
     def restore_after_checkpoint(self) -> dict[str, Any]:
@@ -193,6 +200,19 @@ def _release_cached_blocks() -> int:
     before = sum(torch.cuda.memory_reserved(device) for device in devices)
     torch.cuda.empty_cache()  # every device's
     return before - sum(torch.cuda.memory_reserved(device) for device in devices)
+
+
+def _gpu_memory_in_use() -> tuple[int, int]:
+    """Bytes in use and in all on the GPUs this process uses (the driver's count, every
+    process's); (0, 0) where it uses none. Never imports torch."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return 0, 0
+    used = total = 0
+    for device in range(torch.cuda.device_count()):
+        free, size = torch.cuda.mem_get_info(device)
+        used, total = used + size - free, total + size
+    return used, total
 
 
 PROCESS_ARENAS = ProcessArenas()
