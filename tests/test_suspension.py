@@ -219,6 +219,10 @@ def test_runners_table_says_what_a_suspended_runner_holds() -> None:
     assert "SUSPENDED" in text
     assert "runner-0: suspended 2 time(s) (last 6.3s), resumed 1 time(s) (last 1.9s)" in text
     assert "holds 9.0 GiB of host memory" in text
+    assert "asleep" not in text
+    row["suspensions"] |= {"asleep": True, "pinned_bytes": 2 * GIB}
+    text = format_runners({"app": "a", "run_id": "r", "runners": [row]})
+    assert "(2.0 GiB of it pinned tensors); asleep: its CUDA context and graphs still on" in text
 
 
 # -- offload before the checkpoint (the runner's half, faked; tests/test_offload.py has the real

@@ -162,6 +162,8 @@ def suspension_note(runner: dict[str, Any]) -> str | None:
         note += f"; holds {record['host_memory_bytes'] / 2**30:.1f} GiB of host memory"
         if record.get("pinned_bytes") is not None:
             note += f" ({record['pinned_bytes'] / 2**30:.1f} GiB of it pinned tensors)"
+    if record.get("asleep"):
+        note += "; asleep: its CUDA context and graphs still on its GPU"
     return note
 
 
