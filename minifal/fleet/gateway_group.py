@@ -147,7 +147,9 @@ class GatewayGroup:
             return app_name, None
         if reference is None:
             raise DeployRejected(
-                422, f"this gateway serves several apps ({apps}): name the one to deploy"
+                422,
+                f"this gateway serves several apps ({apps}): name the one to deploy "
+                "(its file, or app_name: minifal deploy --app-name)",
             )
         served = {
             name: gateway.deployer.serving.app_reference for name, gateway in self.gateways.items()
@@ -157,7 +159,7 @@ class GatewayGroup:
             raise DeployRejected(
                 422,
                 f"{reference} serves several apps here ({', '.join(named)}): "
-                "name one (FILE::Class, or the app's name)",
+                "name one (FILE::Class, or app_name: minifal deploy --app-name)",
             )
         if named:
             return named[0], None
