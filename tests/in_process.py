@@ -9,7 +9,7 @@ runs its lifespan: the gateway's autoscaler, scheduler, supervisor and forwarder
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -102,17 +102,21 @@ def manifest_of(app_class: type[App]) -> AppManifest:
 
 def in_process_gateway(app: App, data_dir: Path, runners: int, **options: Any) -> Gateway:
     """A gateway of ``runners`` in-process runners serving ``app`` (not started); ``options``
-    (``GatewayOptions`` fields) may give other ``scaling`` and ``gpus``."""
+    (``GatewayOptions`` fields) may give other ``app_reference``, ``scaling`` and ``gpus``."""
     app_class = type(app)
+    defaults = {
+        "app_reference": app_class.__name__,
+        "scaling": ScalingSettings.fixed(runners),
+        "gpus": [],
+    }
     return Gateway(
         manifest_of(app_class),
         GatewayOptions(
-            app_reference=app_class.__name__,
             data_dir=data_dir,
             run_id="in-process",
             public_url="http://testserver/",
             echo_output=False,
-            **{"scaling": ScalingSettings.fixed(runners), "gpus": [], **options},
+            **{**defaults, **options},
         ),
         backend=FakeBackend(),
         runner_client=InProcessRunners(build_asgi_app(app)),  # type: ignore[arg-type]
@@ -138,18 +142,24 @@ def group_client(
     runners: int = 1,
     job_stores: Callable[[str], JobStore] | None = None,
     gpus: list[str] | None = None,
+    references: Mapping[str, str] | None = None,
+    auth_key: str | None = None,
     **options: Any,
 ) -> Iterator[tuple[TestClient, GatewayGroup]]:
     """One gateway serving several apps (``runners`` in-process runners each), as ``minifal
     run A B`` builds it: a gateway per app, runner ids prefixed with the app, one GPU pool of
     ``gpus`` (none: the arbiter grants every start), each app's job store (``job_stores(app
-    name)``; default: in memory). ``options``: more ``GatewayOptions`` fields of every app."""
+    name)``; default: in memory) and reference (``references[app name]``; default: its class
+    name), the gateway's ``auth_key``. ``options``: more ``GatewayOptions`` fields of every
+    app."""
     gpus = gpus or []
     pool = GpuPool(gpus, 0)
     gateways = {}
     for app in apps:
         name = type(app).resolved_app_name()
-        store = {"job_store": job_stores(name)} if job_stores else {}
+        own: dict[str, Any] = {"job_store": job_stores(name)} if job_stores else {}
+        if references and name in references:
+            own["app_reference"] = references[name]
         gateways[name] = in_process_gateway(
             app,
             data_dir,
@@ -157,11 +167,12 @@ def group_client(
             gpus=gpus,
             gpu_pool=pool,
             runner_prefix=runner_prefix(name),
-            **store,
+            auth_key=auth_key,
+            **own,
             **options,
         )
     group = GatewayGroup(gateways, "in-process", SharedGpuPool(gpus))
-    with TestClient(build_group_app(group, None, 1 << 20)) as client:
+    with TestClient(build_group_app(group, auth_key, 1 << 20)) as client:
         wait_for(
             lambda: client.get("/health").json()["runners_ready"] == runners * len(gateways),
             "ready runners",

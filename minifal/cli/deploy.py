@@ -1,5 +1,6 @@
-"""``minifal deploy APP --url GATEWAY [--strategy rolling|recreate]``: a running gateway takes a
-new revision of its app, and the command follows the rollout until the revision serves or fails.
+"""``minifal deploy APP --url GATEWAY [--app-name NAME] [--strategy rolling|recreate]``: a running
+gateway takes a new revision of its app (of the app ``APP`` is, or ``NAME``, when it serves
+several), and the command follows the rollout until the revision serves or fails.
 """
 
 from __future__ import annotations
@@ -19,17 +20,21 @@ REQUEST_TIMEOUT_S = 300.0
 """The gateway answers a deploy after it has imported the app in a child process."""
 
 
-def describe(revision: dict[str, Any]) -> str:
-    line = f"revision {revision.get('revision')}: {revision.get('status')}"
+def describe(revision: dict[str, Any], status: str | None = None) -> str:
+    """``revision r2-3fa9c1d2: serving``; ``revision r2-3fa9c1d2 of hello: serving`` from a
+    gateway of several apps (its answers name the app)."""
+    of_app = f" of {revision['app_name']}" if revision.get("app_name") else ""
+    line = f"revision {revision.get('revision')}{of_app}: {status or revision.get('status')}"
     return line + (f" ({revision['reason']})" if revision.get("reason") else "")
 
 
-def follow(client: httpx.Client, revision_id: str, timeout: float) -> dict[str, Any]:
+def follow(client: httpx.Client, deployed: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Poll the revision until it serves, fails or is retired, at most ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    revision: dict[str, Any] = {"revision": revision_id, "status": "deploying"}
+    revision: dict[str, Any] = {**deployed, "status": "deploying"}
+    params = {"app_name": deployed["app_name"]} if deployed.get("app_name") else None
     while time.monotonic() < deadline:
-        response = client.get(f"/_minifal/revisions/{revision_id}")
+        response = client.get(f"/_minifal/revisions/{deployed['revision']}", params=params)
         response.raise_for_status()
         revision = response.json()
         if revision.get("status") != "deploying":
@@ -42,6 +47,8 @@ def main_deploy(args: argparse.Namespace) -> int:
     auth_key = args.auth_key or envs.AUTH_KEY.get()
     headers = {"Authorization": f"Key {auth_key}"} if auth_key else {}
     body = {"app": absolute_reference(args.app), "strategy": args.strategy}
+    if args.app_name:
+        body["app_name"] = args.app_name
     url = args.url.rstrip("/")
     try:
         with httpx.Client(base_url=url, headers=headers, timeout=REQUEST_TIMEOUT_S) as client:
@@ -58,8 +65,8 @@ def main_deploy(args: argparse.Namespace) -> int:
             if answer.get("unchanged"):
                 print(f"{describe(answer)}: the app is unchanged, nothing to deploy")
                 return 0
-            print(f"revision {answer['revision']}: deploying ({args.strategy})", flush=True)
-            revision = follow(client, answer["revision"], args.timeout)
+            print(describe(answer, f"deploying ({args.strategy})"), flush=True)
+            revision = follow(client, answer, args.timeout)
     except (httpx.HTTPError, ValueError) as exc:
         print(f"minifal: cannot deploy to the gateway at {url}: {exc}", file=sys.stderr)
         return 1

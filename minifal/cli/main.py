@@ -316,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", default=f"http://{DEFAULT_HOST}:{DEFAULT_PORT}", help="the gateway's base URL"
     )
     deploy.add_argument(
+        "--app-name",
+        metavar="NAME",
+        help="which app of a gateway that serves several (default: the app APP is)",
+    )
+    deploy.add_argument(
         "--strategy",
         choices=("rolling", "recreate"),
         default="rolling",

@@ -4,7 +4,8 @@
 whether it can replace the serving one) and makes it the target of a rollout; the gateway's
 scaling loop then calls ``step()``, which applies ``revisions.plan_rollout`` through the
 supervisor until the target is promoted or has failed. ``watch()`` (``minifal run --watch``)
-deploys when the app file changes.
+deploys when the app file changes. A gateway of several apps loads an app once to know which
+of its apps it is (``load_revision``) and hands what it loaded to that app's deployer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from minifal.compat.project import (
@@ -92,6 +94,42 @@ def keep_source(reference: str, data_dir: Path) -> tuple[str, Path | None]:
     return digest, kept
 
 
+@dataclass(frozen=True)
+class LoadedApp:
+    """An app reference as a new revision's runners would load it: its content hash, the kept
+    copy of its file (None for a project's entry point) and its manifest."""
+
+    reference: str
+    source_hash: str
+    source: str | None
+    manifest: AppManifest
+
+
+async def read_source(reference: str, data_dir: Path) -> tuple[str, str | None]:
+    """``keep_source`` off the event loop; the kept copy as a string. Raises ``DeployRejected``
+    (422) when the file cannot be read."""
+    try:
+        digest, kept = await asyncio.to_thread(keep_source, reference, data_dir)
+    except OSError as exc:
+        raise DeployRejected(422, f"cannot read {reference}: {exc}") from None
+    return digest, None if kept is None else str(kept)
+
+
+async def load_manifest(reference: str, source: str | None) -> AppManifest:
+    """The app's manifest, from a child process. Raises ``DeployRejected`` (422) when it does
+    not load."""
+    try:
+        return await asyncio.to_thread(inspect_app, reference, source=source)
+    except ManifestError as exc:
+        raise DeployRejected(422, f"{reference} does not load", (str(exc),)) from None
+
+
+async def load_revision(reference: str, data_dir: Path) -> LoadedApp:
+    """Read, keep and load the app at ``reference``. Raises ``DeployRejected`` (422)."""
+    digest, source = await read_source(reference, data_dir)
+    return LoadedApp(reference, digest, source, await load_manifest(reference, source))
+
+
 def standing(runner: Runner) -> Standing:
     if runner.trial_failure is not None:
         return Standing.FAILED
@@ -154,6 +192,11 @@ class Deployer:
         self._numbers = 1
 
     @property
+    def app_name(self) -> str:
+        """The app's name (the same in every revision: ``compare_manifests``)."""
+        return self._manifests[self.serving.revision_id].app_name
+
+    @property
     def rolling_out(self) -> bool:
         return self.target is not None
 
@@ -167,29 +210,28 @@ class Deployer:
 
     # -- a deploy ----------------------------------------------------------------------------------
 
-    async def deploy(self, reference: str | None, strategy: Strategy) -> Revision:
+    async def deploy(
+        self, reference: str | None, strategy: Strategy, loaded: LoadedApp | None = None
+    ) -> Revision:
         """Check the app at ``reference`` (default: the serving revision's) and make it the
-        target of a rollout; the serving revision when its content is the same. Raises
+        target of a rollout; the serving revision when its content is the same. ``loaded``:
+        the app already loaded (``load_revision``; its reference wins). Raises
         ``DeployRejected``."""
         if self._deploying.locked() or self.target is not None:
             busy = self.target.revision_id if self.target else "another deploy"
             raise DeployRejected(409, f"{busy} is rolling out: wait for it to finish")
         async with self._deploying:
-            reference = reference or self.serving.app_reference
-            try:
-                new_hash, kept = await asyncio.to_thread(keep_source, reference, self.data_dir)
-            except OSError as exc:
-                raise DeployRejected(422, f"cannot read {reference}: {exc}") from None
+            if loaded is not None:
+                reference, new_hash, source = loaded.reference, loaded.source_hash, loaded.source
+            else:
+                reference = reference or self.serving.app_reference
+                new_hash, source = await read_source(reference, self.data_dir)
             same_app = absolute_reference(reference) == absolute_reference(
                 self.serving.app_reference
             )
             if same_app and new_hash == self.serving.source_hash:
                 return self.serving
-            try:
-                source = None if kept is None else str(kept)
-                manifest = await asyncio.to_thread(inspect_app, reference, source=source)
-            except ManifestError as exc:
-                raise DeployRejected(422, f"{reference} does not load", (str(exc),)) from None
+            manifest = loaded.manifest if loaded else await load_manifest(reference, source)
             check = compare_manifests(self._manifests[self.serving.revision_id], manifest)
             if check.problems:
                 raise DeployRejected(

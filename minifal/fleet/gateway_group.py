@@ -7,7 +7,8 @@ of all of them at once: which app a path names (fal's ``/<owner>/<app>/...``), o
 stop for every app, and the fleet-wide ``/health``, ``/runners`` and ``/metrics`` with the app
 of each runner. The GPUs are one pool for every app (``SharedGpuPool``, whose arbiter decides
 which app's runners start or resume where; docs/gpu-pool.md): each app's scaler says how many
-runners it wants, the pool starts and resumes them.
+runners it wants, the pool starts and resumes them. A deploy goes to the app it names
+(``deploy``): each app rolls its revisions out alone, the others serve on untouched.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from minifal.compat.project import absolute_reference
+from minifal.fleet.deployer import DeployRejected, LoadedApp, load_revision
 from minifal.fleet.gateway import Gateway
 from minifal.fleet.metrics import render_by_app
+from minifal.fleet.revisions import Revision, Strategy
 from minifal.fleet.shared_gpu_pool import SharedGpuPool
 
 APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -46,6 +50,31 @@ def app_in_path(path: str) -> str | None:
 def runner_prefix(app_name: str) -> str:
     """Runner ids of an app among several: ``<app>-runner-<n>``."""
     return f"{app_name}-runner"
+
+
+def apps_served_from(reference: str, served: Mapping[str, str]) -> list[str]:
+    """The apps (of ``served``: app name -> its serving revision's reference) that ``reference``
+    names without loading it: the same reference, or the same file when it names no class
+    (``two_apps.py`` for ``two_apps.py::FirstApp``). Relative paths are the gateway's."""
+    wanted = absolute_reference(reference)
+    same = [name for name, each in served.items() if absolute_reference(each) == wanted]
+    if same or "::" in reference:
+        return same
+    return [
+        name
+        for name, each in served.items()
+        if "::" in each and absolute_reference(each.partition("::")[0]) == wanted
+    ]
+
+
+def with_served_class(reference: str, served: str) -> str:
+    """``reference`` with the class of the app's serving reference when it names the same
+    file and no class (``two_apps.py`` deployed to the app of ``two_apps.py::FirstApp``)."""
+    file_part, separator, class_name = served.partition("::")
+    if not separator or "::" in reference:
+        return reference
+    same_file = absolute_reference(reference) == absolute_reference(file_part)
+    return f"{reference}::{class_name}" if same_file else reference
 
 
 class GatewayGroup:
@@ -91,6 +120,55 @@ class GatewayGroup:
         failures = [result for result in results if isinstance(result, BaseException)]
         if failures:
             raise failures[0]
+
+    # -- deploys ---------------------------------------------------------------------------------
+
+    async def deploy(
+        self, reference: str | None, app_name: str | None, strategy: Strategy
+    ) -> tuple[str, Revision]:
+        """A new revision of the app that the deploy names, rolled out by that app's deployer:
+        the app ``app_name``; else the app served from ``reference`` (``apps_served_from``);
+        else the app that ``reference`` loads (its name, loaded here once). Returns the app's
+        name and the revision. Raises ``DeployRejected``: 404 for an app not served here, 422
+        when the deploy names none or several."""
+        name, loaded = await self._deploy_target(reference, app_name)
+        deployer = self.gateways[name].deployer
+        if reference is not None and loaded is None:
+            reference = with_served_class(reference, deployer.serving.app_reference)
+        return name, await deployer.deploy(reference, strategy, loaded)
+
+    async def _deploy_target(
+        self, reference: str | None, app_name: str | None
+    ) -> tuple[str, LoadedApp | None]:
+        apps = ", ".join(self.gateways)
+        if app_name is not None:
+            if app_name not in self.gateways:
+                raise DeployRejected(404, f"no app {app_name!r} here; the apps: {apps}")
+            return app_name, None
+        if reference is None:
+            raise DeployRejected(
+                422,
+                f"this gateway serves several apps ({apps}): name the one to deploy "
+                "(its file, or app_name: minifal deploy --app-name)",
+            )
+        served = {
+            name: gateway.deployer.serving.app_reference for name, gateway in self.gateways.items()
+        }
+        named = apps_served_from(reference, served)
+        if len(named) > 1:
+            raise DeployRejected(
+                422,
+                f"{reference} serves several apps here ({', '.join(named)}): "
+                "name one (FILE::Class, or app_name: minifal deploy --app-name)",
+            )
+        if named:
+            return named[0], None
+        first = next(iter(self.gateways.values()))
+        loaded = await load_revision(reference, first.options.data_dir)
+        found = loaded.manifest.app_name
+        if found not in self.gateways:
+            raise DeployRejected(404, f"{reference} is the app {found!r}, not one of: {apps}")
+        return found, loaded
 
     # -- observability ---------------------------------------------------------------------------
 

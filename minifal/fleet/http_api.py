@@ -14,8 +14,8 @@ Routes (``<app-path>`` is ``<owner>/<app-name>/<endpoint>`` as on fal, or the en
 Several apps behind one gateway (``build_group_app``): each app's routes above under its own
 ``/<owner>/<app>/...`` (and ``/queue/<owner>/<app>/...``), its OpenAPI at
 ``/<owner>/<app>/openapi.json`` (and ``/docs``); ``/health /runners /metrics /files /dashboard
-/requests/ID/logs`` are the fleet's, over every app; no bare ``/`` calls and no
-``/_minifal/deploy``.
+/requests/ID/logs`` are the fleet's, over every app; no bare ``/`` calls; ``/_minifal/deploy``
+goes to the app the deploy names (``admin_api.group_admin_router``).
 
 How a request reaches a runner and comes back: ``forwarding``. The queue's bodies:
 ``queue_protocol``. The gateway's state: ``gateway`` (``gateway_group`` for several apps).
@@ -32,7 +32,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from minifal.fleet.admin_api import AdminRoutes
+from minifal.fleet.admin_api import AdminRoutes, group_admin_router
 from minifal.fleet.auth import KeyAuthMiddleware
 from minifal.fleet.dashboard import dashboard_router
 from minifal.fleet.forwarding import Forwarder
@@ -228,8 +228,8 @@ def build_app_routes(gateway: Gateway) -> FastAPI:
 
 
 def build_fleet_routes(group: GatewayGroup) -> FastAPI:
-    """``/health``, ``/runners``, ``/metrics`` over every app; files, the dashboard and request
-    logs; a 404 naming the apps for any other path."""
+    """``/health``, ``/runners``, ``/metrics`` over every app; files, the dashboard, request
+    logs and deploys; a 404 naming the apps for any other path."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -258,6 +258,7 @@ def build_fleet_routes(group: GatewayGroup) -> FastAPI:
     )
     logs = (gateway.request_logs for gateway in group.gateways.values())
     api.include_router(request_logs_router(*logs))
+    api.include_router(group_admin_router(group, auth_key_required=bool(first.auth_key)))
 
     paths = ", ".join(f"/<owner>/{name}/" for name in group.gateways)
 
