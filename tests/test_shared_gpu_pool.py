@@ -245,3 +245,19 @@ def test_granted_gpus_are_counted_in_the_fleets_pool_until_their_runner_ends() -
         assert fleet.gpu_pool.users == {"0": 0, "1": 0}
 
     asyncio.run(scenario())
+
+
+def test_a_gpu_let_go_is_granted_at_once_not_at_the_next_tick(tmp_path: Path) -> None:
+    """The pool's own tick is made an hour long: the switch still happens, woken by the
+    request left waiting (the reclaim) and by the suspended runner letting go (the grant)."""
+    pool = SharedGpuPool(["0"], every=3600.0)
+
+    async def scenario() -> None:
+        async with one_gpu_two_apps(tmp_path, suspend=True, pool=pool) as (alpha, beta, overlaps):
+            assert (await ask(alpha, "one"))["app"] == "alpha"
+            assert (await ask(beta, "two"))["app"] == "beta"  # within ANSWER_TIMEOUT_S
+            assert only_runner(alpha).state is RunnerState.SUSPENDED
+            assert (await ask(alpha, "three"))["app"] == "alpha"
+            assert overlaps == []
+
+    asyncio.run(scenario())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -70,7 +71,9 @@ class Runner:
         events_file: Path,
         revision: RunnerRevision | None = None,
         trial: bool = False,
+        on_state: Callable[[RunnerState], None] | None = None,
     ) -> None:
+        """``on_state``: hears each new state (after it is recorded)."""
         self.runner_id = runner_id
         self.gpus = gpus
         self.events_file = events_file
@@ -85,6 +88,7 @@ class Runner:
         self._address: tuple[RunnerInstance, RunnerAddress] | None = None
         self.state_history: list[tuple[float, RunnerState]] = []
         self._state = RunnerState.PENDING
+        self._on_state = on_state
         self._record(RunnerState.PENDING)
         self.in_flight = 0
         self.last_dispatch = 0.0
@@ -314,3 +318,5 @@ class Runner:
         self._state = new
         self.state_history.append((time.time(), new))
         del self.state_history[:-STATE_HISTORY_KEPT]
+        if self._on_state is not None:
+            self._on_state(new)

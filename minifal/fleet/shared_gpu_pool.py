@@ -33,7 +33,8 @@ from minifal.fleet.scaler import decide
 logger = logging.getLogger("minifal.fleet")
 
 ARBITRATE_EVERY_SECONDS = 0.05
-"""How often the pool looks again: a GPU freed by a suspend is granted within this."""
+"""How often the pool looks besides the events that make it look at once (a request waiting
+with no runner, a runner that let go of its GPUs): for expiries and waits that age."""
 
 HOLDS = {
     RunnerState.PENDING: Hold.STARTING,
@@ -96,14 +97,15 @@ class SharedGpuPool:
         self.every = every
         self.apps: dict[str, Gateway] = {}
         self._task: asyncio.Task[None] | None = None
-        self._demand = asyncio.Event()  # an app's request waits with no runner: look at once
+        self._look = asyncio.Event()  # a request waits with no runner, or GPUs were freed
 
     def join(self, app: str, gateway: Gateway) -> None:
         """``gateway`` serves ``app`` on this pool's GPUs from now on: the pool starts and
         resumes its runners."""
         self.apps[app] = gateway
         gateway.shares_gpus = True
-        gateway.demand_listeners.append(self._demand.set)
+        gateway.demand_listeners.append(self._look.set)
+        gateway.supervisor.gpus_freed_listeners.append(self._look.set)
 
     async def start(self) -> None:
         self.arbitrate_once()
@@ -118,12 +120,12 @@ class SharedGpuPool:
             self._task = None
 
     async def _arbitrate_forever(self) -> None:
-        """Every ``every`` seconds (a runner suspended or exited frees its GPUs), or at once
-        when an app's request waits with no runner."""
+        """At once when an app's request waits with no runner or a runner let go of its GPUs
+        (suspended, or ended), and every ``every`` seconds besides."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._demand.wait(), self.every)
-            self._demand.clear()
+                await asyncio.wait_for(self._look.wait(), self.every)
+            self._look.clear()
             self.arbitrate_once()
 
     def arbitrate_once(self) -> PoolPlan:

@@ -62,6 +62,8 @@ BACK_OFF_POLL_SECONDS = 0.25
 
 
 SUSPENSION_STATES = (RunnerState.SUSPENDING, RunnerState.SUSPENDED, RunnerState.RESUMING)
+GPUS_FREED = frozenset({RunnerState.SUSPENDED, RunnerState.TERMINATED})
+"""States in which a runner has let go of its GPUs' memory."""
 
 
 def failure_backoff(consecutive_failures: int, step: float = BACKOFF_STEP_SECONDS) -> float:
@@ -106,6 +108,9 @@ class Supervisor:
             )
         )
         self.runners: list[Runner] = []
+        self.gpus_freed_listeners: list[Callable[[], None]] = []
+        """Called when a runner lets go of its GPUs (suspended, or ended): a pool that waits
+        for them looks at once instead of at its next tick."""
         self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_index = 0
@@ -121,6 +126,11 @@ class Supervisor:
 
     def find(self, runner_id: str | None) -> Runner | None:
         return next((r for r in self.runners if r.runner_id == runner_id), None)
+
+    def _state_changed(self, state: RunnerState) -> None:
+        if state in GPUS_FREED:
+            for listener in self.gpus_freed_listeners:
+                listener()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)
@@ -147,7 +157,7 @@ class Supervisor:
                 ",".join(gpus),
             )
         events_file = runner_events_file(self.run_dir, runner_id)
-        runner = Runner(runner_id, gpus, events_file, revision, trial)
+        runner = Runner(runner_id, gpus, events_file, revision, trial, self._state_changed)
         self.runners.append(runner)
         self._spawn(self._lifecycle(runner), f"{runner_id}-lifecycle")
         return runner
