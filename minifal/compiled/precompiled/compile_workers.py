@@ -160,6 +160,10 @@ class WorkerCompile:
         self.started = time.monotonic()
 
     @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process.poll() is None
 
