@@ -33,7 +33,6 @@ host) overlap the runner's own work. Its protocol, on its standard input:
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -56,7 +55,11 @@ from minifal.compiled.precompiled.artifact_files import (
     unpacked_form_pays,
 )
 from minifal.compiled.precompiled.graph_compile import CapturedCall, NotPrecompilable
-from minifal.compiled.torch_internals import save_compiled_artifact, standalone_compile
+from minifal.compiled.torch_internals import (
+    import_compiler,
+    save_compiled_artifact,
+    standalone_compile,
+)
 from minifal.host import envs
 from minifal.host.collector import pauses_timed
 from minifal.host.parent_death import die_with_parent
@@ -99,14 +102,18 @@ class WorkerProcess:
         self.log_path = job_dir / f"{name}.log"
         environ = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": str(max(1, threads))}
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", WORKER_CODE],
-                stdin=subprocess.PIPE,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=environ,
-                preexec_fn=die_with_parent(signal.SIGKILL),
-            )
+            try:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-c", WORKER_CODE],
+                    stdin=subprocess.PIPE,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=environ,
+                    preexec_fn=die_with_parent(signal.SIGKILL),
+                )
+            except BaseException:
+                self.log_path.unlink(missing_ok=True)
+                raise
 
     @property
     def pid(self) -> int:
@@ -294,19 +301,11 @@ def _graph_module(job: dict[str, Any]) -> torch.fx.GraphModule:
     return torch.fx.GraphModule(root, graph)
 
 
-def import_compiler() -> None:
-    """What a compile imports (Inductor, and Triton where it is installed), before the job."""
-    importlib.import_module("torch._inductor.compile_fx")
-    importlib.import_module("torch._inductor.standalone_compile")
-    with contextlib.suppress(ImportError):  # CPU builds of torch come without Triton
-        importlib.import_module("triton")
-
-
 def main() -> int:
     """The worker process (``WORKER_CODE``): import, read the job's line from standard input
     (end of file: exit quietly), compile the job, save the artifact."""
     started = time.perf_counter()
-    import_compiler()
+    import_compiler()  # before the job: this is what a standby worker does while it waits
     imported = time.perf_counter()
     line = sys.stdin.readline()
     if not line:
