@@ -48,6 +48,7 @@ def events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(envs.EVENTS_FILE.name, str(path))
     monkeypatch.setenv(envs.RUNNER_ID.name, "runner-0")
     monkeypatch.setattr(compile_pool, "private_cache_root", lambda _root: tmp_path)
+    monkeypatch.setattr(compile_pool, "StandbyWorkers", FakeStandby)
     return path
 
 
@@ -114,16 +115,35 @@ def stand_ins(
     monkeypatch.setattr(switchover, "compile_captured", compile_captured)
 
 
+class FakeStandby:
+    """Stands for the standby worker processes: ``take()`` hands out where a job's files go."""
+
+    def __init__(self, _count: int, job_dir: Path, _threads: int) -> None:
+        self.job_dir = job_dir
+
+    def start(self) -> None:
+        pass
+
+    def take(self, _deadline: float) -> SimpleNamespace:
+        return SimpleNamespace(artifact_path=self.job_dir / "artifact.bin")
+
+    def retire(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class FakeWorker:
     """Stands for a compile worker process: ``outcome`` is what its result is."""
 
     outcome: BaseException | None = None  # None: an artifact
     made: list[FakeWorker] = []
 
-    def __init__(self, _captured: Any, job_dir: Path, _threads: int) -> None:
+    def __init__(self, _captured: Any, worker: SimpleNamespace) -> None:
         self.running = True
         self.killed = False
-        self.artifact_path = job_dir / "artifact.bin"
+        self.artifact_path = worker.artifact_path
         FakeWorker.made.append(self)
 
     def wait(self, _deadline: float) -> None:

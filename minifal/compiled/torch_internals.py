@@ -41,6 +41,7 @@ their own handling (an ``ImportError`` from an older torch, say).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -125,6 +126,16 @@ def standalone_compile(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) 
     from torch._inductor import standalone_compile as compile_graph
 
     return compile_graph(gm, example_inputs, dynamic_shapes="from_example_inputs")
+
+
+def import_compiler() -> None:
+    """Import what ``standalone_compile`` needs (Inductor, and Triton where it is installed),
+    without compiling anything: a compile worker does it before its job comes."""
+    import torch._inductor.compile_fx
+    import torch._inductor.standalone_compile  # noqa: F401
+
+    with contextlib.suppress(ImportError):  # CPU builds of torch come without Triton
+        import triton  # noqa: F401
 
 
 def load_compiled_artifact(path: str, format: str) -> Any:

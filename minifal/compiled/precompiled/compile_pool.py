@@ -4,7 +4,8 @@ Compiles are taken while the block is open, and only then: after it an uncovered
 the fallback. With workers (``MINIFAL_PRECOMPILED_WORKERS``, read by the block), a captured call
 is handed to a worker (waiting for a free one) while the dispatch answers the call eagerly;
 ``finish()`` collects each worker's artifact, checks it against eager on the call it was
-captured from and hands it to its module, which serves and publishes it.
+captured from and hands it to its module, which serves and publishes it. The worker processes
+start when the block opens (``standby_workers.py``: their imports overlap the app's loading).
 
 A deferring pool (serving while compiling) takes no compile during the block: each new call
 signature is only noted (``defer``), answered eagerly, and the block's switchover captures and
@@ -34,6 +35,7 @@ from minifal.compiled.precompiled.graph_compile import (
     NotPrecompilable,
     checked_call,
 )
+from minifal.compiled.precompiled.standby_workers import StandbyWorkers
 from minifal.compiled.precompiled.warm_loader import LoadedArtifact
 
 logger = logging.getLogger("minifal.precompiled")
@@ -105,6 +107,7 @@ class CompilePool:
         self._defer = defer
         self._pending: list[PendingCompile] = []
         self._deferred: list[DeferredCall] = []
+        self._standby: StandbyWorkers | None = None  # from start(), with workers
 
     @property
     def deferring(self) -> bool:
@@ -133,11 +136,29 @@ class CompilePool:
         return deferred
 
     def start(self) -> None:
+        """Take compiles from now on; with workers, start their processes now (standby)."""
         self.accepting = True
+        if self.workers > 0 and self._standby is None:
+            try:
+                job_dir = private_cache_root(current_settings().local_root) / "precompiled-jobs"
+            except OSError as exc:
+                logger.warning("precompiled: no dir for compile jobs (%s): compiling inline", exc)
+                return
+            self._standby = StandbyWorkers(self.workers, job_dir, self._threads())
+            self._standby.start()
 
     def close(self) -> None:
-        """No compiles from now on (those handed over are still collected by ``finish()``)."""
+        """No compiles from now on (those handed over are still collected by ``finish()``).
+        Nothing deferred, nothing more goes to a worker: the standby workers stop."""
         self.accepting = False
+        if not (self._defer and self._deferred):
+            self.retire_standby()
+
+    def retire_standby(self) -> None:
+        """Stop the workers that wait for a job (no more are expected; one still handed out
+        is started then)."""
+        if self._standby is not None:
+            self._standby.retire()
 
     def submit(
         self,
@@ -151,12 +172,12 @@ class CompilePool:
         """Hand ``captured`` to a worker (waiting for a free one), and its compile's ``phase``
         with it; :class:`NotPrecompilable` if it cannot be handed over (``phase`` is the
         caller's still)."""
+        if self._standby is None:
+            raise NotPrecompilable("no compile workers")
         deadline = current_settings().deadline
         while sum(p.worker.running for p in self._pending) >= self.workers:
             next(p for p in self._pending if p.worker.running).worker.wait(deadline)
-        threads = (os.cpu_count() or 1) // self.workers
-        job_dir = private_cache_root(current_settings().local_root) / "precompiled-jobs"
-        worker = WorkerCompile(captured, job_dir, threads)
+        worker = WorkerCompile(captured, self._standby.take(deadline))
         self._pending.append(PendingCompile(target, name, call, signature, captured, phase, worker))
         logger.info(
             "precompiled %s %s: captured (Dynamo %.1f s); compiling in a worker",
@@ -169,17 +190,38 @@ class CompilePool:
         """Stop the workers (the block failed, or the runner stops: ``why``): nothing of theirs
         is installed or published."""
         self._deferred.clear()
+        if self._standby is not None:
+            self._standby.retire()
         for pending in list(self._pending):
             pending.phase.failed(why)  # first: the kill fails the collecting thread's result
             pending.worker.kill()
         self._pending.clear()
+        self._close_standby()
 
     def finish(
         self, on_done: Callable[[PendingCompile, CompiledCall | None, str], None] | None = None
     ) -> None:
         """Collect every worker's artifact: check it against eager, serve and publish it (its
         first call, and its CUDA graph capture, happen here, not in a request). ``on_done``
-        hears of each: the compile, or None and why not."""
+        hears of each: the compile, or None and why not. Nothing goes to a worker after it."""
+        self.retire_standby()
+        try:
+            self._collect(on_done)
+        finally:
+            self._close_standby()
+
+    def _threads(self) -> int:
+        """Each worker's share of the cores (``TORCHINDUCTOR_COMPILE_THREADS``)."""
+        return (os.cpu_count() or 1) // self.workers
+
+    def _close_standby(self) -> None:
+        """End the workers' starting thread, once no worker compiles any more."""
+        if self._standby is not None and not any(p.worker.running for p in self._pending):
+            self._standby.close()
+
+    def _collect(
+        self, on_done: Callable[[PendingCompile, CompiledCall | None, str], None] | None
+    ) -> None:
         deadline = current_settings().deadline
         while self._pending:  # abort() (another thread) kills and forgets what is left
             pending = self._pending[0]

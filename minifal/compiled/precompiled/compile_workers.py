@@ -14,10 +14,26 @@ are inputs, so their values do not matter to the code) and saves the artifact. I
 runner's private cache dir (C++ kernels built for a CPU graph land where they are published), its
 Triton compile threads are the host's cores divided among the workers, and it dies with the
 runner. ``MINIFAL_PRECOMPILED_WORKERS``: how many run at once; ``0`` compiles inline.
+
+A worker process starts before it has a job (``WorkerProcess``; ``standby_workers.py`` keeps a
+few ready from the block's start on), so that its imports (torch, Inductor: 10-12 s on an H100
+host) overlap the runner's own work. Its protocol, on its standard input:
+
+- it starts as ``python -c WORKER_CODE``, with ``TORCHINDUCTOR_COMPILE_THREADS`` and the
+  runner's cache dirs in its environment, its output in its log file;
+- it imports what a compile needs, then reads one line: a JSON object with ``job`` (the job
+  file), ``artifact`` (where the artifact goes) and ``handed_at`` (the runner's ``time.time()``
+  when it wrote the line). A job may be written while it still imports: the pipe holds it;
+- end of file instead of a line (the runner needs no more workers, or is gone): it exits with 0
+  and says nothing;
+- with a job, it logs how long after ``handed_at`` the compile started, compiles, saves the
+  artifact and logs ``compiled in N s`` last; it exits with 0, or with a traceback on failure.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import re
@@ -39,7 +55,11 @@ from minifal.compiled.precompiled.artifact_files import (
     unpacked_form_pays,
 )
 from minifal.compiled.precompiled.graph_compile import CapturedCall, NotPrecompilable
-from minifal.compiled.torch_internals import save_compiled_artifact, standalone_compile
+from minifal.compiled.torch_internals import (
+    import_compiler,
+    save_compiled_artifact,
+    standalone_compile,
+)
 from minifal.host import envs
 from minifal.host.collector import pauses_timed
 from minifal.host.parent_death import die_with_parent
@@ -49,9 +69,10 @@ logger = logging.getLogger("minifal.precompiled")
 MIN_CORES_FOR_WORKERS = 8  # below this, parallel compiles only fight over the cores
 MAX_DEFAULT_WORKERS = 4
 LOG_TAIL_CHARS = 2000
+STOP_TIMEOUT_S = 10.0
+STARTED_PREFIX = "compile started"
 WORKER_CODE = (
-    "import sys; from minifal.compiled.precompiled.compile_workers import main; "
-    "sys.exit(main(sys.argv[1:]))"
+    "import sys; from minifal.compiled.precompiled.compile_workers import main; sys.exit(main())"
 )
 
 
@@ -68,26 +89,86 @@ def configured_workers() -> int:
     return 0 if cores < MIN_CORES_FOR_WORKERS else min(MAX_DEFAULT_WORKERS, cores // 4)
 
 
-class WorkerCompile:
-    """One captured graph being compiled by a worker process; :meth:`result` collects it."""
+class WorkerProcess:
+    """A compile worker process that imports, then waits for its job on its standard input.
 
-    def __init__(self, captured: CapturedCall, job_dir: Path, threads: int) -> None:
+    Its job's files are named when it starts (its output goes to ``log_path`` from then on)."""
+
+    def __init__(self, job_dir: Path, threads: int) -> None:
         job_dir.mkdir(parents=True, exist_ok=True)
         name = uuid.uuid4().hex
         self.job_path = job_dir / f"{name}.job"
         self.artifact_path = job_dir / f"{name}.bin"
         self.log_path = job_dir / f"{name}.log"
-        _save_job(captured, self.job_path)
         environ = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": str(max(1, threads))}
         with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-c", WORKER_CODE, str(self.job_path), str(self.artifact_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=environ,
-                preexec_fn=die_with_parent(signal.SIGKILL),
-            )
+            try:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-c", WORKER_CODE],
+                    stdin=subprocess.PIPE,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=environ,
+                    preexec_fn=die_with_parent(signal.SIGKILL),
+                )
+            except BaseException:
+                self.log_path.unlink(missing_ok=True)
+                raise
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def hand_job(self) -> None:
+        """Write the job's line and close the pipe. A worker that has exited already (it failed
+        in its imports) gets nothing: its exit code and its log say why."""
+        line = {
+            "job": str(self.job_path),
+            "artifact": str(self.artifact_path),
+            "handed_at": time.time(),
+        }
+        self._close_input(json.dumps(line) + "\n")
+
+    def stop(self) -> None:
+        """End a worker that has no job (end of file, then a kill if it still imports); its
+        log goes."""
+        self._close_input("")
+        if self.process.poll() is None:
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+        self.log_path.unlink(missing_ok=True)
+
+    def _close_input(self, text: str) -> None:
+        stdin = self.process.stdin
+        if stdin is None or stdin.closed:
+            return
+        with contextlib.suppress(BrokenPipeError, OSError):
+            if text:
+                stdin.write(text.encode())
+            stdin.close()
+
+
+class WorkerCompile:
+    """One captured graph being compiled by a worker process; :meth:`result` collects it."""
+
+    def __init__(self, captured: CapturedCall, worker: WorkerProcess) -> None:
+        self.job_path = worker.job_path
+        self.artifact_path = worker.artifact_path
+        self.log_path = worker.log_path
+        try:
+            _save_job(captured, self.job_path)
+        except BaseException:
+            worker.stop()
+            self.job_path.unlink(missing_ok=True)
+            raise
+        self._process = worker.process
+        worker.hand_job()
         self.started = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
 
     @property
     def running(self) -> bool:
@@ -113,6 +194,9 @@ class WorkerCompile:
                 raise NotPrecompilable(
                     f"the compile worker exited with {self._process.returncode}: {self._log_tail()}"
                 )
+            for line in self._log_tail().splitlines():
+                if line.startswith(STARTED_PREFIX):  # how long the job waited for its imports
+                    logger.info("compile worker %s: %s", self.job_path.stem, line)
             logger.info("compile worker %s: %s", self.job_path.stem, self._last_line())
             try:
                 return load_artifact(self.artifact_path), seconds
@@ -217,14 +301,27 @@ def _graph_module(job: dict[str, Any]) -> torch.fx.GraphModule:
     return torch.fx.GraphModule(root, graph)
 
 
-def main(argv: list[str]) -> int:
-    """The worker process (``WORKER_CODE JOB ARTIFACT``): compile the job, save the artifact."""
-    job_path, artifact_path = argv
+def main() -> int:
+    """The worker process (``WORKER_CODE``): import, read the job's line from standard input
+    (end of file: exit quietly), compile the job, save the artifact."""
+    started = time.perf_counter()
+    import_compiler()  # before the job: this is what a standby worker does while it waits
+    imported = time.perf_counter()
+    line = sys.stdin.readline()
+    if not line:
+        return 0
+    request = json.loads(line)
+    job_path, artifact_path = request["job"], request["artifact"]
     job = torch.load(job_path, weights_only=False)
     inputs = [
         torch.empty_strided(shape, stride, dtype=dtype, device=device).requires_grad_(grad)
         for shape, stride, dtype, device, grad in job["inputs"]
     ]
+    print(
+        f"{STARTED_PREFIX} {time.time() - request['handed_at']:.1f} s after the job was handed "
+        f"(the imports took {imported - started:.1f} s)",
+        flush=True,
+    )
     start = time.perf_counter()
     # the graph was captured in this grad mode
     with pauses_timed() as pauses, torch.set_grad_enabled(job["grad"]):

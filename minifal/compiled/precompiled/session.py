@@ -65,11 +65,16 @@ class PrecompiledModules:
             serve_while_compiling = serve_while_compiling_default()
         self.serve_while_compiling = serve_while_compiling
         self._store = ArtifactStore(cache_key)
-        self._loader = WarmLoader(self._store, preload_mode(), serve_while_compiling)
         workers = configured_workers()  # 0 workers: compile inline
         if serve_while_compiling and not envs.PRECOMPILED_WORKERS.is_set():
             workers = max(1, workers)  # a worker compiles without the serving process's GIL
         self._compiles = CompilePool(workers, defer=serve_while_compiling)
+        self._loader = WarmLoader(
+            self._store,
+            preload_mode(),
+            serve_while_compiling,
+            on_covered=self._compiles.retire_standby,  # a warm runner: no worker's imports
+        )
         self._modules: list[PrecompiledModule] = []
         self._opened_at = 0.0
         self._times_at_open = compile_times()
@@ -100,7 +105,8 @@ class PrecompiledModules:
         return wrapped
 
     def open(self) -> None:
-        """Start the block: compiles are taken, the loader starts."""
+        """Start the block: compiles are taken (the compile workers start, importing while the
+        app loads), the loader starts."""
         self._compiles.start()
         self._opened_at = time.time()
         self._times_at_open = compile_times()

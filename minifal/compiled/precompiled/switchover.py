@@ -89,27 +89,30 @@ class Switchover:
         loaded = False
         try:
             loaded = self._wait_for_store()
-            if not loaded:
+            if loaded:
+                self._switch_all()
+            else:
                 why = STOPPED if self._stop.is_set() else "the store did not load by the deadline"
                 if not self._stop.is_set():
                     logger.warning("precompiled %r: %s; serving eagerly", self.cache_key, why)
                 for deferred in self._deferred:
                     self._record(deferred, None, why)
-                return
-            for deferred in self._deferred:
-                if self._stop.is_set():
-                    break
-                with (
-                    torch.inference_mode(deferred.inference),
-                    torch.set_grad_enabled(deferred.grad_enabled),
-                ):
-                    self._switch(deferred)
-            self._compiles.finish(self._worker_done)
+            self._compiles.finish(self._worker_done)  # its standby workers stop there too
         except Exception:  # never into the app: what did not switch stays eager
             logger.exception("precompiled %r: the switchover failed", self.cache_key)
             self._compiles.abort("the switchover failed")
         finally:
             self._on_done(loaded)
+
+    def _switch_all(self) -> None:
+        for deferred in self._deferred:
+            if self._stop.is_set():
+                return
+            with (
+                torch.inference_mode(deferred.inference),
+                torch.set_grad_enabled(deferred.grad_enabled),
+            ):
+                self._switch(deferred)
 
     def _wait_for_store(self) -> bool:
         """Wait for the store (another runner's publish, maybe), bounded, stopped by stop()."""

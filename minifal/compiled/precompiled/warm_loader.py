@@ -13,6 +13,10 @@ When another runner holds the compile lease the store load waits for its publish
 ``serve_while_waiting`` a call does not wait with it: it learns there is no artifact yet (and is
 answered eagerly; the block's switchover installs the artifact once it is in). ``stop()`` ends
 that wait early (the runner shuts down).
+
+``on_covered`` hears, once, that this runner most likely has nothing to compile: the store held
+this key's artifacts, or another runner holds the compile lease (the block stops its standby
+compile workers then: ``standby_workers.py``).
 """
 
 from __future__ import annotations
@@ -76,9 +80,14 @@ class WarmLoader:
     """Loads ``store``'s artifacts (as ``preload`` says) and answers which one a call gets."""
 
     def __init__(
-        self, store: ArtifactStore, preload: str, serve_while_waiting: bool = False
+        self,
+        store: ArtifactStore,
+        preload: str,
+        serve_while_waiting: bool = False,
+        on_covered: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_covered = on_covered
         self.cache_key = store.cache_key
         self.preload = preload
         self._serve_while_waiting = serve_while_waiting
@@ -162,7 +171,14 @@ class WarmLoader:
             with self._progress:
                 self._waiting.set()
                 self._progress.notify_all()
+            self._covered()
         return not self._stopped.is_set()
+
+    def _covered(self) -> None:
+        """Tell ``on_covered`` (once) that this runner most likely compiles nothing."""
+        on_covered, self._on_covered = self._on_covered, None
+        if on_covered is not None:
+            on_covered()
 
     def _wait_for_artifact(self, key: tuple[str, str], preloads: bool) -> bool:
         """Wait until the background thread has loaded this artifact (``preloads``), or loaded
@@ -254,6 +270,8 @@ class WarmLoader:
     def _load(self) -> None:
         try:
             artifact_dir = self._store.load(self._keep_waiting)
+            if artifact_dir is not None and self._on_covered is not None and artifact_dir.listed():
+                self._covered()
             if artifact_dir is not None and self.preload in ("first-calls", "artifacts"):
                 self._load_artifacts(artifact_dir)
         except Exception as exc:  # never stop the app: a failed load is a compile
