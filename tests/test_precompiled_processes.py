@@ -134,6 +134,15 @@ def test_a_warm_runner_can_make_each_first_call_with_placeholders(published) -> 
     loads = [e["details"] for e in events if e["phase"] == "precompiled.load"]
     assert len(loads) == 2
     assert all(load["first_call_s"] is not None for load in loads)
+    # each load's start line came first (the console and dashboard show it running), and
+    # says which artifact it loads
+    lines = read_events(data_dir / "events-block-0-4x8,2x8.jsonl", starts=True)
+    phases = [(e.get("kind"), e["span"]) for e in lines if e["phase"] == "precompiled.load"]
+    spans = {span for _, span in phases}
+    assert len(spans) == 2 and all(
+        phases.index(("start", span)) < phases.index((None, span)) for span in spans
+    )
+    assert all(e["details"]["signature"] for e in lines if e["phase"] == "precompiled.load")
     (sync,) = [e["details"] for e in events if e["phase"] == "compile_cache.sync"]
     assert sync["reason"] == "nothing compiled"  # no scan of the private dir
 

@@ -38,7 +38,7 @@ from minifal.compiled.precompiled.artifact_files import ArtifactDir, ArtifactMet
 from minifal.compiled.precompiled.artifact_store import ArtifactStore
 from minifal.compiled.precompiled.first_call import run_first_call
 from minifal.host import envs
-from minifal.startup.events import record
+from minifal.startup.events import OpenSpan, begin, finish
 
 logger = logging.getLogger("minifal.precompiled")
 
@@ -64,16 +64,29 @@ class _ReadArtifact:
     artifact: Any
     started: float
     loaded: float
+    span: OpenSpan
+    """Its ``precompiled.load`` phase, begun with the read, ended after its first call."""
+    error: str = ""
+
+
+def _which(cache_key: str, meta: ArtifactMeta) -> dict[str, str]:
+    """The details that say which artifact a ``precompiled.load`` phase loads."""
+    return {
+        "key": cache_key,
+        "module": meta.module_class.rsplit(".", 1)[-1],
+        "signature": meta.signature_label,
+    }
 
 
 def _read_artifact(cache_key: str, meta: ArtifactMeta, path: Path) -> _ReadArtifact:
     started = time.time()
+    span = begin("precompiled.load", started, **_which(cache_key, meta))
     try:
-        artifact = load_artifact(path)
+        artifact, error = load_artifact(path), ""
     except Exception as exc:
         logger.warning("precompiled %r: cannot load %s (%s)", cache_key, path.name, exc)
-        artifact = None
-    return _ReadArtifact(meta, path, artifact, started, time.time())
+        artifact, error = None, f"{type(exc).__name__}: {exc}"
+    return _ReadArtifact(meta, path, artifact, started, time.time(), span, error)
 
 
 class WarmLoader:
@@ -301,6 +314,8 @@ class WarmLoader:
                 logger.warning("precompiled %r: artifacts not loaded in time", self.cache_key)
                 return
             if read.artifact is None:
+                which = _which(self.cache_key, read.meta)
+                finish(read.span, read.loaded, **which, error=read.error)
                 continue
             meta = read.meta
             first_call = self.preload == "first-calls" and bool(meta.input_layouts)
@@ -314,13 +329,10 @@ class WarmLoader:
                 self._loaded[key] = LoadedArtifact(meta, read.artifact, first_called)
                 self._progress.notify_all()
             self.loaded_count += 1
-            record(
-                "precompiled.load",
-                read.started,
+            finish(
+                read.span,
                 end,
-                key=self.cache_key,
-                module=meta.module_class.rsplit(".", 1)[-1],
-                signature=meta.signature_label,
+                **_which(self.cache_key, meta),
                 bytes=_size(read.path),
                 form="unpacked" if read.path.is_dir() else "binary",
                 load_s=round(read.loaded - read.started, 3),
