@@ -69,3 +69,42 @@ def test_an_idle_runner_is_suspended_and_a_request_resumes_it(tmp_path: Path) ->
         after = next(r for r in fleet.runners() if r["runner_id"] == runner["runner_id"])
         assert after["pid"] == runner["pid"] and after["suspensions"]["resumes"] >= 1
         print(f"resume + request: {resumed_in:.2f} s")
+
+
+def test_a_runner_with_an_arena_sleeps_then_is_checkpointed_and_answers_the_same(
+    tmp_path: Path,
+) -> None:
+    """Asleep: its weights leave the GPU (its context stays), a request brings them back.
+    Left past ``--suspend-sleep``, the driver's checkpoint takes the rest: nothing on the GPU,
+    and a request still gets the same answer."""
+    app = f"{APP}::SleepySuspendable"
+    args = ("--suspend", "on", "--suspend-sleep", "5")
+    with (
+        start_fleet(app, tmp_path, workers=None, extra_args=args) as fleet,
+        fleet.client(timeout=300.0) as client,
+    ):
+        first = client.post("/", json={"seed": 3})
+        assert first.status_code == 200, first.text
+
+        def suspended(asleep: bool) -> dict | None:
+            return next(
+                (
+                    r
+                    for r in fleet.runners()
+                    if r["state"] == "SUSPENDED" and r["suspensions"]["asleep"] is asleep
+                ),
+                None,
+            )
+
+        runner = poll_until(lambda: suspended(True), 120, "the runner asleep", fleet)
+        assert runner["suspensions"]["pinned_bytes"] >= 1024 * MIB  # its 1 GiB of weights
+        assert gpu_memory_of(runner["pid"]) < 1024  # MiB: the weights are off the GPU
+        second = client.post("/", json={"seed": 3})
+        assert second.status_code == 200, second.text
+        assert second.json()["checksum"] == first.json()["checksum"]
+
+        runner = poll_until(lambda: suspended(False), 120, "checkpointed after the sleep", fleet)
+        assert gpu_memory_of(runner["pid"]) <= 100
+        third = client.post("/", json={"seed": 3})
+        assert third.status_code == 200, third.text
+        assert third.json()["checksum"] == first.json()["checksum"]

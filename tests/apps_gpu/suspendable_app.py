@@ -34,3 +34,17 @@ class Suspendable(fal.App):
         x = torch.randn(64, 16384, device="cuda", generator=generator)
         value = float(self.step(x, self.weights))
         return Answer(checksum=value, gpu_bytes=torch.cuda.memory_allocated())
+
+
+class SleepySuspendable(Suspendable):
+    """The same, its weights in an arena (``minifal.offload``): suspended, it first sleeps on
+    its GPU (its weights in pinned host memory), then the driver's checkpoint takes the rest."""
+
+    def setup(self) -> None:
+        from minifal.offload.suspension import keep_addresses
+
+        super().setup()
+        holder = self.torch.nn.Module()
+        holder.register_buffer("weights", self.weights)
+        assert keep_addresses(holder) is not None, "no arena on this GPU (the log says why)"
+        self.weights = holder.weights  # the arena's tensor, at its fixed address
