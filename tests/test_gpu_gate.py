@@ -29,8 +29,8 @@ def test_a_step_waits_while_the_gate_is_closed() -> None:
     worker.join(5.0)
 
 
-def test_closing_waits_for_the_step_in_progress() -> None:
-    gate = GpuGate()
+def step_in_progress(gate: GpuGate) -> tuple[threading.Thread, threading.Event]:
+    """A background step that has begun; it ends when the returned event is set."""
     inside, leave = threading.Event(), threading.Event()
 
     def background_step() -> None:
@@ -41,6 +41,12 @@ def test_closing_waits_for_the_step_in_progress() -> None:
     worker = threading.Thread(target=background_step)
     worker.start()
     assert inside.wait(5.0)
+    return worker, leave
+
+
+def test_closing_waits_for_the_step_in_progress() -> None:
+    gate = GpuGate()
+    worker, leave = step_in_progress(gate)
     threading.Timer(0.1, leave.set).start()
     assert gate.close(timeout=5.0)  # returned once the step ended
     assert leave.is_set()
@@ -50,16 +56,7 @@ def test_closing_waits_for_the_step_in_progress() -> None:
 
 def test_a_step_that_outlasts_the_bound_leaves_the_gate_open() -> None:
     gate = GpuGate()
-    inside, leave = threading.Event(), threading.Event()
-
-    def background_step() -> None:
-        with gate.step():
-            inside.set()
-            leave.wait(5.0)
-
-    worker = threading.Thread(target=background_step)
-    worker.start()
-    assert inside.wait(5.0)
+    worker, leave = step_in_progress(gate)
     assert not gate.close(timeout=0.05)  # the suspension falls back to the driver's lock
     with gate.step():  # open again: other steps go on
         pass

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 from in_process import gateway_client, group_client, manifest_of, wait_for
-from pydantic import BaseModel
 from starlette.testclient import TestClient
+from word_apps import ReverseApp, UpperApp
 
-import minifal as fal
 from minifal.cli.deploy import describe
 from minifal.fleet import deployer as deployer_module
 from minifal.fleet.gateway_group import GatewayGroup, apps_served_from, with_served_class
@@ -25,22 +24,6 @@ from minifal.runner.app_manifest import AppManifest, ManifestError
 pytestmark = pytest.mark.unit
 
 KEY = {"Authorization": "Key k"}
-
-
-class Words(BaseModel):
-    text: str
-
-
-class UpperApp(fal.App):
-    @fal.endpoint("/")
-    def upper(self, input: Words) -> Words:
-        return Words(text=input.text.upper())
-
-
-class ReverseApp(fal.App):
-    @fal.endpoint("/")
-    def reverse(self, input: Words) -> Words:
-        return Words(text=input.text[::-1])
 
 
 class LonelyApp(UpperApp):
@@ -171,7 +154,10 @@ def test_a_deploy_that_names_no_served_app_is_refused_with_the_apps(
     assert status == 422 and str(answer["detail"]).startswith("cannot read")
 
     status, answer = deploy(client, app_name="reverse-app", app=str(apps / "upper.py"))
-    assert (status, answer["problems"]) == (409, ["app name changed: 'reverse-app' -> 'upper-app'"])
+    assert status == 409 and answer["problems"] == [
+        "app name changed: 'reverse-app' -> 'upper-app'",
+        "endpoint /twice removed",
+    ]
     assert [r.number for r in group.gateways["reverse-app"].deployer.revisions] == [1]
 
 

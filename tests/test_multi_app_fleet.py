@@ -13,9 +13,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import clean_env, minifal_command
-from fleet_support import fal_client_of, poll_until, start_fleet
+from fleet_support import Fleet, fal_client_of, poll_until, start_fleet
 
 from minifal.cli.runners_table import format_runners
 
@@ -26,15 +27,19 @@ READY_TIMEOUT_S = 90.0
 DEPLOY_TIMEOUT_S = 120.0
 
 
+def wait_for_a_runner_of_each_app(client: httpx.Client, fleet: Fleet) -> None:
+    poll_until(
+        lambda: client.get("/health").json()["runners_ready"] == 2,
+        READY_TIMEOUT_S,
+        "a ready runner of each app",
+        fleet,
+    )
+
+
 def test_two_apps_one_gateway_each_at_its_path_with_its_queue(tmp_path: Path) -> None:
     apps = (f"{APPS_FILE}::FirstApp", f"{APPS_FILE}::SecondApp")
     with start_fleet(apps, tmp_path, workers=1) as fleet, fleet.client() as client:
-        poll_until(
-            lambda: client.get("/health").json()["runners_ready"] == 2,
-            READY_TIMEOUT_S,
-            "a ready runner of each app",
-            fleet,
-        )
+        wait_for_a_runner_of_each_app(client, fleet)
         # sync calls, each app at its own path
         assert client.post("/local/first-app", json={}).json() == {"app": "first"}
         assert client.post("/someone/second-app/", json={}).json() == {"app": "second"}
@@ -76,12 +81,7 @@ def test_a_deploy_of_one_app_changes_its_answers_and_not_the_others(tmp_path: Pa
     shutil.copy(APPS_FILE, app_file)
     apps = (f"{app_file}::FirstApp", f"{app_file}::SecondApp")
     with start_fleet(apps, tmp_path, workers=1) as fleet, fleet.client() as client:
-        poll_until(
-            lambda: client.get("/health").json()["runners_ready"] == 2,
-            READY_TIMEOUT_S,
-            "a ready runner of each app",
-            fleet,
-        )
+        wait_for_a_runner_of_each_app(client, fleet)
         app_file.write_text(
             app_file.read_text().replace('"first"', '"first v2"').replace('"second"', '"second v2"')
         )

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 from in_process import group_client, wait_for
-from pydantic import BaseModel
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
+from word_apps import ReverseApp, UpperApp
 
-import minifal as fal
 from minifal.cli.main import build_parser
 from minifal.cli.runners_table import format_runners
 from minifal.compat.project import ProjectError, project_app_names
@@ -31,26 +30,6 @@ from minifal.runner.app_manifest import AppManifest
 from minifal.settings import AppSettings
 
 pytestmark = pytest.mark.unit
-
-
-class Words(BaseModel):
-    text: str
-
-
-class UpperApp(fal.App):
-    @fal.endpoint("/")
-    def upper(self, input: Words) -> Words:
-        return Words(text=input.text.upper())
-
-
-class ReverseApp(fal.App):
-    @fal.endpoint("/")
-    def reverse(self, input: Words) -> Words:
-        return Words(text=input.text[::-1])
-
-    @fal.endpoint("/twice")
-    def twice(self, input: Words) -> Words:
-        return Words(text=input.text * 2)
 
 
 @pytest.fixture

@@ -3,11 +3,9 @@ pixels batched as alone, and the same file without minifal's @batched (as on fal
 
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -15,14 +13,10 @@ pytest.importorskip("diffusers")
 pytest.importorskip("torch")
 
 import numpy as np
+from sd_turbo_support import APPS_DIR, app_module
 
-from minifal.compat.fal_alias import install_fal_alias
-
-APPS_DIR = Path(__file__).resolve().parent.parent / "apps"
-sys.path.insert(0, str(APPS_DIR))
-install_fal_alias()  # the app file imports fal
-sd_turbo = importlib.import_module("sd_turbo")
-load_sd_turbo_pipeline = importlib.import_module("sd_turbo_pipeline").load_sd_turbo_pipeline
+sd_turbo = app_module("sd_turbo")
+load_sd_turbo_pipeline = app_module("sd_turbo_pipeline").load_sd_turbo_pipeline
 
 pytestmark = pytest.mark.unit
 

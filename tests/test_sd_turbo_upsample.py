@@ -8,7 +8,6 @@ import importlib
 import importlib.util
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -19,15 +18,11 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 from diffusers.models.upsampling import Upsample2D
+from sd_turbo_support import APPS_DIR, app_module
 
-from minifal.compat.fal_alias import install_fal_alias
-
-APPS_DIR = Path(__file__).resolve().parent.parent / "apps"
-sys.path.insert(0, str(APPS_DIR))
-install_fal_alias()  # the app file imports fal
-sd_turbo = importlib.import_module("sd_turbo")
-sd_turbo_upsample = importlib.import_module("sd_turbo_upsample")
-load_sd_turbo_pipeline = importlib.import_module("sd_turbo_pipeline").load_sd_turbo_pipeline
+sd_turbo = app_module("sd_turbo")
+sd_turbo_upsample = app_module("sd_turbo_upsample")
+load_sd_turbo_pipeline = app_module("sd_turbo_pipeline").load_sd_turbo_pipeline
 
 pytestmark = pytest.mark.unit
 
