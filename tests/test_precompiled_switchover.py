@@ -15,13 +15,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from minifal.compiled import background_work, torch_internals  # noqa: E402
+from precompiled_metas import linear_artifact_meta  # noqa: E402
+
+from minifal.compiled import background_work  # noqa: E402
 from minifal.compiled.call_signature import call_signature, flatten_call  # noqa: E402
-from minifal.compiled.precompiled.artifact_files import ArtifactMeta  # noqa: E402
 from minifal.compiled.precompiled.artifact_store import ArtifactStore  # noqa: E402
 from minifal.compiled.precompiled.compile_pool import CompilePool  # noqa: E402
 from minifal.compiled.precompiled.module import PrecompiledModule  # noqa: E402
-from minifal.compiled.precompiled.structure import module_digest  # noqa: E402
 from minifal.compiled.precompiled.switchover import Switchover  # noqa: E402
 from minifal.compiled.precompiled.warm_loader import LoadedArtifact, WarmLoader  # noqa: E402
 from minifal.host import envs  # noqa: E402
@@ -59,18 +59,7 @@ def waiting_runner(linear: torch.nn.Module) -> tuple[PrecompiledModule, WarmLoad
 
 def publish(loader: WarmLoader, linear: torch.nn.Module, x: torch.Tensor, artifact) -> None:
     """Another runner's artifact for ``x``'s signature arrives: the store load ends."""
-    signature = call_signature(flatten_call((x,), {}), False, False)
-    _, out_spec = torch_internals.tree_flatten(x)
-    meta = ArtifactMeta(
-        "torch.nn.Linear",
-        module_digest(linear),
-        signature.digest,
-        signature.label,
-        ["p:weight", "p:bias", "@0"],
-        torch_internals.treespec_dumps(out_spec),
-        1.0,
-        2.0,
-    )
+    meta = linear_artifact_meta(linear, x)
     with loader._progress:
         loader._loaded[(meta.module_digest, meta.signature_digest)] = LoadedArtifact(meta, artifact)
         loader._ready.set()

@@ -12,7 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from minifal.compiled import torch_internals  # noqa: E402
+from precompiled_metas import linear_artifact_meta  # noqa: E402
+
 from minifal.compiled.call_signature import call_signature, flatten_call  # noqa: E402
 from minifal.compiled.precompiled.artifact_files import (  # noqa: E402
     ArtifactDir,
@@ -341,18 +342,7 @@ def _dispatching(loaded: dict[tuple[str, str], LoadedArtifact], linear: torch.nn
 def test_a_loaded_artifact_serves_its_own_signature_with_the_live_weights() -> None:
     linear = torch.nn.Linear(3, 2).eval()
     x = torch.randn(4, 3)
-    signature = call_signature(flatten_call((x,), {}), False, False)
-    _, out_spec = torch_internals.tree_flatten(x)
-    meta = ArtifactMeta(
-        "torch.nn.Linear",
-        module_digest(linear),
-        signature.digest,
-        signature.label,
-        ["p:weight", "p:bias", "@0"],
-        torch_internals.treespec_dumps(out_spec),
-        1.0,
-        2.0,
-    )
+    meta = linear_artifact_meta(linear, x)
 
     def artifact(weight, bias, tensor):  # stands for a CompiledArtifact: eager, plus 100
         return (tensor @ weight.t() + bias + 100,)
@@ -363,7 +353,7 @@ def test_a_loaded_artifact_serves_its_own_signature_with_the_live_weights() -> N
         assert torch.equal(wrapped(x), linear(x) + 100)
         other = torch.randn(5, 3)  # another signature, with no artifact: the fallback
         assert torch.equal(wrapped(other), linear(other))
-    assert wrapped.resolutions == {signature.label: "loaded", _label(other): "eager"}
+    assert wrapped.resolutions == {meta.signature_label: "loaded", _label(other): "eager"}
 
 
 @pytest.mark.unit

@@ -6,16 +6,20 @@ detection and error messages, and how /runners and `minifal runners` show it."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from fleet_fakes import FakeBackend, FakeDriver, states, supervisor, until
+from in_process import manifest_of
 
+import minifal as fal
+from minifal.cli.main import build_parser
 from minifal.cli.runners_table import format_runners
 from minifal.fleet.backends.cuda_checkpoint import describe_error, load_cuda_checkpoint
-from minifal.fleet.gateway import PHASES, choose_suspender
+from minifal.fleet.gateway import PHASES, Gateway, GatewayOptions, choose_suspender
 from minifal.fleet.runner import Runner, RunnerState
 from minifal.fleet.runner_offload import OffloadError
-from minifal.fleet.runner_suspension import may_sleep
+from minifal.fleet.runner_suspension import DEFAULT_SLEEP_SECONDS, may_sleep
 from minifal.fleet.scaler import FleetSnapshot, Phase, RunnerView, ScalingSettings, decide
 from minifal.offload.suspension import Offloaded
 
@@ -380,3 +384,37 @@ def test_a_failed_checkpoint_after_the_sleep_is_a_crash() -> None:
         await fleet.stop()
 
     asyncio.run(scenario())
+
+
+def test_suspend_sleep_goes_from_the_command_line_to_the_runners_suspension(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["run", "app.py"]).suspend_sleep == DEFAULT_SLEEP_SECONDS
+    assert parser.parse_args(["run", "app.py", "--suspend-sleep", "0"]).suspend_sleep == 0.0
+    for bad in ("-1", "soon", "nan"):
+        with pytest.raises(SystemExit) as exited:
+            parser.parse_args(["run", "app.py", "--suspend-sleep", bad])
+        assert exited.value.code == 2
+        assert "--suspend-sleep" in capsys.readouterr().err
+    gateway = Gateway(
+        manifest_of(Sleeper),
+        GatewayOptions(
+            app_reference="Sleeper",
+            data_dir=tmp_path,
+            run_id="r",
+            public_url="http://testserver/",
+            scaling=ScalingSettings(min_concurrency=0),
+            gpus=["0"],
+            echo_output=False,
+            suspend_sleep_s=5.0,
+        ),
+        backend=FakeBackend(),
+        suspender=FakeDriver(),
+    )
+    assert gateway.supervisor.suspension is not None
+    assert gateway.supervisor.suspension.sleep_seconds == 5.0
+
+
+class Sleeper(fal.App):
+    machine_type = "GPU-H100"

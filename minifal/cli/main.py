@@ -147,6 +147,17 @@ def _suspend_default() -> str:
         return envs.SUSPEND.default
 
 
+def seconds(text: str) -> float:
+    """A command-line number of seconds: ``0`` or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds must be 0 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minifal", description=__doc__)
     parser.add_argument("--version", action="version", version=f"minifal {__version__}")
@@ -205,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--suspend-sleep",
-        type=float,
+        type=seconds,
         default=DEFAULT_SLEEP_SECONDS,
         metavar="SECONDS",
         help="a suspended runner whose App keeps its weights in arenas sleeps this long first: "

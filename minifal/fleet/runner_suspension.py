@@ -113,13 +113,14 @@ class RunnerSuspension:
             self._asleep.pop(runner.runner_id, None)
             start = time.time()
             offloaded = None if self.offloader is None else await self.offloader.offload(runner)
-            before = resident_bytes(pid)
             sleep = may_sleep(offloaded, self.sleep_seconds)
+            before = None  # asleep: no checkpoint, nothing it adds
             if not sleep:
+                before = resident_bytes(pid)
                 await self._checkpoint(pid, "suspend")
             end = time.time()
             memory = resident_bytes(pid)
-            held = HeldMemory.of(memory, None if sleep else before, offloaded)
+            held = HeldMemory.of(memory, before, offloaded)
             runner.suspended(end, end - start, memory, held.pinned, held.checkpoint, asleep=sleep)
             details = {**held.details(), "asleep": sleep}
             record_for(runner.events_file, runner.runner_id, pid, "suspend", start, end, **details)
@@ -175,7 +176,7 @@ class RunnerSuspension:
             del self._asleep[runner.runner_id]
             end = time.time()
             memory = resident_bytes(pid)
-            checkpoint = None if memory is None or before is None else max(0, memory - before)
+            checkpoint = HeldMemory.of(memory, before, None).checkpoint
             runner.checkpointed(memory, checkpoint)
             record_for(
                 runner.events_file,

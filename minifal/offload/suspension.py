@@ -140,7 +140,7 @@ class ProcessArenas:
                 copy_s += timings.copy_s
                 host_buffer_s += timings.host_buffer_s
             released = _release_cached_blocks()
-            used, total = _gpu_memory_in_use()
+            used, total = _gpu_memory_in_use({arena.memory.device for arena in self.arenas})
             return Offloaded(
                 arenas=len(self.arenas),
                 device_bytes=sum(arena.size for arena in self.arenas),
@@ -202,14 +202,16 @@ def _release_cached_blocks() -> int:
     return before - sum(torch.cuda.memory_reserved(device) for device in devices)
 
 
-def _gpu_memory_in_use() -> tuple[int, int]:
-    """Bytes in use and in all on the GPUs this process uses (the driver's count, every
-    process's); (0, 0) where it uses none. Never imports torch."""
+def _gpu_memory_in_use(devices: set[torch.device]) -> tuple[int, int]:
+    """Bytes in use and in all on the GPUs of ``devices`` (the arenas', where this process
+    has a context already: asking of another GPU would make one there), the driver's count of
+    every process's; (0, 0) for none. Never imports torch."""
     torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_initialized():
+    gpus = [device for device in devices if device.type == "cuda"]
+    if torch is None or not gpus:
         return 0, 0
     used = total = 0
-    for device in range(torch.cuda.device_count()):
+    for device in gpus:
         free, size = torch.cuda.mem_get_info(device)
         used, total = used + size - free, total + size
     return used, total
