@@ -19,10 +19,11 @@ from precompiled_metas import linear_artifact_meta  # noqa: E402
 
 from minifal.compiled import background_work  # noqa: E402
 from minifal.compiled.call_signature import call_signature, flatten_call  # noqa: E402
+from minifal.compiled.precompiled import switchover as switchover_module  # noqa: E402
 from minifal.compiled.precompiled.artifact_store import ArtifactStore  # noqa: E402
 from minifal.compiled.precompiled.compile_pool import CompilePool  # noqa: E402
 from minifal.compiled.precompiled.module import PrecompiledModule  # noqa: E402
-from minifal.compiled.precompiled.switchover import Switchover  # noqa: E402
+from minifal.compiled.precompiled.switchover import STOPPED, Switchover  # noqa: E402
 from minifal.compiled.precompiled.warm_loader import LoadedArtifact, WarmLoader  # noqa: E402
 from minifal.host import envs  # noqa: E402
 
@@ -191,6 +192,43 @@ def test_stopping_ends_the_wait_for_another_runners_compile(events: Path) -> Non
     assert not switch["switched"] and switch["reason"] == "stopped: the runner shuts down"
     background_work.done(number)
     assert wrapped.resolutions == {_label(x): "eager, switching"}
+
+
+def test_stopping_while_a_signature_is_captured_compiles_nothing_here(
+    events: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner shuts down while its switchover captures a graph for the workers: the pool
+    it would hand the graph to is closed, and the graph is not compiled in the runner instead
+    (which would hold its shutdown for the whole compile)."""
+    linear = torch.nn.Linear(3, 2).eval()
+    x = torch.randn(4, 3)
+    wrapped, loader, compiles = waiting_runner(linear)
+    with torch.no_grad():
+        wrapped(x)
+    done: list[bool] = []
+    background = switchover(loader, compiles, done)
+    with loader._progress:  # the store load ended with nothing for this signature
+        loader._ready.set()
+        loader._progress.notify_all()
+
+    real_submit = compiles.submit
+
+    def submit_as_the_runner_stops(*args: object) -> None:
+        threading.Thread(target=background.stop, args=(JOIN_S,)).start()
+        assert background._stop.wait(JOIN_S)
+        compiles.abort(STOPPED)
+        real_submit(*args)  # the pool's own answer, once stop() aborted it
+
+    compiled_here: list[object] = []
+    monkeypatch.setattr(compiles, "workers", 1)
+    monkeypatch.setattr(compiles, "submit", submit_as_the_runner_stops)
+    monkeypatch.setattr(switchover_module, "compile_captured", compiled_here.append)
+    background.start()
+    assert background.join(JOIN_S)
+    assert compiled_here == []
+    assert done == [True]  # the store had loaded: what was published is published
+    (switch,) = read_events(events, "precompiled.switch")
+    assert not switch["switched"] and switch["reason"] == STOPPED
 
 
 def test_a_runner_that_waits_for_compiled_code_still_waits() -> None:

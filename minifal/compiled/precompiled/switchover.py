@@ -153,6 +153,8 @@ class Switchover:
                     )
                     return  # finish() installs it
                 except NotPrecompilable as exc:
+                    if self._stop.is_set():  # stop() closed the pool: no compile here either
+                        raise NotPrecompilable(STOPPED) from exc
                     logger.info("precompiled %s: compiling here (%s)", deferred.name, exc)
                     phase = phase.moved_inline(exc)
             with GPU_GATE.step():  # it runs and checks the compiled code on the GPU
