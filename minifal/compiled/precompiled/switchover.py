@@ -162,7 +162,8 @@ class Switchover:
                 target.install(deferred.call, signature, compiled, phase)
         except NotPrecompilable as exc:
             phase.failed(exc)
-            logger.warning(
+            logger.log(
+                logging.INFO if str(exc) == STOPPED else logging.WARNING,  # a shutdown is normal
                 "precompiled %s: %s was not compiled (%s): stays eager",
                 deferred.name,
                 signature.label,
