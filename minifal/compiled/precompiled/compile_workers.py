@@ -21,10 +21,9 @@ host) overlap the runner's own work. Its protocol, on its standard input:
 
 - it starts as ``python -c WORKER_CODE``, with ``TORCHINDUCTOR_COMPILE_THREADS`` and the
   runner's cache dirs in its environment, its output in its log file;
-- it imports what a compile needs and primes Inductor's ``torch_key``, then reads one line: a
-  JSON object with ``job`` (the job file), ``artifact`` (where the artifact goes) and
-  ``handed_at`` (the runner's ``time.time()`` when it wrote the line). A job may be written
-  while it still imports: the pipe holds it;
+- it imports what a compile needs, then reads one line: a JSON object with ``job`` (the job
+  file), ``artifact`` (where the artifact goes) and ``handed_at`` (the runner's ``time.time()``
+  when it wrote the line). A job may be written while it still imports: the pipe holds it;
 - end of file instead of a line (the runner needs no more workers, or is gone): it exits with 0
   and says nothing;
 - with a job, it logs how long after ``handed_at`` the compile started, compiles, saves the
@@ -308,13 +307,15 @@ def main() -> int:
     (end of file: exit quietly), compile the job, save the artifact."""
     started = time.perf_counter()
     import_compiler()  # before the job: this is what a standby worker does while it waits
-    # Inductor's torch_key from the data dir, or stored there for the runners that load what
-    # this worker compiles (the runner itself computes none before it loads an artifact).
-    prime_torch_key()
     imported = time.perf_counter()
     line = sys.stdin.readline()
     if not line:
         return 0
+    # Inductor's torch_key from the data dir, or computed (the compile would) and stored there
+    # for the runners that load what this worker compiles. Not while the worker waits: that
+    # is while its runner loads and warms up, which a hash of torch's sources would slow down
+    # where cores are few.
+    prime_torch_key()
     request = json.loads(line)
     job_path, artifact_path = request["job"], request["artifact"]
     job = torch.load(job_path, weights_only=False)
