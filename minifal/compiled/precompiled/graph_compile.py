@@ -97,8 +97,8 @@ def capture_call(module: torch.nn.Module, call: FlatCall) -> tuple[CapturedCall,
 
 def compile_captured(captured: CapturedCall) -> CompiledCall:
     """Compile ``captured`` in this process with ``standalone_compile``, and check it."""
-    prepare_inductor()
     try:
+        prepare_inductor()  # once per process: Inductor's torch_key, the autotune redirect
         start = time.perf_counter()
         artifact = torch_internals.standalone_compile(captured.gm, captured.example_inputs)
         compile_s = time.perf_counter() - start
