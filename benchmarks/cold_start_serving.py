@@ -6,6 +6,8 @@ runner's startup events as they are written. It measures, from the command's sta
 
 - the first image (the first answered request);
 - each runner's ready time (its ``ready`` event);
+- where each runner's start went: its process start, ``setup()``, the precompiled block's open
+  and its store load's start;
 - each call signature's switch to compiled code (``precompiled.switch`` events; with today's
   wait-for-compiled behaviour there are none: compiled is ready);
 - when compiled speed is reached: from the events (the last switch) and from the load (the first
@@ -143,6 +145,12 @@ def runner_events(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return events
 
 
+def first_start(events: list[dict[str, Any]], phase: str, t0: float) -> float | None:
+    """When the first ``phase`` of a runner began (its start line or its end line)."""
+    starts = [e["start"] - t0 for e in events if e["phase"] == phase]
+    return round(min(starts), 2) if starts else None
+
+
 def settled(events: dict[str, list[dict[str, Any]]], workers: int) -> bool:
     """Every runner ready, its precompiled block summed up (no background compile left)."""
     done = [
@@ -258,6 +266,12 @@ def main() -> int:
             "ready_s": round(ready[0], 2) if ready else None,
             "switches": switches,
             "compiled_s": round(summary[0]["end"] - t0, 2) if summary else None,
+            # where its start went: the process, setup(), the precompiled block's open (known
+            # once the block is summed up, after its switchover) and its store load's start
+            "process_start_s": first_start(evs, "process_start", t0),
+            "setup_start_s": first_start(evs, "setup", t0),
+            "block_open_s": first_start(evs, "precompiled", t0),
+            "store_load_start_s": first_start(evs, "compile_cache.load", t0),
         }
     answers = load.answers
     failed = [a for a in answers if a.status != 200]
@@ -306,6 +320,10 @@ def main() -> int:
         print(
             f"  {name} ready        {runner['ready_s']} s; "
             f"compiled (summary) {runner['compiled_s']} s"
+        )
+        print(
+            f"    process start {runner['process_start_s']} s, setup {runner['setup_start_s']} s, "
+            f"block open {runner['block_open_s']} s, store load {runner['store_load_start_s']} s"
         )
         for switch in runner["switches"]:
             state = "switched" if switch["switched"] else "stayed eager"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import sys
 import threading
@@ -9,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from minifal.compiled.cache.fingerprint import BuildFingerprint, describe_mismatch
+from minifal.compiled.cache.fingerprint import (
+    BuildFingerprint,
+    _declared_version,
+    _triton_version,
+    describe_mismatch,
+)
 from minifal.compiled.cache.layout import CacheLocation, key_parts
 from minifal.compiled.cache.lease import (
     LeaseDir,
@@ -209,6 +215,32 @@ def test_mismatch_names_each_differing_field() -> None:
         _fingerprint(torch="2.13.0").as_dict(), _fingerprint().as_dict()
     )
     assert differences == ["torch: 2.11.0 (artifact) != 2.13.0 (here)"]
+
+
+@pytest.mark.unit
+def test_a_literal_version_is_read_from_the_package_source(tmp_path: Path) -> None:
+    init = tmp_path / "__init__.py"
+    init.write_text('"""doc"""\n__version__ = \'3.6.0\'  # release\nimport os\n')
+    assert _declared_version(str(init)) == "3.6.0"
+    init.write_text("__version__ = '3.6.0'\nif True:\n    __version__ = '3.6.1'\n")
+    assert _declared_version(str(init)) is None  # two assignments: the import says
+    init.write_text("from ._version import __version__\n")
+    assert _declared_version(str(init)) is None
+    assert _declared_version(str(tmp_path / "module.py")) is None
+    assert _declared_version(None) is None
+
+
+@pytest.mark.unit
+def test_the_fingerprint_names_triton_without_importing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if "triton" in sys.modules or importlib.util.find_spec("triton") is not None:
+        pytest.skip("a real Triton is installed here")
+    (tmp_path / "triton").mkdir()
+    (tmp_path / "triton" / "__init__.py").write_text("__version__ = '9.8.7'\nraise ImportError\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _triton_version() == "9.8.7"
+    assert "triton" not in sys.modules
 
 
 @pytest.mark.unit

@@ -85,7 +85,11 @@ _sessions: dict[str, _Session] = {}
 
 
 def load_inductor_cache(cache_key: str) -> str:
-    """Fill this process's private Inductor cache from the shared store; returns the dir's hash."""
+    """Fill this process's private Inductor cache from the shared store; returns the dir's hash.
+
+    A ``torch.compile`` follows (fal's plain path): the autotune lookups are redirected now."""
+    if current_settings().redirect_autotune and "torch" in sys.modules:  # never import torch here
+        redirect_autotune_lookups()
     return load_cache_scope(cache_key)
 
 
@@ -98,15 +102,15 @@ def load_cache_scope(
     path relative to the dir) are this key's: hashed, and published by ``sync_inductor_cache``.
 
     ``keep_waiting`` is asked at each poll while another runner holds the lease: False stops
-    the wait (a miss, without the lease). Its first call says that the wait began."""
+    the wait (a miss, without the lease). Its first call says that the wait began.
+
+    It imports no compiler (Inductor, Dynamo, Triton): a load that finds nothing costs none."""
     settings = current_settings()
     try:
         root = private_cache_root(settings.local_root)
     except OSError as exc:
         logger.warning("compiled cache %r: no private cache dir (%s); compiling", cache_key, exc)
         return ""
-    if settings.redirect_autotune and "torch" in sys.modules:  # never import torch here
-        redirect_autotune_lookups()
     session = _Session(cache_key, root, DirScanner(root, include), loaded_at=time.time())
     _sessions[cache_key] = session
     try:
@@ -353,8 +357,9 @@ def _write_fingerprint(location: CacheLocation, fingerprint: BuildFingerprint) -
 
 
 def _fx_counters() -> dict[str, int]:
-    """torch's own FX graph cache counters, if torch is loaded (never imports it)."""
-    if "torch" not in sys.modules:
+    """torch's own FX graph cache counters, if Dynamo is loaded (never imports it: a process
+    without it has counted nothing)."""
+    if not torch_internals.dynamo_imported():
         return {}
     try:
         counters = torch_internals.dynamo_counters("inductor")

@@ -9,8 +9,10 @@ directory under the key, so two versions of a fleet never overwrite each other's
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import platform
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -91,8 +93,41 @@ def current_fingerprint() -> BuildFingerprint:
 
 
 def _triton_version() -> str | None:
-    try:
-        import triton
-    except ImportError:
+    """``triton.__version__``, read from its ``__init__.py`` where that assigns a literal
+    (Triton's releases do), else imported. Importing Triton is compiler work that a runner
+    whose store turns out empty has no use for before it is ready."""
+    module = sys.modules.get("triton")
+    if module is None:
+        try:
+            spec = importlib.util.find_spec("triton")
+        except (ImportError, ValueError):
+            return None
+        if spec is None:
+            return None
+        declared = _declared_version(spec.origin)
+        if declared is not None:
+            return declared
+        try:
+            import triton as module
+        except ImportError:
+            return None
+    return getattr(module, "__version__", None)
+
+
+_VERSION_LINE = re.compile(r"""^__version__\s*=\s*(['"])([^'"\n]+)\1\s*(#.*)?$""", re.MULTILINE)
+
+
+def _declared_version(init_file: str | None) -> str | None:
+    """The literal ``__version__ = "..."`` of a package's ``__init__.py``, if it has exactly
+    one (another assignment may be conditional: then the import says)."""
+    if not init_file or not init_file.endswith("__init__.py"):
         return None
-    return getattr(triton, "__version__", None)
+    try:
+        with open(init_file, encoding="utf-8") as source:
+            text = source.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if len(re.findall(r"^\s*__version__\s*=", text, re.MULTILINE)) != 1:
+        return None
+    match = _VERSION_LINE.search(text)
+    return match.group(2) if match else None

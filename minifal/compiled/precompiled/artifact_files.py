@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from minifal.compiled.cache.inductor_setup import prepare_inductor
 from minifal.compiled.torch_internals import (
     inductor_vec_isa_ok,
     load_compiled_artifact,
@@ -182,6 +183,7 @@ def save_unpacked(artifact: Any, target: Path) -> bool:
 
 def load_artifact(path: Path) -> Any:
     """A saved ``CompiledArtifact`` (a binary file or an unpacked dir), ready to call."""
+    prepare_inductor()
     if path.is_dir():
         with _unpacked_form_lock:
             return load_compiled_artifact(str(path), "unpacked")

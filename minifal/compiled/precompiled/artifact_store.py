@@ -18,7 +18,6 @@ from minifal.compiled.cache import sync_inductor_cache
 from minifal.compiled.cache.api import load_cache_scope
 from minifal.compiled.cache.local_dir import private_cache_root
 from minifal.compiled.cache.settings import current_settings
-from minifal.compiled.cache.torch_source_key import prime_torch_key
 from minifal.compiled.call_signature import CallSignature
 from minifal.compiled.precompiled.artifact_files import (
     ArtifactDir,
@@ -46,8 +45,8 @@ class ArtifactStore:
         """Fill the private dir with this key's artifacts (may wait for another runner's
         compile, bounded by the startup deadline, while ``keep_waiting()``); where they are, or
         None when the private dir could not be set up. Raises what the store raises: a failed
-        load is a compile."""
-        prime_torch_key()
+        load is a compile. Imports no compiler: an artifact's load prepares Inductor
+        (``inductor_setup.py``), and an empty store loads none."""
         self._dir_hash = load_cache_scope(self.cache_key, belongs_to_artifacts, keep_waiting)
         if self._dir_hash:
             self.artifact_dir = ArtifactDir(private_cache_root(current_settings().local_root))

@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 
+from minifal.compiled.cache.torch_source_key import prime_torch_key
 from minifal.compiled.precompiled.artifact_files import (
     UNPACKED_SUFFIX,
     load_artifact,
@@ -310,6 +311,11 @@ def main() -> int:
     line = sys.stdin.readline()
     if not line:
         return 0
+    # Inductor's torch_key from the data dir, or computed (the compile would) and stored there
+    # for the runners that load what this worker compiles. Not while the worker waits: that
+    # is while its runner loads and warms up, which a hash of torch's sources would slow down
+    # where cores are few.
+    prime_torch_key()
     request = json.loads(line)
     job_path, artifact_path = request["job"], request["artifact"]
     job = torch.load(job_path, weights_only=False)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from minifal.compiled import torch_internals
+from minifal.compiled.cache.inductor_setup import prepare_inductor
 from minifal.compiled.call_signature import FlatCall
 from minifal.compiled.precompiled.first_call import Layout, input_layouts
 
@@ -97,6 +98,7 @@ def capture_call(module: torch.nn.Module, call: FlatCall) -> tuple[CapturedCall,
 def compile_captured(captured: CapturedCall) -> CompiledCall:
     """Compile ``captured`` in this process with ``standalone_compile``, and check it."""
     try:
+        prepare_inductor()  # once per process: Inductor's torch_key, the autotune redirect
         start = time.perf_counter()
         artifact = torch_internals.standalone_compile(captured.gm, captured.example_inputs)
         compile_s = time.perf_counter() - start
