@@ -379,17 +379,13 @@ def main(argv: list[str] | None = None) -> int:
             }
         }
     )
-    if hazards:
-        # An import's thread (not a daemon, maybe) must not keep this process alive.
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        os._exit(0)
-    server.serve()
-    if server.unsafe:  # as above: a preload's thread must not keep this process alive
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        os._exit(0)
-    return 0
+    if not hazards:
+        server.serve()
+    # An import's thread (not a daemon, maybe; a preload's too, found or not) must not keep this
+    # process alive: it leaves without joining threads.
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
