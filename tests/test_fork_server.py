@@ -587,3 +587,57 @@ def test_a_preloaded_import_that_starts_a_thread_makes_the_fleet_exec_later_runn
         asyncio.run(scenario())
     unsafe = [m for m in fork_server_messages(caplog) if "became unsafe" in m]
     assert len(unsafe) == 1 and thread_name in unsafe[0], fork_server_messages(caplog)
+
+
+SLOW_IMPORT_SOURCE = '''"""Imported by the App's runners at once; in the fork server (no
+runner id), it says it has begun, then waits for the test's word (up to a minute)."""
+
+import os
+import pathlib
+import time
+
+if "MINIFAL_RUNNER_ID" not in os.environ:
+    pathlib.Path({begun!r}).touch()
+    deadline = time.monotonic() + 60.0
+    while not pathlib.Path({go_on!r}).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+'''
+
+
+def test_a_runner_that_exits_while_the_fork_server_preloads_is_reported_during_the_import(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fleet waits for a stopped runner's exit code before it hands its GPU on: the fork
+    server reports an exit in the middle of a preload's import (seconds, for torch), not
+    after it. Here the import waits until the test has seen the exit (bounded: it would wait
+    a minute otherwise, longer than the test waits for the exit)."""
+    library = tmp_path / "library"
+    library.mkdir()
+    begun, go_on = tmp_path / "import-begun", tmp_path / "import-go-on"
+    module = "fork_slow_library"
+    (library / f"{module}.py").write_text(
+        SLOW_IMPORT_SOURCE.format(begun=str(begun), go_on=str(go_on))
+    )
+    app = tmp_path / "app" / "slow_import_app.py"
+    app.parent.mkdir()
+    app.write_text(f"{APP_SOURCE}\nimport {module}  # noqa: E402,F401\n")
+    launch = make_launch(app, tmp_path / "data", "run-1", {"PYTHONPATH": str(library)})
+
+    async def scenario() -> None:
+        async with fork_fleet(launch) as fleet:
+            runner = await fleet.start_ready("runner-0")
+            assert parent_pid(runner.pid) != os.getpid()
+            try:
+                await until(begun.exists, "the fork server's import of the slow library")
+                runner.kill()
+                code = await asyncio.wait_for(runner.wait_exit(), EXIT_TIMEOUT_S / 2)
+                assert code == -signal.SIGKILL
+            finally:
+                go_on.touch()
+            await until(
+                lambda: any("more modules imported" in m for m in fork_server_messages(caplog)),
+                "the end of the preload",
+            )
+
+    with caplog.at_level(logging.INFO, logger="minifal.fleet"):
+        asyncio.run(scenario())

@@ -22,7 +22,7 @@ from minifal.fleet.backends.local import fork_server_enabled
 from minifal.host import envs
 from minifal.runner import fork_server
 from minifal.runner.fork_safety import fork_hazards
-from minifal.runner.fork_server import ForkServer, preload
+from minifal.runner.fork_server import ForkServer
 from minifal.runner.import_record import (
     RECORDS_DIR_NAME,
     library_modules,
@@ -30,6 +30,7 @@ from minifal.runner.import_record import (
     record_path,
     write_record,
 )
+from minifal.runner.imports_preload import preload
 
 STDLIB_DIR = str(Path(json.__file__).parent.parent)
 

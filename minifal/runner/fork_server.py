@@ -31,8 +31,10 @@ message per packet:
   ``{"preload": true}``.
 
 A preload runs one recorded module at a time between the loop's other work (``Preload``), so
-children's exits are reported and starts served while it runs: a start waits for at most the
-import in progress, and its child imports what the server has not yet (as without a preload).
+starts are served while it runs: a start waits for at most the import in progress (that wait
+is bounded by one module, and what it buys is the module), and its child imports what the
+server has not yet, as without a preload. A child that exits during an import is reported at
+once (``SIGCHLD``), not after it: the fleet's switch to another App waits for that exit.
 
 Each child gets its own session, the fleet's death signal (sent when this server dies), the
 environment it was sent and the output descriptor. When the fleet closes the socket the server
@@ -43,11 +45,10 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import collections
 import contextlib
-import importlib
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -56,7 +57,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from minifal.compiled import torch_internals
@@ -66,6 +67,7 @@ from minifal.host.data_dir import activate_data_dir
 from minifal.host.parent_death import die_with_parent
 from minifal.runner.fork_safety import fork_hazards
 from minifal.runner.import_record import read_record
+from minifal.runner.imports_preload import Preload, preload
 from minifal.runner_contract import adopt_environment, export_to_process
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -73,55 +75,6 @@ NVML_CUDA_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 CLOSE_WAIT_SECONDS = 5.0
 """How long the server waits for its children after the fleet hangs up (they get the fleet's
 death signal when it exits)."""
-
-
-def preload(names: list[str]) -> tuple[int, list[str]]:
-    """Import ``names``; the number imported and those that failed (skipped: the runner will
-    import what it needs itself)."""
-    failed = []
-    for name in names:
-        if name in sys.modules:
-            continue
-        try:
-            importlib.import_module(name)
-        except (Exception, SystemExit):
-            failed.append(name)
-    return len(names) - len(failed), failed
-
-
-class Preload:
-    """One preload in progress: the recorded modules this process lacked when it was asked,
-    imported one per ``step()``."""
-
-    def __init__(self, names: list[str]) -> None:
-        self.names = names
-        self.pending = collections.deque(names)
-        self.failed: list[str] = []
-        self.started = time.monotonic()
-
-    @property
-    def done(self) -> bool:
-        return not self.pending
-
-    def step(self) -> bool:
-        """Import the next module (its own imports may have brought it already); whether an
-        import ran."""
-        name = self.pending.popleft()
-        if name in sys.modules:
-            return False
-        try:
-            importlib.import_module(name)
-        except (Exception, SystemExit):
-            self.failed.append(name)
-        return True
-
-    def result(self, hazards: list[str]) -> dict:
-        return {
-            "imported": sum(name in sys.modules for name in self.names),
-            "failed": self.failed,
-            "seconds": round(time.monotonic() - self.started, 3),
-            "hazards": hazards,
-        }
 
 
 def prime_file_hashes() -> list[str]:
@@ -265,10 +218,33 @@ class ForkServer:
             self.send({"preloaded": preload.result(self.unsafe)})
 
     def preload_step(self, preload: Preload) -> None:
-        if preload.step():
+        with self.reaping_on_exit():
+            imported = preload.step()
+        if imported:
             self.checked = False
         if preload.done:
             self.finish_preload(preload)
+
+    @contextlib.contextmanager
+    def reaping_on_exit(self) -> Iterator[None]:
+        """While an import runs, report each child that exits from a ``SIGCHLD`` handler (the
+        loop's own reaping waits for the import's end). The handler runs only here, between two
+        of the import's bytecodes, never inside the loop; it reaps our children only (an
+        import's own subprocesses are left to it), and interrupted system calls restart."""
+        previous = signal.signal(signal.SIGCHLD, lambda _signum, _frame: self.reap_exited())
+        signal.siginterrupt(signal.SIGCHLD, False)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGCHLD, previous)
+
+    def reap_exited(self) -> None:
+        """Reap and report the children that have exited, without waiting for any."""
+        pids = {pidfd: pid for pid, pidfd in self.children.items()}
+        if pids:
+            exited, _, _ = select.select(list(pids), [], [], 0)
+            for pidfd in exited:
+                self.reap(pids[pidfd])
 
     def finish_preload(self, preload: Preload) -> None:
         """Answer the preload (after checking that forking is still safe); start the next."""

@@ -39,8 +39,9 @@ PRELOAD_TIMEOUT_SECONDS = READY_TIMEOUT_SECONDS
 import)."""
 REPLY_TIMEOUT_SECONDS = 10.0
 EXIT_CODE_TIMEOUT_SECONDS = 5.0
-"""How long after a child is gone its exit code may take to arrive (the server's answers wait
-for the import in progress while it preloads: then up to ``PRELOAD_TIMEOUT_SECONDS``)."""
+"""How long after a child is gone its exit code may take to arrive (while the server preloads,
+up to ``PRELOAD_TIMEOUT_SECONDS``: it reports exits during an import, but a long call into a
+native library delays its handler)."""
 UNKNOWN_EXIT_CODE = 255
 """A forked runner's code when its fork server died before it could report it."""
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -59,7 +60,7 @@ class ForkedProcess:
         pid: int,
         stdout: asyncio.StreamReader,
         code: asyncio.Future[int],
-        code_timeout: Callable[[], float] = lambda: EXIT_CODE_TIMEOUT_SECONDS,
+        code_timeout: Callable[[], float],
     ) -> None:
         self.pid = pid
         self.stdout = stdout
@@ -279,14 +280,18 @@ class ForkServerClient:
         await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(stdout), os.fdopen(read_end, "rb", 0)
         )
-        return ForkedProcess(pid, stdout, self._exit_code(pid), self._reply_timeout)
+        return ForkedProcess(pid, stdout, self._exit_code(pid), self._exit_code_timeout)
+
+    def _preload_running(self) -> bool:
+        return self._preloading is not None and not self._preloading.done()
 
     def _reply_timeout(self) -> float:
-        """How long an answer may take: while a preload runs, the server answers between two
-        imports, and one import may take seconds (torch's)."""
-        if self._preloading is not None and not self._preloading.done():
-            return PRELOAD_TIMEOUT_SECONDS
-        return REPLY_TIMEOUT_SECONDS
+        """How long the answer to a start may take: while a preload runs, the server answers
+        between two imports, and one import may take seconds (torch's)."""
+        return PRELOAD_TIMEOUT_SECONDS if self._preload_running() else REPLY_TIMEOUT_SECONDS
+
+    def _exit_code_timeout(self) -> float:
+        return PRELOAD_TIMEOUT_SECONDS if self._preload_running() else EXIT_CODE_TIMEOUT_SECONDS
 
     def runner_ready(self) -> None:
         """A runner became ready (its record of imports written): when the record changed
@@ -295,7 +300,7 @@ class ForkServerClient:
             return
         if self._starting.cancelled() or self._starting.exception() or not self._starting.result():
             return
-        if self._preloading is not None and not self._preloading.done():
+        if self._preload_running():
             self._preload_again = True  # the record may change once more meanwhile
         elif self._record_state() != self._record_read:
             self._preloading = asyncio.create_task(self._preload(), name="fork-server-preload")
@@ -314,7 +319,7 @@ class ForkServerClient:
                     asyncio.shield(self._preloaded), PRELOAD_TIMEOUT_SECONDS
                 )
             except (OSError, TimeoutError, ForkServerUnavailable) as error:
-                self._unsafe = f"its preload failed: {error or 'not done in time'}"
+                self._unsafe = f"its preload failed: {str(error) or 'not done in time'}"
                 logger.warning("fork server of %s: %s", self.app, self._unsafe)
                 return
             finally:
