@@ -14,6 +14,8 @@ to back to the slot's app (at least one a slot). Every answer must come from its
   no image another app gave. Images an app gave that differ from its first are counted apart.
 - ``--cpu``: four tiny apps (``benchmarks/apps/rotation_cpu.py``) that want a GPU each, on a
   pretend GPU ``0`` (the pool hands it out, nothing uses it); each answers its own name.
+  ``--cpu-imports torch`` has them import modules in ``setup()``, standing in for a model's
+  libraries (what each fork server imports, or each runner when its server lacks them).
 
 Measured: requests, failures, wrong-app answers, the time to the first answer after each
 switch (sending the new app's first request to its answer) and every request's latency;
@@ -21,8 +23,9 @@ every ``--sample-every`` seconds the GPU memory (``nvidia-smi``, against the car
 the host memory of the gateway's processes (the gateway, its fork servers and runners: the sum
 of their resident memory) and the machine's available memory; from the gateway's log, the
 arbiter's actions (suspend, resume, start, stop), the suspend and resume times and each
-switch's phases (the runner taken, its GPU let go, granted, the new one ready). Prints a
-table (modes side by side) and writes ``app_rotation_<cpu|gpu>_<modes>.json`` under ``--out``.
+switch's phases (the runner taken, its GPU let go, granted, the new one ready; also per app)
+and the fork servers' preloads. Prints a table (modes side by side) and writes
+``app_rotation_<cpu|gpu>_<modes>.json`` under ``--out``.
 
 Long because it is one script to run in one device call: the fleet, the rotation, the answers'
 checks, the memory sampler, the log's reading and the report.
@@ -76,6 +79,7 @@ FLEET_LINE = re.compile(
 TAKEN_FOR = re.compile(r"(?:stopping|suspending): GPU for ([^:]+):")
 SUSPENDED_IN = re.compile(r"\] (?:suspended|asleep) in ([0-9.]+) s")  # asleep: no checkpoint yet
 RESUMED_IN = re.compile(r"\] resumed in ([0-9.]+) s")
+FORK_SERVER_LINE = re.compile(r"minifal\.fleet: (fork server (?:ready|of) .*)$", re.MULTILINE)
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -321,6 +325,7 @@ def switch_phases(log_text: str) -> dict[str, Any]:
             when = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
             events.append((when, match[2], match[3]))
     let_go, granted, ready = [], [], []
+    ready_by_app: dict[str, list[float]] = {}
     for index, (taken_at, taken, message) in enumerate(events):
         wanted = TAKEN_FOR.match(message)
         if not wanted:
@@ -353,10 +358,12 @@ def switch_phases(log_text: str) -> dict[str, Any]:
         granted.append(grant[0] - freed)
         if up is not None:
             ready.append(up - grant[0])
+            ready_by_app.setdefault(wanted[1], []).append(up - grant[0])
     return {
         "taken_to_let_go_s": spread(let_go),
         "let_go_to_granted_s": spread(granted),
         "granted_to_ready_s": spread(ready),
+        "granted_to_ready_by_app_s": {app: spread(v) for app, v in sorted(ready_by_app.items())},
     }
 
 
@@ -370,6 +377,7 @@ def run_mode(suspension: str, args: argparse.Namespace, work: Path) -> dict[str,
     command = [sys.executable, "-m", "minifal.cli", "run", *apps_refs, "--port", str(args.port)]
     command += ["--data-dir", str(work / "data"), "--gpus", args.gpus, "--suspend", suspension]
     env = {**os.environ, "ROTATION_SETUP_SECONDS": str(args.setup_seconds)}
+    env["ROTATION_IMPORTS"] = " ".join(args.cpu_imports)
     if not args.cpu:
         env.setdefault("MINIFAL_SD_COMPILE", args.compile)
     url = f"http://127.0.0.1:{args.port}"
@@ -411,7 +419,8 @@ def run_mode(suspension: str, args: argparse.Namespace, work: Path) -> dict[str,
     log_text = log_path.read_text(errors="replace")
     answered = [r for r in records if r.get("status") == 200]
     failed = [r for r in records if r.get("status") != 200]
-    switches = [r["seconds"] for r in answered if r["first_after_switch"]]
+    firsts = [r for r in answered if r["first_after_switch"]]
+    switches = [r["seconds"] for r in firsts]
     steady = [r["seconds"] for r in answered if not r["first_after_switch"]]
     result.update(
         duration_s=round(rotation_end - rotation_start, 1),
@@ -425,12 +434,16 @@ def run_mode(suspension: str, args: argparse.Namespace, work: Path) -> dict[str,
         requests_per_app={app: sum(1 for r in records if r["app"] == app) for app in apps},
         switches=sum(1 for r in records if r["first_after_switch"]),
         first_answer_after_switch_s=spread(switches),
+        first_answer_after_switch_by_app_s={
+            app: spread([r["seconds"] for r in firsts if r["app"] == app]) for app in apps
+        },
         latency_all_s=spread([r["seconds"] for r in answered]),
         latency_within_slot_s=spread(steady),
         memory=memory_summary(sampler.samples, rotation_start, rotation_end),
         suspends_available="suspend: idle runners are suspended" in log_text,
         arbiter=arbiter_actions(log_text),
         switch_phases=switch_phases(log_text),
+        fork_server_lines=FORK_SERVER_LINE.findall(log_text),
         runners_per_app={app: sum(1 for r in runners if r["alias"] == app) for app in apps},
         runner_states={
             state: sum(1 for r in runners if r["state"] == state)
@@ -498,12 +511,26 @@ def table(results: list[dict[str, Any]]) -> str:
             lambda r: r["switch_phases"]["granted_to_ready_s"]["p50"],
         ),
     ]
+    for app in results[0]["first_answer_after_switch_by_app_s"]:
+        rows += [
+            (f"{app}: first answer after switch p50 s", by_app(app, "first_answer")),
+            (f"{app}: granted -> ready p50 s", by_app(app, "ready")),
+        ]
     width = max(len(name) for name, _ in rows)
     lines = []
     for name, cell in rows:
         cells = [fmt(cell(r)).rjust(16) for r in results]
         lines.append(f"{name.ljust(width)}  {'  '.join(cells)}")
     return "\n".join(lines)
+
+
+def by_app(app: str, which: str) -> Any:
+    def cell(result: dict[str, Any]) -> float | None:
+        if which == "first_answer":
+            return result["first_answer_after_switch_by_app_s"][app]["p50"]
+        return result["switch_phases"]["granted_to_ready_by_app_s"].get(app, {}).get("p50")
+
+    return cell
 
 
 def gpu_cell(result: dict[str, Any]) -> str:
@@ -550,6 +577,9 @@ def main() -> int:
     parser.add_argument("--sample-every", type=float, default=0.5)
     parser.add_argument("--setup-seconds", type=float, default=0.5, help="--cpu apps' setup")
     parser.add_argument(
+        "--cpu-imports", nargs="*", default=[], help="modules the --cpu apps import in setup()"
+    )
+    parser.add_argument(
         "--compile", default="none", help="MINIFAL_SD_COMPILE (GPU; default eager, as section 6)"
     )
     parser.add_argument("--work-dir", type=Path, help="data dir and gateway logs (default: temp)")
@@ -565,6 +595,7 @@ def main() -> int:
         load_before = os.getloadavg()
         results.append(run_mode(suspension, args, work))
         results[-1]["load_average_before_after"] = [load_before, os.getloadavg()]
+        print("\n".join(results[-1]["fork_server_lines"]), flush=True)
         print(table(results[-1:]), flush=True)
         report = {
             "kind": kind,

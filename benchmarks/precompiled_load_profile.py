@@ -53,8 +53,8 @@ def main() -> int:
 
     start = time.perf_counter()
     if args.preload:
-        from minifal.runner.fork_server import preload
         from minifal.runner.import_record import read_record
+        from minifal.runner.imports_preload import preload
 
         imported, failed = preload(read_record(args.preload))
         print(f"preloaded {imported} modules ({len(failed)} failed)")

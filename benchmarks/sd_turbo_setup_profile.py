@@ -148,8 +148,8 @@ def main() -> int:
         level=logging.INFO, format="%(relativeCreated)8.0f %(threadName)s %(message)s"
     )
     if args.preload:
-        from minifal.runner.fork_server import preload
         from minifal.runner.import_record import read_record
+        from minifal.runner.imports_preload import preload
 
         begin = time.time()
         imported, failed = preload(read_record(args.preload))

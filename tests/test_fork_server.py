@@ -515,3 +515,129 @@ def test_a_preloaded_library_sees_the_data_dirs_hf_home_as_in_an_execd_runner(
     assert first == {"library": expected, "environment": expected}
     second = asyncio.run(fleet_answer("run-2"))  # the fork server imports the library now
     assert second == {"library": expected, "environment": expected}
+
+
+# -- preload: a fork server started before its App's record ----------------------------------------
+
+
+def test_a_fork_server_started_before_any_record_imports_what_the_first_ready_runner_recorded(
+    app_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An empty data dir: the first runner imports the App's modules itself; once it is ready
+    the fork server imports what it recorded, and the next runner is forked with them."""
+
+    async def scenario() -> None:
+        async with fork_fleet(make_launch(app_file, tmp_path / "data", "run-1")) as fleet:
+            first = await fleet.start_ready("runner-0")
+            assert (await ask(first))["probe_preloaded"] is False
+            await until(
+                lambda: any("more modules imported" in m for m in fork_server_messages(caplog)),
+                "the fork server's preload",
+            )
+            second = await fleet.start_ready("runner-1")
+            assert parent_pid(second.pid) == parent_pid(first.pid) != os.getpid()  # forked
+            answer = await ask(second)
+            assert answer["runner_id"] == "runner-1"
+            assert answer["probe_preloaded"] is True
+
+    with caplog.at_level(logging.INFO, logger="minifal.fleet"):
+        asyncio.run(scenario())
+    preloaded = [m for m in fork_server_messages(caplog) if "more modules imported" in m]
+    assert len(preloaded) == 1, fork_server_messages(caplog)  # runner-1 recorded nothing new
+    assert preloaded[0].startswith(f"fork server of {app_file}: "), preloaded[0]
+    assert not any("unsafe" in m for m in fork_server_messages(caplog))
+
+
+def test_a_preloaded_import_that_starts_a_thread_makes_the_fleet_exec_later_runners(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The App imports a library that starts a thread (not a daemon): its first runner is
+    forked (nothing recorded yet), and the preload of what it recorded makes forking unsafe.
+    The runner forked before answers on; the next is the fleet's own child; the fork server
+    leaves on its own when the fleet closes it, the library's thread notwithstanding."""
+    library = tmp_path / "library"
+    library.mkdir()
+    module = "fork_hazard_library"
+    thread_name = "library-pool-worker"
+    (library / f"{module}.py").write_text(
+        THREAD_MODULE_SOURCE.format(name=thread_name, daemon=False)
+    )
+    app = tmp_path / "app" / "threaded_app.py"
+    app.parent.mkdir()
+    app.write_text(f"{APP_SOURCE}\nimport {module}  # noqa: E402,F401\n")
+    launch = make_launch(app, tmp_path / "data", "run-1", {"PYTHONPATH": str(library)})
+
+    async def scenario() -> None:
+        async with fork_fleet(launch) as fleet:
+            forked = await fleet.start_ready("runner-0")
+            assert parent_pid(forked.pid) != os.getpid()
+            await until(
+                lambda: any("became unsafe" in m for m in fork_server_messages(caplog)),
+                "the fork server's preload to find the thread",
+            )
+            execd = await fleet.start_ready("runner-1")
+            assert parent_pid(execd.pid) == os.getpid()
+            assert (await ask(execd))["runner_id"] == "runner-1"
+            assert (await ask(forked))["runner_id"] == "runner-0"
+            server = fleet.backend._fork_server
+        assert server is not None and server.process is not None
+        assert server.process.returncode == 0, server.process.returncode
+
+    with caplog.at_level(logging.INFO, logger="minifal.fleet"):
+        asyncio.run(scenario())
+    unsafe = [m for m in fork_server_messages(caplog) if "became unsafe" in m]
+    assert len(unsafe) == 1 and thread_name in unsafe[0], fork_server_messages(caplog)
+
+
+SLOW_IMPORT_SOURCE = '''"""Imported by the App's runners at once; in the fork server (no
+runner id), it says it has begun, then waits for the test's word (up to a minute)."""
+
+import os
+import pathlib
+import time
+
+if "MINIFAL_RUNNER_ID" not in os.environ:
+    pathlib.Path({begun!r}).touch()
+    deadline = time.monotonic() + 60.0
+    while not pathlib.Path({go_on!r}).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+'''
+
+
+def test_a_runner_that_exits_while_the_fork_server_preloads_is_reported_during_the_import(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fleet waits for a stopped runner's exit code before it hands its GPU on: the fork
+    server reports an exit in the middle of a preload's import (seconds, for torch), not
+    after it. Here the import waits until the test has seen the exit (bounded: it would wait
+    a minute otherwise, longer than the test waits for the exit)."""
+    library = tmp_path / "library"
+    library.mkdir()
+    begun, go_on = tmp_path / "import-begun", tmp_path / "import-go-on"
+    module = "fork_slow_library"
+    (library / f"{module}.py").write_text(
+        SLOW_IMPORT_SOURCE.format(begun=str(begun), go_on=str(go_on))
+    )
+    app = tmp_path / "app" / "slow_import_app.py"
+    app.parent.mkdir()
+    app.write_text(f"{APP_SOURCE}\nimport {module}  # noqa: E402,F401\n")
+    launch = make_launch(app, tmp_path / "data", "run-1", {"PYTHONPATH": str(library)})
+
+    async def scenario() -> None:
+        async with fork_fleet(launch) as fleet:
+            runner = await fleet.start_ready("runner-0")
+            assert parent_pid(runner.pid) != os.getpid()
+            try:
+                await until(begun.exists, "the fork server's import of the slow library")
+                runner.kill()
+                code = await asyncio.wait_for(runner.wait_exit(), EXIT_TIMEOUT_S / 2)
+                assert code == -signal.SIGKILL
+            finally:
+                go_on.touch()
+            await until(
+                lambda: any("more modules imported" in m for m in fork_server_messages(caplog)),
+                "the end of the preload",
+            )
+
+    with caplog.at_level(logging.INFO, logger="minifal.fleet"):
+        asyncio.run(scenario())

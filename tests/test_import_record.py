@@ -1,12 +1,14 @@
 """The pure parts of the fork server, in milliseconds and without processes: which modules a
 ready runner's record keeps (``library_modules``), how a record is written, read and named
 (``import_record.py``), whether the fleet uses a fork server (``MINIFAL_FORK_SERVER``), and
-what makes forking unsafe (``fork_hazards``) or fails to preload (``preload``)."""
+what makes forking unsafe (``fork_hazards``) or fails to preload (``preload``), and the fork
+server's preload asked by the fleet, step by step over a socket pair."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -18,7 +20,9 @@ import pytest
 
 from minifal.fleet.backends.local import fork_server_enabled
 from minifal.host import envs
-from minifal.runner.fork_server import fork_hazards, preload
+from minifal.runner import fork_server
+from minifal.runner.fork_safety import fork_hazards
+from minifal.runner.fork_server import ForkServer
 from minifal.runner.import_record import (
     RECORDS_DIR_NAME,
     library_modules,
@@ -26,6 +30,7 @@ from minifal.runner.import_record import (
     record_path,
     write_record,
 )
+from minifal.runner.imports_preload import preload
 
 STDLIB_DIR = str(Path(json.__file__).parent.parent)
 
@@ -288,3 +293,97 @@ def test_preload_imports_what_it_can_and_names_what_failed(import_dir: Path) -> 
     assert imported == 2
     assert failed == ["fork_preload_raises", "fork_preload_exits", "fork_preload_missing"]
     assert "fork_preload_ok" in sys.modules
+
+
+# -- the fork server's preload (its loop's steps, driven by hand over a socket pair) ---------------
+
+
+@pytest.fixture
+def control() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """The fleet's end and the server's end of a control socket."""
+    fleet, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with fleet, server:
+        fleet.settimeout(5.0)
+        yield fleet, server
+
+
+def answer(fleet: socket.socket) -> dict:
+    return json.loads(fleet.recv(1 << 20))
+
+
+def preload_all(server: ForkServer) -> None:
+    """What the server's loop does between messages while a preload runs."""
+    while server.preload is not None:
+        server.preload_step(server.preload)
+
+
+@pytest.mark.unit
+def test_a_preload_imports_what_the_record_adds_and_does_not_retry_what_failed(
+    import_dir: Path,
+    control: tuple[socket.socket, socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # This process's own threads (pytest's, other tests') are not what is tested here: the
+    # check itself is, with real threads, above and in test_fork_server.py.
+    monkeypatch.setattr(fork_server, "fork_hazards", lambda: [])
+    (import_dir / "fork_preload_new.py").write_text("VALUE = 1\n")
+    (import_dir / "fork_preload_raises.py").write_text("raise RuntimeError('at import')\n")
+    record = import_dir / "record.txt"
+    write_record(record, ["fork_preload_new", "fork_preload_raises", "json"])
+    fleet, end = control
+    server = ForkServer(end, record)
+
+    fleet.send(b'{"preload": true}')
+    assert server.receive()
+    assert server.preload is not None and "fork_preload_new" not in sys.modules  # not yet
+    preload_all(server)
+    first = answer(fleet)["preloaded"]
+    assert "fork_preload_new" in sys.modules
+    assert (first["imported"], first["failed"], first["hazards"]) == (
+        1,
+        ["fork_preload_raises"],
+        [],
+    )
+
+    fleet.send(b'{"preload": true}')
+    assert server.receive()
+    assert server.preload is None  # nothing left to import: answered at once
+    second = answer(fleet)["preloaded"]
+    assert (second["imported"], second["failed"], second["hazards"]) == (0, [], [])
+
+
+@pytest.mark.unit
+def test_a_start_during_a_preload_that_made_forking_unsafe_is_refused_and_ends_the_preload(
+    import_dir: Path,
+    control: tuple[socket.socket, socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A start between two imports of a preload checks again whether forking is safe; here an
+    import had started a thread (the check's answer stands in for it: a real thread would be
+    this test process's): nothing is forked, the preload ends with the hazard and the start
+    is refused."""
+    monkeypatch.setattr(fork_server, "fork_hazards", lambda: ["Python threads running: pool"])
+    for name in ("fork_preload_first", "fork_preload_second"):
+        (import_dir / f"{name}.py").write_text("VALUE = 1\n")
+    record = import_dir / "record.txt"
+    write_record(record, ["fork_preload_first", "fork_preload_second"])
+    fleet, end = control
+    server = ForkServer(end, record)
+    fleet.send(b'{"preload": true}')
+    assert server.receive()
+    assert server.preload is not None
+    server.preload_step(server.preload)  # the first module
+
+    read_end, write_end = os.pipe()
+    try:
+        socket.send_fds(fleet, [json.dumps({"start": "7", "args": []}).encode()], [write_end])
+        assert server.receive()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    preloaded = answer(fleet)["preloaded"]
+    assert preloaded["imported"] == 1 and "fork_preload_second" not in sys.modules
+    assert preloaded["hazards"] == ["Python threads running: pool"]
+    refused = answer(fleet)
+    assert refused["failed"] == "7" and "pool" in refused["error"], refused
+    assert server.preload is None and server.children == {}

@@ -4,10 +4,12 @@ real processes and a pretend GPU (``minifal run ... --gpus 0`` on a machine with
 pool hands GPU "0" out, the runner's ``CUDA_VISIBLE_DEVICES`` is set, and nothing uses it).
 
 Each answers with its app's name and its process id, so a caller sees which app answered and
-whether its runner was started afresh. ``setup()`` sleeps ``$ROTATION_SETUP_SECONDS`` (default
-0.5 s), standing in for loading a model.
+whether its runner was started afresh. ``setup()`` imports the modules named in
+``$ROTATION_IMPORTS`` (none by default) and sleeps ``$ROTATION_SETUP_SECONDS`` (default 0.5 s),
+standing in for a model's libraries and its loading.
 """
 
+import importlib
 import os
 import time
 
@@ -32,6 +34,8 @@ class RotationApp(fal.App):
     keep_alive = 300
 
     def setup(self) -> None:
+        for name in os.environ.get("ROTATION_IMPORTS", "").split():
+            importlib.import_module(name)
         time.sleep(float(os.environ.get("ROTATION_SETUP_SECONDS", "0.5")))
 
     @fal.endpoint("/")

@@ -8,18 +8,33 @@ them once per fleet: it imports the runner's server and every module the App's l
 runner had imported (``import_record.py``), then forks one child per runner, which starts at
 ``python -m minifal.runner``'s ``main()`` with those modules in place.
 
+The record may be empty or older than the App (the first fleet on an empty data dir, several
+Apps started together): then the first runners import for themselves. When one of them becomes
+ready the fleet asks the server to *preload*: it reads the record again and imports what it
+adds, so the runners forked after that start with it.
+
 Forking is safe only from a process with one Python thread that has not touched the GPU (the
 CUDA driver does not survive a fork). After its imports the server checks both; when either
 fails it says so in its ready message and the fleet starts runners with plain ``exec`` instead.
+After a preload that made forking unsafe it says so in its answer, refuses further starts and
+stays, for the children it has, until the fleet hangs up.
 
 The fleet talks to it over a ``SOCK_SEQPACKET`` unix socket (``--control-fd``), one JSON
 message per packet:
 
 - server -> fleet: ``{"ready": {...}}`` once; ``{"started": ID, "pid": P}`` or
   ``{"failed": ID, "error": E}`` per start; ``{"exited": P, "code": C}`` (negative: the signal)
-  when a child exits.
+  when a child exits; ``{"preloaded": {"imported": N, "failed": [...], "seconds": S,
+  "hazards": [...]}}`` per preload (``imported``: the record's modules it did not have before).
 - fleet -> server: ``{"start": ID, "args": [...], "env": {...}, "cwd": D, "death_signal": S}``,
-  with the child's stdout and stderr attached as a file descriptor (``SCM_RIGHTS``).
+  with the child's stdout and stderr attached as a file descriptor (``SCM_RIGHTS``);
+  ``{"preload": true}``.
+
+A preload runs one recorded module at a time between the loop's other work (``Preload``), so
+starts are served while it runs: a start waits for at most the import in progress (that wait
+is bounded by one module, and what it buys is the module), and its child imports what the
+server has not yet, as without a preload. A child that exits during an import is reported at
+once (``SIGCHLD``), not after it: the fleet's switch to another App waits for that exit.
 
 Each child gets its own session, the fleet's death signal (sent when this server dies), the
 environment it was sent and the output descriptor. When the fleet closes the socket the server
@@ -31,10 +46,9 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import ctypes
-import importlib
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -43,6 +57,7 @@ import threading
 import time
 import traceback
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from minifal.compiled import torch_internals
@@ -50,30 +65,16 @@ from minifal.host import envs
 from minifal.host.collector import freeze_survivors
 from minifal.host.data_dir import activate_data_dir
 from minifal.host.parent_death import die_with_parent
+from minifal.runner.fork_safety import fork_hazards
 from minifal.runner.import_record import read_record
+from minifal.runner.imports_preload import Preload, preload
 from minifal.runner_contract import adopt_environment, export_to_process
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-CUDA_DRIVER = "libcuda.so.1"
 NVML_CUDA_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
-CUDA_ERROR_NOT_INITIALIZED = 3
 CLOSE_WAIT_SECONDS = 5.0
 """How long the server waits for its children after the fleet hangs up (they get the fleet's
 death signal when it exits)."""
-
-
-def preload(names: list[str]) -> tuple[int, list[str]]:
-    """Import ``names``; the number imported and those that failed (skipped: the runner will
-    import what it needs itself)."""
-    failed = []
-    for name in names:
-        if name in sys.modules:
-            continue
-        try:
-            importlib.import_module(name)
-        except (Exception, SystemExit):
-            failed.append(name)
-    return len(names) - len(failed), failed
 
 
 def prime_file_hashes() -> list[str]:
@@ -93,46 +94,6 @@ def prime_file_hashes() -> list[str]:
         else:
             primed.append("triton_key")
     return primed
-
-
-def fork_hazards() -> list[str]:
-    """Why forking this process now would be unsafe; empty when it is safe."""
-    hazards = []
-    current = threading.current_thread()
-    others = [thread.name for thread in threading.enumerate() if thread is not current]
-    if others:
-        hazards.append(f"Python threads running: {', '.join(others)}")
-    if cuda_driver_initialized():
-        hazards.append("the CUDA driver was initialized by an import")
-    elif torch_cuda_poisoned():
-        hazards.append("torch would refuse CUDA in a child (an import asked torch.cuda)")
-    return hazards
-
-
-def cuda_driver_initialized() -> bool:
-    """Whether ``cuInit`` ran here. The driver library loaded is harmless (``RTLD_NOLOAD``
-    finds it without loading it); asked for the device count before ``cuInit`` it answers
-    CUDA_ERROR_NOT_INITIALIZED, and initializes nothing."""
-    try:
-        driver = ctypes.CDLL(CUDA_DRIVER, mode=os.RTLD_NOLOAD)
-    except OSError:
-        return False  # not loaded
-    count = ctypes.c_int(0)
-    return driver.cuDeviceGetCount(ctypes.byref(count)) != CUDA_ERROR_NOT_INITIALIZED
-
-
-def torch_cuda_poisoned() -> bool:
-    """Whether a child forked now would find torch's CUDA refused ("Cannot re-initialize CUDA
-    in forked subprocess"): asked of a probe child, since only a child can tell."""
-    if "torch" not in sys.modules:
-        return False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:
-        os._exit(1 if torch_internals.cuda_in_bad_fork() else 0)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) != 0
 
 
 def run_child(args: list[str]) -> int:
@@ -163,26 +124,41 @@ def run_child(args: list[str]) -> int:
 
 
 class ForkServer:
-    """The server's loop: start children on request, report their exits."""
+    """The server's loop: start children on request, report their exits, preload between."""
 
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(
+        self, control: socket.socket, record: Path | None = None, failed: Iterable[str] = ()
+    ) -> None:
         self.control = control
+        self.record = record
+        """The record of imports that a preload reads again."""
         self.selector = selectors.DefaultSelector()
         self.children: dict[int, int] = {}  # pid -> its pidfd
         self.selector.register(control, selectors.EVENT_READ)
+        self.preload: Preload | None = None
+        self.preloads_asked = 0
+        """Preloads asked while one ran: each runs (and is answered) after it."""
+        self.unsafe: list[str] = []
+        """Why forking became unsafe (a preload's import); no child is forked after."""
+        self.checked = True
+        """Whether ``fork_hazards()`` ran since the last import."""
+        self.failed_imports = set(failed)  # not tried again
 
     def send(self, message: dict) -> None:
         self.control.sendall(json.dumps(message).encode())
 
     def serve(self) -> None:
         while True:
-            for key, _ in self.selector.select():
+            # While a preload runs, the loop only looks for messages and exits between imports.
+            for key, _ in self.selector.select(0 if self.preload is not None else None):
                 if key.fileobj is self.control:
                     if not self.receive():
                         self.close()
                         return
                 else:
                     self.reap(key.data)
+            if self.preload is not None:
+                self.preload_step(self.preload)
 
     def receive(self) -> bool:
         """Handle one message from the fleet; False once it has hung up."""
@@ -193,10 +169,20 @@ class ForkServer:
         if not data:
             return False
         request = json.loads(data)
+        if "preload" in request:
+            for fd in fds:
+                os.close(fd)
+            self.preloads_asked += 1
+            if self.preload is None:
+                self.begin_preload()
+            return True
         if not fds:
             self.send({"failed": request.get("start"), "error": "no output descriptor"})
             return True
         try:
+            if not self.safe_to_fork():
+                self.send({"failed": request["start"], "error": self.unsafe_reason()})
+                return True
             pid = self.fork(request, fds[0])
         except OSError as error:
             self.send({"failed": request.get("start"), "error": str(error)})
@@ -205,6 +191,73 @@ class ForkServer:
         finally:
             os.close(fds[0])
         return True
+
+    def safe_to_fork(self) -> bool:
+        """Whether a child may be forked now: checked again after a preload's imports."""
+        if not self.checked and not self.unsafe:
+            self.unsafe = fork_hazards()
+            self.checked = True
+            if self.unsafe and self.preload is not None:
+                self.finish_preload(self.preload)  # no child will use the rest
+        return not self.unsafe
+
+    def unsafe_reason(self) -> str:
+        return f"forking became unsafe: {'; '.join(self.unsafe)}"
+
+    def begin_preload(self) -> None:
+        """Start the next preload asked: the recorded modules not imported (or failed) yet."""
+        self.preloads_asked -= 1
+        recorded = read_record(self.record) if self.record is not None else []
+        names = [
+            name for name in recorded if name not in sys.modules and name not in self.failed_imports
+        ]
+        preload = Preload(names)
+        if names and not self.unsafe:
+            self.preload = preload
+        else:
+            self.send({"preloaded": preload.result(self.unsafe)})
+
+    def preload_step(self, preload: Preload) -> None:
+        with self.reaping_on_exit():
+            imported = preload.step()
+        if imported:
+            self.checked = False
+        if preload.done:
+            self.finish_preload(preload)
+
+    @contextlib.contextmanager
+    def reaping_on_exit(self) -> Iterator[None]:
+        """While an import runs, report each child that exits from a ``SIGCHLD`` handler (the
+        loop's own reaping waits for the import's end). The handler runs only here, between two
+        of the import's bytecodes, never inside the loop; it reaps our children only (an
+        import's own subprocesses are left to it), and interrupted system calls restart."""
+        previous = signal.signal(signal.SIGCHLD, lambda _signum, _frame: self.reap_exited())
+        signal.siginterrupt(signal.SIGCHLD, False)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGCHLD, previous)
+
+    def reap_exited(self) -> None:
+        """Reap and report the children that have exited, without waiting for any."""
+        pids = {pidfd: pid for pid, pidfd in self.children.items()}
+        if pids:
+            exited, _, _ = select.select(list(pids), [], [], 0)
+            for pidfd in exited:
+                self.reap(pids[pidfd])
+
+    def finish_preload(self, preload: Preload) -> None:
+        """Answer the preload (after checking that forking is still safe); start the next."""
+        self.preload = None
+        self.failed_imports.update(preload.failed)
+        if preload.failed:
+            print(f"fork server: not imported: {', '.join(preload.failed)}", file=sys.stderr)
+        prime_file_hashes()  # Triton's, when the preload brought Triton
+        self.safe_to_fork()
+        self.send({"preloaded": preload.result(self.unsafe)})
+        sys.stderr.flush()
+        if self.preloads_asked:
+            self.begin_preload()
 
     def fork(self, request: dict, output: int) -> int:
         for stream in (sys.stdout, sys.stderr):
@@ -290,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     if failed:  # the fork server's log (the run dir's fork-server.log)
         print(f"fork server: not imported: {', '.join(failed)}", file=sys.stderr, flush=True)
     hazards = fork_hazards()
-    server = ForkServer(control)
+    server = ForkServer(control, Path(args.imports) if args.imports else None, failed)
     server.send(
         {
             "ready": {
@@ -302,13 +355,13 @@ def main(argv: list[str] | None = None) -> int:
             }
         }
     )
-    if hazards:
-        # An import's thread (not a daemon, maybe) must not keep this process alive.
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        os._exit(0)
-    server.serve()
-    return 0
+    if not hazards:
+        server.serve()
+    # An import's thread (not a daemon, maybe; a preload's too, found or not) must not keep this
+    # process alive: it leaves without joining threads.
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

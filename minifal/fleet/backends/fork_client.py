@@ -5,6 +5,12 @@ A forked runner is a child of the fork server, not of the gateway, so ``ForkedPr
 in for ``asyncio.subprocess.Process``: its pid, its output (a pipe the gateway made and the
 child writes to), signals sent by pid, and its exit, seen through a pidfd here and with the code
 the fork server reports.
+
+Each time a runner becomes ready it has just written the record of its imports
+(``runner/server.py`` writes it before it answers ready); when the record changed since the
+server read it, the client asks the server to preload what it adds (one preload at a time), so
+that runners forked later start with it. The first fleet on an empty data dir, and every App
+but the first of a multi-app gateway, start their fork server before any record exists.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +34,14 @@ logger = logging.getLogger("minifal.fleet")
 READY_TIMEOUT_SECONDS = 300.0
 """How long the fork server may take to import what the App's runners import; past it, the
 fleet execs runners as before."""
+PRELOAD_TIMEOUT_SECONDS = READY_TIMEOUT_SECONDS
+"""How long a preload may take; past it, the fleet execs runners (the server may be stuck in an
+import)."""
 REPLY_TIMEOUT_SECONDS = 10.0
 EXIT_CODE_TIMEOUT_SECONDS = 5.0
-"""How long after a child is gone its exit code may take to arrive."""
+"""How long after a child is gone its exit code may take to arrive (while the server preloads,
+up to ``PRELOAD_TIMEOUT_SECONDS``: it reports exits during an import, but a long call into a
+native library delays its handler)."""
 UNKNOWN_EXIT_CODE = 255
 """A forked runner's code when its fork server died before it could report it."""
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -43,11 +55,18 @@ class ForkedProcess:
     """A runner forked by the fork server, with the parts of ``asyncio.subprocess.Process``
     that ``LocalRunnerProcess`` uses."""
 
-    def __init__(self, pid: int, stdout: asyncio.StreamReader, code: asyncio.Future[int]) -> None:
+    def __init__(
+        self,
+        pid: int,
+        stdout: asyncio.StreamReader,
+        code: asyncio.Future[int],
+        code_timeout: Callable[[], float],
+    ) -> None:
         self.pid = pid
         self.stdout = stdout
         self._returncode: int | None = None
         self._code = code
+        self._code_timeout = code_timeout
         loop = asyncio.get_running_loop()
         self._gone = loop.create_future()
         try:
@@ -77,7 +96,7 @@ class ForkedProcess:
         if self.returncode is None:
             await asyncio.shield(self._gone)
             try:
-                await asyncio.wait_for(asyncio.shield(self._code), EXIT_CODE_TIMEOUT_SECONDS)
+                await asyncio.wait_for(asyncio.shield(self._code), self._code_timeout())
             except (TimeoutError, ForkServerUnavailable):
                 logger.warning("runner pid %d: exit code unknown (fork server gone)", self.pid)
                 self._returncode = UNKNOWN_EXIT_CODE
@@ -94,9 +113,16 @@ class ForkServerClient:
     """One fork server for one fleet's runners (the same App, the same base environment)."""
 
     def __init__(
-        self, imports_record: Path, env: dict[str, str], log_file: Path, death_signal: int
+        self,
+        imports_record: Path,
+        env: dict[str, str],
+        log_file: Path,
+        death_signal: int,
+        app: str = "the app",
     ) -> None:
         self.imports_record = imports_record
+        self.app = app
+        """Whose runners it forks, for its log lines."""
         self.env = env
         self.log_file = log_file
         self.death_signal = death_signal
@@ -108,16 +134,31 @@ class ForkServerClient:
         self._reader: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[bool] | None = None
         self._next_id = 0
+        self._record_read: tuple[int, int] | None = None
+        """The record as the server last read it (its mtime and size)."""
+        self._preloading: asyncio.Task[None] | None = None
+        self._preloaded: asyncio.Future[dict[str, Any]] | None = None
+        self._preload_again = False
+        self._unsafe: str | None = None
+        """Why runners are no longer forked after a preload (forking unsafe, or it hung)."""
 
     async def usable(self) -> bool:
         """Start the server once (every caller waits for the same start); whether runners can
         be forked from it."""
         if self._starting is None:
             self._starting = asyncio.create_task(self._start(), name="fork-server-start")
-        return await asyncio.shield(self._starting)
+        return await asyncio.shield(self._starting) and self._unsafe is None
+
+    def _record_state(self) -> tuple[int, int] | None:
+        try:
+            stat = self.imports_record.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
 
     async def _start(self) -> bool:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._record_read = self._record_state()  # before the server reads it
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with theirs, self.log_file.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
@@ -173,7 +214,8 @@ class ForkServerClient:
         except (OSError, ValueError) as exc:
             error = ForkServerUnavailable(f"the fork server's connection failed: {exc}")
         finally:
-            for future in (self._ready, *self._replies.values(), *self._exit_codes.values()):
+            waiting = (self._ready, self._preloaded, *self._replies.values())
+            for future in (*waiting, *self._exit_codes.values()):
                 if future is not None and not future.done():
                     future.set_exception(error)
                     future.exception()  # retrieved: nobody may be waiting for it
@@ -181,9 +223,15 @@ class ForkServerClient:
     def _dispatch(self, message: dict[str, Any]) -> None:
         if "ready" in message and self._ready is not None and not self._ready.done():
             self._ready.set_result(message["ready"])
+        elif "preloaded" in message:
+            if self._preloaded is not None and not self._preloaded.done():
+                self._preloaded.set_result(message["preloaded"])
         elif "started" in message:
             future = self._replies.pop(message["started"], None)
-            if future is not None and not future.done():
+            if future is not None and future.cancelled():  # its spawn() gave up: nobody's
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(message["pid"], signal.SIGKILL)
+            elif future is not None and not future.done():
                 future.set_result(message["pid"])
         elif "failed" in message:
             future = self._replies.pop(message["failed"], None)
@@ -224,7 +272,7 @@ class ForkServerClient:
         finally:
             os.close(write_end)
         try:
-            pid = await asyncio.wait_for(reply, REPLY_TIMEOUT_SECONDS)
+            pid = await asyncio.wait_for(reply, self._reply_timeout())
         except BaseException:
             os.close(read_end)
             raise
@@ -232,10 +280,79 @@ class ForkServerClient:
         await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(stdout), os.fdopen(read_end, "rb", 0)
         )
-        return ForkedProcess(pid, stdout, self._exit_code(pid))
+        return ForkedProcess(pid, stdout, self._exit_code(pid), self._exit_code_timeout)
+
+    def _preload_running(self) -> bool:
+        return self._preloading is not None and not self._preloading.done()
+
+    def _reply_timeout(self) -> float:
+        """How long the answer to a start may take: while a preload runs, the server answers
+        between two imports, and one import may take seconds (torch's)."""
+        return PRELOAD_TIMEOUT_SECONDS if self._preload_running() else REPLY_TIMEOUT_SECONDS
+
+    def _exit_code_timeout(self) -> float:
+        return PRELOAD_TIMEOUT_SECONDS if self._preload_running() else EXIT_CODE_TIMEOUT_SECONDS
+
+    def runner_ready(self) -> None:
+        """A runner became ready (its record of imports written): when the record changed
+        since the server read it, have the server preload what it adds."""
+        if self._starting is None or not self._starting.done() or self._unsafe is not None:
+            return
+        if self._starting.cancelled() or self._starting.exception() or not self._starting.result():
+            return
+        if self._preload_running():
+            self._preload_again = True  # the record may change once more meanwhile
+        elif self._record_state() != self._record_read:
+            self._preloading = asyncio.create_task(self._preload(), name="fork-server-preload")
+
+    async def _preload(self) -> None:
+        """Preloads until the record no longer changes; on a hazard or a hung preload, later
+        runners are exec'd (those forked already run on)."""
+        assert self._control is not None
+        while True:
+            self._preload_again = False
+            self._record_read = self._record_state()  # before the server reads it
+            self._preloaded = asyncio.get_running_loop().create_future()
+            try:
+                self._control.send(json.dumps({"preload": True}).encode())
+                result = await asyncio.wait_for(
+                    asyncio.shield(self._preloaded), PRELOAD_TIMEOUT_SECONDS
+                )
+            except (OSError, TimeoutError, ForkServerUnavailable) as error:
+                self._unsafe = f"its preload failed: {str(error) or 'not done in time'}"
+                logger.warning("fork server of %s: %s", self.app, self._unsafe)
+                return
+            finally:
+                self._preloaded = None
+            self._log_preload(result)
+            if result["hazards"]:
+                self._unsafe = "; ".join(result["hazards"])
+                return
+            if not self._preload_again or self._record_state() == self._record_read:
+                return
+
+    def _log_preload(self, result: dict[str, Any]) -> None:
+        failed = f" ({len(result['failed'])} failed)" if result["failed"] else ""
+        logger.info(
+            "fork server of %s: %d more modules imported in %.1f s%s",
+            self.app,
+            result["imported"],
+            result["seconds"],
+            failed,
+        )
+        if result["hazards"]:
+            logger.warning(
+                "fork server of %s: forking became unsafe (%s): later runners start without it",
+                self.app,
+                "; ".join(result["hazards"]),
+            )
 
     async def close(self) -> None:
         """Hang up; the server waits a little for its children, then exits (bounded here too)."""
+        if self._preloading is not None:
+            self._preloading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._preloading
         if self._control is not None:
             with contextlib.suppress(OSError):
                 self._control.shutdown(socket.SHUT_RDWR)

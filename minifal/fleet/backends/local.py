@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -135,6 +136,7 @@ class LocalRunnerBackend:
                 shared,
                 self.launch.run_dir / "fork-server.log",
                 self.parent_death_signal,
+                self.launch.app_reference,
             )
         return self._fork_server
 
@@ -194,6 +196,8 @@ class LocalRunnerBackend:
             self.node,
             None if unix_socket is None else str(unix_socket),
             self.on_request_log,
+            # its record of imports is written by then: the fork server may import what it adds
+            None if self._fork_server is None else self._fork_server.runner_ready,
         )
 
 
@@ -213,9 +217,12 @@ class LocalRunnerProcess:
         node: str = LOCAL_NODE,
         unix_path: str | None = None,
         on_request_log: RequestLogSink | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.runner_id = runner_id
         self.on_request_log = on_request_log
+        self.on_ready = on_ready
+        """Called when it answers ready."""
         self.process = process
         self.port = port
         self.started_at = started_at
@@ -290,6 +297,8 @@ class LocalRunnerProcess:
                 with contextlib.suppress(httpx.HTTPError):
                     response = await client.get(f"{self.url}{READY_PATH}")
                     if response.status_code == 200:
+                        if self.on_ready is not None:
+                            self.on_ready()
                         self._background_report = asyncio.create_task(
                             self._report_background_work(time.time()),
                             name=f"{self.runner_id}-background-progress",
