@@ -49,7 +49,9 @@ def gpu_memory_of(pid: int) -> int:
 
 
 def test_an_idle_runner_is_suspended_and_a_request_resumes_it(tmp_path: Path) -> None:
-    suspending = start_fleet(APP, tmp_path, workers=None, extra_args=("--suspend", "on"))
+    suspending = start_fleet(
+        f"{APP}::Suspendable", tmp_path, workers=None, extra_args=("--suspend", "on")
+    )
     with suspending as fleet, fleet.client(timeout=300.0) as client:
         first = client.post("/", json={"seed": 3})
         assert first.status_code == 200, first.text
