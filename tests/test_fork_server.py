@@ -548,6 +548,18 @@ def test_a_fork_server_started_before_any_record_imports_what_the_first_ready_ru
     assert not any("unsafe" in m for m in fork_server_messages(caplog))
 
 
+def app_importing_library(tmp_path: Path, module: str, source: str) -> RunnerLaunch:
+    """A launch of an App whose file imports ``module`` (written from ``source`` into a library
+    dir on the runners' ``PYTHONPATH``), on an empty data dir: nothing recorded yet."""
+    library = tmp_path / "library"
+    library.mkdir()
+    (library / f"{module}.py").write_text(source)
+    app = tmp_path / "app" / f"{module}_app.py"
+    app.parent.mkdir()
+    app.write_text(f"{APP_SOURCE}\nimport {module}  # noqa: E402,F401\n")
+    return make_launch(app, tmp_path / "data", "run-1", {"PYTHONPATH": str(library)})
+
+
 def test_a_preloaded_import_that_starts_a_thread_makes_the_fleet_exec_later_runners(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -555,17 +567,10 @@ def test_a_preloaded_import_that_starts_a_thread_makes_the_fleet_exec_later_runn
     forked (nothing recorded yet), and the preload of what it recorded makes forking unsafe.
     The runner forked before answers on; the next is the fleet's own child; the fork server
     leaves on its own when the fleet closes it, the library's thread notwithstanding."""
-    library = tmp_path / "library"
-    library.mkdir()
-    module = "fork_hazard_library"
     thread_name = "library-pool-worker"
-    (library / f"{module}.py").write_text(
-        THREAD_MODULE_SOURCE.format(name=thread_name, daemon=False)
+    launch = app_importing_library(
+        tmp_path, "fork_hazard_library", THREAD_MODULE_SOURCE.format(name=thread_name, daemon=False)
     )
-    app = tmp_path / "app" / "threaded_app.py"
-    app.parent.mkdir()
-    app.write_text(f"{APP_SOURCE}\nimport {module}  # noqa: E402,F401\n")
-    launch = make_launch(app, tmp_path / "data", "run-1", {"PYTHONPATH": str(library)})
 
     async def scenario() -> None:
         async with fork_fleet(launch) as fleet:
@@ -611,17 +616,10 @@ def test_a_runner_that_exits_while_the_fork_server_preloads_is_reported_during_t
     server reports an exit in the middle of a preload's import (seconds, for torch), not
     after it. Here the import waits until the test has seen the exit (bounded: it would wait
     a minute otherwise, longer than the test waits for the exit)."""
-    library = tmp_path / "library"
-    library.mkdir()
     begun, go_on = tmp_path / "import-begun", tmp_path / "import-go-on"
-    module = "fork_slow_library"
-    (library / f"{module}.py").write_text(
-        SLOW_IMPORT_SOURCE.format(begun=str(begun), go_on=str(go_on))
+    launch = app_importing_library(
+        tmp_path, "fork_slow_library", SLOW_IMPORT_SOURCE.format(begun=str(begun), go_on=str(go_on))
     )
-    app = tmp_path / "app" / "slow_import_app.py"
-    app.parent.mkdir()
-    app.write_text(f"{APP_SOURCE}\nimport {module}  # noqa: E402,F401\n")
-    launch = make_launch(app, tmp_path / "data", "run-1", {"PYTHONPATH": str(library)})
 
     async def scenario() -> None:
         async with fork_fleet(launch) as fleet:
