@@ -5,11 +5,12 @@ in milliseconds and without processes."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from fleet_fakes import FakeBackend, states, supervisor, until
 
-from minifal.fleet.runner import RunnerState
+from minifal.fleet.runner import Runner, RunnerState
 from minifal.fleet.supervisor import TERMINATED_KEPT, failure_backoff
 
 pytestmark = pytest.mark.unit
@@ -176,3 +177,12 @@ def test_finished_runners_are_forgotten_beyond_the_last_few() -> None:
         await fleet.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_runner_drained_for_good_says_why_even_if_its_exit_is_not_seen(tmp_path: Path) -> None:
+    """A runner of a failed revision stopped during its setup: ``minifal runners`` says why,
+    whichever way its lifecycle ends (found flaky in tests/test_revision_processes.py)."""
+    runner = Runner("runner-0", [], tmp_path / "events.jsonl")
+    runner.draining("revision r2-abc failed")
+    assert runner.state == RunnerState.DRAINING
+    assert runner.last_exit_reason == "revision r2-abc failed"

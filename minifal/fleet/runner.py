@@ -284,6 +284,7 @@ class Runner:
         new requests from now on (DRAINING)."""
         self.retiring = True
         self.stop_reason = reason
+        self.last_exit_reason = reason  # as stopping(): said even if its exit is not seen
         self._record(RunnerState.DRAINING)
 
     def terminated(self) -> None:
