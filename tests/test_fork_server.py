@@ -152,8 +152,18 @@ def app_file(tmp_path: Path) -> Path:
 
 
 def make_launch(
-    app_file: Path, data_dir: Path, run_id: str, extra_env: dict[str, str] | None = None
+    app_file: Path,
+    data_dir: Path,
+    run_id: str,
+    extra_env: dict[str, str] | None = None,
+    ran_before: bool = True,
 ) -> RunnerLaunch:
+    """A launch of ``app_file`` on ``data_dir``. ``ran_before``: the data dir has a record of
+    its runners' imports (a stdlib module, where none is there), so the fleet waits for the fork
+    server and forks; on an empty data dir the first runners are exec'd beside its start."""
+    record = record_path(data_dir, str(app_file))
+    if ran_before and not record.exists():
+        write_record(record, ["json"])
     return RunnerLaunch(
         app_reference=str(app_file),
         data_dir=data_dir,
@@ -347,6 +357,7 @@ def test_a_killed_gateway_leaves_neither_fork_server_nor_runner_behind(
     death signal, SIGTERM here)."""
     script = tmp_path / "gateway.py"
     script.write_text(GATEWAY_SCRIPT)
+    write_record(record_path(tmp_path / "data", str(app_file)), ["json"])  # it waits, and forks
     report = tmp_path / "report.json"
     log_path = tmp_path / "gateway.log"
     with log_path.open("wb") as log:
@@ -523,19 +534,22 @@ def test_a_preloaded_library_sees_the_data_dirs_hf_home_as_in_an_execd_runner(
 def test_a_fork_server_started_before_any_record_imports_what_the_first_ready_runner_recorded(
     app_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An empty data dir: the first runner imports the App's modules itself; once it is ready
-    the fork server imports what it recorded, and the next runner is forked with them."""
+    """An empty data dir: the first runner is exec'd at once (the fork server, with nothing to
+    import yet, starts beside it) and imports the App's modules itself; once it is ready the
+    fork server imports what it recorded, and the next runner is forked with them."""
+    launch = make_launch(app_file, tmp_path / "data", "run-1", ran_before=False)
 
     async def scenario() -> None:
-        async with fork_fleet(make_launch(app_file, tmp_path / "data", "run-1")) as fleet:
+        async with fork_fleet(launch) as fleet:
             first = await fleet.start_ready("runner-0")
+            assert parent_pid(first.pid) == os.getpid()  # exec'd: no wait for the server
             assert (await ask(first))["probe_preloaded"] is False
             await until(
                 lambda: any("more modules imported" in m for m in fork_server_messages(caplog)),
                 "the fork server's preload",
             )
             second = await fleet.start_ready("runner-1")
-            assert parent_pid(second.pid) == parent_pid(first.pid) != os.getpid()  # forked
+            assert parent_pid(second.pid) != os.getpid()  # forked
             answer = await ask(second)
             assert answer["runner_id"] == "runner-1"
             assert answer["probe_preloaded"] is True
@@ -550,7 +564,7 @@ def test_a_fork_server_started_before_any_record_imports_what_the_first_ready_ru
 
 def app_importing_library(tmp_path: Path, module: str, source: str) -> RunnerLaunch:
     """A launch of an App whose file imports ``module`` (written from ``source`` into a library
-    dir on the runners' ``PYTHONPATH``), on an empty data dir: nothing recorded yet."""
+    dir on the runners' ``PYTHONPATH``); the data dir's record does not list it yet."""
     library = tmp_path / "library"
     library.mkdir()
     (library / f"{module}.py").write_text(source)

@@ -142,12 +142,29 @@ class ForkServerClient:
         self._unsafe: str | None = None
         """Why runners are no longer forked after a preload (forking unsafe, or it hung)."""
 
+    def start(self) -> None:
+        """Start the server in the background, once (``usable()`` waits for that start)."""
+        if self._starting is None:
+            self._starting = asyncio.create_task(self._start(), name="fork-server-start")
+
     async def usable(self) -> bool:
         """Start the server once (every caller waits for the same start); whether runners can
         be forked from it."""
-        if self._starting is None:
-            self._starting = asyncio.create_task(self._start(), name="fork-server-start")
+        self.start()
+        assert self._starting is not None
         return await asyncio.shield(self._starting) and self._unsafe is None
+
+    @property
+    def up(self) -> bool:
+        """Whether runners can be forked from it now, without waiting for its start."""
+        started = self._starting
+        if started is None or not started.done() or started.cancelled():
+            return False
+        return started.exception() is None and started.result() and self._unsafe is None
+
+    def has_record(self) -> bool:
+        """Whether its app's runners have recorded imports for it to make at its start."""
+        return self._record_state() is not None
 
     def _record_state(self) -> tuple[int, int] | None:
         try:
@@ -333,7 +350,10 @@ class ForkServerClient:
 
     def _log_preload(self, result: dict[str, Any]) -> None:
         failed = f" ({len(result['failed'])} failed)" if result["failed"] else ""
-        logger.info(
+        # A record rewritten with nothing new (a forked runner's differs from an exec'd one's
+        # by what the server had imported) is not news.
+        log = logger.info if result["imported"] or result["failed"] else logger.debug
+        log(
             "fork server of %s: %d more modules imported in %.1f s%s",
             self.app,
             result["imported"],
@@ -349,6 +369,10 @@ class ForkServerClient:
 
     async def close(self) -> None:
         """Hang up; the server waits a little for its children, then exits (bounded here too)."""
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()  # a start in the background: its process is stopped below
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starting
         if self._preloading is not None:
             self._preloading.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -11,7 +11,10 @@ prefixed with ``[runner-id]``, to the gateway's console.
 With ``fork_server`` (the gateway's own backend, ``$MINIFAL_FORK_SERVER``), runners are forked
 from one process per fleet that has already imported what the App's runners import
 (``minifal/runner/fork_server.py``, ``fork_client.py``); where that server cannot be used the
-backend execs runners as above.
+backend execs runners as above. On an empty data dir the server has nothing to import yet, so a
+runner does not wait for its start (1.6-2.7 s of an H100 host's slow interpreter start and
+imports): it is exec'd, and the server starts beside it for later runners, importing what the
+first ready runner recorded (its preload).
 """
 
 from __future__ import annotations
@@ -145,7 +148,7 @@ class LocalRunnerBackend:
     ) -> asyncio.subprocess.Process | ForkedProcess:
         """Fork the runner from the fork server when it is up, else exec it."""
         client = self._fork_server
-        if client is not None and await client.usable():
+        if client is not None and client.up:
             try:
                 return await client.spawn(arguments, env, os.getcwd())
             except ForkServerUnavailable as error:
@@ -173,7 +176,13 @@ class LocalRunnerBackend:
         env = self._environment(launch, runner_id, gpus)
         launch.run_dir.mkdir(parents=True, exist_ok=True)
         if self.fork_server:
-            await self._fork_server_client(env).usable()  # its imports are not the runner's time
+            client = self._fork_server_client(env)
+            if client.has_record():
+                await client.usable()  # its imports are not the runner's time
+            else:
+                # Nothing recorded to import yet (an empty data dir): this runner is exec'd
+                # now rather than after the server's own start, which goes on beside it.
+                client.start()
         unix_socket = (
             runner_socket_path(launch.run_dir, runner_id, port) if self.unix_sockets else None
         )
