@@ -72,6 +72,8 @@ def test_two_apps_one_gateway_each_at_its_path_with_its_queue(tmp_path: Path) ->
     assert [app["app"] for app in run["apps"]] == ["first-app", "second-app"]
     queues = fleet.data_dir / "queue" / "apps"
     assert sorted(path.name for path in queues.iterdir()) == ["first-app", "second-app"]
+    fork_server_logs = sorted(path.name for path in run_dirs[0].glob("*fork-server.log"))
+    assert fork_server_logs == ["first-app-fork-server.log", "second-app-fork-server.log"]
 
 
 def test_a_deploy_of_one_app_changes_its_answers_and_not_the_others(tmp_path: Path) -> None:

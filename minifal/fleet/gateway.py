@@ -177,8 +177,12 @@ class Gateway:
             if options.suspend == "on":
                 logger.warning("suspend: local runners only; idle runners on Ray are stopped")
         elif backend is None:
+            app_prefix = options.runner_prefix.removesuffix("runner")  # "" or "<app>-"
             backend = LocalRunnerBackend(
-                launch, fork_server=fork_server_enabled(), on_request_log=self.request_logs.add
+                launch,
+                fork_server=fork_server_enabled(),
+                on_request_log=self.request_logs.add,
+                fork_server_log=f"{app_prefix}fork-server.log",
             )
             suspender = choose_suspender(options.suspend, launch.use_gpus)
         self.scaling = dataclasses.replace(options.scaling, suspend=suspender is not None)

@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     imported, failed = preload(names)
     primed = prime_file_hashes()
-    if failed:  # the fork server's log (the run dir's fork-server.log)
+    if failed:  # the fork server's log (fork-server.log in the run dir; <app>-fork-server.log)
         print(f"fork server: not imported: {', '.join(failed)}", file=sys.stderr, flush=True)
     hazards = fork_hazards()
     server = ForkServer(control, Path(args.imports) if args.imports else None, failed)

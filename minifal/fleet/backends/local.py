@@ -101,6 +101,7 @@ class LocalRunnerBackend:
         unix_sockets: bool = True,
         fork_server: bool = False,
         on_request_log: RequestLogSink | None = None,
+        fork_server_log: str = "fork-server.log",
     ) -> None:
         self.launch = launch
         self.on_request_log = on_request_log
@@ -111,6 +112,8 @@ class LocalRunnerBackend:
         self.unix_sockets = unix_sockets
         """Also listen on a unix socket in the run dir (the gateway's machine only)."""
         self.fork_server = fork_server
+        self.fork_server_log = fork_server_log
+        """Its file in the run dir (each app of a gateway has its own server)."""
         self._fork_server: ForkServerClient | None = None
 
     def _environment(self, launch: RunnerLaunch, runner_id: str, gpus: list[str]) -> dict[str, str]:
@@ -137,7 +140,7 @@ class LocalRunnerBackend:
             self._fork_server = ForkServerClient(
                 record_path(self.launch.data_dir, self.launch.app_reference),
                 shared,
-                self.launch.run_dir / "fork-server.log",
+                self.launch.run_dir / self.fork_server_log,
                 self.parent_death_signal,
                 self.launch.app_reference,
             )
