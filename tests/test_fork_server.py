@@ -28,7 +28,7 @@ import pytest
 from conftest import clean_env
 
 from minifal.fleet.backends.base import RunnerLaunch
-from minifal.fleet.backends.fork_client import UNKNOWN_EXIT_CODE
+from minifal.fleet.backends.fork_client import UNKNOWN_EXIT_CODE, ForkServerClient
 from minifal.fleet.backends.local import LocalRunnerBackend, LocalRunnerProcess
 from minifal.runner.import_record import read_record, record_path, write_record
 from minifal.runner_contract import EXIT_SETUP_FAILED
@@ -653,3 +653,24 @@ def test_a_runner_that_exits_while_the_fork_server_preloads_is_reported_during_t
 
     with caplog.at_level(logging.INFO, logger="minifal.fleet"):
         asyncio.run(scenario())
+
+
+def test_a_fork_server_closed_while_it_starts_in_the_background_leaves_no_process(
+    tmp_path: Path,
+) -> None:
+    """A fleet stopped right after its first runner was exec'd: the server's start beside it
+    is cancelled, and a server already spawned is stopped with it."""
+    client = ForkServerClient(
+        tmp_path / "no-record.txt", clean_env(), tmp_path / "fork-server.log", signal.SIGTERM
+    )
+
+    async def scenario() -> int | None:
+        client.start()
+        await asyncio.sleep(0.2)  # spawned, most likely, and still importing
+        await client.close()
+        assert not client.up
+        return None if client.process is None else client.process.pid
+
+    pid = asyncio.run(scenario())
+    if pid is not None:
+        asyncio.run(until(lambda: process_gone(pid), f"the fork server (pid {pid}) gone"))

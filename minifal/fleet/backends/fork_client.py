@@ -219,6 +219,8 @@ class ForkServerClient:
             ready["seconds"],
             ready["failed"],
         )
+        if self._record_state() != self._record_read:  # a runner exec'd meanwhile got ready
+            self._preloading = asyncio.create_task(self._preload(), name="fork-server-preload")
         return True
 
     async def _read(self) -> None:
@@ -369,10 +371,11 @@ class ForkServerClient:
 
     async def close(self) -> None:
         """Hang up; the server waits a little for its children, then exits (bounded here too)."""
-        if self._starting is not None and not self._starting.done():
-            self._starting.cancel()  # a start in the background: its process is stopped below
+        starting = self._starting
+        if starting is not None and not starting.done() and starting is not asyncio.current_task():
+            starting.cancel()  # a start in the background: its process is stopped below
             with contextlib.suppress(asyncio.CancelledError):
-                await self._starting
+                await starting
         if self._preloading is not None:
             self._preloading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
