@@ -72,6 +72,18 @@ def switchover(loader: WarmLoader, compiles: CompilePool, done: list[bool]) -> S
     return Switchover("tests/switchover", compiles.take_deferred(), loader, compiles, done.append)
 
 
+def ready_after_an_eager_call(
+    x: torch.Tensor,
+) -> tuple[PrecompiledModule, WarmLoader, CompilePool, Switchover, list[bool]]:
+    """A waiting runner's Linear that answered ``x`` eagerly, then became ready: its switchover
+    (not started) and the list its end is reported to."""
+    wrapped, loader, compiles = waiting_runner(torch.nn.Linear(3, 2).eval())
+    with torch.no_grad():
+        wrapped(x)
+    done: list[bool] = []
+    return wrapped, loader, compiles, switchover(loader, compiles, done), done
+
+
 def test_a_waiting_runner_answers_eagerly_then_switches_to_the_published_artifact(
     events: Path,
 ) -> None:
@@ -175,13 +187,8 @@ def test_calls_during_the_switch_get_eager_or_artifact_results_never_an_error() 
 def test_stopping_ends_the_wait_for_another_runners_compile(events: Path) -> None:
     """The runner shuts down while the other runner still compiles: the switchover ends at
     once, the store load is told to stop waiting, and the signature stays eager."""
-    linear = torch.nn.Linear(3, 2).eval()
     x = torch.randn(4, 3)
-    wrapped, loader, compiles = waiting_runner(linear)
-    with torch.no_grad():
-        wrapped(x)
-    done: list[bool] = []
-    background = switchover(loader, compiles, done)
+    wrapped, loader, _compiles, background, done = ready_after_an_eager_call(x)
     number = background_work.register(background.stop)
     background.start()
     background_work.stop_all(timeout=JOIN_S)
@@ -200,13 +207,8 @@ def test_stopping_while_a_signature_is_captured_compiles_nothing_here(
     """The runner shuts down while its switchover captures a graph for the workers: the pool
     it would hand the graph to is closed, and the graph is not compiled in the runner instead
     (which would hold its shutdown for the whole compile)."""
-    linear = torch.nn.Linear(3, 2).eval()
     x = torch.randn(4, 3)
-    wrapped, loader, compiles = waiting_runner(linear)
-    with torch.no_grad():
-        wrapped(x)
-    done: list[bool] = []
-    background = switchover(loader, compiles, done)
+    _wrapped, loader, compiles, background, done = ready_after_an_eager_call(x)
     with loader._progress:  # the store load ended with nothing for this signature
         loader._ready.set()
         loader._progress.notify_all()
