@@ -6,6 +6,7 @@ detection and error messages, and how /runners and `minifal runners` show it."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,11 @@ from in_process import manifest_of
 import minifal as fal
 from minifal.cli.main import build_parser
 from minifal.cli.runners_table import format_runners
-from minifal.fleet.backends.cuda_checkpoint import describe_error, load_cuda_checkpoint
+from minifal.fleet.backends.cuda_checkpoint import (
+    describe_error,
+    host_cuda_checkpoint,
+    load_cuda_checkpoint,
+)
 from minifal.fleet.gateway import PHASES, Gateway, GatewayOptions, choose_suspender
 from minifal.fleet.runner import Runner, RunnerState
 from minifal.fleet.runner_offload import OffloadError
@@ -196,6 +201,13 @@ def test_a_host_without_the_driver_says_why_and_falls_back() -> None:
     assert driver is None and "not found" in why
     assert choose_suspender("off", use_gpus=True) is None
     assert choose_suspender("on", use_gpus=False) is None
+
+
+def test_the_host_probe_is_made_once_per_process_for_every_thread() -> None:
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: host_cuda_checkpoint(), range(8)))
+    assert all(answer is answers[0] for answer in answers)
+    assert host_cuda_checkpoint() is answers[0]
 
 
 def test_error_codes_read_as_what_they_mean_here() -> None:

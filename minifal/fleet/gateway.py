@@ -128,9 +128,9 @@ def choose_suspender(mode: str, use_gpus: bool) -> Suspender | None:
         if mode == "on":
             logger.warning("suspend: the runners use no GPU; idle runners are stopped")
         return None
-    from minifal.fleet.backends.cuda_checkpoint import load_cuda_checkpoint
+    from minifal.fleet.backends.cuda_checkpoint import host_cuda_checkpoint
 
-    driver, why = load_cuda_checkpoint()
+    driver, why = host_cuda_checkpoint()
     if driver is None:
         log = logger.warning if mode == "on" else logger.info
         log("suspend: not available (%s); idle runners are stopped", why)

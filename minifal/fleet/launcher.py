@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from minifal.fleet.auth import exposure_warning
+from minifal.fleet.backends.cuda_checkpoint import host_cuda_checkpoint
 from minifal.fleet.gateway import Gateway, GatewayOptions
 from minifal.fleet.gateway_group import APP_NAME, GatewayGroup, runner_prefix
 from minifal.fleet.gpu_pool import GpuPool, detect_gpus
@@ -204,7 +205,14 @@ def run_fleet(arguments: FleetArguments) -> int:
     run_id = time.strftime("%Y%m%d-%H%M%S")
     logger.info("data dir: %s (run %s)", data_dir, run_id)
     references = (arguments.app, *arguments.more_apps)
-    manifests = inspect_apps(references)
+    local_gpus = arguments.ray is None and arguments.gpus is None
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="host-probe") as probes:
+        # The host's probes run beside the apps' inspection rather than after it: each takes
+        # up to a second (nvidia-smi, cuInit) before the first runner can start.
+        found_gpus = probes.submit(detect_gpus) if local_gpus else None
+        if local_gpus and arguments.suspend != "off":
+            probes.submit(host_cuda_checkpoint)  # the gateway's choose_suspender gets its answer
+        manifests = inspect_apps(references)
     if manifests is None:
         return 2
     several = len(manifests) > 1
@@ -228,8 +236,8 @@ def run_fleet(arguments: FleetArguments) -> int:
     else:
         gpus = (
             [gpu.strip() for gpu in arguments.gpus.split(",") if gpu.strip()]
-            if arguments.gpus is not None
-            else detect_gpus()
+            if found_gpus is None
+            else found_gpus.result()
         )
         for manifest in manifests:
             if manifest.settings.gpus_per_runner > 0 and not gpus:

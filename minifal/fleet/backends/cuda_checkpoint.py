@@ -7,9 +7,11 @@ same GPU and ``cuCheckpointProcessUnlock`` lets it run CUDA again. The process i
 running on the CPU (its HTTP server answers) and never notices, except that a CUDA call made
 meanwhile waits. Driver r570 (CUDA 12.8) and later, Linux, no CRIU needed.
 
-``load_cuda_checkpoint()`` says once, at fleet start, whether this host can do it (the library,
-the symbols, the driver version, a GPU) and why not; every failure of a call raises
-``CheckpointError`` with the driver's own error name.
+``load_cuda_checkpoint()`` says whether this host can do it (the library, the symbols, the driver
+version, a GPU) and why not; every failure of a call raises ``CheckpointError`` with the driver's
+own error name. ``host_cuda_checkpoint()`` is that answer made once per process: ``minifal run``
+starts it in a thread at its very start (``cuInit`` takes a second on some hosts), beside the
+app's inspection, and the gateway that needs it later gets the same answer.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import enum
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -145,3 +148,17 @@ def load_cuda_checkpoint(library: str = LIBRARY) -> tuple[CudaCheckpoint | None,
     return CudaCheckpoint(
         cuda, version.value
     ), f"CUDA driver API {version.value}, {count.value} GPU(s)"
+
+
+_HOST_PROBE_LOCK = threading.Lock()
+_host_probe: tuple[CudaCheckpoint | None, str] | None = None
+
+
+def host_cuda_checkpoint() -> tuple[CudaCheckpoint | None, str]:
+    """``load_cuda_checkpoint()`` of the default library, made once per process; a caller that
+    comes while another thread makes it waits for that answer."""
+    global _host_probe
+    with _HOST_PROBE_LOCK:
+        if _host_probe is None:
+            _host_probe = load_cuda_checkpoint()
+        return _host_probe
