@@ -152,6 +152,8 @@ def test_a_released_graph_gives_its_memory_back_and_is_captured_again() -> None:
     torch.testing.assert_close(first, expected)
     torch.testing.assert_close(again, expected)
     assert release_cuda_graphs() >= 1  # and once more, from the new graph
+    # the workspaces went too: what torch_internals.clear_cublas_workspaces calls is there
+    assert hasattr(torch._C, "_cuda_clearCublasWorkspaces"), torch.__version__
 
 
 @pytest.mark.gpu

@@ -195,15 +195,20 @@ def release_cuda_graphs(timeout: float = RELEASE_LOCK_TIMEOUT_S) -> int:
 
     Frees, on every GPU: each graph's executable and private memory pool (the captured call's
     activations and outputs) and its static inputs; then, where every graph was dropped, the
-    cuBLAS workspaces torch keeps per (handle, stream) (``torch._C._cuda_clearCublasWorkspaces``,
-    where it exists: tens of MiB per stream a matmul ran on); then the caching allocator's
+    cuBLAS workspaces torch keeps per (handle, stream) (``torch_internals.clear_cublas_workspaces``,
+    where torch has it: tens of MiB per stream a matmul ran on); then the caching allocator's
     free blocks (``empty_cache``), so the memory goes back to the driver. Each call's graph is
     dropped under its lock (never during a replay) and no capture runs meanwhile; a call whose
     lock is not had within ``timeout`` keeps its graph (logged), and then the workspaces stay,
-    since a graph captured here may have baked in its stream's workspace address. Graphs an App
-    captures itself, outside ``GraphedCall``, are neither dropped nor known: an App whose own
-    graphs warmed up on their capture stream (so captured that stream's workspace) is not one
-    for this. The next call of each signature runs the module as it is, then captures again.
+    since a graph captured here baked in its capture stream's workspace address (its warm-up ran
+    a matmul on that stream first). The next call of each signature runs the module as it is,
+    then captures again.
+
+    Graphs an App captures itself, outside ``GraphedCall``, are neither dropped nor known. One
+    captured on a stream that ran a matmul just before (as here) uses that stream's workspace,
+    which this frees: such an App's replays after a checkpointed resume would use freed memory
+    (run it with ``--suspend off``). torch.compile's CUDA graph trees (``mode="reduce-overhead"``)
+    clear these workspaces around each recording themselves, so theirs hold none.
     """
     if not torch.cuda.is_initialized():
         return 0  # no capture ever ran: nothing on a GPU
@@ -221,9 +226,8 @@ def release_cuda_graphs(timeout: float = RELEASE_LOCK_TIMEOUT_S) -> int:
             except TimeoutError as busy:
                 kept += 1
                 logger.warning("CUDA graph kept: %s", busy)
-        clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
-        if not kept and clear_workspaces is not None:
-            clear_workspaces()
+        if not kept:
+            torch_internals.clear_cublas_workspaces()
         torch.cuda.empty_cache()
     finally:
         _CAPTURE_LOCK.release()
