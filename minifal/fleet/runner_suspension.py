@@ -15,13 +15,14 @@ kept in arenas at fixed addresses, to pinned host memory; ``runner_offload.py``)
 Right before either checkpoint, at once or after the sleep, the runner is asked to release
 (``Offloader.release``): it drops its CUDA graphs, whose private pools hold every activation of
 the captured calls, its cuBLAS workspaces and torch's cached blocks, so that the checkpoint
-carries little more than the CUDA context. For SD-Turbo that state was 2.1x its live tensor
-bytes in host memory with the graphs (BENCHMARKS.md section 17); the issue's bound is 1.3x. The
-price: the first call of each graphed signature after the resume runs as it is and captures
-again, on top of the driver's restore (about 1 s) that such a resume pays anyway. A runner that
-only sleeps keeps its graphs: its resume stays the copy back (about 0.15 s). A release that
-fails or does not answer in time is logged once per reason and the checkpoint goes on: the
-runner is as correct, only larger in host memory.
+carries less: with them, a checkpointed SD-Turbo-sized process held 2.12x its live tensor bytes
+in host memory (BENCHMARKS.md section 17, one process, weights offloaded); issue 30 asks for at
+most 1.3x. The price: the first call of each graphed signature after the resume runs as it is
+and captures again, on top of the driver's restore (about 1 s) that such a resume pays anyway.
+Both checkpoint paths release, the one at once too: its resume pays the driver's restore all
+the same. A runner that only sleeps keeps its graphs: its resume stays the copy back (about
+0.15 s for SD-Turbo). A release that fails or does not answer in time is logged once per reason
+and the checkpoint goes on: the runner is as correct, only larger in host memory.
 
 A failed step raises; the supervisor treats it as a crash. One step at a time per runner: a
 resume that comes while the late checkpoint runs waits for it, then restores from it.

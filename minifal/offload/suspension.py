@@ -20,9 +20,9 @@ of ``PROCESS_ARENAS``, the process's one ``ProcessArenas``.
 Before a *late* checkpoint (the runner slept on its GPU first, its weights offloaded already),
 or a checkpoint at once, ``/_minifal/release`` (``release_for_checkpoint``) drops the process's
 CUDA graphs too, their private pools and the cuBLAS workspaces with them
-(``minifal.compiled.cuda_graphs.release_cuda_graphs``): the checkpoint then carries little more
-than the CUDA context, and the first call of each graphed signature after the resume runs
-as it is and captures again. A runner that only sleeps keeps its graphs.
+(``minifal.compiled.cuda_graphs.release_cuda_graphs``): the checkpoint then carries less, and
+the first call of each graphed signature after the resume runs as it is and captures again. A
+runner that only sleeps keeps its graphs.
 
 Where this cannot work (no GPU, no driver support, a failure while placing) ``keep_addresses``
 leaves the modules as they are and says why, once; the suspension then checkpoints everything,
