@@ -1,17 +1,26 @@
 """Scale to zero by suspension, then a request: how soon the first answer comes back, side by
 side with a warm spawn (the runner stopped at scale-down and started again).
 
-    python benchmarks/suspend_resume.py --cycles 10 --burst 8 --out suspend.json
+    python benchmarks/suspend_resume.py --modes sleep deep suspend --burst 8 --out suspend.json
 
 Each mode runs its own fleet on one data dir: ``sleep`` (``minifal run APP --suspend on``, the
 default ``--suspend-sleep``: a runner that offloaded its weights sleeps on its GPU before the
-driver's checkpoint), ``suspend`` (``--suspend-sleep 0``: the driver's checkpoint at once),
-``stop`` (``--suspend off``). A first request starts the runner; then, per cycle: wait until
-the fleet has scaled to zero (the runner SUSPENDED, or gone), read the GPU memory its process
-holds (``nvidia-smi``) and what ``/runners`` says it holds in host memory, send one request
-with seed 0 and time the answer; every image is hashed (one seed, one hash). A last cycle sends
-a burst of concurrent requests (seeds 1..N) into the resume: each must be answered once, with
-its own seed.
+driver's checkpoint), ``deep`` (``--suspend-sleep --deep-sleep-s``, 3 s: each cycle waits until
+the runner is checkpointed after its sleep, CUDA graphs released first, before it sends the
+request), ``suspend`` (``--suspend-sleep 0``: graphs released, the driver's checkpoint at
+once), ``stop`` (``--suspend off``). A first request starts the runner; then, per cycle: wait
+until the fleet has scaled to zero (the runner SUSPENDED, or gone; ``deep``: and checkpointed),
+read the GPU memory its process holds (``nvidia-smi``) and what ``/runners`` says it holds in
+host memory, send one request with seed 0 and time the answer; every image is hashed (one
+seed, one hash). A last cycle sends a burst of concurrent requests (seeds 1..N) into the
+resume: each must be answered once, with its own seed.
+
+Host memory held while suspended: the pinned copies of the weights (``pinned_bytes``) plus what
+the driver's checkpoint added to the runner's resident memory (``checkpoint_bytes``), and its
+whole resident memory (``host_memory_bytes``, which also counts what the process holds awake:
+Python, libraries). The ratio divides the first by the arena's size, the live-tensor bytes the
+benchmark can read from ``/runners`` (``pinned_bytes``: the App's parameters and buffers in
+arenas; a plain-process count of SD-Turbo's live tensors was 2.45 GiB for its 2.40 GiB arena).
 """
 
 from __future__ import annotations
@@ -43,17 +52,22 @@ def runners(client: httpx.Client, url: str) -> list[dict[str, Any]]:
     return client.get(f"{url}/runners").json()["runners"]
 
 
-def wait_scaled_to_zero(client: httpx.Client, url: str, suspend: bool) -> dict[str, Any] | None:
-    """The suspended runner (suspend mode) or None once no runner is live."""
-    deadline = time.monotonic() + SCALE_DOWN_TIMEOUT_S
+def wait_scaled_to_zero(
+    client: httpx.Client, url: str, suspend: bool, checkpointed: bool = False, timeout: float = 0
+) -> dict[str, Any] | None:
+    """The suspended runner (suspend modes) or None once no runner is live; ``checkpointed``:
+    once the suspended runner no longer sleeps (its checkpoint after the sleep is done)."""
+    deadline = time.monotonic() + (timeout or SCALE_DOWN_TIMEOUT_S)
     while time.monotonic() < deadline:
         rows = runners(client, url)
         if not any(row["state"] in LIVE for row in rows):
-            asleep = [row for row in rows if row["state"] == "SUSPENDED"]
-            if asleep or not suspend:
-                return asleep[0] if asleep else None
+            suspended = [row for row in rows if row["state"] == "SUSPENDED"]
+            if checkpointed:
+                suspended = [r for r in suspended if not r.get("suspensions", {}).get("asleep")]
+            if suspended or not suspend:
+                return suspended[0] if suspended else None
         time.sleep(0.1)
-    raise TimeoutError("the fleet did not scale to zero")
+    raise TimeoutError("the fleet did not scale to zero" + (" and checkpoint" * checkpointed))
 
 
 def gpu_memory_mib(pid: int | None) -> dict[str, int]:
@@ -89,12 +103,42 @@ def generate(client: httpx.Client, url: str, seed: int) -> dict[str, Any]:
     }
 
 
-def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def fleet_command(mode: str, args: argparse.Namespace, work: Path) -> list[str]:
+    """``minifal run`` for ``mode``."""
     suspend = mode != "stop"
     command = [sys.executable, "-m", "minifal.cli", "run", APP, "--port", str(args.port)]
     command += ["--data-dir", str(work / "data"), "--suspend", "on" if suspend else "off"]
     if mode == "suspend":
         command += ["--suspend-sleep", "0"]
+    elif mode == "deep":
+        command += ["--suspend-sleep", f"{args.deep_sleep_s:g}"]
+    return command
+
+
+def cycles_of(mode: str, args: argparse.Namespace) -> int:
+    return {"stop": args.stop_cycles, "deep": args.deep_cycles}.get(mode, args.cycles)
+
+
+def held_in_host_memory(held: dict[str, Any]) -> dict[str, Any]:
+    """What ``/runners`` says a suspended runner holds, summed as the issue counts it."""
+    pinned = held.get("pinned_bytes")
+    checkpoint = held.get("checkpoint_bytes")
+    parts = (pinned or 0) + (checkpoint or 0)
+    return {
+        "pinned_bytes": pinned,
+        "checkpoint_bytes": checkpoint,
+        "held_bytes": parts if pinned is not None or checkpoint is not None else None,
+        "rss_bytes": held.get("host_memory_bytes"),
+        "held_per_arena_byte": parts / pinned if pinned else None,
+        "graphs_released": held.get("graphs_released"),
+        "released_bytes": held.get("released_bytes"),
+    }
+
+
+def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    suspend = mode != "stop"
+    deep = mode == "deep"
+    command = fleet_command(mode, args, work)
     env = {**os.environ, "MINIFAL_SD_COMPILE": args.compile}
     url = f"http://127.0.0.1:{args.port}"
     log = (work / f"{mode}.log").open("ab")
@@ -104,16 +148,20 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         with httpx.Client(timeout=600.0) as client:
             wait_ready(client, url, 0, process)  # the gateway answers; no runner yet
             first = generate(client, url, 0)
-            for number in range(args.cycles if suspend else args.stop_cycles):
-                asleep = wait_scaled_to_zero(client, url, suspend)
+            wait = SCALE_DOWN_TIMEOUT_S + (args.deep_sleep_s if deep else 0)
+            for number in range(cycles_of(mode, args)):
+                asleep = wait_scaled_to_zero(client, url, suspend, deep, wait)
                 memory = gpu_memory_mib(asleep["pid"] if asleep else None)
                 held = asleep.get("suspensions", {}) if asleep else {}
                 answer = generate(client, url, 0)
-                cycles.append({"cycle": number + 1, **memory, "held": held, **answer})
+                cycles.append(
+                    {"cycle": number + 1, **memory, "held": held, **held_in_host_memory(held)}
+                    | answer
+                )
                 print(f"{mode} cycle {number + 1}: {answer['seconds']:.2f} s, {memory}", flush=True)
             burst = None
             if suspend and args.burst:
-                wait_scaled_to_zero(client, url, suspend)
+                wait_scaled_to_zero(client, url, suspend, deep, wait)
                 with ThreadPoolExecutor(args.burst) as pool:
                     answers = list(
                         pool.map(lambda s: generate(client, url, s), range(1, args.burst + 1))
@@ -134,10 +182,12 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     seconds = [cycle["seconds"] for cycle in cycles]
     return {
         "mode": mode,
+        "command": command[2:],
         "first_request_s": first["seconds"],
         "cycles": cycles,
         "median_s": statistics.median(seconds) if seconds else None,
         "max_s": max(seconds) if seconds else None,
+        **summary(cycles),
         "same_image": len({first["image_sha256"], *(c["image_sha256"] for c in cycles)}) == 1,
         "burst": burst,
         "runners": [
@@ -146,39 +196,101 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
-def main() -> int:
+def summary(cycles: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per mode, the largest of each memory figure over its cycles (None: never reported)."""
+
+    def largest(key: str) -> Any:
+        values = [c[key] for c in cycles if c.get(key) is not None]
+        return max(values) if values else None
+
+    return {
+        "gpu_mib_suspended": largest("process_mib"),
+        **{
+            key: largest(key)
+            for key in (
+                "pinned_bytes",
+                "checkpoint_bytes",
+                "held_bytes",
+                "rss_bytes",
+                "held_per_arena_byte",
+                "graphs_released",
+                "released_bytes",
+            )
+        },
+    }
+
+
+def gib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**30:.2f}"
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    print(
+        f"{'mode':8} {'n':>2} {'first s':>8} {'median s':>9} {'max s':>7} {'GPU MiB':>8}"
+        f" {'pinned':>7} {'ckpt':>6} {'held':>6} {'x arena':>7} {'RSS':>6} {'graphs':>6}"
+        f" {'freed':>6} same  burst"
+    )
+    for result in results:
+        ratio = result["held_per_arena_byte"]
+        gpu = result["gpu_mib_suspended"]
+        print(
+            f"{result['mode']:8} {len(result['cycles']):2} {result['first_request_s']:8.2f}"
+            f" {result['median_s'] or 0:9.3f} {result['max_s'] or 0:7.3f}"
+            f" {'-' if gpu is None else gpu:>8} {gib(result['pinned_bytes']):>7}"
+            f" {gib(result['checkpoint_bytes']):>6} {gib(result['held_bytes']):>6}"
+            f" {'-' if ratio is None else f'{ratio:.2f}':>7} {gib(result['rss_bytes']):>6}"
+            f" {'-' if result['graphs_released'] is None else result['graphs_released']:>6}"
+            f" {gib(result['released_bytes']):>6} {result['same_image']!s:5} {result['burst']}"
+        )
+    print(
+        "first s: the request that starts the runner; median/max s: first answer after a scale"
+        " to zero; GPU MiB: the runner's while suspended (nvidia-smi); GiB: pinned weights,"
+        " what the checkpoint added (ckpt), held = pinned + ckpt, x arena = held / pinned (the"
+        " arena's size stands for the live tensor bytes), RSS = the runner's whole resident"
+        " memory; graphs / freed: CUDA graphs dropped and GPU GiB given back before the"
+        " checkpoint; the largest over the cycles"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--cycles", type=int, default=10, help="suspend/resume cycles")
+    parser.add_argument("--cycles", type=int, default=10, help="cycles of sleep and suspend")
+    parser.add_argument("--deep-cycles", type=int, default=5, help="cycles of deep")
     parser.add_argument("--stop-cycles", type=int, default=2, help="stop/spawn cycles")
-    parser.add_argument("--burst", type=int, default=8)
-    parser.add_argument("--compile", default="none", help="MINIFAL_SD_COMPILE of both fleets")
     parser.add_argument(
-        "--modes", nargs="+", choices=["sleep", "suspend", "stop"], default=["sleep", "stop"]
+        "--deep-sleep-s",
+        type=float,
+        default=3.0,
+        help="deep: --suspend-sleep of the fleet (each cycle waits for the checkpoint after it)",
+    )
+    parser.add_argument("--burst", type=int, default=8)
+    parser.add_argument("--compile", default="none", help="MINIFAL_SD_COMPILE of every fleet")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=["sleep", "deep", "suspend", "stop"],
+        default=["sleep", "stop"],
     )
     parser.add_argument("--port", type=int, default=8795)
     parser.add_argument("--work-dir")
     parser.add_argument("--out")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.deep_sleep_s <= 0:
+        parser.error("--deep-sleep-s must be > 0 (0 is the suspend mode)")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="minifal-suspend-"))
     work.mkdir(parents=True, exist_ok=True)
-    results = [run_mode(mode, args, work) for mode in args.modes]
-    print(
-        f"{'mode':8} {'first s':>8} {'median s':>9} {'max s':>7} {'GPU MiB':>8} {'host GiB':>9}"
-        f" {'pinned GiB':>10} same image  burst"
-    )
-    for result in results:
-        held = max((c.get("process_mib") or 0 for c in result["cycles"]), default=0)
-        host = max((c["held"].get("host_memory_bytes") or 0 for c in result["cycles"]), default=0)
-        pinned = max((c["held"].get("pinned_bytes") or 0 for c in result["cycles"]), default=0)
-        print(
-            f"{result['mode']:8} {result['first_request_s']:8.2f} {result['median_s'] or 0:9.2f}"
-            f" {result['max_s'] or 0:7.2f} {held:8} {host / 2**30:9.2f} {pinned / 2**30:10.2f}"
-            f" {result['same_image']!s:10}  {result['burst']}"
-        )
-    if args.out:
-        Path(args.out).write_text(
-            json.dumps({"date": time.strftime("%Y-%m-%d"), "results": results}, indent=1)
-        )
+    results: list[dict[str, Any]] = []
+    for mode in args.modes:
+        results.append(run_mode(mode, args, work))
+        if args.out:  # after each mode: a run cut short keeps what it measured
+            report = {"date": time.strftime("%Y-%m-%d"), "arguments": vars(args)}
+            Path(args.out).write_text(json.dumps({**report, "results": results}, indent=1))
+    print_table(results)
     return 0
 
 

@@ -18,9 +18,14 @@ equal the one before any suspension).
 
 Methods (each in try/except; an error is reported and the next method runs, in a fresh worker
 if needed):
-- worker without arena: ``checkpoint`` (today), ``checkpoint+empty_cache``;
+- worker without arena: ``checkpoint`` (today), ``checkpoint+empty_cache``,
+  ``checkpoint+release`` (``release_for_checkpoint``: the CUDA graph, cuBLAS workspaces and
+  cached blocks dropped first);
 - worker whose weights were placed in an arena before the graph was captured: ``arena`` (pinned
-  host copy, address range kept reserved), ``arena-pageable`` (the host copy not pinned),
+  host copy, address range kept reserved), ``arena+release`` (the offload, then the graph
+  released as before a late checkpoint: the first call after the resume runs the model as it is
+  and captures again, so its hash is the eager one's, and a second call replays the new graph,
+  whose hash must be the replayed one's), ``arena-pageable`` (the host copy not pinned),
   ``arena-release-va`` (the address range freed too and reserved again at the same start),
   ``arena-fallback`` (no offload: the whole checkpoint with the arena mapped, what the gateway
   does when a runner cannot offload).
@@ -45,12 +50,16 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 GIB = 2**30
-PLAIN = ("checkpoint", "checkpoint+empty_cache")
-ARENA = ("arena", "arena-pageable", "arena-release-va", "arena-fallback")
+PLAIN = ("checkpoint", "checkpoint+empty_cache", "checkpoint+release")
+ARENA = ("arena", "arena+release", "arena-pageable", "arena-release-va", "arena-fallback")
+RELEASING = ("checkpoint+release", "arena+release")
+"""Methods whose first call after the resume captures the graph again."""
 PREPARE = {
     "checkpoint": "none",
     "checkpoint+empty_cache": "empty_cache",
+    "checkpoint+release": "release",
     "arena": "offload",
+    "arena+release": "offload+release",
     "arena-pageable": "offload",
     "arena-release-va": "offload",
     "arena-fallback": "empty_cache",
@@ -204,7 +213,11 @@ class Worker:
         answer: dict[str, Any] = {"before": before}
         if mode == "empty_cache":
             torch.cuda.empty_cache()
-        elif mode == "offload":
+        elif mode == "release":
+            from minifal.offload.suspension import PROCESS_ARENAS
+
+            answer["released"] = PROCESS_ARENAS.release_for_checkpoint().as_json()
+        elif mode.startswith("offload"):
             for arena in self.arenas.arenas:
                 arena.release_addresses = release_addresses
                 if arena.memory.pin_host != pin_host:  # a benchmark's switch: a new host buffer
@@ -213,6 +226,8 @@ class Worker:
                         arena._host = None
                     arena.memory.pin_host = pin_host
             answer["offloaded"] = self.arenas.prepare_for_checkpoint().as_json()
+            if mode == "offload+release":
+                answer["released"] = self.arenas.release_for_checkpoint().as_json()
         answer["seconds"] = time.perf_counter() - start
         answer["after"] = {
             "allocated": torch.cuda.memory_allocated(),
@@ -221,9 +236,9 @@ class Worker:
         return answer
 
     def restore(self) -> dict[str, Any]:
-        if self.arenas is None:
-            return {"seconds": 0.0}
-        return self.arenas.restore_after_checkpoint()
+        from minifal.offload.suspension import PROCESS_ARENAS
+
+        return PROCESS_ARENAS.restore_after_checkpoint()  # also reopens the gate a release closed
 
 
 def worker_main() -> int:
@@ -334,6 +349,9 @@ def one_cycle(driver: Any, child: Child, method: str, first: bool) -> dict[str, 
     cycle["first_answer_s"] = time.perf_counter() - start
     cycle["call_s"], cycle["hash"] = call["seconds"], call["hash"]
     cycle["captured_signatures"] = call["captured_signatures"]
+    if method in RELEASING:  # that first call ran the model and captured again: now a replay
+        replay = child.ask("call")
+        cycle["replay_s"], cycle["replay_hash"] = replay["seconds"], replay["hash"]
     before, suspended = cycle["rss_before"]["VmRSS"], cycle["rss_suspended"]["VmRSS"]
     offloaded = cycle["prepare"].get("offloaded") or {}
     cycle["checkpoint_host_bytes"] = suspended - before
@@ -342,6 +360,9 @@ def one_cycle(driver: Any, child: Child, method: str, first: bool) -> dict[str, 
     )
     cycle["pinned_host_bytes"] = offloaded.get("host_bytes", 0)
     cycle["held_host_bytes"] = cycle["checkpoint_host_bytes"] + cycle["pinned_host_bytes"]
+    released = cycle["prepare"].get("released") or {}
+    cycle["graphs_released"] = released.get("graphs")
+    cycle["released_bytes"] = released.get("released_bytes")
     return cycle
 
 
@@ -358,8 +379,11 @@ def recover(driver: Any, child: Child) -> bool:
 
 
 def run_method(
-    driver: Any, child: Child, method: str, cycles: int, deadline: float, reference: str
+    driver: Any, child: Child, method: str, cycles: int, deadline: float, built: dict[str, Any]
 ) -> dict[str, Any]:
+    """``cycles`` of ``method``; each first call's hash must be the replayed one's before any
+    suspension (the eager one's where the graph was released, and then the replay's again)."""
+    reference = built["eager_hash"] if method in RELEASING else built["reference_hash"]
     result: dict[str, Any] = {"method": method, "cycles": [], "error": None}
     for number in range(cycles):
         if time.monotonic() > deadline:
@@ -381,9 +405,14 @@ def run_method(
             flush=True,
         )
     done = result["cycles"]
-    result["same_hash"] = bool(done) and all(c["hash"] == reference for c in done)
-    for key in ("first_answer_s", "checkpoint_s", "restore_s", "call_s", "held_host_bytes"):
-        values = [c[key] for c in done]
+    result["same_hash"] = bool(done) and all(
+        c["hash"] == reference
+        and c.get("replay_hash", built["reference_hash"]) == built["reference_hash"]
+        for c in done
+    )
+    keys = ("first_answer_s", "checkpoint_s", "restore_s", "call_s", "held_host_bytes")
+    for key in (*keys, "released_bytes"):
+        values = [c[key] for c in done if c.get(key) is not None]
         result[f"median_{key}"] = statistics.median(values) if values else None
     result["max_first_answer_s"] = max((c["first_answer_s"] for c in done), default=None)
     result["median_offload_s"] = median([c["prepare"]["seconds"] for c in done])
@@ -432,8 +461,7 @@ def run_worker_methods(
                     continue
                 print(f"{worker}: {json.dumps(report[worker])}", flush=True)
             cycles = args.cycles if method == "arena" else args.other_cycles
-            reference = report[worker]["reference_hash"]
-            result = run_method(driver, child, method, cycles, deadline, reference)
+            result = run_method(driver, child, method, cycles, deadline, report[worker])
             results.append(result)
             save(report, args.out)
             if result["error"] and not result.get("recovered"):
@@ -461,7 +489,7 @@ def print_table(results: list[dict[str, Any]], live: int | None) -> None:
     print(
         f"{'method':24} {'n':>2} {'offload':>8} {'ckpt':>7} {'restore':>8} {'copy back':>9}"
         f" {'call':>6} {'1st answer':>10} {'max':>6} {'held GiB':>8} {'x live':>6}"
-        f" {'to ckpt':>7} {'GPU MiB':>7} same"
+        f" {'to ckpt':>7} {'GPU MiB':>7} {'freed':>6} same"
     )
     for result in results:
         if not result.get("cycles"):
@@ -473,6 +501,7 @@ def print_table(results: list[dict[str, Any]], live: int | None) -> None:
         ratio = f"{held / live:6.2f}" if live else "     -"
         gpu = result["cycles"][0].get("gpu_mib_suspended")
         left = result["cycles"][0].get("gpu_mib_before_checkpoint")
+        freed = result.get("median_released_bytes")
         print(
             f"{result['method']:24} {len(result['cycles']):2} {cell(result, 'median_offload_s', 8)}"
             f" {cell(result, 'median_checkpoint_s', 7)} {cell(result, 'median_restore_s', 8)}"
@@ -480,13 +509,16 @@ def print_table(results: list[dict[str, Any]], live: int | None) -> None:
             f" {cell(result, 'median_first_answer_s', 10)} {cell(result, 'max_first_answer_s', 6)}"
             f" {held / GIB:8.2f} {ratio} {left if left is not None else '-':>7}"
             f" {gpu if gpu is not None else '-':>7}"
+            f" {'-' if freed is None else f'{freed / GIB:.2f}':>6}"
             f" {result['same_hash']}"
             + (f"  (error: {result['error']})" if result.get("error") else "")
         )
     print(
         "times in s (medians); held: pinned host copy + what the checkpoint added to VmRSS;"
-        " to ckpt: the worker's GPU MiB left for the checkpoint (after the offload); GPU MiB:"
-        " while suspended (nvidia-smi, first cycle)"
+        " to ckpt: the worker's GPU MiB left for the checkpoint (after the offload and the"
+        " release); GPU MiB: while suspended (nvidia-smi, first cycle); freed: GiB torch's"
+        " allocator gave back in the release (graph pool, cuBLAS workspaces, cached blocks);"
+        " +release rows: the first call captures the graph again (its hash: the eager one's)"
     )
 
 
@@ -498,7 +530,7 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=10, help="cycles of the arena method")
     parser.add_argument("--other-cycles", type=int, default=3, help="cycles of the others")
     parser.add_argument("--methods", nargs="+", default=[*PLAIN, *ARENA])
-    parser.add_argument("--budget-s", type=float, default=135.0)
+    parser.add_argument("--budget-s", type=float, default=180.0)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

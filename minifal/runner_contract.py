@@ -48,6 +48,11 @@ OFFLOAD_PATH = "/_minifal/offload"
 """POST, before the gateway checkpoints an idle runner: it moves the tensors its App keeps in
 arenas to host memory and releases torch's cached GPU blocks (``minifal.offload``); answers
 200 with what it moved (JSON), 500 with ``detail`` when it could not (then nothing is lost)."""
+RELEASE_PATH = "/_minifal/release"
+"""POST, while suspended, right before the driver's checkpoint: the runner drops its CUDA graphs
+(captured again at their next call), cuBLAS workspaces and cached GPU blocks, so that the
+checkpoint carries less; answers 200 with what it gave back (JSON), 500 with ``detail`` when it
+could not (then the checkpoint takes it as it is: nothing is lost)."""
 RESTORE_PATH = "/_minifal/restore"
 """POST, after the driver restored it: the arenas come back at their addresses; 200, or 500
 with ``detail`` (the runner cannot serve). Safe to repeat: nothing offloaded, nothing done."""

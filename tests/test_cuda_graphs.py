@@ -1,19 +1,30 @@
 """``minifal.compiled.cuda_graphs``: one CUDA graph per call signature, replayed.
 
-The CPU tests check what happens where no graph can be captured (the module runs as it is) and
-the weight-slot check. The GPU tests need a CUDA device (skipped here; run on the GPU host):
-replayed results equal eager ones, results survive the next call, a replaced weight is noticed,
-grad-mode calls are not graphed, and threads calling at once each get their own result.
+The CPU tests check what happens where no graph can be captured (the module runs as it is),
+the weight-slot check, and the bookkeeping of a release (the process's calls, weakly; a graph
+dropped under its call's lock). The GPU tests need a CUDA device (skipped here; run on the GPU
+host): replayed results equal eager ones, results survive the next call, a replaced weight is
+noticed, grad-mode calls are not graphed, threads calling at once each get their own result,
+and a released graph gives its memory back and is captured again at the next call.
 """
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 
 import pytest
 import torch
 
-from minifal.compiled.cuda_graphs import CudaGraphModule, WeightSlots, cuda_graphed
+from minifal.compiled import cuda_graphs
+from minifal.compiled.cuda_graphs import (
+    CudaGraphModule,
+    GraphedCall,
+    WeightSlots,
+    cuda_graphed,
+    release_cuda_graphs,
+)
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -68,6 +79,81 @@ def test_weight_slots_notice_a_replaced_parameter_not_an_in_place_update() -> No
     assert slots.unchanged()
     block.offset = torch.zeros(3)
     assert not slots.unchanged()
+
+
+class StandInGraph:
+    """Where a ``CapturedGraph`` would be (capturing needs CUDA): records its release. Only the
+    call's bookkeeping is tested with it; the GPU test below releases real graphs."""
+
+    def __init__(self) -> None:
+        self.released = 0
+
+    def release(self) -> None:
+        self.released += 1
+
+
+@pytest.mark.unit
+def test_the_process_knows_its_graphed_calls_weakly() -> None:
+    block = Block()
+    call = GraphedCall(lambda tensors: block(tensors[0]), WeightSlots(block), "block", False)
+    assert call in cuda_graphs._GRAPHED_CALLS
+    known = weakref.ref(call)
+    del call
+    gc.collect()
+    assert known() is None  # the registry did not keep it alive
+
+
+@pytest.mark.unit
+def test_a_release_drops_the_graph_between_calls_only() -> None:
+    block = Block()
+    call = GraphedCall(lambda tensors: block(tensors[0]), WeightSlots(block), "block", False)
+    assert not call.release()  # nothing captured: nothing dropped
+    graph = StandInGraph()
+    call._graph = graph  # type: ignore[assignment]
+    # a call in progress holds the lock
+    with call._lock, pytest.raises(TimeoutError, match="block still running"):
+        call.release(timeout=0.01)
+    assert call.captured and graph.released == 0
+    assert call.release()
+    assert not call.captured and graph.released == 1
+    assert not call.release()
+
+
+@pytest.mark.unit
+def test_without_cuda_a_release_of_every_graph_drops_nothing() -> None:
+    if torch.cuda.is_initialized():
+        pytest.skip("this process uses CUDA")
+    assert release_cuda_graphs() == 0
+    assert not torch.cuda.is_initialized()  # and did not start it
+
+
+@pytest.mark.gpu
+@cuda
+def test_a_released_graph_gives_its_memory_back_and_is_captured_again() -> None:
+    torch.manual_seed(0)
+    block = Block().cuda().eval()
+    graphed = cuda_graphed(block)
+    x = torch.randn(8, 4, 64, 64, device="cuda")
+    with torch.inference_mode():
+        expected = block(x, 2.0)["y"]
+        graphed(x, 2.0)  # runs, then captures
+        torch.testing.assert_close(graphed(x, 2.0)["y"], expected)  # replays
+    assert graphed.captured_signatures == 1 and graphed.captures == 1
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()  # what is left reserved is in use: the graph's pool among it
+    reserved = torch.cuda.memory_reserved()
+    assert release_cuda_graphs() >= 1
+    assert torch.cuda.memory_reserved() < reserved  # its pool (and workspaces) given back
+    assert graphed.captured_signatures == 0
+    with torch.inference_mode():
+        first = graphed(x, 2.0)["y"]  # runs as it is, then captures again
+        again = graphed(x, 2.0)["y"]  # replays the new graph
+    assert graphed.captured_signatures == 1 and graphed.captures == 2
+    torch.testing.assert_close(first, expected)
+    torch.testing.assert_close(again, expected)
+    assert release_cuda_graphs() >= 1  # and once more, from the new graph
+    # the workspaces went too: what torch_internals.clear_cublas_workspaces calls is there
+    assert hasattr(torch._C, "_cuda_clearCublasWorkspaces"), torch.__version__
 
 
 @pytest.mark.gpu

@@ -1,7 +1,7 @@
 """Offload before a checkpoint (``minifal.offload``): the arena's layout, its placement of
 modules' tensors, the byte-exact round trip through host memory at the same addresses, the
 fallbacks, and the protocol between the gateway (``fleet/runner_offload.py``) and the runner's
-``/_minifal/offload`` and ``/_minifal/restore`` routes, in process.
+``/_minifal/offload``, ``/_minifal/release`` and ``/_minifal/restore`` routes, in process.
 
 This machine has no GPU: ``FakeDeviceMemory`` stands in for the CUDA driver's virtual memory
 calls. Its "device addresses" are host memory it owns, so the arena's tensors are real CPU
@@ -26,10 +26,10 @@ from minifal.fleet.runner import Runner
 from minifal.fleet.runner_http import RunnerConnectionError
 from minifal.fleet.runner_offload import HeldMemory, OffloadError, RunnerOffload
 from minifal.offload.arena import ArenaError, ArenaState, TensorArena, plan_layout
-from minifal.offload.suspension import Offloaded, ProcessArenas
+from minifal.offload.suspension import Offloaded, ProcessArenas, Released
 from minifal.runner.app_loader import load_app_class
 from minifal.runner.asgi import build_asgi_app
-from minifal.runner_contract import OFFLOAD_PATH, RESTORE_PATH
+from minifal.runner_contract import OFFLOAD_PATH, RELEASE_PATH, RESTORE_PATH
 
 pytestmark = pytest.mark.unit
 
@@ -297,15 +297,17 @@ def test_the_gateway_offloads_and_restores_through_the_runners_routes(served_are
     offload = RunnerOffload(runners)  # type: ignore[arg-type]
     runner = runner_named("runner-0")
 
-    async def scenario() -> Offloaded | None:
+    async def scenario() -> tuple[Offloaded | None, Released | None]:
         offloaded = await offload.offload(runner)
         assert arena.state is ArenaState.OFFLOADED
+        released = await offload.release(runner)
         await offload.restore(runner)
-        return offloaded
+        return offloaded, released
 
-    offloaded = asyncio.run(scenario())
+    offloaded, released = asyncio.run(scenario())
     assert offloaded is not None and offloaded.arenas == 1 and offloaded.host_bytes == arena.size
-    assert [path for _, path in runners.sent] == [OFFLOAD_PATH, RESTORE_PATH]
+    assert released is not None and released.graphs == 0  # no CUDA in this process: nothing
+    assert [path for _, path in runners.sent] == [OFFLOAD_PATH, RELEASE_PATH, RESTORE_PATH]
     assert arena.state is ArenaState.LIVE and snapshot(model) == before
 
 
@@ -346,6 +348,42 @@ def test_a_runner_that_cannot_offload_is_checkpointed_whole_and_said_once(
     said = [r.getMessage() for r in caplog.records]
     assert sum("out of memory" in line for line in said) == 3  # one line per offloader
     assert any("refused" in line for line in said)
+
+
+class SilentRunners:
+    """A runner client whose runner never answers."""
+
+    async def send(self, *args: object) -> object:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+def test_a_release_that_fails_or_does_not_answer_is_none_and_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The gateway then checkpoints the runner as it is (``runner_suspension.py``)."""
+    runner = runner_named("runner-0")
+
+    async def scenario() -> None:
+        broken = RunnerOffload(BrokenRunners(500))  # type: ignore[arg-type]
+        assert await broken.release(runner) is None
+        assert await broken.release(runner) is None
+        silent = RunnerOffload(SilentRunners(), release_timeout=0.05)  # type: ignore[arg-type]
+        assert await silent.release(runner) is None
+
+    with caplog.at_level(logging.WARNING, logger="minifal.fleet"):
+        asyncio.run(scenario())
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("release before the checkpoint failed" in line for line in said) == 2
+    assert sum("out of memory" in line for line in said) == 1
+    assert any("TimeoutError" in line for line in said)
+
+
+def test_what_a_release_gave_back_goes_to_the_gateway_as_json() -> None:
+    released = Released(graphs=4, reserved_before_bytes=3000, reserved_after_bytes=1000)
+    answer = released.as_json()
+    assert answer["released_bytes"] == 2000
+    assert Released.from_json({**answer, "from_a_newer_runner": 1}) == released
 
 
 def test_what_a_suspended_runner_holds_is_reported_in_parts() -> None:

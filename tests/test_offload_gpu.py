@@ -1,7 +1,9 @@
 """An arena on a real GPU (``minifal.offload`` over the CUDA driver's virtual memory calls): a
 module's weights placed at fixed addresses, a CUDA graph captured on them, the weights offloaded
 (their GPU memory given back) and restored at the same addresses, the graph replayed: the same
-output, bit for bit. No checkpoint here: benchmarks/suspend_resume_arena.py times the whole.
+output, bit for bit. Then the same with the release a late checkpoint asks for in between: the
+graph dropped, its memory given back, captured again at the next call. No checkpoint here:
+benchmarks/suspend_resume_arena.py times the whole.
 
 Skipped on CPU CI (no GPU); on a GPU host: ``pytest tests/test_offload_gpu.py``.
 """
@@ -47,3 +49,32 @@ def test_a_graph_captured_on_arena_weights_replays_the_same_after_a_round_trip()
         again = graphed(tokens)
     assert graphed.captured_signatures == 1
     assert torch.equal(again, expected)
+
+
+def test_a_release_between_offload_and_restore_drops_the_graph_and_it_is_captured_again() -> None:
+    from minifal.compiled.cuda_graphs import cuda_graphed
+    from minifal.offload.suspension import ProcessArenas
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*(torch.nn.Linear(2048, 2048) for _ in range(16)))
+    model = model.cuda().half().eval()
+    arenas = ProcessArenas()
+    assert arenas.keep_addresses(model) is not None, "no arena on this GPU (the log says why)"
+    graphed = cuda_graphed(model)
+    tokens = torch.randn(64, 2048, device="cuda", dtype=torch.half)
+    with torch.inference_mode():
+        eager = model(tokens).clone()
+        graphed(tokens)
+        expected = graphed(tokens).clone()  # replayed
+    arenas.prepare_for_checkpoint()
+    released = arenas.release_for_checkpoint()
+    assert released.graphs >= 1 and graphed.captured_signatures == 0
+    assert released.released_bytes > 0  # the graph's pool and workspaces
+    assert released.gpu_used_after_bytes < released.gpu_used_before_bytes
+    arenas.restore_after_checkpoint()
+    with torch.inference_mode():
+        first = graphed(tokens)  # runs as it is, then captures again
+        again = graphed(tokens)  # replays the new graph
+    assert graphed.captures == 2 and graphed.captured_signatures == 1
+    torch.testing.assert_close(first, eager)
+    torch.testing.assert_close(again, expected)

@@ -26,7 +26,7 @@ from minifal.fleet.runner import Runner, RunnerState
 from minifal.fleet.runner_offload import OffloadError
 from minifal.fleet.runner_suspension import DEFAULT_SLEEP_SECONDS, may_sleep
 from minifal.fleet.scaler import FleetSnapshot, Phase, RunnerView, ScalingSettings, decide
-from minifal.offload.suspension import Offloaded
+from minifal.offload.suspension import Offloaded, Released
 
 pytestmark = pytest.mark.unit
 
@@ -239,23 +239,36 @@ def test_runners_table_says_what_a_suspended_runner_holds() -> None:
     row["suspensions"] |= {"asleep": True, "pinned_bytes": 2 * GIB}
     text = format_runners({"app": "a", "run_id": "r", "runners": [row]})
     assert "(2.0 GiB of it pinned tensors); asleep: its CUDA context and graphs still on" in text
+    assert "dropped" not in text
+    row["suspensions"] |= {"asleep": False, "graphs_released": 3, "released_bytes": GIB}
+    text = format_runners({"app": "a", "run_id": "r", "runners": [row]})
+    assert "; 3 CUDA graph(s) dropped before its checkpoint (1.0 GiB given back)" in text
 
 
 # -- offload before the checkpoint (the runner's half, faked; tests/test_offload.py has the real
 # routes) ------------------------------------------------------------------------------------------
 
 
+RELEASED = Released(graphs=3, reserved_before_bytes=3 * GIB, reserved_after_bytes=GIB)
+
+
 class FakeOffloader:
-    """Records its steps in the driver's list, so the order of both shows; fails when told."""
+    """Records its steps in the driver's list, so the order of both shows; fails when told
+    (a failed release is None: ``RunnerOffload`` logs why and answers None)."""
 
     def __init__(self, calls: list[tuple[str, int]], answer: Offloaded | None) -> None:
         self.calls = calls
         self.answer = answer
+        self.released: Released | None = RELEASED
         self.fail_restore = False
 
     async def offload(self, runner: Runner) -> Offloaded | None:
         self.calls.append(("offload", runner.pid or 0))
         return self.answer
+
+    async def release(self, runner: Runner) -> Released | None:
+        self.calls.append(("release", runner.pid or 0))
+        return self.released
 
     async def restore(self, runner: Runner) -> dict[str, object]:
         self.calls.append(("restore", runner.pid or 0))
@@ -276,15 +289,20 @@ def test_the_runner_offloads_before_the_checkpoint_and_restores_after_the_restor
         fleet.suspend(runner)
         await until(lambda: runner.state is RunnerState.SUSPENDED, "SUSPENDED")
         assert runner.suspensions.pinned_bytes == 2 * GIB
+        # checkpointed at once: its CUDA graphs were dropped first
+        assert runner.suspensions.graphs_released == 3
+        assert runner.suspensions.released_bytes == 2 * GIB
         fleet.resume(runner)
         await until(lambda: runner.state is RunnerState.IDLE, "IDLE again")
         assert driver.calls == [
             ("offload", pid),
+            ("release", pid),
             ("suspend", pid),
             ("resume", pid),
             ("restore", pid),
         ]
         assert runner.suspensions.pinned_bytes is None  # held while suspended only
+        assert runner.suspensions.graphs_released is None
         offloader.answer = None  # the runner could not offload: the checkpoint takes all
         fleet.suspend(runner)
         await until(lambda: runner.state is RunnerState.SUSPENDED, "SUSPENDED again")
@@ -332,6 +350,7 @@ def test_a_runner_that_offloaded_sleeps_on_its_gpu_then_is_checkpointed() -> Non
         await until(lambda: runner.state is RunnerState.SUSPENDED, "SUSPENDED")
         assert runner.suspensions.asleep and runner.suspensions.checkpoint_bytes is None
         assert runner.suspensions.pinned_bytes == 2 * GIB
+        assert runner.suspensions.graphs_released is None  # asleep: its graphs kept
         fleet.resume(runner)  # within the sleep
         await until(lambda: runner.state is RunnerState.IDLE, "IDLE again")
         assert driver.calls == [("offload", pid), ("restore", pid)]
@@ -343,10 +362,13 @@ def test_a_runner_that_offloaded_sleeps_on_its_gpu_then_is_checkpointed() -> Non
         await until(lambda: ("suspend", pid) in driver.calls, "the checkpoint after the sleep")
         await until(lambda: not runner.suspensions.asleep, "checkpointed")
         assert runner.state is RunnerState.SUSPENDED
+        assert runner.suspensions.graphs_released == 3
+        assert runner.suspensions.released_bytes == 2 * GIB
         fleet.resume(runner)
         await until(lambda: runner.state is RunnerState.IDLE, "IDLE a third time")
         assert driver.calls[2:] == [
             ("offload", pid),
+            ("release", pid),  # right before the late checkpoint, not before the sleep
             ("suspend", pid),
             ("resume", pid),
             ("restore", pid),
@@ -369,7 +391,53 @@ def test_a_runner_that_offloaded_nothing_is_checkpointed_at_once_even_with_a_sle
         fleet.suspend(runner)
         await until(lambda: runner.state is RunnerState.SUSPENDED, "SUSPENDED")
         assert not runner.suspensions.asleep
-        assert driver.calls == [("offload", runner.pid), ("suspend", runner.pid)]
+        assert driver.calls == [
+            ("offload", runner.pid),
+            ("release", runner.pid),
+            ("suspend", runner.pid),
+        ]
+        await fleet.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_runner_that_cannot_release_is_checkpointed_as_it_is() -> None:
+    """The release failed (an error, or no answer in time: ``RunnerOffload`` answers None):
+    the late checkpoint goes on, and so does one at once."""
+
+    async def scenario() -> None:
+        driver = FakeDriver()
+        offloaded = Offloaded(
+            arenas=1, device_bytes=GIB, host_bytes=GIB, **SMALL_LEFTOVER_ON_A_CARD
+        )
+        offloader = FakeOffloader(driver.calls, offloaded)
+        offloader.released = None
+        fleet, _ = supervisor(
+            FakeBackend(), suspender=driver, offloader=offloader, sleep_seconds=0.05
+        )
+        runner = fleet.add_runner()
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE")
+        pid = runner.pid or 0
+        fleet.suspend(runner)
+        await until(lambda: ("suspend", pid) in driver.calls, "the checkpoint after the sleep")
+        await until(lambda: not runner.suspensions.asleep, "checkpointed")
+        assert runner.state is RunnerState.SUSPENDED
+        assert runner.suspensions.graphs_released is None
+        fleet.resume(runner)
+        await until(lambda: runner.state is RunnerState.IDLE, "IDLE again")
+        offloader.answer = None  # nothing offloaded: checkpointed at once
+        fleet.suspend(runner)
+        await until(lambda: runner.state is RunnerState.SUSPENDED, "SUSPENDED at once")
+        assert driver.calls == [
+            ("offload", pid),
+            ("release", pid),
+            ("suspend", pid),
+            ("resume", pid),
+            ("restore", pid),
+            ("offload", pid),
+            ("release", pid),
+            ("suspend", pid),
+        ]
         await fleet.stop()
 
     asyncio.run(scenario())

@@ -110,3 +110,47 @@ def test_a_runner_with_an_arena_sleeps_then_is_checkpointed_and_answers_the_same
         third = client.post("/", json={"seed": 3})
         assert third.status_code == 200, third.text
         assert third.json()["checksum"] == first.json()["checksum"]
+
+
+def test_a_checkpoint_after_the_sleep_drops_the_cuda_graphs_and_the_next_call_captures_again(
+    tmp_path: Path,
+) -> None:
+    """Before the late checkpoint the runner drops its CUDA graph (``/_minifal/release``):
+    ``/runners`` says so, the GPU is empty, and the next call captures again and answers the
+    same (eager and replayed sums compared with a tolerance: not the same kernels' order)."""
+    app = f"{APP}::GraphedSuspendable"
+    args = ("--suspend", "on", "--suspend-sleep", "2")
+    with (
+        start_fleet(app, tmp_path, workers=None, extra_args=args) as fleet,
+        fleet.client(timeout=300.0) as client,
+    ):
+
+        def ask() -> dict:
+            answer = client.post("/", json={"seed": 3})
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+        first = ask()  # runs, then captures
+        replayed = ask()
+        assert first["captures"] == replayed["captures"] == 1
+
+        def checkpointed() -> dict | None:
+            return next(
+                (
+                    r
+                    for r in fleet.runners()
+                    if r["state"] == "SUSPENDED" and r["suspensions"]["asleep"] is False
+                ),
+                None,
+            )
+
+        runner = poll_until(checkpointed, 120, "checkpointed after the sleep", fleet)
+        assert runner["suspensions"]["graphs_released"] >= 1
+        assert runner["suspensions"]["released_bytes"] > 0  # the graph's pool, workspaces
+        assert gpu_memory_of(runner["pid"]) <= 100
+        again = ask()  # restored, runs, captures again
+        assert again["captures"] == 2
+        assert again["checksum"] == pytest.approx(first["checksum"], rel=1e-4)
+        last = ask()  # the new graph, replayed
+        assert last["captures"] == 2
+        assert last["checksum"] == pytest.approx(replayed["checksum"], rel=1e-4)

@@ -164,6 +164,11 @@ def suspension_note(runner: dict[str, Any]) -> str | None:
             note += f" ({record['pinned_bytes'] / 2**30:.1f} GiB of it pinned tensors)"
     if record.get("asleep"):
         note += "; asleep: its CUDA context and graphs still on its GPU"
+    if record.get("graphs_released") is not None:
+        note += (
+            f"; {record['graphs_released']} CUDA graph(s) dropped before its checkpoint"
+            f" ({(record.get('released_bytes') or 0) / 2**30:.1f} GiB given back)"
+        )
     return note
 
 

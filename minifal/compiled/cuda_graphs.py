@@ -21,12 +21,18 @@ What a graph bakes in, and what is done about it:
 
 Calls that cannot be captured (CPU tensors, grad enabled, a module that synchronizes with the host
 inside its forward) run the module as it is; a failed capture is logged once per signature.
+
+A graph holds GPU memory while it lives (its private pool: every activation of the captured
+call). :func:`release_cuda_graphs` drops every graph of the process (a runner does it before a
+late suspension checkpoint, ``minifal.offload.suspension``): the next call of each signature runs
+the module as it is and captures again, as a first call does.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +46,13 @@ logger = logging.getLogger("minifal.cuda_graphs")
 
 # torch allows one capture at a time in a process.
 _CAPTURE_LOCK = threading.Lock()
+
+RELEASE_LOCK_TIMEOUT_S = 5.0
+"""How long a release waits for a call in progress (then that call keeps its graph)."""
+
+_GRAPHED_CALLS: weakref.WeakSet[GraphedCall] = weakref.WeakSet()
+"""Every ``GraphedCall`` alive in this process (weakly: a dropped module drops its calls)."""
+_REGISTRY_LOCK = threading.Lock()
 
 
 class WeightSlots:
@@ -80,6 +93,15 @@ class CapturedGraph:
         with torch.cuda.graph(self._graph, stream=stream, capture_error_mode="thread_local"):
             outputs = run(self._inputs)
         self._outputs, self._spec = torch_internals.tree_flatten(outputs)
+        self._device = device
+
+    def release(self) -> None:
+        """Free its GPU memory: the static inputs and outputs, then the graph (its executable
+        and its private pool, given back to the driver by the next ``empty_cache``). Not
+        usable after."""
+        torch.cuda.synchronize(self._device)  # no replay of it still runs
+        self._inputs, self._outputs = [], []
+        self._graph.reset()
 
     def replay(self, tensors: list[torch.Tensor]) -> Any:
         for static, tensor in zip(self._inputs, tensors, strict=True):
@@ -117,6 +139,8 @@ class GraphedCall:
         self._graph: CapturedGraph | None = None
         self._lock = threading.Lock()
         self.captures = 0
+        with _REGISTRY_LOCK:
+            _GRAPHED_CALLS.add(self)
 
     @property
     def captured(self) -> bool:
@@ -136,6 +160,21 @@ class GraphedCall:
             self._capture(tensors)
             return result
 
+    def release(self, timeout: float = RELEASE_LOCK_TIMEOUT_S) -> bool:
+        """Drop the graph, if captured (between calls, never during one); the next call runs
+        ``run`` and captures again. Whether a graph was dropped; ``TimeoutError`` when a call
+        still runs after ``timeout`` seconds (the graph is kept)."""
+        if not self._lock.acquire(timeout=timeout):
+            raise TimeoutError(f"{self._label} still running after {timeout:g} s")
+        try:
+            graph, self._graph = self._graph, None
+            if graph is None:
+                return False
+            graph.release()
+            return True
+        finally:
+            self._lock.release()
+
     def _capture(self, tensors: list[torch.Tensor]) -> None:
         self._graph = None
         try:
@@ -149,6 +188,50 @@ class GraphedCall:
         finally:
             torch.cuda.synchronize()
         self.captures += 1
+
+
+def release_cuda_graphs(timeout: float = RELEASE_LOCK_TIMEOUT_S) -> int:
+    """Drop every captured CUDA graph of this process; how many were dropped.
+
+    Frees, on every GPU: each graph's executable and private memory pool (the captured call's
+    activations and outputs) and its static inputs; then, where every graph was dropped, the
+    cuBLAS workspaces torch keeps per (handle, stream) (``torch_internals.clear_cublas_workspaces``,
+    where torch has it: tens of MiB per stream a matmul ran on); then the caching allocator's
+    free blocks (``empty_cache``), so the memory goes back to the driver. Each call's graph is
+    dropped under its lock (never during a replay) and no capture runs meanwhile; a call whose
+    lock is not had within ``timeout`` keeps its graph (logged), and then the workspaces stay,
+    since a graph captured here baked in its capture stream's workspace address (its warm-up ran
+    a matmul on that stream first). The next call of each signature runs the module as it is,
+    then captures again.
+
+    Graphs an App captures itself, outside ``GraphedCall``, are neither dropped nor known. One
+    captured on a stream that ran a matmul just before (as here) uses that stream's workspace,
+    which this frees: such an App's replays after a checkpointed resume would use freed memory
+    (run it with ``--suspend off``). torch.compile's CUDA graph trees (``mode="reduce-overhead"``)
+    clear these workspaces around each recording themselves, so theirs hold none.
+    """
+    if not torch.cuda.is_initialized():
+        return 0  # no capture ever ran: nothing on a GPU
+    if not _CAPTURE_LOCK.acquire(timeout=timeout):
+        logger.warning("CUDA graphs kept: a capture still runs after %g s", timeout)
+        return 0
+    try:
+        with _REGISTRY_LOCK:
+            calls = list(_GRAPHED_CALLS)
+        dropped = kept = 0
+        for call in calls:
+            try:
+                if call.release(timeout):
+                    dropped += 1
+            except TimeoutError as busy:
+                kept += 1
+                logger.warning("CUDA graph kept: %s", busy)
+        if not kept:
+            torch_internals.clear_cublas_workspaces()
+        torch.cuda.empty_cache()
+    finally:
+        _CAPTURE_LOCK.release()
+    return dropped
 
 
 def capturable_call(call: FlatCall) -> bool:
@@ -172,7 +255,14 @@ class CudaGraphModule(WrappedModule):
 
     @property
     def captured_signatures(self) -> int:
+        """Signatures whose graph is captured now."""
         return sum(call.captured for call in self._calls.values())
+
+    @property
+    def captures(self) -> int:
+        """Captures so far, of every signature (a graph captured again after a release or a
+        replaced weight counts again)."""
+        return sum(call.captures for call in self._calls.values())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         call = flatten_call(args, kwargs)

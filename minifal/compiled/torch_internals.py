@@ -28,6 +28,7 @@ function wraps:
 - ``replace_autotune_cache_create``:
   ``torch._inductor.runtime.autotune_cache.AutotuneCache.create`` (a staticmethod, replaced);
 - ``cuda_in_bad_fork``: ``torch.cuda._is_in_bad_fork``;
+- ``clear_cublas_workspaces``: ``torch._C._cuda_clearCublasWorkspaces`` (in CUDA builds only);
 - ``triton_key``: ``triton.runtime.cache.triton_key``.
 
 Not here: ``nn.Module``'s ``_parameters``/``_buffers`` dicts, which ``cuda_graphs.WeightSlots``
@@ -201,6 +202,19 @@ def cuda_in_bad_fork() -> bool:
     import torch
 
     return torch.cuda._is_in_bad_fork()
+
+
+def clear_cublas_workspaces() -> bool:
+    """Drop the cuBLAS workspaces torch keeps per (handle, stream) (its caching allocator gets
+    them back, and ``empty_cache`` the driver); the next matmul on a stream allocates its own
+    again. False where this torch has no such call (a CPU build)."""
+    import torch
+
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear is None:
+        return False
+    clear()
+    return True
 
 
 # Triton

@@ -61,6 +61,11 @@ class Suspensions:
     asleep: bool = False
     """Suspended without the driver's checkpoint (yet): its CUDA context and graphs are still
     on its GPU, its weights in pinned host memory (``runner_suspension.py``)."""
+    graphs_released: int | None = None
+    """CUDA graphs it dropped right before its checkpoint (captured again at their next call);
+    None: not checkpointed (yet), or it could not release."""
+    released_bytes: int | None = None
+    """GPU memory that release gave back (torch's count): what the checkpoint did not move."""
 
 
 class Runner:
@@ -178,6 +183,7 @@ class Runner:
         self.suspensions.suspended_since = None
         self.suspensions.host_memory_bytes = None
         self.suspensions.pinned_bytes = self.suspensions.checkpoint_bytes = None
+        self.suspensions.graphs_released = self.suspensions.released_bytes = None
         self.suspensions.asleep = False
         self._record(RunnerState.SETUP)
 
@@ -238,6 +244,8 @@ class Runner:
         pinned_bytes: int | None = None,
         checkpoint_bytes: int | None = None,
         asleep: bool = False,
+        graphs_released: int | None = None,
+        released_bytes: int | None = None,
     ) -> None:
         self.suspensions.suspends += 1
         self.suspensions.last_suspend_s = seconds
@@ -246,12 +254,22 @@ class Runner:
         self.suspensions.pinned_bytes = pinned_bytes
         self.suspensions.checkpoint_bytes = checkpoint_bytes
         self.suspensions.asleep = asleep
+        self.suspensions.graphs_released = graphs_released
+        self.suspensions.released_bytes = released_bytes
         self._record(RunnerState.SUSPENDED)
 
-    def checkpointed(self, host_memory_bytes: int | None, checkpoint_bytes: int | None) -> None:
+    def checkpointed(
+        self,
+        host_memory_bytes: int | None,
+        checkpoint_bytes: int | None,
+        graphs_released: int | None = None,
+        released_bytes: int | None = None,
+    ) -> None:
         """Asleep until now, its GPU state is in host memory too (still SUSPENDED)."""
         self.suspensions.host_memory_bytes = host_memory_bytes
         self.suspensions.checkpoint_bytes = checkpoint_bytes
+        self.suspensions.graphs_released = graphs_released
+        self.suspensions.released_bytes = released_bytes
         self.suspensions.asleep = False
 
     def resuming(self) -> None:
@@ -264,6 +282,7 @@ class Runner:
         self.suspensions.suspended_since = None
         self.suspensions.host_memory_bytes = None
         self.suspensions.pinned_bytes = self.suspensions.checkpoint_bytes = None
+        self.suspensions.graphs_released = self.suspensions.released_bytes = None
         self.suspensions.asleep = False
         self.idle_since = at
         self._record(RunnerState.IDLE)

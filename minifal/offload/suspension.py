@@ -17,6 +17,13 @@ context, CUDA-graph pools, workspaces); ``/_minifal/restore`` (``restore_after_c
 brings them back at the same addresses once the driver has restored the rest. Both are methods
 of ``PROCESS_ARENAS``, the process's one ``ProcessArenas``.
 
+Before a *late* checkpoint (the runner slept on its GPU first, its weights offloaded already),
+or a checkpoint at once, ``/_minifal/release`` (``release_for_checkpoint``) drops the process's
+CUDA graphs too, their private pools and the cuBLAS workspaces with them
+(``minifal.compiled.cuda_graphs.release_cuda_graphs``): the checkpoint then carries less, and
+the first call of each graphed signature after the resume runs as it is and captures again. A
+runner that only sleeps keeps its graphs.
+
 Where this cannot work (no GPU, no driver support, a failure while placing) ``keep_addresses``
 leaves the modules as they are and says why, once; the suspension then checkpoints everything,
 as without it.
@@ -70,6 +77,36 @@ class Offloaded:
 
     @classmethod
     def from_json(cls, answer: dict[str, Any]) -> Offloaded:
+        """The runner's answer as the gateway reads it (unknown keys ignored)."""
+        known = {field.name for field in fields(cls)}
+        return cls(**{key: value for key, value in answer.items() if key in known})
+
+
+@dataclass(frozen=True)
+class Released:
+    """What ``release_for_checkpoint`` did (the runner's answer to the gateway)."""
+
+    graphs: int = 0
+    """CUDA graphs dropped (captured again at their next call)."""
+    reserved_before_bytes: int = 0
+    """torch's caching allocator's reserved memory before, on this process's GPUs."""
+    reserved_after_bytes: int = 0
+    gpu_used_before_bytes: int = 0
+    """Memory in use on those GPUs before (the driver's count, every process's; 0: unknown);
+    it also sees what torch does not allocate (graph executables)."""
+    gpu_used_after_bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def released_bytes(self) -> int:
+        """What this process's allocator gave back to the driver."""
+        return max(0, self.reserved_before_bytes - self.reserved_after_bytes)
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "released_bytes": self.released_bytes}
+
+    @classmethod
+    def from_json(cls, answer: dict[str, Any]) -> Released:
         """The runner's answer as the gateway reads it (unknown keys ignored)."""
         known = {field.name for field in fields(cls)}
         return cls(**{key: value for key, value in answer.items() if key in known})
@@ -153,6 +190,45 @@ class ProcessArenas:
                 gpu_total_bytes=total,
             )
 
+    def release_for_checkpoint(self) -> Released:
+        """Drop every CUDA graph, the cuBLAS workspaces and the cached blocks (see the module
+        docstring), with background GPU work paused (it stays so until
+        ``restore_after_checkpoint``, as after an offload). Never imports torch: a process that
+        never initialized CUDA has nothing to release."""
+        start = time.perf_counter()
+        if not GPU_GATE.close(GATE_TIMEOUT_S):
+            raise TimeoutError(
+                f"background GPU work (a compiled module's check) still runs after "
+                f"{GATE_TIMEOUT_S:g} s"
+            )
+        torch = sys.modules.get("torch")
+        if torch is None or not torch.cuda.is_initialized():
+            return Released(seconds=time.perf_counter() - start)
+        from minifal.compiled.cuda_graphs import release_cuda_graphs
+
+        with self._lock:
+            devices = _devices_in_use({arena.memory.device for arena in self.arenas})
+            reserved_before = sum(torch.cuda.memory_reserved(device) for device in devices)
+            used_before, _ = _gpu_memory_in_use(devices)
+            graphs = release_cuda_graphs()
+            torch.cuda.empty_cache()  # where no graph was: the cached blocks all the same
+            used_after, _ = _gpu_memory_in_use(devices)
+            released = Released(
+                graphs=graphs,
+                reserved_before_bytes=reserved_before,
+                reserved_after_bytes=sum(torch.cuda.memory_reserved(d) for d in devices),
+                gpu_used_before_bytes=used_before,
+                gpu_used_after_bytes=used_after,
+                seconds=time.perf_counter() - start,
+            )
+        logger.info(
+            "offload: %d CUDA graphs dropped, %.2f GiB given back before the checkpoint (%.2f s)",
+            released.graphs,
+            released.released_bytes / 2**30,
+            released.seconds,
+        )
+        return released
+
     def restore_after_checkpoint(self) -> dict[str, Any]:
         """Restore every offloaded arena (nothing to do when none is: safe to repeat), then
         let background GPU work go on."""
@@ -200,6 +276,18 @@ def _release_cached_blocks() -> int:
     before = sum(torch.cuda.memory_reserved(device) for device in devices)
     torch.cuda.empty_cache()  # every device's
     return before - sum(torch.cuda.memory_reserved(device) for device in devices)
+
+
+def _devices_in_use(arena_devices: set[torch.device]) -> set[torch.device]:
+    """The GPUs this process's allocator holds memory on, and its arenas': where it has a
+    context (asking of another GPU would make one there). Only where torch is imported."""
+    torch = sys.modules["torch"]
+    held = {
+        torch.device("cuda", index)
+        for index in range(torch.cuda.device_count())
+        if torch.cuda.memory_reserved(index) > 0
+    }
+    return held | {device for device in arena_devices if device.type == "cuda"}
 
 
 def _gpu_memory_in_use(devices: set[torch.device]) -> tuple[int, int]:

@@ -1,9 +1,10 @@
 """The runner's half of a suspension: ``POST /_minifal/offload`` before the gateway's driver
-checkpoint, ``POST /_minifal/restore`` after its restore (``runner_contract``).
+checkpoint (and ``POST /_minifal/release`` right before it: CUDA graphs dropped), ``POST
+/_minifal/restore`` after its restore (``runner_contract``).
 
 The work is ``minifal.offload.suspension``'s (blocking GPU copies and driver calls, run in a
-worker thread). A failure answers 500 with its reason; the gateway then checkpoints everything
-(offload) or replaces the runner (restore).
+worker thread). A failure answers 500 with its reason; the gateway then checkpoints the runner
+as it is (offload, release) or replaces it (restore).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from minifal.offload import suspension
-from minifal.runner_contract import OFFLOAD_PATH, RESTORE_PATH
+from minifal.runner_contract import OFFLOAD_PATH, RELEASE_PATH, RESTORE_PATH
 
 logger = logging.getLogger("minifal.runner")
 
@@ -39,6 +40,13 @@ async def offload() -> JSONResponse:
     )
 
 
+async def release() -> JSONResponse:
+    arenas = suspension.PROCESS_ARENAS
+    return await _step(
+        lambda: arenas.release_for_checkpoint().as_json(), "release before a checkpoint"
+    )
+
+
 async def restore() -> JSONResponse:
     arenas = suspension.PROCESS_ARENAS
     return await _step(arenas.restore_after_checkpoint, "restore after a checkpoint")
@@ -46,4 +54,5 @@ async def restore() -> JSONResponse:
 
 def install_offload_routes(api: FastAPI) -> None:
     api.add_api_route(OFFLOAD_PATH, offload, methods=["POST"], include_in_schema=False)
+    api.add_api_route(RELEASE_PATH, release, methods=["POST"], include_in_schema=False)
     api.add_api_route(RESTORE_PATH, restore, methods=["POST"], include_in_schema=False)

@@ -12,6 +12,7 @@ class Query(BaseModel):
 class Answer(BaseModel):
     checksum: float
     gpu_bytes: int
+    captures: int = 0
 
 
 class Suspendable(fal.App):
@@ -48,3 +49,35 @@ class SleepySuspendable(Suspendable):
         holder.register_buffer("weights", self.weights)
         assert keep_addresses(holder) is not None, "no arena on this GPU (the log says why)"
         self.weights = holder.weights  # the arena's tensor, at its fixed address
+
+
+class GraphedSuspendable(SleepySuspendable):
+    """The same, its step a ``cuda_graphed`` module (one CUDA graph, replayed): its checkpoint
+    after the sleep first drops the graph, which the next call captures again."""
+
+    def setup(self) -> None:
+        from minifal.compiled.cuda_graphs import cuda_graphed
+
+        super().setup()
+        torch = self.torch
+
+        class Tower(torch.nn.Module):
+            def __init__(self, weights: torch.Tensor) -> None:
+                super().__init__()
+                self.register_buffer("weights", weights)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return torch.tanh(x @ self.weights).sum()
+
+        self.tower = cuda_graphed(Tower(self.weights))
+
+    @fal.endpoint("/")
+    def run(self, query: Query) -> Answer:
+        torch = self.torch
+        generator = torch.Generator(device="cuda").manual_seed(query.seed)
+        x = torch.randn(64, 16384, device="cuda", generator=generator)
+        with torch.inference_mode():
+            value = float(self.tower(x))
+        return Answer(
+            checksum=value, gpu_bytes=torch.cuda.memory_allocated(), captures=self.tower.captures
+        )
