@@ -3,7 +3,9 @@ module's weights placed at fixed addresses, a CUDA graph captured on them, the w
 (their GPU memory given back) and restored at the same addresses, the graph replayed: the same
 output, bit for bit. Then the same with the release a late checkpoint asks for in between: the
 graph dropped, its memory given back, captured again at the next call. No checkpoint here:
-benchmarks/suspend_resume_arena.py times the whole.
+benchmarks/suspend_resume_arena.py times the whole. Each test closes its arena: a runner's live
+as long as it does, but here a pinned host copy left registered when its memory is freed makes
+the next test's copies fail ("resource already mapped").
 
 Skipped on CPU CI (no GPU); on a GPU host: ``pytest tests/test_offload_gpu.py``.
 """
@@ -49,6 +51,7 @@ def test_a_graph_captured_on_arena_weights_replays_the_same_after_a_round_trip()
         again = graphed(tokens)
     assert graphed.captured_signatures == 1
     assert torch.equal(again, expected)
+    arena.close()  # its pinned host copy is unregistered before its memory goes back
 
 
 def test_a_release_between_offload_and_restore_drops_the_graph_and_it_is_captured_again() -> None:
@@ -59,7 +62,8 @@ def test_a_release_between_offload_and_restore_drops_the_graph_and_it_is_capture
     model = torch.nn.Sequential(*(torch.nn.Linear(2048, 2048) for _ in range(16)))
     model = model.cuda().half().eval()
     arenas = ProcessArenas()
-    assert arenas.keep_addresses(model) is not None, "no arena on this GPU (the log says why)"
+    arena = arenas.keep_addresses(model)
+    assert arena is not None, "no arena on this GPU (the log says why)"
     graphed = cuda_graphed(model)
     tokens = torch.randn(64, 2048, device="cuda", dtype=torch.half)
     with torch.inference_mode():
@@ -78,3 +82,4 @@ def test_a_release_between_offload_and_restore_drops_the_graph_and_it_is_capture
     assert graphed.captures == 2 and graphed.captured_signatures == 1
     torch.testing.assert_close(first, eager)
     torch.testing.assert_close(again, expected)
+    arena.close()

@@ -166,6 +166,7 @@ class Gateway:
             use_gpus=bool(options.gpus) and settings.gpus_per_runner > 0,
             echo_output=options.echo_output,
             max_body_bytes=options.max_body_bytes,
+            requirements=tuple(settings.requirements),
         )
         self.request_logs = RequestLogs()
         """Each request's log lines, from its runner's output."""

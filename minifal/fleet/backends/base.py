@@ -35,6 +35,8 @@ class RunnerLaunch:
     extra_env: dict[str, str] = field(default_factory=dict)
     max_body_bytes: int | None = None
     """The gateway's body limit, which its runners answer with too (None: theirs)."""
+    requirements: tuple[str, ...] = ()
+    """The App's ``requirements``: the packages a cold bytecode cache is filled with."""
 
 
 @dataclass(frozen=True)

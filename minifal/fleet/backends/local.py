@@ -14,7 +14,9 @@ from one process per fleet that has already imported what the App's runners impo
 backend execs runners as above. On an empty data dir the server has nothing to import yet, so a
 runner does not wait for its start (1.6-2.7 s of an H100 host's slow interpreter start and
 imports): it is exec'd, and the server starts beside it for later runners, importing what the
-first ready runner recorded (its preload).
+first ready runner recorded (its preload). Where that runner's bytecode cache is empty too (an
+image without bytecode), a pool compiles the App's packages into it beside the runner
+(``bytecode_warmer.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import httpx
 
 from minifal.compiled.bytecode_cache import configure_environment as configure_bytecode_cache
 from minifal.fleet.backends.base import RequestLogSink, RunnerLaunch, RunnerRevision
+from minifal.fleet.backends.bytecode_warmer import BytecodeWarmer
 from minifal.fleet.backends.fork_client import (
     ForkedProcess,
     ForkServerClient,
@@ -115,6 +118,9 @@ class LocalRunnerBackend:
         self.fork_server_log = fork_server_log
         """Its file in the run dir (each app of a gateway has its own server)."""
         self._fork_server: ForkServerClient | None = None
+        self._bytecode_warmer = BytecodeWarmer(
+            launch.requirements, launch.run_dir / "bytecode-warmup.log"
+        )
 
     def _environment(self, launch: RunnerLaunch, runner_id: str, gpus: list[str]) -> dict[str, str]:
         env = {
@@ -167,9 +173,11 @@ class LocalRunnerBackend:
         )
 
     async def close(self) -> None:
-        """Stop the fork server (after the runners: the supervisor stopped them)."""
+        """Stop the fork server (after the runners: the supervisor stopped them) and a
+        bytecode warmup still running."""
         if self._fork_server is not None:
             await self._fork_server.close()
+        await self._bytecode_warmer.close()
 
     async def start(
         self, runner_id: str, gpus: list[str], revision: RunnerRevision | None = None
@@ -178,6 +186,8 @@ class LocalRunnerBackend:
         port = free_port(self.host)
         env = self._environment(launch, runner_id, gpus)
         launch.run_dir.mkdir(parents=True, exist_ok=True)
+        cache = env.get("PYTHONPYCACHEPREFIX")  # a cold one is filled beside this runner
+        await self._bytecode_warmer.maybe_start(Path(cache) if cache else None, env)
         if self.fork_server:
             client = self._fork_server_client(env)
             if client.has_record():
