@@ -53,6 +53,13 @@ GATE_TIMEOUT_S = 20.0
 gateway checkpoints the whole runner: the driver's lock waits for GPU work itself)."""
 
 
+def _known_fields(record: type, answer: dict[str, Any]) -> dict[str, Any]:
+    """The keys of ``answer`` that are fields of the dataclass ``record`` (a newer runner may
+    answer more)."""
+    known = {field.name for field in fields(record)}
+    return {key: value for key, value in answer.items() if key in known}
+
+
 @dataclass(frozen=True)
 class Offloaded:
     """What ``prepare_for_checkpoint`` did (the runner's answer to the gateway)."""
@@ -78,8 +85,7 @@ class Offloaded:
     @classmethod
     def from_json(cls, answer: dict[str, Any]) -> Offloaded:
         """The runner's answer as the gateway reads it (unknown keys ignored)."""
-        known = {field.name for field in fields(cls)}
-        return cls(**{key: value for key, value in answer.items() if key in known})
+        return cls(**_known_fields(cls, answer))
 
 
 @dataclass(frozen=True)
@@ -108,8 +114,7 @@ class Released:
     @classmethod
     def from_json(cls, answer: dict[str, Any]) -> Released:
         """The runner's answer as the gateway reads it (unknown keys ignored)."""
-        known = {field.name for field in fields(cls)}
-        return cls(**{key: value for key, value in answer.items() if key in known})
+        return cls(**_known_fields(cls, answer))
 
 
 class ProcessArenas:
