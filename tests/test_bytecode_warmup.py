@@ -71,7 +71,7 @@ def test_warm_compiles_into_the_cache_once_and_counts_failures(
     broken = sources / "broken.py"
     broken.write_text("def (:\n")
     cache = tmp_path / "cache"
-    monkeypatch.setattr(sys, "pycache_prefix", str(cache))  # the pool's workers inherit it
+    monkeypatch.setattr(sys, "pycache_prefix", str(cache))
     first = warm([*good, broken], workers=1)
     assert (first["compiled"], first["failed"], first["skipped"]) == (3, 1, 0)
     for path in good:

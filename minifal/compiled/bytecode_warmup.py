@@ -99,12 +99,12 @@ def source_files(distributions: Iterable[metadata.Distribution]) -> list[Path]:
     return files
 
 
-def _compile(sources: list[str]) -> tuple[int, int]:
-    """Compile each source to its cache path (``sys.pycache_prefix``); (compiled, failed)."""
+def _compile(jobs: list[tuple[str, str]]) -> tuple[int, int]:
+    """Compile each source to its bytecode file; (compiled, failed)."""
     compiled = failed = 0
-    for source in sources:
+    for source, bytecode in jobs:
         try:
-            py_compile.compile(source, doraise=True)
+            py_compile.compile(source, cfile=bytecode, doraise=True)
             compiled += 1
         except (py_compile.PyCompileError, OSError, ValueError):
             failed += 1
@@ -117,13 +117,14 @@ def _lower_priority() -> None:
 
 
 def warm(files: list[Path], workers: int) -> dict[str, float]:
-    """Compile ``files`` whose bytecode is not in the cache yet, in ``workers`` processes."""
+    """Compile ``files`` whose bytecode is not in this process's cache (``sys.pycache_prefix``,
+    where the importer looks) yet, in ``workers`` processes, each told where to write."""
     start = time.perf_counter()
-    todo = [
-        str(path)
-        for path in files
-        if path.is_file() and not os.path.exists(importlib.util.cache_from_source(str(path)))
-    ]
+    todo = []
+    for path in files:
+        bytecode = importlib.util.cache_from_source(str(path))
+        if path.is_file() and not os.path.exists(bytecode):
+            todo.append((str(path), bytecode))
     chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
     compiled = failed = 0
     with ProcessPoolExecutor(max_workers=workers) as pool:  # they inherit the low priority
@@ -149,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, required=True, help="the bytecode cache dir")
     parser.add_argument("--workers", type=int, default=default_workers())
     args = parser.parse_args(argv)
-    sys.pycache_prefix = str(args.cache)  # the workers get it from PYTHONPYCACHEPREFIX
-    os.environ["PYTHONPYCACHEPREFIX"] = str(args.cache)
+    sys.pycache_prefix = str(args.cache)
     _lower_priority()
     distributions, missing = requirement_closure(args.requirements)
     result = {
