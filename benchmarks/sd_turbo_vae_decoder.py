@@ -13,7 +13,9 @@ size (``--batches``), in these variants:
   (``interpolate``: nearest 2x, then a 3x3 convolution) and with ``subpixel`` ones
   (``apps/sd_turbo_upsample.py``: one 2x2 convolution of the small image, 2.25x fewer FLOPs);
 - ``compile`` (``torch.compile(decoder, mode="default")``, NCHW; ``--compile-channels-last``: also
-  ``compile-cl``) at the largest batch size, both upsamplers; the first call's seconds are
+  ``compile-cl``; each other mode of ``--compile-modes``, e.g. ``max-autotune-no-cudagraphs``
+  (Inductor times Triton templates against cuDNN for every convolution): ``compile-<mode>``)
+  at the largest batch size, both upsamplers; the first call's seconds are
   reported as the compile time.
 
 Each time is the median of ``--iters`` calls after ``--warmup`` (CUDA events on a GPU). FLOPs are
@@ -150,6 +152,10 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+COMPILE_CL = ("compile", "compile-cl")
+"""The compiled variants of mode ``default`` (the others are named by their mode)."""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="directory for the JSON")
@@ -162,6 +168,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled variants")
     parser.add_argument(
         "--compile-channels-last", action="store_true", help="also compile channels_last"
+    )
+    parser.add_argument(
+        "--compile-modes",
+        type=lambda text: [mode for mode in text.split(",") if mode],
+        default=["default"],
+        help="torch.compile modes, comma-separated (default: default)",
     )
     return parser.parse_args(argv)
 
@@ -216,6 +228,7 @@ class Bench:
                     self.measure(variant, upsample, batch)
         if not self.args.no_compile:
             compiled = ["compile"] + (["compile-cl"] if self.args.compile_channels_last else [])
+            compiled += [f"compile-{mode}" for mode in self.args.compile_modes if mode != "default"]
             for variant in compiled:
                 for upsample in UPSAMPLERS:
                     self.measure(variant, upsample, self.batches[-1])
@@ -238,7 +251,8 @@ class Bench:
         try:
             call = decoder
             if variant.startswith("compile"):
-                call = torch.compile(decoder, mode="default")
+                mode = variant.removeprefix("compile-") if variant not in COMPILE_CL else "default"
+                call = torch.compile(decoder, mode=mode)
                 began = time.perf_counter()
                 with torch.no_grad():
                     call(inputs)
