@@ -156,3 +156,84 @@ def test_a_warm_or_unused_cache_or_an_app_without_requirements_starts_nothing(
         assert not await BytecodeWarmer((), tmp_path / "l").maybe_start(empty, {})
 
     asyncio.run(scenario())
+
+
+FLEET_APP = """import fal
+
+
+class WarmupProbe(fal.App):
+    requirements = ["pluggy"]
+
+    @fal.endpoint("/")
+    def hello(self) -> dict:
+        return {"ok": True}
+"""
+
+
+@pytest.mark.process
+def test_a_fleet_on_a_cold_cache_fills_it_with_its_apps_requirements(tmp_path: Path) -> None:
+    """Through the fleet's own backend: the first runner's start finds the data dir's bytecode
+    cache empty and starts the warmup beside it. pluggy is a requirement the runner itself never
+    imports, so its bytecode in the cache is the warmup's."""
+    from minifal.fleet.backends.base import RunnerLaunch
+    from minifal.fleet.backends.local import LocalRunnerBackend
+
+    app = tmp_path / "warmup_probe_app.py"
+    app.write_text(FLEET_APP)
+    data_dir = tmp_path / "data"
+    launch = RunnerLaunch(
+        app_reference=str(app),
+        data_dir=data_dir,
+        run_id="run-1",
+        run_dir=data_dir / "runs" / "run-1",
+        public_url="http://127.0.0.1:1/",
+        use_gpus=False,
+        echo_output=False,
+        extra_env={"MINIFAL_BYTECODE_CACHE": "on"},
+        requirements=("pluggy",),
+    )
+    cache = data_dir / "pycache"
+
+    async def scenario() -> None:
+        backend = LocalRunnerBackend(launch)
+        runner = await backend.start("runner-0", [])
+        try:
+            deadline = time.monotonic() + 60
+            while not any(cache.rglob("pluggy/__init__.*.pyc")):
+                assert time.monotonic() < deadline, "no pluggy bytecode in the cache"
+                await asyncio.sleep(0.1)
+            assert await runner.wait_ready(60.0)
+        finally:
+            runner.terminate()
+            await asyncio.wait_for(runner.wait_exit(), 30)
+            await asyncio.wait_for(backend.close(), 30)
+
+    asyncio.run(scenario())
+    assert any(cache.rglob("pluggy/_hooks.*.pyc"))
+
+
+@pytest.mark.unit
+def test_the_gateway_gives_its_runners_backend_the_apps_requirements(tmp_path: Path) -> None:
+    from in_process import manifest_of
+
+    import minifal as fal
+    from minifal.fleet.gateway import Gateway, GatewayOptions
+    from minifal.fleet.scaler import ScalingSettings
+
+    class Required(fal.App):
+        requirements = ["pluggy", "packaging>=23"]
+
+    gateway = Gateway(
+        manifest_of(Required),
+        GatewayOptions(
+            app_reference="Required",
+            data_dir=tmp_path,
+            run_id="r",
+            public_url="http://testserver/",
+            scaling=ScalingSettings(min_concurrency=0),
+            gpus=[],
+            echo_output=False,
+            suspend="off",
+        ),
+    )
+    assert gateway.supervisor.backend.launch.requirements == ("pluggy", "packaging>=23")
