@@ -212,25 +212,26 @@ def release_cuda_graphs(timeout: float = RELEASE_LOCK_TIMEOUT_S) -> int:
     """
     if not torch.cuda.is_initialized():
         return 0  # no capture ever ran: nothing on a GPU
-    if not _CAPTURE_LOCK.acquire(timeout=timeout):
+    dropped = 0
+    if _CAPTURE_LOCK.acquire(timeout=timeout):
+        try:
+            with _REGISTRY_LOCK:
+                calls = list(_GRAPHED_CALLS)
+            kept = 0
+            for call in calls:
+                try:
+                    if call.release(timeout):
+                        dropped += 1
+                except TimeoutError as busy:
+                    kept += 1
+                    logger.warning("CUDA graph kept: %s", busy)
+            if not kept:
+                torch_internals.clear_cublas_workspaces()
+        finally:
+            _CAPTURE_LOCK.release()
+    else:
         logger.warning("CUDA graphs kept: a capture still runs after %g s", timeout)
-        return 0
-    try:
-        with _REGISTRY_LOCK:
-            calls = list(_GRAPHED_CALLS)
-        dropped = kept = 0
-        for call in calls:
-            try:
-                if call.release(timeout):
-                    dropped += 1
-            except TimeoutError as busy:
-                kept += 1
-                logger.warning("CUDA graph kept: %s", busy)
-        if not kept:
-            torch_internals.clear_cublas_workspaces()
-        torch.cuda.empty_cache()
-    finally:
-        _CAPTURE_LOCK.release()
+    torch.cuda.empty_cache()  # the cached blocks all the same, graphs dropped or not
     return dropped
 
 

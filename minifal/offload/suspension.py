@@ -215,8 +215,7 @@ class ProcessArenas:
             devices = _devices_in_use({arena.memory.device for arena in self.arenas})
             reserved_before = sum(torch.cuda.memory_reserved(device) for device in devices)
             used_before, _ = _gpu_memory_in_use(devices)
-            graphs = release_cuda_graphs()
-            torch.cuda.empty_cache()  # where no graph was: the cached blocks all the same
+            graphs = release_cuda_graphs()  # and the cached blocks, graphs or none
             used_after, _ = _gpu_memory_in_use(devices)
             released = Released(
                 graphs=graphs,

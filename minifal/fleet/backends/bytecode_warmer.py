@@ -37,18 +37,23 @@ def cache_is_cold(cache_dir: Path | None) -> bool:
 
 
 class BytecodeWarmer:
-    """At most one warmup per backend (per App): ``maybe_start`` before a runner's start."""
+    """At most one warmup per backend (per App): ``maybe_start`` before a runner's start; the
+    first runner's start decides (a cache found warm, or not used, stays so)."""
 
     def __init__(self, requirements: tuple[str, ...], log_file: Path) -> None:
         self.requirements = requirements
         self.log_file = log_file
         self.process: asyncio.subprocess.Process | None = None
+        self._decided = False
         self._report: asyncio.Task[None] | None = None
 
     async def maybe_start(self, cache_dir: Path | None, env: dict[str, str]) -> bool:
-        """Start the warmup when ``cache_dir`` (the runners' bytecode cache, None: not used)
-        is cold and none ran yet; whether it started."""
-        if self.process is not None or not self.requirements or not cache_is_cold(cache_dir):
+        """At the first call: start the warmup when ``cache_dir`` (the runners' bytecode cache,
+        None: not used) is cold; whether it started."""
+        if self._decided:
+            return False
+        self._decided = True
+        if not self.requirements or not cache_is_cold(cache_dir):
             return False
         assert cache_dir is not None
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
