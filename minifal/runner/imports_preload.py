@@ -14,15 +14,10 @@ import time
 def preload(names: list[str]) -> tuple[int, list[str]]:
     """Import ``names``; the number imported and those that failed (skipped: the runner will
     import what it needs itself)."""
-    failed = []
-    for name in names:
-        if name in sys.modules:
-            continue
-        try:
-            importlib.import_module(name)
-        except (Exception, SystemExit):
-            failed.append(name)
-    return len(names) - len(failed), failed
+    loading = Preload(names)
+    while not loading.done:
+        loading.step()
+    return len(names) - len(loading.failed), loading.failed
 
 
 class Preload:
