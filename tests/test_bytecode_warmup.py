@@ -92,13 +92,23 @@ def test_a_cache_is_cold_only_where_it_is_used_and_empty(tmp_path: Path) -> None
     assert default_workers(16) == 14 and default_workers(2) == 1 and default_workers(1) == 1
 
 
+def cold_cache(tmp_path: Path) -> Path:
+    cache = tmp_path / "pycache"
+    cache.mkdir()
+    return cache
+
+
+def warmup_environment() -> dict[str, str]:
+    """This process's environment, with its import path (the warmup imports minifal)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
 @pytest.mark.process
 def test_a_cold_cache_is_filled_once_and_the_gateway_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache = tmp_path / "pycache"
-    cache.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cache = cold_cache(tmp_path)
+    env = warmup_environment()
 
     async def scenario() -> None:
         warmer = BytecodeWarmer(("packaging",), tmp_path / "run" / "bytecode-warmup.log")
@@ -118,9 +128,8 @@ def test_a_cold_cache_is_filled_once_and_the_gateway_says_so(
 
 @pytest.mark.process
 def test_closing_stops_a_warmup_and_its_pool(tmp_path: Path) -> None:
-    cache = tmp_path / "pycache"
-    cache.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cache = cold_cache(tmp_path)
+    env = warmup_environment()
 
     async def scenario() -> int:
         warmer = BytecodeWarmer(("torch", "fastapi"), tmp_path / "bytecode-warmup.log")
