@@ -152,6 +152,7 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+EAGER_VARIANTS = ("eager", "eager-cl", "eager-cudnn")
 COMPILE_CL = ("compile", "compile-cl")
 """The compiled variants of mode ``default`` (the others are named by their mode)."""
 
@@ -175,7 +176,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=["default"],
         help="torch.compile modes, comma-separated (default: default)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--upsamplers",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=list(UPSAMPLERS),
+        help=f"comma-separated, some of {','.join(UPSAMPLERS)} (default: both)",
+    )
+    parser.add_argument(
+        "--eager-variants",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=list(EAGER_VARIANTS),
+        help="comma-separated; eager (the reference) always runs",
+    )
+    args = parser.parse_args(argv)
+    for name in args.upsamplers:
+        if name not in UPSAMPLERS:
+            parser.error(f"--upsamplers: unknown {name!r}")
+    for name in args.eager_variants:
+        if name not in EAGER_VARIANTS:
+            parser.error(f"--eager-variants: unknown {name!r}")
+    return args
 
 
 class Bench:
@@ -223,14 +243,16 @@ class Bench:
             )
             del decoder
         for batch in self.batches:
-            for variant in ("eager", "eager-cl", "eager-cudnn"):
-                for upsample in UPSAMPLERS:
-                    self.measure(variant, upsample, batch)
+            self.measure("eager", "interpolate", batch)  # the reference of every row
+            for variant in ["eager"] + [v for v in self.args.eager_variants if v != "eager"]:
+                for upsample in self.args.upsamplers:
+                    if (variant, upsample) != ("eager", "interpolate"):
+                        self.measure(variant, upsample, batch)
         if not self.args.no_compile:
             compiled = ["compile"] + (["compile-cl"] if self.args.compile_channels_last else [])
             compiled += [f"compile-{mode}" for mode in self.args.compile_modes if mode != "default"]
             for variant in compiled:
-                for upsample in UPSAMPLERS:
+                for upsample in self.args.upsamplers:
                     self.measure(variant, upsample, self.batches[-1])
         return self.write()
 
