@@ -19,7 +19,9 @@ function wraps:
 - ``dynamo_time_metrics``: ``torch._dynamo.utils.compilation_time_metrics``;
 - ``dynamo_counters``: ``torch._dynamo.utils.counters[group]``;
 - ``forget_dynamo_trace``: ``torch._dynamo.eval_frame.remove_from_cache``;
-- ``standalone_compile``: ``torch._inductor.standalone_compile`` (torch >= 2.8);
+- ``standalone_compile``: ``torch._inductor.standalone_compile`` (torch >= 2.8), its ``options``
+  ``{"config_patches": ...}``;
+- ``inductor_settings``: ``torch._inductor.config.get_config_copy``;
 - ``load_compiled_artifact``, ``save_compiled_artifact``: ``torch._inductor.CompiledArtifact``'s
   ``load`` and an artifact's ``save``;
 - ``inductor_vec_isa_ok``, ``patched_inductor_config``: ``torch._inductor.config.cpp.vec_isa_ok``
@@ -121,12 +123,30 @@ def forget_dynamo_trace(fn: Callable[..., Any]) -> None:
 # torch._inductor: compiling a captured graph into an artifact, saving and loading it
 
 
-def standalone_compile(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
-    """Compile ``gm`` for inputs shaped like ``example_inputs`` (static shapes); a
-    ``CompiledArtifact`` that loads with no Dynamo and no guards."""
+def standalone_compile(
+    gm: torch.fx.GraphModule,
+    example_inputs: Sequence[Any],
+    inductor_options: Mapping[str, Any] | None = None,
+) -> Any:
+    """Compile ``gm`` for inputs shaped like ``example_inputs`` (static shapes), with Inductor's
+    settings changed by ``inductor_options`` (``{"max_autotune": True}``) for this compile; a
+    ``CompiledArtifact`` that loads with no Dynamo and no guards.
+
+    torch's own ``options`` are ``compile_fx``'s keyword arguments (torch 2.8 to 2.13), not
+    Inductor settings: those go in as its ``config_patches`` (``options={"max_autotune": True}``
+    would be a TypeError)."""
     from torch._inductor import standalone_compile as compile_graph
 
-    return compile_graph(gm, example_inputs, dynamic_shapes="from_example_inputs")
+    options = {"config_patches": dict(inductor_options)} if inductor_options else None
+    return compile_graph(gm, example_inputs, dynamic_shapes="from_example_inputs", options=options)
+
+
+def inductor_settings() -> Mapping[str, Any]:
+    """Every Inductor setting by its dotted name (``max_autotune``, ``triton.cudagraphs``), with
+    its current value; imports Inductor's config (about a second on a fresh process)."""
+    from torch._inductor import config
+
+    return config.get_config_copy()
 
 
 def import_compiler() -> None:
