@@ -125,18 +125,18 @@ def main() -> None:
         compile_workers.WORKER_CODE = "import sys; sys.exit(3)"
     options, seen = None, []
     if MAX_AUTOTUNE_FLAG in arguments:
-        import torch._inductor
+        from torch import _inductor as inductor
 
         from minifal.compiled.precompiled import MAX_AUTOTUNE
 
         arguments.remove(MAX_AUTOTUNE_FLAG)
-        options, compile_graph = MAX_AUTOTUNE, torch._inductor.standalone_compile
+        options, compile_graph = MAX_AUTOTUNE, inductor.standalone_compile
 
         def recorded(gm, example_inputs, **kwargs):
             seen.append(kwargs.get("options"))
             return compile_graph(gm, example_inputs, **kwargs)
 
-        torch._inductor.standalone_compile = recorded
+        inductor.standalone_compile = recorded
     key, model, seed, warmup = arguments[:4]
     after = shapes(arguments[4]) if len(arguments) > 4 else []
     module, call = build(model, int(seed))
