@@ -17,10 +17,11 @@ CUDA context there. Inductor's autotuning runs in the worker, on that GPU: the T
 configurations (``standalone_compile`` tunes at compile time) and, with ``max_autotune``, its
 convolution and matmul templates against cuDNN and cuBLAS, each timed on inputs of its own
 (random, not the call's). Serving while compiling, the runner's eager requests share the GPU
-with those timings: a choice may be made on a busy card. It shares the
-runner's private cache dir (C++ kernels built for a CPU graph land where they are published), its
-Triton compile threads are the host's cores divided among the workers, and it dies with the
-runner. ``MINIFAL_PRECOMPILED_WORKERS``: how many run at once; ``0`` compiles inline.
+with those timings, and so do the other workers' own: a choice may be made on a busy card.
+A worker shares the runner's private cache dir (C++ kernels built for a CPU graph land where
+they are published), its Triton compile threads are the host's cores divided among the
+workers, and it dies with the runner. ``MINIFAL_PRECOMPILED_WORKERS``: how many run at once;
+``0`` compiles inline.
 
 A worker process starts before it has a job (``WorkerProcess``; ``standby_workers.py`` keeps a
 few ready from the block's start on), so that its imports (torch, Inductor: 10-12 s on an H100

@@ -138,11 +138,9 @@ def checked_call(
     )
 
 
-def compile_call(
-    module: torch.nn.Module, call: FlatCall, inductor_options: dict[str, Any] | None = None
-) -> tuple[CompiledCall, Any]:
+def compile_call(module: torch.nn.Module, call: FlatCall) -> tuple[CompiledCall, Any]:
     """Capture and compile ``call`` here; returns the compiled call and eager's output."""
-    captured, expected = capture_call(module, call, inductor_options)
+    captured, expected = capture_call(module, call)
     return compile_captured(captured), expected
 
 
