@@ -9,8 +9,11 @@ other module of ``minifal/`` reaches them. Public APIs (``torch.compile``, ``tor
 
 Checked against: torch 2.13.0+cpu (the development machine; no Triton there, so not
 ``triton_key``); torch 2.11.0+cu130 with Triton 3.6.0 (the GPU machine), where these same calls
-ran from their old places (BENCHMARKS.md section 5), not yet through this module. What each
-function wraps:
+ran from their old places (BENCHMARKS.md section 5), not yet through this module;
+``standalone_compile``'s ``config_patches`` and ``inductor_settings`` on 2.13 only so far (an
+older ``standalone_compile``'s source, of the 2.8 era, hands its ``options`` to ``compile_fx``
+as 2.13's does; 2.11 itself is not checked yet).
+What each function wraps:
 
 - ``tree_flatten``, ``tree_unflatten``, ``tree_leaves``, ``treespec_dumps``, ``treespec_loads``,
   ``TreeSpec``: the same names of ``torch.utils._pytree`` (the module ``torch.compile`` itself
