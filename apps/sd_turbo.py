@@ -20,7 +20,10 @@ GPU default on fal), ``regional`` (diffusers' compile_repeated_blocks with dynam
 quick compile covers every size), ``dynamic`` (fal's page:
 ``torch.compile(dynamic=True)``, slowest to compile) or ``none``. ``MINIFAL_SD_PRECOMPILE``
 names the modules the precompiled strategy covers (default ``unet,vae`` on a GPU, ``unet`` on
-CPU; any of ``unet,vae,text``).
+CPU; any of ``unet,vae,text``); ``MINIFAL_SD_MAX_AUTOTUNE`` names those of them compiled with
+Inductor's max-autotune settings (``MAX_AUTOTUNE``: ``mode="max-autotune-no-cudagraphs"``'s,
+default none; e.g. ``vae``): several times the compile time, their own artifacts. Only on
+minifal's precompiled path: the other strategies, and fal, ignore it.
 On minifal with a GPU, ``MINIFAL_SD_CUDA_GRAPHS`` names the modules whose calls replay from
 CUDA graphs (default ``unet,vae,text``; ``none``): at batch 1 a step is launch-bound, and a
 graph launches a module's kernels at once. BENCHMARKS.md has the measurements behind the
@@ -45,6 +48,7 @@ On fal (no ``@batched``) every request is a batch of one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -77,6 +81,7 @@ logger = logging.getLogger("sd_turbo")
 COMPILE_ENV = "MINIFAL_SD_COMPILE"
 PRECOMPILE_ENV = "MINIFAL_SD_PRECOMPILE"
 CUDA_GRAPHS_ENV = "MINIFAL_SD_CUDA_GRAPHS"
+MAX_AUTOTUNE_ENV = "MINIFAL_SD_MAX_AUTOTUNE"
 COMPILE_STRATEGIES = ("precompiled", "regional", "static", "dynamic", "none")
 # Measured (BENCHMARKS.md): on a GPU, static graphs run a step 20-40% faster than regional
 # or eager, and precompiled ones are the same graphs without Dynamo on warm runners (ready in
@@ -306,16 +311,27 @@ class SDTurbo(fal.App):
         self.vae_upsample = vae_upsample(os.environ.get(VAE_UPSAMPLE_ENV))
         layout = "/channels-last" if self.channels_last else ""  # weights' strides: other graphs
         layout += "/vae-subpixel" if self.vae_upsample == "subpixel" else ""  # another VAE graph
+        autotuned_names = module_names(MAX_AUTOTUNE_ENV, "none")
+        if autotuned_names and precompiled_modules is None:
+            logger.warning("%s: only on minifal's precompiled path; ignored", MAX_AUTOTUNE_ENV)
         if precompiled_modules is not None:
-            # Weights are not in the graphs, so one key serves every weights source.
+            from minifal.compiled.precompiled import MAX_AUTOTUNE
+
+            # Weights are not in the graphs, so one key serves every weights source; the
+            # max-autotune modules' artifacts are named by their options within it.
             with precompiled_modules(f"sd-turbo/v2/precompiled{layout}") as precompiled:
                 self.load_pipeline(strategy)  # meanwhile, the artifacts load in the background
                 precompiled_names = module_names(
                     PRECOMPILE_ENV, DEFAULT_PRECOMPILE.get(default_device(), "unet")
                 )
+                for name in sorted(set(autotuned_names) - set(precompiled_names)):
+                    logger.warning("%s: %s is not precompiled; ignored", MAX_AUTOTUNE_ENV, name)
                 for name in precompiled_names:
                     graphs = name in self.graphed_names
-                    wrap = lambda m, g=graphs: precompiled.module(m, cuda_graphs=g)  # noqa: E731
+                    options = MAX_AUTOTUNE if name in autotuned_names else None
+                    wrap = functools.partial(
+                        precompiled.module, cuda_graphs=graphs, inductor_options=options
+                    )
                     wrap_module(self.pipeline, name, wrap)
                 self.graph_modules(exclude=precompiled_names)
                 self.warm_up()

@@ -18,6 +18,17 @@ configuration compiles, the next ones load), then over HTTP at 512x512, one step
 ``--inprocess`` first times the app's pipeline call in-process at each batch size (each module's
 GPU time from CUDA events); with an empty data dir it is the one that compiles. Prints tables and
 writes JSON (``--out``, rewritten after each configuration).
+
+``--inprocess-each`` times it before each configuration's fleet instead, with that
+configuration's environment (its compiles, its setup time and the Inductor seconds of each
+graph it compiled are reported too); ``--fresh-data-dirs`` gives each configuration its own
+empty data dir, ``<data dir>/<label>``. Before and after ``MINIFAL_SD_MAX_AUTOTUNE=vae``, sharing
+one store (the UNet's artifacts are the same; the VAE decoder's tuned ones are its own)::
+
+    MINIFAL_PRECOMPILED_WORKERS=6 python benchmarks/sd_turbo_batching.py --data-dir /tmp/sdb \\
+        --inprocess-each --clients 16,32 --out autotune.json \\
+        before+MINIFAL_SD_BATCH_SIZES=1,16 \\
+        after+MINIFAL_SD_BATCH_SIZES=1,16+MINIFAL_SD_MAX_AUTOTUNE=vae
 """
 
 from __future__ import annotations
@@ -65,11 +76,13 @@ def parse_configuration(spec: str) -> tuple[str, dict[str, str], bool]:
 class Fleet:
     """``minifal run apps/sd_turbo.py --workers 1`` with the configuration's environment."""
 
-    def __init__(self, label: str, env: dict[str, str], args: argparse.Namespace) -> None:
+    def __init__(
+        self, label: str, env: dict[str, str], data_dir: Path, args: argparse.Namespace
+    ) -> None:
         self.url = f"http://127.0.0.1:{args.port}"
         self.log_path = args.log_dir / f"fleet-{label}.log"
         command = [sys.executable, "-m", "minifal.cli", "run", str(REPO / "apps" / "sd_turbo.py")]
-        command += ["--workers", "1", "--port", str(args.port), "--data-dir", str(args.data_dir)]
+        command += ["--workers", "1", "--port", str(args.port), "--data-dir", str(data_dir)]
         command += ["--gpus", args.gpus] if args.gpus else []
         self.command = " ".join(command)
         self._log = self.log_path.open("wb")
@@ -147,8 +160,8 @@ def load_level(client: httpx.Client, url: str, clients: int, per_client: int) ->
     }
 
 
-def run_configuration(label: str, env: dict[str, str], curve: bool, args) -> dict:
-    fleet = Fleet(label, env, args)
+def run_configuration(label: str, env: dict[str, str], curve: bool, data_dir: Path, args) -> dict:
+    fleet = Fleet(label, env, data_dir, args)
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     result: dict = {"label": label, "env": env, "command": fleet.command}
     with httpx.Client(timeout=300.0, limits=limits) as client:
@@ -187,14 +200,17 @@ def run_configuration(label: str, env: dict[str, str], curve: bool, args) -> dic
 
 
 INPROCESS = r"""
-import json, statistics, sys, time
+import json, logging, statistics, sys, time
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
 sys.path.insert(0, {apps!r})
 from minifal.compat.fal_alias import install_fal_alias
 install_fal_alias()
 import torch
 import sd_turbo
 app = sd_turbo.SDTurbo.__new__(sd_turbo.SDTurbo)
+begin = time.perf_counter()
 app.setup()
+setup_s = time.perf_counter() - begin
 pipe = app.pipeline
 modules = {{"text": pipe.text_encoder, "unet": pipe.unet, "vae": pipe.vae.decoder}}
 marks = {{}}
@@ -221,12 +237,20 @@ for batch in app.batch_sizes:
                   "modules_ms": {{k: statistics.median(v) for k, v in parts.items()}}}})
     print("ROW", json.dumps(rows[-1]), flush=True)
 print("RESULT", json.dumps({{"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                            "rows": rows}}))
+                            "setup_s": setup_s, "rows": rows}}))
 """
+# artifact_store.py's line for each graph it compiled (and saved)
+COMPILED_LINE = re.compile(
+    r"(?:^|\s)precompiled (\w+) (.+?): compiled \(Dynamo ([0-9.]+) s, Inductor ([0-9.]+) s\)",
+    re.MULTILINE,
+)
 
 
-def run_inprocess(args: argparse.Namespace) -> dict:
-    environ = {**COMPILED_ONLY, **os.environ, "MINIFAL_DATA_DIR": str(args.data_dir)}
+def run_inprocess(
+    args: argparse.Namespace, data_dir: Path, env: dict[str, str] | None = None, label: str = ""
+) -> dict:
+    """The app's setup() and its pipeline call per batch size in one process, with ``env``."""
+    environ = {**COMPILED_ONLY, **os.environ, **(env or {}), "MINIFAL_DATA_DIR": str(data_dir)}
     environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environ.get("PYTHONPATH")]))
     code = INPROCESS.format(apps=str(REPO / "apps"), iters=args.iters)
     try:
@@ -240,11 +264,17 @@ def run_inprocess(args: argparse.Namespace) -> dict:
         )
     except subprocess.TimeoutExpired as error:
         return {"error": f"timed out: {error}"}
-    (args.log_dir / "inprocess.log").write_text(done.stdout + done.stderr)
+    log_name = f"inprocess-{label}.log" if label else "inprocess.log"
+    (args.log_dir / log_name).write_text(done.stdout + done.stderr)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         return {"error": done.stderr[-3000:]}
-    return json.loads(lines[0].split(" ", 1)[1])
+    result = json.loads(lines[0].split(" ", 1)[1])
+    result["compiled"] = [
+        {"module": m[1], "signature": m[2], "dynamo_s": float(m[3]), "inductor_s": float(m[4])}
+        for m in COMPILED_LINE.finditer(done.stderr)
+    ]
+    return result
 
 
 def print_tables(results: list[dict], inprocess: dict | None) -> None:
@@ -271,16 +301,33 @@ def print_tables(results: list[dict], inprocess: dict | None) -> None:
     for r in results:
         if r.get("batches"):
             print(f"{r['label']}: {r['batches']}")
-    if inprocess and "rows" in inprocess:
-        print(f"\nin-process, {inprocess['device']}, 512x512 pipeline call per batch size:")
-        print("| batch | call ms | ms/image | images/s | text ms | UNet ms | VAE decoder ms |")
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for row in inprocess["rows"]:
-            m = row["modules_ms"]
-            print(
-                f"| {row['batch']} | {row['call_ms']:.1f} | {row['ms_per_image']:.2f} | "
-                f"{row['images_per_s']:.1f} | {m['text']:.2f} | {m['unet']:.2f} | {m['vae']:.2f} |"
-            )
+    if inprocess:
+        print_inprocess(inprocess)
+    for r in results:
+        if r.get("inprocess"):
+            print_inprocess(r["inprocess"], r["label"])
+
+
+def print_inprocess(inprocess: dict, label: str = "") -> None:
+    title = f"in-process{f' [{label}]' if label else ''}"
+    if "error" in inprocess:
+        print(f"\n{title}: error: {inprocess['error'][-600:]}")
+        return
+    print(f"\n{title}, {inprocess['device']}, 512x512 pipeline call per batch size:")
+    print("| batch | call ms | ms/image | images/s | text ms | UNet ms | VAE decoder ms |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in inprocess["rows"]:
+        m = row["modules_ms"]
+        print(
+            f"| {row['batch']} | {row['call_ms']:.1f} | {row['ms_per_image']:.2f} | "
+            f"{row['images_per_s']:.1f} | {m['text']:.2f} | {m['unet']:.2f} | {m['vae']:.2f} |"
+        )
+    if "setup_s" in inprocess:
+        compiled = "; ".join(
+            f"{c['module']} {c['signature']}: Inductor {c['inductor_s']:.1f} s"
+            for c in inprocess.get("compiled", [])
+        )
+        print(f"setup() {inprocess['setup_s']:.1f} s; compiled: {compiled or 'nothing'}")
 
 
 def main() -> int:
@@ -295,6 +342,16 @@ def main() -> int:
     parser.add_argument("--sequential", type=int, default=40)
     parser.add_argument("--burst", type=int, default=16)
     parser.add_argument("--inprocess", action="store_true")
+    parser.add_argument(
+        "--inprocess-each",
+        action="store_true",
+        help="time the pipeline in-process before each configuration, in its environment",
+    )
+    parser.add_argument(
+        "--fresh-data-dirs",
+        action="store_true",
+        help="each configuration on its own empty data dir, <data dir>/<label>",
+    )
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -305,17 +362,41 @@ def main() -> int:
     args.log_dir.mkdir(parents=True, exist_ok=True)
 
     # In-process first: with an empty data dir it compiles, and every fleet after it loads.
-    inprocess = run_inprocess(args) if args.inprocess else None
+    inprocess = run_inprocess(args, args.data_dir) if args.inprocess else None
     print_tables([], inprocess)
     results: list[dict] = []
     first_alone = None
+
+    def save() -> None:
+        if args.out:  # after each step: a run cut short keeps what it measured
+            document = {
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "argv": sys.argv,
+                "configurations": results,
+                "inprocess": inprocess,
+            }
+            args.out.write_text(json.dumps(document, indent=2))
+
     for spec in args.configurations:
         label, env, curve = parse_configuration(spec)
+        data_dir = args.data_dir / label if args.fresh_data_dirs else args.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if args.fresh_data_dirs and any(data_dir.iterdir()):
+            raise SystemExit(f"--fresh-data-dirs: {data_dir} is not empty")
+        own_inprocess = None
+        if args.inprocess_each:  # with an empty store it compiles, and the fleet loads
+            own_inprocess = run_inprocess(args, data_dir, env, label)
+            print_inprocess(own_inprocess, label)
+            results.append({"label": label, "env": env, "inprocess": own_inprocess})
+            save()
+            results.pop()
         try:
-            result = run_configuration(label, env, curve, args)
+            result = run_configuration(label, env, curve, data_dir, args)
         except Exception as error:  # the next configurations still run
             print(f"[{label}] failed: {error!r}", flush=True)
             result = {"label": label, "env": env, "error": repr(error)}
+        if own_inprocess is not None:
+            result["inprocess"] = own_inprocess
         alone = result.pop("_alone", None)
         if alone is not None and first_alone is None:
             first_alone = alone
@@ -324,14 +405,7 @@ def main() -> int:
                 int(np.abs(a - b).max()) for a, b in zip(first_alone, alone, strict=True)
             )
         results.append(result)
-        if args.out:  # after each configuration: a run cut short keeps what it measured
-            document = {
-                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                "argv": sys.argv,
-                "configurations": results,
-                "inprocess": inprocess,
-            }
-            args.out.write_text(json.dumps(document, indent=2))
+        save()
     print_tables(results, None)
     return 0
 

@@ -100,7 +100,7 @@ def stand_ins(
     """Dynamo's capture and Inductor's compile, each raising what is given."""
     captured = CapturedCall(None, [], PLAN, "", [], 0.5, False)  # type: ignore[arg-type]
 
-    def capture_call(_module, _call):
+    def capture_call(_module, _call, _inductor_options=None):
         if capture is not None:
             raise capture
         return captured, linear(x)

@@ -38,8 +38,10 @@ def start(
     after: str = "",
     env_extra: dict[str, str] | None = None,
     break_workers: bool = False,
+    max_autotune: bool = False,
 ) -> subprocess.Popen:
-    """``break_workers``: the child's compile workers exit with 3 at once."""
+    """``break_workers``: the child's compile workers exit with 3 at once; ``max_autotune``:
+    the child's module compiles with ``inductor_options=MAX_AUTOTUNE``."""
     env = {
         **os.environ,
         "MINIFAL_PRECOMPILED_WORKERS": "0",
@@ -52,6 +54,8 @@ def start(
     command = [sys.executable, str(CHILD), KEY, model, str(seed), warmup, after]
     if break_workers:
         command.append("--break-workers")
+    if max_autotune:
+        command.append("--max-autotune")
     return subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -228,3 +232,17 @@ def test_a_failed_worker_leaves_its_signature_to_the_fallback(tmp_path: Path) ->
     assert "exited with 3" in compiled["details"]["error"]  # its phase ended, as failed
     assert_equals_eager(outcome)
     assert not list(tmp_path.glob("**/precompiled/*/*.bin"))  # nothing published
+
+
+def test_max_autotune_reaches_inductor_and_its_artifact_equals_eager(tmp_path: Path) -> None:
+    """Serving while compiling (the switchover compiles it, here): Inductor's real compile is
+    handed the options, the artifact matches eager, and the block's summary names them."""
+    outcome = run(tmp_path, "block", 0, "2x8", after="2x8", max_autotune=True)
+    assert outcome["at_ready"] == ["eager, switching"]
+    assert outcome["resolutions"] == ["compiled"]
+    tuned = {"coordinate_descent_tuning": True, "max_autotune": True}
+    assert outcome["standalone_compile_options"] == [{"config_patches": tuned}]
+    assert_equals_eager(outcome)
+    events = read_events(tmp_path / "events-block-0-2x8.jsonl")
+    (summary,) = [e["details"] for e in events if e["phase"] == "precompiled"]
+    assert summary["inductor_options"] == {"AttentionBlock": tuned}

@@ -9,8 +9,11 @@ other module of ``minifal/`` reaches them. Public APIs (``torch.compile``, ``tor
 
 Checked against: torch 2.13.0+cpu (the development machine; no Triton there, so not
 ``triton_key``); torch 2.11.0+cu130 with Triton 3.6.0 (the GPU machine), where these same calls
-ran from their old places (BENCHMARKS.md section 5), not yet through this module. What each
-function wraps:
+ran from their old places (BENCHMARKS.md section 5), not yet through this module;
+``standalone_compile``'s ``config_patches`` and ``inductor_settings`` on 2.13 only so far (an
+older ``standalone_compile``'s source, of the 2.8 era, hands its ``options`` to ``compile_fx``
+as 2.13's does; 2.11 itself is not checked yet).
+What each function wraps:
 
 - ``tree_flatten``, ``tree_unflatten``, ``tree_leaves``, ``treespec_dumps``, ``treespec_loads``,
   ``TreeSpec``: the same names of ``torch.utils._pytree`` (the module ``torch.compile`` itself
@@ -19,7 +22,9 @@ function wraps:
 - ``dynamo_time_metrics``: ``torch._dynamo.utils.compilation_time_metrics``;
 - ``dynamo_counters``: ``torch._dynamo.utils.counters[group]``;
 - ``forget_dynamo_trace``: ``torch._dynamo.eval_frame.remove_from_cache``;
-- ``standalone_compile``: ``torch._inductor.standalone_compile`` (torch >= 2.8);
+- ``standalone_compile``: ``torch._inductor.standalone_compile`` (torch >= 2.8), its ``options``
+  ``{"config_patches": ...}``;
+- ``inductor_settings``: ``torch._inductor.config.get_config_copy``;
 - ``load_compiled_artifact``, ``save_compiled_artifact``: ``torch._inductor.CompiledArtifact``'s
   ``load`` and an artifact's ``save``;
 - ``inductor_vec_isa_ok``, ``patched_inductor_config``: ``torch._inductor.config.cpp.vec_isa_ok``
@@ -121,12 +126,30 @@ def forget_dynamo_trace(fn: Callable[..., Any]) -> None:
 # torch._inductor: compiling a captured graph into an artifact, saving and loading it
 
 
-def standalone_compile(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
-    """Compile ``gm`` for inputs shaped like ``example_inputs`` (static shapes); a
-    ``CompiledArtifact`` that loads with no Dynamo and no guards."""
+def standalone_compile(
+    gm: torch.fx.GraphModule,
+    example_inputs: Sequence[Any],
+    inductor_options: Mapping[str, Any] | None = None,
+) -> Any:
+    """Compile ``gm`` for inputs shaped like ``example_inputs`` (static shapes), with Inductor's
+    settings changed by ``inductor_options`` (``{"max_autotune": True}``) for this compile; a
+    ``CompiledArtifact`` that loads with no Dynamo and no guards.
+
+    torch's own ``options`` are ``compile_fx``'s keyword arguments (torch 2.8 to 2.13), not
+    Inductor settings: those go in as its ``config_patches`` (``options={"max_autotune": True}``
+    would be a TypeError)."""
     from torch._inductor import standalone_compile as compile_graph
 
-    return compile_graph(gm, example_inputs, dynamic_shapes="from_example_inputs")
+    options = {"config_patches": dict(inductor_options)} if inductor_options else None
+    return compile_graph(gm, example_inputs, dynamic_shapes="from_example_inputs", options=options)
+
+
+def inductor_settings() -> Mapping[str, Any]:
+    """Every Inductor setting by its dotted name (``max_autotune``, ``triton.cudagraphs``), with
+    its current value; imports Inductor's config (about a second on a fresh process)."""
+    from torch._inductor import config
+
+    return config.get_config_copy()
 
 
 def import_compiler() -> None:

@@ -363,6 +363,15 @@ SD_PRECOMPILE: Setting[str | None] = Setting(
     Scope.EXAMPLE_APPS,
     default_text="unet,vae on a GPU, unet on CPU",
 )
+SD_MAX_AUTOTUNE: Setting[str] = Setting(
+    "MINIFAL_SD_MAX_AUTOTUNE",
+    "any of unet,vae,text, or none",
+    _text,
+    "none",
+    "The precompiled SD-Turbo modules compiled with Inductor's max-autotune settings (minifal's "
+    "precompiled path only; their own artifacts, compiles several times longer).",
+    Scope.EXAMPLE_APPS,
+)
 SD_CUDA_GRAPHS: Setting[str] = Setting(
     "MINIFAL_SD_CUDA_GRAPHS",
     "any of unet,vae,text, or none",

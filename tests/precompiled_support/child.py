@@ -1,14 +1,19 @@
 """A runner-like process for the precompiled-module tests.
 
-    child.py KEY MODEL SEED WARMUP_SHAPES [AFTER_SHAPES]
+    child.py KEY MODEL SEED WARMUP_SHAPES [AFTER_SHAPES] [--max-autotune] [--break-workers]
 
 MODEL is ``block`` (a small attention block, quick to compile on CPU) or ``block-wide`` (the same
-with another width: another structure), or ``unet`` (diffusers' UNet with the tiny SD-Turbo
-UNet's cross-attention blocks, one level deep). Inside ``precompiled_modules(KEY)`` it calls the
-wrapped model once per warmup shape, then (serving while compiling: once the switchover is
-over) once per "after" shape outside the block, and prints one ``RESULT {json}`` line: how each
-call was served at the block's end and at the end, the largest difference from eager, torch's
-own Dynamo counters and timings for the whole run.
+with another width: another structure), ``unet`` (diffusers' UNet with the tiny SD-Turbo
+UNet's cross-attention blocks, one level deep), or ``conv-cuda`` (convolutions, a norm and
+pointwise ops in fp16 on a GPU: what Inductor's max-autotune tunes). ``--max-autotune`` wraps
+it with ``inductor_options=MAX_AUTOTUNE`` and reports the ``options`` each
+``torch._inductor.standalone_compile`` of this process was handed (a worker's are its own).
+
+Inside ``precompiled_modules(KEY)`` it calls the wrapped model once per warmup shape, then
+(serving while compiling: once the switchover is over) once per "after" shape outside the
+block, and prints one ``RESULT {json}`` line: how each call was served at the block's end and
+at the end, the largest difference from eager, torch's own Dynamo counters and timings for the
+whole run.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(me
 REPO = Path(__file__).resolve().parents[2]
 BREAK_WORKERS = "--break-workers"
 """An argument: the compile workers are replaced by ones that exit with 3."""
+MAX_AUTOTUNE_FLAG = "--max-autotune"
 SWITCHOVER_TIMEOUT_S = 300.0
 
 
@@ -48,8 +54,30 @@ class AttentionBlock(torch.nn.Module):
         return {"sample": y} if return_dict else (y,)
 
 
+class ConvBlock(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 32, 3, padding=1)
+        self.norm = torch.nn.GroupNorm(8, 32)
+        self.proj = torch.nn.Conv2d(32, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        h = torch.nn.functional.silu(self.norm(self.conv(x)))
+        return (self.proj(h) + x,)
+
+
 def build(model: str, seed: int) -> tuple[torch.nn.Module, object]:
     torch.manual_seed(seed)
+    if model == "conv-cuda":
+        conv = ConvBlock().to("cuda", torch.float16).eval()
+
+        def call_conv(module, shape):
+            batch, side = shape
+            generator = torch.Generator("cuda").manual_seed(1)
+            x = torch.randn(batch, 4, side, side, generator=generator, device="cuda")
+            return module(x.half())
+
+        return conv, call_conv
     if model.startswith("block"):
         width = 24 if model == "block-wide" else 16
         block = AttentionBlock(width).eval()
@@ -95,6 +123,20 @@ def main() -> None:
 
         arguments.remove(BREAK_WORKERS)
         compile_workers.WORKER_CODE = "import sys; sys.exit(3)"
+    options, seen = None, []
+    if MAX_AUTOTUNE_FLAG in arguments:
+        from torch import _inductor as inductor
+
+        from minifal.compiled.precompiled import MAX_AUTOTUNE
+
+        arguments.remove(MAX_AUTOTUNE_FLAG)
+        options, compile_graph = MAX_AUTOTUNE, inductor.standalone_compile
+
+        def recorded(gm, example_inputs, **kwargs):
+            seen.append(kwargs.get("options"))
+            return compile_graph(gm, example_inputs, **kwargs)
+
+        inductor.standalone_compile = recorded
     key, model, seed, warmup = arguments[:4]
     after = shapes(arguments[4]) if len(arguments) > 4 else []
     module, call = build(model, int(seed))
@@ -102,7 +144,7 @@ def main() -> None:
     served = []
     with torch.inference_mode():
         with precompiled_modules(key) as precompiled:
-            wrapped = precompiled.module(module)
+            wrapped = precompiled.module(module, inductor_options=options)
             print("IN-BODY", flush=True)
             outputs = [(shape, call(wrapped, shape)) for shape in shapes(warmup)]
         at_ready = sorted(wrapped.resolutions.values())
@@ -111,7 +153,8 @@ def main() -> None:
         outputs += [(shape, call(wrapped, shape)) for shape in after]
         for shape, output in outputs:
             expected = call(module, shape)
-            diff = max((a - b).abs().max().item() for a, b in zip(output, expected, strict=True))
+            pairs = zip(output, expected, strict=True)
+            diff = max((a.float() - b.float()).abs().max().item() for a, b in pairs)
             served.append(
                 {"shape": list(shape), "max_abs_diff": diff, "type": type(output).__name__}
             )
@@ -123,6 +166,7 @@ def main() -> None:
         "dynamo_graphs": times.dynamo_graphs,
         "dynamo_s": times.dynamo_s,
         "frames": int(torch._dynamo.utils.counters["frames"].get("total", 0)),
+        "standalone_compile_options": seen,
     }
     print("RESULT " + json.dumps(result), flush=True)
 

@@ -7,7 +7,8 @@ artifact per input signature through the same shared store; later runners load t
 and dispatch each call by its signature. See docs/compile-cache.md.
 """
 
+from minifal.compiled.precompiled.inductor_options import MAX_AUTOTUNE
 from minifal.compiled.precompiled.module import PrecompiledModule
 from minifal.compiled.precompiled.session import PrecompiledModules, precompiled_modules
 
-__all__ = ["PrecompiledModule", "PrecompiledModules", "precompiled_modules"]
+__all__ = ["MAX_AUTOTUNE", "PrecompiledModule", "PrecompiledModules", "precompiled_modules"]

@@ -8,12 +8,20 @@ was captured is answered eagerly, the runner goes on capturing the next one, and
 the ``precompiled_modules`` block it waits for the workers, loads their artifacts, checks each
 against eager on the call it was captured from, and publishes them as an inline compile would.
 
-A worker gets the graph (pickled, without Dynamo's metadata) and the inputs' shapes, strides,
-dtypes and devices; it compiles with uninitialized tensors of that layout (the graph's weights
-are inputs, so their values do not matter to the code) and saves the artifact. It shares the
-runner's private cache dir (C++ kernels built for a CPU graph land where they are published), its
-Triton compile threads are the host's cores divided among the workers, and it dies with the
-runner. ``MINIFAL_PRECOMPILED_WORKERS``: how many run at once; ``0`` compiles inline.
+A worker gets the graph (pickled, without Dynamo's metadata), the inputs' shapes, strides,
+dtypes and devices, and its module's Inductor options; it compiles with uninitialized tensors of
+that layout (the graph's weights are inputs, so their values do not matter to the code) and
+saves the artifact. Those tensors are on the inputs' device: a CUDA graph's worker has the
+runner's GPU (it inherits ``CUDA_VISIBLE_DEVICES``, so ``cuda:0`` is the same card) and holds a
+CUDA context there. Inductor's autotuning runs in the worker, on that GPU: the Triton kernels'
+configurations (``standalone_compile`` tunes at compile time) and, with ``max_autotune``, its
+convolution and matmul templates against cuDNN and cuBLAS, each timed on inputs of its own
+(random, not the call's). Serving while compiling, the runner's eager requests share the GPU
+with those timings, and so do the other workers' own: a choice may be made on a busy card.
+A worker shares the runner's private cache dir (C++ kernels built for a CPU graph land where
+they are published), its Triton compile threads are the host's cores divided among the
+workers, and it dies with the runner. ``MINIFAL_PRECOMPILED_WORKERS``: how many run at once;
+``0`` compiles inline.
 
 A worker process starts before it has a job (``WorkerProcess``; ``standby_workers.py`` keeps a
 few ready from the block's start on), so that its imports (torch, Inductor: 10-12 s on an H100
@@ -248,7 +256,8 @@ def _save_job(captured: CapturedCall, path: Path) -> None:
     """The graph as a list of nodes (an FX graph does not pickle: its node list recurses, and
     a GraphModule pickles as code that is traced again into another graph), its constants, the
     inputs' layouts and the grad mode. Of Dynamo's node metadata only the tensor layouts
-    travel: Inductor's cache checks a method call's receiver by its ``example_value``."""
+    travel: Inductor's cache checks a method call's receiver by its ``example_value``. The
+    module's Inductor options travel as they are (JSON values, checked when it was wrapped)."""
     from torch.fx.node import map_arg
 
     layouts = []
@@ -267,6 +276,7 @@ def _save_job(captured: CapturedCall, path: Path) -> None:
         nodes.append((node.op, node.name, node.target, args, kwargs, layout))
     constants = {n.target: getattr(gm, n.target) for n in gm.graph.nodes if n.op == "get_attr"}
     job = {"nodes": nodes, "constants": constants, "inputs": layouts}
+    job["inductor_options"] = captured.inductor_options
     try:
         torch.save({**job, "grad": captured.grad_enabled}, path)
     except Exception as exc:
@@ -302,6 +312,23 @@ def _graph_module(job: dict[str, Any]) -> torch.fx.GraphModule:
     return torch.fx.GraphModule(root, graph)
 
 
+def job_inputs(job: dict[str, Any]) -> list[torch.Tensor]:
+    """Uninitialized tensors of the job's input layouts, on their devices (a CUDA graph's
+    worker creates its CUDA context here)."""
+    return [
+        torch.empty_strided(shape, stride, dtype=dtype, device=device).requires_grad_(grad)
+        for shape, stride, dtype, device, grad in job["inputs"]
+    ]
+
+
+def compile_job(job: dict[str, Any], inputs: list[torch.Tensor]) -> Any:
+    """The job's graph compiled for ``inputs`` with its module's Inductor options, in the grad
+    mode it was captured in."""
+    with torch.set_grad_enabled(job["grad"]):
+        gm = _graph_module(job)
+        return standalone_compile(gm, inputs, job["inductor_options"])
+
+
 def main() -> int:
     """The worker process (``WORKER_CODE``): import, read the job's line from standard input
     (end of file: exit quietly), compile the job, save the artifact."""
@@ -319,20 +346,15 @@ def main() -> int:
     request = json.loads(line)
     job_path, artifact_path = request["job"], request["artifact"]
     job = torch.load(job_path, weights_only=False)
-    inputs = [
-        torch.empty_strided(shape, stride, dtype=dtype, device=device).requires_grad_(grad)
-        for shape, stride, dtype, device, grad in job["inputs"]
-    ]
+    inputs = job_inputs(job)
     print(
         f"{STARTED_PREFIX} {time.time() - request['handed_at']:.1f} s after the job was handed "
         f"(the imports took {imported - started:.1f} s)",
         flush=True,
     )
     start = time.perf_counter()
-    # the graph was captured in this grad mode
-    with pauses_timed() as pauses, torch.set_grad_enabled(job["grad"]):
-        gm = _graph_module(job)
-        artifact = standalone_compile(gm, inputs)
+    with pauses_timed() as pauses:
+        artifact = compile_job(job, inputs)
     temp = f"{artifact_path}.tmp"
     save_compiled_artifact(artifact, temp, "binary")
     os.replace(temp, artifact_path)

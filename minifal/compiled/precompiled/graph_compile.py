@@ -62,10 +62,14 @@ class CapturedCall:
     expected: list[torch.Tensor]  # eager's output leaves for this call
     capture_s: float
     grad_enabled: bool  # the grad mode it was captured in, and must be compiled in
+    inductor_options: dict[str, Any] = field(default_factory=dict)  # its module's, checked
 
 
-def capture_call(module: torch.nn.Module, call: FlatCall) -> tuple[CapturedCall, Any]:
-    """Run ``call`` eagerly, then capture its graph; returns the capture and eager's output.
+def capture_call(
+    module: torch.nn.Module, call: FlatCall, inductor_options: dict[str, Any] | None = None
+) -> tuple[CapturedCall, Any]:
+    """Run ``call`` eagerly, then capture its graph; returns the capture (to be compiled with
+    ``inductor_options``, checked by ``inductor_options.checked_options``) and eager's output.
 
     The eager call comes first and its exceptions are the app's own: they propagate unchanged.
     Anything that goes wrong after it is a :class:`NotPrecompilable`.
@@ -91,16 +95,20 @@ def capture_call(module: torch.nn.Module, call: FlatCall) -> tuple[CapturedCall,
         expected_leaves,
         capture_s,
         torch.is_grad_enabled(),
+        dict(inductor_options or {}),
     )
     return captured, expected
 
 
 def compile_captured(captured: CapturedCall) -> CompiledCall:
-    """Compile ``captured`` in this process with ``standalone_compile``, and check it."""
+    """Compile ``captured`` in this process with ``standalone_compile`` (and its module's
+    Inductor options), and check it."""
     try:
         prepare_inductor()  # once per process: Inductor's torch_key, the autotune redirect
         start = time.perf_counter()
-        artifact = torch_internals.standalone_compile(captured.gm, captured.example_inputs)
+        artifact = torch_internals.standalone_compile(
+            captured.gm, captured.example_inputs, captured.inductor_options
+        )
         compile_s = time.perf_counter() - start
     except Exception as exc:  # Inductor or a C++/Triton toolchain failed: not the app's error
         raise NotPrecompilable(f"compiling failed: {type(exc).__name__}: {exc}") from exc

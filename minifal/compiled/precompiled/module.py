@@ -20,14 +20,17 @@ loaded for a signature), the compile pool (whether compiling is still allowed; w
 artifact store (where a fresh artifact is saved for publishing).
 
 With ``cuda_graphs=True`` each artifact's CUDA calls are also captured into a CUDA graph and
-replayed (``minifal.compiled.cuda_graphs``); the fallback is not.
+replayed (``minifal.compiled.cuda_graphs``); the fallback is not. ``inductor_options``
+(``inductor_options.py``) go to every compile of the module's calls (here, in a worker, in the
+switchover, and a ``"compile"`` fallback's ``torch.compile``) and into its digest: its
+artifacts are its own.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -51,6 +54,7 @@ from minifal.compiled.precompiled.graph_compile import (
     check_outputs,
     compile_captured,
 )
+from minifal.compiled.precompiled.inductor_options import checked_options
 from minifal.compiled.precompiled.structure import module_digest
 from minifal.compiled.precompiled.warm_loader import LoadedArtifact, WarmLoader
 from minifal.compiled.wrapped_module import WrappedModule
@@ -108,16 +112,19 @@ class PrecompiledModule(WrappedModule):
         store: ArtifactStore,
         fallback: str = "eager",
         cuda_graphs: bool = False,
+        inductor_options: Mapping[str, Any] | None = None,
     ) -> None:
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback={fallback!r}: expected one of {FALLBACKS}")
+        options = checked_options(inductor_options)  # a ValueError before anything is wrapped
         super().__init__(module)
+        self.inductor_options = options
         self._loader = loader
         self._compiles = compiles
         self._store = store
         self._fallback = fallback
         self._cuda_graphs = cuda_graphs
-        self._digest = module_digest(module)
+        self._digest = module_digest(module, self.inductor_options)
         self._runners: dict[str, _Runner] = {}
         self._lock = threading.Lock()
         self._compiled_fallback: Callable[..., Any] | None = None
@@ -201,7 +208,7 @@ class PrecompiledModule(WrappedModule):
         in_worker = self._compiles.workers > 0
         phase = CompilePhase(self._store.cache_key, self._name, signature.label, in_worker)
         try:
-            captured, result = capture_call(self._orig_mod, call)
+            captured, result = capture_call(self._orig_mod, call, self.inductor_options)
             if in_worker:
                 try:
                     self._compiles.submit(self, self._name, call, signature, captured, phase)
@@ -221,7 +228,7 @@ class PrecompiledModule(WrappedModule):
 
     def capture(self, call: FlatCall) -> CapturedCall:
         """``call``'s graph (Dynamo), and eager's output to check a compile against."""
-        return capture_call(self._orig_mod, call)[0]
+        return capture_call(self._orig_mod, call, self.inductor_options)[0]
 
     def install(
         self,
@@ -325,7 +332,9 @@ class PrecompiledModule(WrappedModule):
     def _fallback_runner(self) -> _Runner:
         if self._fallback == "compile":
             if self._compiled_fallback is None:
-                self._compiled_fallback = torch.compile(self._orig_mod, dynamic=False)
+                self._compiled_fallback = torch.compile(
+                    self._orig_mod, dynamic=False, options=self.inductor_options or None
+                )
             return self._target_runner(self._compiled_fallback)
         return self._target_runner(self._orig_mod)
 

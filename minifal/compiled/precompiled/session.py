@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
+from typing import Any
 
 import torch
 
@@ -37,6 +38,7 @@ from minifal.compiled.cache.torch_timings import compile_times
 from minifal.compiled.precompiled.artifact_store import ArtifactStore
 from minifal.compiled.precompiled.compile_pool import CompilePool
 from minifal.compiled.precompiled.compile_workers import configured_workers
+from minifal.compiled.precompiled.inductor_options import options_text
 from minifal.compiled.precompiled.module import FALLBACKS, PrecompiledModule
 from minifal.compiled.precompiled.switchover import Switchover
 from minifal.compiled.precompiled.warm_loader import WarmLoader, preload_mode
@@ -89,9 +91,14 @@ class PrecompiledModules:
         *,
         fallback: str | None = None,
         cuda_graphs: bool = False,
+        inductor_options: Mapping[str, Any] | None = None,
     ) -> PrecompiledModule:
         """Wrap ``module``: its calls dispatch to this key's artifacts by input signature, and
-        with ``cuda_graphs`` each artifact's CUDA calls replay from a CUDA graph."""
+        with ``cuda_graphs`` each artifact's CUDA calls replay from a CUDA graph.
+
+        ``inductor_options`` (Inductor settings, e.g. ``inductor_options.MAX_AUTOTUNE``) go to
+        each of its compiles and name its artifacts: they are not those of the same module
+        without them. ``ValueError`` for a value that is not JSON or a name Inductor lacks."""
         wrapped = PrecompiledModule(
             module,
             loader=self._loader,
@@ -99,7 +106,15 @@ class PrecompiledModules:
             store=self._store,
             fallback=fallback or self.fallback,
             cuda_graphs=cuda_graphs,
+            inductor_options=inductor_options,
         )
+        if wrapped.inductor_options:
+            logger.info(
+                "precompiled %r: %s compiles with Inductor options %s",
+                self.cache_key,
+                type(module).__name__,
+                options_text(wrapped.inductor_options),
+            )
         self._modules.append(wrapped)
         self._first_wrap_at = self._first_wrap_at or time.time()
         return wrapped
@@ -162,9 +177,13 @@ class PrecompiledModules:
         self._loader.join()
         self._store.publish()
         resolutions: dict[str, str] = {}
+        inductor_options: dict[str, dict[str, Any]] = {}
         for wrapped in self._modules:
+            name = type(wrapped._orig_mod).__name__
             for label, how in wrapped.resolutions.items():
-                resolutions[f"{type(wrapped._orig_mod).__name__} {label}"] = how
+                resolutions[f"{name} {label}"] = how
+            if wrapped.inductor_options:
+                inductor_options[name] = wrapped.inductor_options
         closed_at = self._closed_at
         record(
             "precompiled",
@@ -178,6 +197,7 @@ class PrecompiledModules:
             waited_for_load_s=round(self._loader.waited_s, 3),
             capture_s=round(self._store.capture_s, 3),
             resolutions=resolutions,
+            inductor_options=inductor_options,
             **asdict(compile_times().since(self._times_at_open)),
             loaded=self._loader.loaded_count,
             compiled=self._store.compiled,
