@@ -22,13 +22,10 @@ import os
 import re
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -42,6 +39,7 @@ from minifal.compat.fal_alias import install_fal_alias  # noqa: E402
 install_fal_alias()  # the stand-in app's module holds the cost model; it imports fal
 
 from batched_images import call_costs, call_seconds  # noqa: E402
+from sd_turbo_batching import load_level  # noqa: E402  (the same clients, another body)
 
 READY_TIMEOUT_S = 120.0
 MODES = ("encode", "stored", "single")
@@ -53,39 +51,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
 def gpu_only(clients: int, max_batch: int, points: list[tuple[int, float]]) -> float:
     """Images/s that the sleeps alone allow for ``clients`` closed-loop clients."""
     size = min(clients, max_batch)
     return size / call_seconds(size, points)
-
-
-def load_level(client: httpx.Client, url: str, clients: int, per_client: int) -> dict:
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def one_client(index: int) -> None:
-        for k in range(per_client):
-            begin = time.perf_counter()
-            client.post(url, json={"prompt": "noise", "seed": index * 1000 + k}).raise_for_status()
-            with lock:
-                latencies.append(time.perf_counter() - begin)
-
-    begin = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(one_client, range(clients)))
-    wall = time.perf_counter() - begin
-    return {
-        "clients": clients,
-        "n": len(latencies),
-        "images_per_s": len(latencies) / wall,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
-    }
 
 
 def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict:
@@ -118,7 +87,7 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict:
                 client.post(f"{url}/", json={"prompt": "warm", "seed": seed}).raise_for_status()
             curve = []
             for clients in args.clients:
-                level = load_level(client, f"{url}/", clients, args.per_client)
+                level = load_level(client, url, clients, args.per_client)
                 if mode != "single":
                     level["gpu_only_images_per_s"] = gpu_only(
                         clients, args.max_batch, call_costs(args.call_ms)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from child_path import repo_pythonpath
 from fork_support import ForkServer
 
 pytest.importorskip("torch")
@@ -41,7 +42,7 @@ def child_env(data_dir: Path, events: Path, **extra: str) -> dict[str, str]:
         **os.environ,
         "MINIFAL_DATA_DIR": str(data_dir),
         "MINIFAL_EVENTS_FILE": str(events),
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": repo_pythonpath(),
         "PYTHONUNBUFFERED": "1",
         **extra,
     }
@@ -87,7 +88,7 @@ class Child:
 def fork_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
     """Children fork from one process that has imported torch, Dynamo and Inductor (each would
     spend about half its CPU seconds importing them); each compiles in its own process."""
-    server = ForkServer(FORK_SERVER, {**os.environ, "PYTHONPATH": str(REPO)})
+    server = ForkServer(FORK_SERVER, {**os.environ, "PYTHONPATH": repo_pythonpath()})
     Child.server, Child.logs = server, tmp_path_factory.mktemp("children")
     try:
         yield server

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from child_path import repo_pythonpath
 
 pytest.importorskip("torch")
 
@@ -61,7 +62,7 @@ def test_the_block_imports_no_compiler_before_the_runner_is_ready(tmp_path: Path
         "MINIFAL_DATA_DIR": str(tmp_path),
         "MINIFAL_EVENTS_FILE": str(tmp_path / "events.jsonl"),
         "MINIFAL_PRECOMPILED_WORKERS": "0",  # no worker process: this one's imports are asked
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": repo_pythonpath(),
     }
     done = subprocess.run(
         [sys.executable, "-c", EMPTY_STORE_BLOCK],

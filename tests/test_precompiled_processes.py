@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from child_path import repo_pythonpath
 
 from minifal.startup.events import read_events
 
@@ -48,7 +49,7 @@ def start(
         **(env_extra or {}),
         "MINIFAL_DATA_DIR": str(data_dir),
         "MINIFAL_EVENTS_FILE": str(data_dir / f"events-{model}-{seed}-{warmup}.jsonl"),
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": repo_pythonpath(),
         "PYTHONUNBUFFERED": "1",
     }
     command = [sys.executable, str(CHILD), KEY, model, str(seed), warmup, after]

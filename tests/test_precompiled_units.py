@@ -277,6 +277,40 @@ def test_a_call_waits_for_its_own_artifact_not_for_the_whole_preload() -> None:
 
 
 @pytest.mark.unit
+def test_the_loader_thread_imports_the_compiler_before_its_first_artifact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An artifact's load enters torch's compiler by Inductor; the app's libraries, maybe being
+    imported by ``setup()`` at that moment, enter by Dynamo. Opposite orders deadlock (seen on
+    an H100), so the loader imports the compiler (Dynamo first) before it reads an artifact."""
+    from minifal.compiled import torch_internals
+    from minifal.compiled.precompiled import warm_loader
+
+    order: list[str] = []
+    monkeypatch.setattr(torch_internals, "import_compiler", lambda: order.append("import"))
+
+    def load_artifact(path: Path) -> None:
+        order.append(f"read {path.name}")
+        raise OSError("not an artifact")  # the loader logs it and goes on
+
+    monkeypatch.setattr(warm_loader, "load_artifact", load_artifact)
+    meta = ArtifactMeta("m.M", "mod", "sig", "x", ["@0"], "[]", 1.0, 2.0)
+
+    class Listing:
+        def __init__(self, listed: list) -> None:
+            self._listed = listed
+
+        def listed(self) -> list:
+            return self._listed
+
+    loader = WarmLoader(ArtifactStore("tests/import-first"), "artifacts")
+    loader._load_artifacts(Listing([]))  # nothing to load: nothing imported
+    assert order == []
+    loader._load_artifacts(Listing([(meta, Path("a.bin")), (meta, Path("b.bin"))]))
+    assert order == ["import", "read a.bin", "read b.bin"]
+
+
+@pytest.mark.unit
 def test_placeholder_parameters_share_one_zero_buffer_and_keep_their_layouts() -> None:
     from minifal.compiled.precompiled.first_call import input_layouts, placeholder_inputs
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from child_path import repo_pythonpath
 
 pytest.importorskip("torch")
 
@@ -55,7 +56,7 @@ def test_an_installed_wheel_is_known_by_its_record(tmp_path: Path) -> None:
 
 
 def prime(data_dir: Path) -> str:
-    env = {**os.environ, "MINIFAL_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "MINIFAL_DATA_DIR": str(data_dir), "PYTHONPATH": repo_pythonpath()}
     done = subprocess.run(
         [sys.executable, "-c", PRIME], env=env, capture_output=True, text=True, timeout=300
     )

@@ -153,8 +153,12 @@ def inductor_settings() -> Mapping[str, Any]:
 
 
 def import_compiler() -> None:
-    """Import what ``standalone_compile`` needs (Inductor, and Triton where it is installed),
-    without compiling anything: a compile worker does it before its job comes."""
+    """Import what ``standalone_compile`` and an artifact's load need (Dynamo, Inductor, and
+    Triton where it is installed), without compiling anything: a compile worker does it before
+    its job comes, the warm loader's thread before its first load. ``torch._dynamo`` first: the
+    root by which apps' libraries enter too, so that threads importing both never take their
+    import locks in opposite orders (``warm_loader.py``)."""
+    import torch._dynamo
     import torch._inductor.compile_fx
     import torch._inductor.standalone_compile  # noqa: F401
 

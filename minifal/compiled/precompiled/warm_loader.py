@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from minifal.compiled import torch_internals
 from minifal.compiled.cache.settings import current_settings
 from minifal.compiled.precompiled.artifact_files import ArtifactDir, ArtifactMeta, load_artifact
 from minifal.compiled.precompiled.artifact_store import ArtifactStore
@@ -302,9 +303,19 @@ class WarmLoader:
         GPU-library work that releases the GIL (cuDNN building its execution plans: 0.8 s of
         the SD-Turbo UNet's 0.9 s first call on an H200), and a load is Python work that
         needs it: each overlaps the other.
+
+        torch's compiler is imported first, entering by ``torch._dynamo`` as the app's
+        libraries do (diffusers and transformers import it as their modules load, maybe in
+        ``setup()`` at this moment): an artifact's load enters by ``torch._inductor``, which
+        imports ``torch._dynamo`` in turn, and two threads taking those two import locks in
+        opposite orders deadlock. On an H100 a runner with no fork-server preload (no import
+        record yet) lost every load to "deadlock detected by _ModuleLock('torch._dynamo')" and
+        half-made modules, then its ``setup()`` to the same, twice.
         """
         self._artifacts_loaded = True
         listed = artifact_dir.listed()
+        if listed:  # torch's compiler, by its one root, before any artifact's own imports
+            torch_internals.import_compiler()
         if self.preload == "first-calls" and len(listed) > 1:
             reads: Iterator[_ReadArtifact | None] = self._reads_in_thread(listed)
         else:
