@@ -1,23 +1,21 @@
 """``WarmLoader``: the block's background thread, which loads artifacts ahead of their first calls.
 
-From the block's start it fills the private dir from the store (``ArtifactStore.load``) while
-the app goes on (loading weights, typically); ``MINIFAL_PRECOMPILED_PRELOAD`` says whether it
-also loads the artifacts (in the order they were first called; a call waits for its own
-artifact only) and makes each one's first call with placeholder inputs (``first_call.py``).
-From that first placeholder call on the thread also runs what ``run_warmed()`` hands it, the
-first CUDA graph capture of each such artifact, where torch's per-thread state (cuDNN's
-execution plans) is warm, until ``stop_serving()``. Every wait is bounded by the runner's
-startup deadline.
+From the block's start it fills the private dir from the store (``ArtifactStore.load``) while the
+app goes on (loading weights, typically); ``MINIFAL_PRECOMPILED_PRELOAD`` says whether it also loads
+the artifacts (in the order they were first called; a call waits for its own artifact only) and
+makes each one's first call with placeholder inputs (``first_call.py``). From that first placeholder
+call on the thread also runs what ``run_warmed()`` hands it, the first CUDA graph capture of each
+such artifact, where torch's per-thread state (cuDNN's execution plans) is warm, until
+``stop_serving()``. Every wait is bounded by the runner's startup deadline.
 
 When another runner holds the compile lease the store load waits for its publish. With
 ``serve_while_waiting`` a call does not wait with it: it learns there is no artifact yet (and is
-answered eagerly; the block's switchover installs the artifact once it is in). ``stop()`` ends
-that wait early (the runner shuts down).
+answered eagerly; the block's switchover installs the artifact once it is in). ``stop()`` ends that
+wait early (the runner shuts down).
 
-``on_covered`` hears, once, that this runner most likely has nothing to compile: the store held
-this key's artifacts, or another runner holds the compile lease (the block stops its standby
-compile workers then: ``standby_workers.py``).
-"""
+``on_covered`` hears, once, that this runner most likely has nothing to compile: the store held this
+key's artifacts, or another runner holds the compile lease (the block stops its standby compile
+workers then: ``standby_workers.py``)."""
 
 from __future__ import annotations
 
@@ -298,23 +296,16 @@ class WarmLoader:
     def _load_artifacts(self, artifact_dir: ArtifactDir) -> None:
         """Load every artifact and, in "first-calls" mode, make its first call.
 
-        The first calls run here, in the thread that also runs ``run_warmed()``'s captures;
-        the loads, then, run ahead of them in a reader thread. A first call is mostly
-        GPU-library work that releases the GIL (cuDNN building its execution plans: 0.8 s of
-        the SD-Turbo UNet's 0.9 s first call on an H200), and a load is Python work that
-        needs it: each overlaps the other.
-
-        torch's compiler is imported first, entering by ``torch._dynamo`` as the app's
-        libraries do (diffusers and transformers import it as their modules load, maybe in
-        ``setup()`` at this moment): an artifact's load enters by ``torch._inductor``, which
-        imports ``torch._dynamo`` in turn, and two threads taking those two import locks in
-        opposite orders deadlock. On an H100 a runner with no fork-server preload (no import
-        record yet) lost every load to "deadlock detected by _ModuleLock('torch._dynamo')" and
-        half-made modules, then its ``setup()`` to the same, twice.
+        The first calls run here, in the thread that also runs ``run_warmed()``'s captures; the
+        loads, then, run ahead of them in a reader thread. A first call is mostly GPU-library
+        work that releases the GIL (cuDNN building its execution plans: 0.8 s of the SD-Turbo
+        UNet's 0.9 s first call on an H200), and a load is Python work that needs it: each
+        overlaps the other. torch's compiler is imported first, by ``torch._dynamo`` as the
+        app's libraries enter it: the other order deadlocked (``import_compiler``).
         """
         self._artifacts_loaded = True
         listed = artifact_dir.listed()
-        if listed:  # torch's compiler, by its one root, before any artifact's own imports
+        if listed:
             torch_internals.import_compiler()
         if self.preload == "first-calls" and len(listed) > 1:
             reads: Iterator[_ReadArtifact | None] = self._reads_in_thread(listed)
