@@ -24,9 +24,10 @@ pytestmark = [
 MIB = 2**20
 
 
-def test_a_graph_captured_on_arena_weights_replays_the_same_after_a_round_trip() -> None:
+def graphed_model_in_an_arena() -> tuple:
+    """16 fp16 linear layers whose weights live in an arena, their CUDA-graphed call (nothing
+    captured yet), the process's arenas, that arena, and an input."""
     from minifal.compiled.cuda_graphs import cuda_graphed
-    from minifal.offload.arena import ArenaState
     from minifal.offload.suspension import ProcessArenas
 
     torch.manual_seed(0)
@@ -35,8 +36,14 @@ def test_a_graph_captured_on_arena_weights_replays_the_same_after_a_round_trip()
     arenas = ProcessArenas()
     arena = arenas.keep_addresses(model)
     assert arena is not None, "no arena on this GPU (the log says why)"
-    graphed = cuda_graphed(model)
     tokens = torch.randn(64, 2048, device="cuda", dtype=torch.half)
+    return model, arenas, arena, cuda_graphed(model), tokens
+
+
+def test_a_graph_captured_on_arena_weights_replays_the_same_after_a_round_trip() -> None:
+    from minifal.offload.arena import ArenaState
+
+    model, arenas, arena, graphed, tokens = graphed_model_in_an_arena()
     with torch.inference_mode():
         graphed(tokens)
         expected = graphed(tokens).clone()  # replayed
@@ -55,17 +62,7 @@ def test_a_graph_captured_on_arena_weights_replays_the_same_after_a_round_trip()
 
 
 def test_a_release_between_offload_and_restore_drops_the_graph_and_it_is_captured_again() -> None:
-    from minifal.compiled.cuda_graphs import cuda_graphed
-    from minifal.offload.suspension import ProcessArenas
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(*(torch.nn.Linear(2048, 2048) for _ in range(16)))
-    model = model.cuda().half().eval()
-    arenas = ProcessArenas()
-    arena = arenas.keep_addresses(model)
-    assert arena is not None, "no arena on this GPU (the log says why)"
-    graphed = cuda_graphed(model)
-    tokens = torch.randn(64, 2048, device="cuda", dtype=torch.half)
+    model, arenas, arena, graphed, tokens = graphed_model_in_an_arena()
     with torch.inference_mode():
         eager = model(tokens).clone()
         graphed(tokens)

@@ -18,6 +18,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from child_path import repo_pythonpath  # noqa: E402
+from precompiled_support.child import ConvBlock  # noqa: E402
+
 from minifal.compiled.precompiled.artifact_files import (  # noqa: E402
     load_artifact,
     save_unpacked,
@@ -53,21 +56,6 @@ def test_an_unpacked_artifact_loads_and_equals_eager(tmp_path: Path, monkeypatch
     with torch.no_grad():
         (out,) = loaded(x, w)
     torch.testing.assert_close(out, graph(x, w)[0])
-
-
-class ConvBlock(torch.nn.Module):
-    """Convolutions (cuDNN, outside the artifact), a norm and pointwise ops (Triton kernels,
-    cubins inside it): the kinds of code an SD-Turbo UNet artifact holds."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(4, 32, 3, padding=1)
-        self.norm = torch.nn.GroupNorm(8, 32)
-        self.proj = torch.nn.Conv2d(32, 4, 1)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
-        h = torch.nn.functional.silu(self.norm(self.conv(x)))
-        return (self.proj(h) + x,)
 
 
 LOAD_IN_FRESH_PROCESS = """
@@ -108,9 +96,7 @@ def test_a_cuda_artifact_loaded_unpacked_in_a_fresh_process_equals_eager(
     assert save_unpacked(artifact, target)
     torch.save({"inputs": example_inputs, "expected": expected}, tmp_path / "io.pt")
 
-    repo = Path(__file__).resolve().parents[1]
-    path = os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))
-    env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "fresh"), "PYTHONPATH": path}
+    env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "fresh"), "PYTHONPATH": repo_pythonpath()}
     done = subprocess.run(
         [sys.executable, "-c", LOAD_IN_FRESH_PROCESS, str(target), str(tmp_path / "io.pt")],
         env={**os.environ, **env},

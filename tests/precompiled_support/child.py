@@ -55,6 +55,10 @@ class AttentionBlock(torch.nn.Module):
 
 
 class ConvBlock(torch.nn.Module):
+    """Convolutions (cuDNN, outside the artifact), a norm and pointwise ops (Triton kernels,
+    cubins inside it): the kinds of code an SD-Turbo UNet artifact holds. Also
+    ``test_precompiled_unpacked.py``'s."""
+
     def __init__(self) -> None:
         super().__init__()
         self.conv = torch.nn.Conv2d(4, 32, 3, padding=1)
